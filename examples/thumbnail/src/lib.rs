@@ -1,0 +1,234 @@
+//! The seed story's handler: turn an image into a JPEG thumbnail.
+//!
+//! - fits the image within `max_edge` x `max_edge`, keeping its aspect ratio
+//!   (never enlarges);
+//! - honours the EXIF orientation, so phone photos come out upright;
+//! - JPEG input is downscaled while decoding (DCT scaling: 1/2, 1/4 or 1/8),
+//!   then resized with a SIMD Lanczos3 filter;
+//! - corrupt or unsupported input is a permanent error with the reason.
+//!
+//! Settings come from the environment, as a Lambda function's would:
+//! `THUMBNAIL_MAX_EDGE` (default 256) and `THUMBNAIL_QUALITY` (1-100,
+//! default 80).
+
+mod decode;
+pub mod samples;
+
+use std::io::Cursor;
+
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use image::codecs::jpeg::JpegEncoder;
+use image::{DynamicImage, ImageEncoder};
+use shoal_worker::{Blob, Context, Handler, HandlerError, Item, Object};
+
+/// Thumbnail settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Longest edge of the thumbnail, in pixels.
+    pub max_edge: u32,
+    /// JPEG quality, 1-100.
+    pub quality: u8,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_edge: 256,
+            quality: 80,
+        }
+    }
+}
+
+/// Why an image cannot be made into a thumbnail. Every variant is permanent:
+/// the same bytes fail the same way every time.
+#[derive(Debug, thiserror::Error)]
+pub enum ThumbnailError {
+    /// Not an image format this handler reads.
+    #[error("unsupported image format{0}")]
+    Unsupported(String),
+    /// The bytes claim a format but do not decode.
+    #[error("corrupt {format} image: {reason}")]
+    Corrupt {
+        /// The format it claimed to be.
+        format: &'static str,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// Resizing or encoding failed.
+    #[error("cannot produce thumbnail: {0}")]
+    Process(String),
+}
+
+impl From<ThumbnailError> for HandlerError {
+    fn from(err: ThumbnailError) -> Self {
+        HandlerError::permanent(err.to_string())
+    }
+}
+
+/// A setting in the environment is not usable.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}={value:?}: {reason}")]
+pub struct ConfigError {
+    name: &'static str,
+    value: String,
+    reason: &'static str,
+}
+
+fn env_number(
+    name: &'static str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+    reason: &'static str,
+) -> Result<u32, ConfigError> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(value) => match value.trim().parse::<u32>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(ConfigError {
+                name,
+                value,
+                reason,
+            }),
+        },
+    }
+}
+
+impl Config {
+    /// Reads `THUMBNAIL_MAX_EDGE` and `THUMBNAIL_QUALITY`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let max_edge = env_number(
+            "THUMBNAIL_MAX_EDGE",
+            defaults.max_edge,
+            1..=16_384,
+            "expected 1-16384 pixels",
+        )?;
+        let quality = env_number(
+            "THUMBNAIL_QUALITY",
+            u32::from(defaults.quality),
+            1..=100,
+            "expected 1-100",
+        )?;
+        Ok(Self {
+            max_edge,
+            quality: u8::try_from(quality).unwrap_or(defaults.quality),
+        })
+    }
+}
+
+/// The largest size within `max_edge` x `max_edge` with the aspect ratio of
+/// `width` x `height`, never larger than the original.
+pub fn fit_within(width: u32, height: u32, max_edge: u32) -> (u32, u32) {
+    let longest = width.max(height);
+    if longest <= max_edge || longest == 0 {
+        return (width.max(1), height.max(1));
+    }
+    let scale = f64::from(max_edge) / f64::from(longest);
+    let w = (f64::from(width) * scale).round().max(1.0) as u32;
+    let h = (f64::from(height) * scale).round().max(1.0) as u32;
+    (w.min(max_edge), h.min(max_edge))
+}
+
+/// Makes a JPEG thumbnail of `bytes` (any supported image format).
+pub fn make_thumbnail(bytes: &[u8], config: &Config) -> Result<Vec<u8>, ThumbnailError> {
+    let decoded = decode::decode(bytes, config.max_edge)?;
+    let image = flatten(decoded.image);
+    let (w, h) = fit_within(image.width(), image.height(), config.max_edge);
+    let resized = if (w, h) == (image.width(), image.height()) {
+        image
+    } else {
+        let mut dst = DynamicImage::new(w, h, image.color());
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+        Resizer::new()
+            .resize(&image, &mut dst, &options)
+            .map_err(|e| ThumbnailError::Process(format!("resize to {w}x{h}: {e}")))?;
+        dst
+    };
+    let mut oriented = resized;
+    oriented.apply_orientation(decoded.orientation);
+    let mut out = Vec::with_capacity(32 * 1024);
+    JpegEncoder::new_with_quality(Cursor::new(&mut out), config.quality)
+        .write_image(
+            oriented.as_bytes(),
+            oriented.width(),
+            oriented.height(),
+            oriented.color().into(),
+        )
+        .map_err(|e| ThumbnailError::Process(format!("encode JPEG: {e}")))?;
+    Ok(out)
+}
+
+/// JPEG has no alpha and 8 bits a channel: composite transparent images onto
+/// white and reduce deep images to 8 bits.
+fn flatten(image: DynamicImage) -> DynamicImage {
+    match image {
+        DynamicImage::ImageLuma8(_) | DynamicImage::ImageRgb8(_) => image,
+        DynamicImage::ImageLuma16(_) => DynamicImage::ImageLuma8(image.to_luma8()),
+        other if !other.color().has_alpha() => DynamicImage::ImageRgb8(other.to_rgb8()),
+        other => {
+            let rgba = other.to_rgba8();
+            let mut rgb = image::RgbImage::new(rgba.width(), rgba.height());
+            for (dst, src) in rgb.pixels_mut().zip(rgba.pixels()) {
+                let a = u32::from(src[3]);
+                for c in 0..3 {
+                    dst[c] = ((u32::from(src[c]) * a + 255 * (255 - a) + 127) / 255) as u8;
+                }
+            }
+            DynamicImage::ImageRgb8(rgb)
+        }
+    }
+}
+
+/// The handler: one image object in, one JPEG thumbnail out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Thumbnailer {
+    config: Config,
+}
+
+impl Thumbnailer {
+    /// A thumbnailer with `config`.
+    pub fn new(config: Config) -> Self {
+        Self { config }
+    }
+
+    /// A thumbnailer configured from the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Config::from_env().map(Self::new)
+    }
+}
+
+impl Handler for Thumbnailer {
+    type Input = Object;
+    type Output = Blob;
+
+    async fn call(&self, item: Item<Object>, _ctx: Context) -> Result<Blob, HandlerError> {
+        let config = self.config;
+        let bytes = item.payload.bytes;
+        // Decoding is CPU-bound: keep it off the async worker threads.
+        match tokio::task::spawn_blocking(move || make_thumbnail(&bytes, &config)).await {
+            Ok(Ok(jpeg)) => Ok(Blob {
+                bytes: jpeg.into(),
+                extension: "jpg".into(),
+                content_type: "image/jpeg".into(),
+            }),
+            Ok(Err(e)) => Err(e.into()),
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(join) => Err(HandlerError::retryable(format!(
+                "thumbnail task stopped: {join}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fits_within_the_max_edge_keeping_aspect() {
+        assert_eq!(fit_within(5120, 2880, 256), (256, 144));
+        assert_eq!(fit_within(2880, 5120, 256), (144, 256));
+        assert_eq!(fit_within(100, 50, 256), (100, 50), "never enlarges");
+        assert_eq!(fit_within(10_000, 1, 256), (256, 1));
+    }
+}

@@ -1,0 +1,373 @@
+//! The README's main command, run as a user would: the real binary over a
+//! folder of images.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test reports failure"
+)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+const BIN: &str = env!("CARGO_BIN_EXE_thumbnail");
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
+}
+
+fn thumbnail(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn jpeg_dims(path: &Path) -> (u32, u32) {
+    image::image_dimensions(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn the_readme_command_thumbnails_every_sample_and_dead_letters_the_corrupt_one() {
+    let out = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| -> Output {
+        let mut args = vec!["run", "--input"];
+        let input = samples();
+        let input = input.to_str().unwrap();
+        args.push(input);
+        args.extend_from_slice(extra);
+        // --output through its environment variable, as the operator sets it.
+        thumbnail(&args)
+            .env("SHOAL_OUTPUT", out.path())
+            .output()
+            .unwrap()
+    };
+    let first = run(&[]);
+    let stdout = text(&first.stdout);
+    assert_eq!(
+        first.status.code(),
+        Some(3),
+        "dead letters fail the run\n{stdout}\n{}",
+        text(&first.stderr)
+    );
+    assert!(
+        stdout.contains("12 total, 11 succeeded, 1 dead-lettered"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("p50") && stdout.contains("p99") && stdout.contains("items/s"),
+        "{stdout}"
+    );
+
+    // Every image but the corrupt one has a thumbnail within 256 px.
+    for entry in std::fs::read_dir(samples()).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let stem = name.rsplit_once('.').unwrap().0;
+        let thumb = out.path().join(format!("{stem}.jpg"));
+        if name == "corrupt.jpg" {
+            assert!(!thumb.exists());
+            continue;
+        }
+        let (w, h) = jpeg_dims(&thumb);
+        assert_eq!(w.max(h), 256, "{name} -> {w}x{h}");
+    }
+    // Stored landscape with EXIF orientation 6: the thumbnail is upright.
+    let (w, h) = jpeg_dims(&out.path().join("phone-portrait-exif6.jpg"));
+    assert!(h > w, "EXIF orientation applied: {w}x{h}");
+
+    let dead = std::fs::read_to_string(out.path().join(".shoal/dead-letters.jsonl")).unwrap();
+    let letters: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 1, "{dead}");
+    assert_eq!(letters[0]["item"], "corrupt.jpg");
+    assert_eq!(letters[0]["cause"], "permanent");
+    assert_eq!(letters[0]["attempts"], 1);
+    assert!(
+        letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("corrupt JPEG image"),
+        "{dead}"
+    );
+
+    // Not a terminal: logs are JSON lines, with Lambda's START/END/REPORT.
+    let stderr = text(&first.stderr);
+    for line in stderr.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+    assert_eq!(stderr.matches("START RequestId: ").count(), 12);
+    assert!(stderr.contains("\\tBilled Duration: "), "{stderr}");
+
+    // Rerun: nothing redone; with a tolerance the same batch passes.
+    let second = run(&["--tolerated-failure-percent", "10"]);
+    let stdout = text(&second.stdout);
+    assert_eq!(second.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("11 succeeded and 1 dead-lettered in earlier runs, not redone"),
+        "{stdout}"
+    );
+    assert_eq!(text(&second.stderr).matches("START RequestId: ").count(), 0);
+}
+
+/// A folder of `n` copies of one large JPEG (slow enough to interrupt).
+fn big_batch(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let jpeg = thumbnail::samples::jpeg(&thumbnail::samples::picture(2400, 1600, 3), 90);
+    for i in 0..n {
+        std::fs::write(dir.join(format!("img-{i:04}.jpg")), &jpeg).unwrap();
+    }
+}
+
+fn journal_lines(output: &Path) -> usize {
+    std::fs::read_to_string(output.join(".shoal/journal.jsonl"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+fn outputs(dir: &Path) -> HashMap<String, SystemTime> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jpg"))
+        .map(|e| {
+            (
+                e.file_name().into_string().unwrap(),
+                e.metadata().unwrap().modified().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Starts the batch, waits until some items are journaled, sends `signal`.
+fn interrupted_run(input: &Path, output: &Path, signal: &str) -> Output {
+    let child = thumbnail(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--concurrency",
+        "1",
+    ])
+    .spawn()
+    .unwrap();
+    let started = Instant::now();
+    while journal_lines(output) < 10 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn ctrl_c_then_the_same_command_finishes_without_redoing_thumbnails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    big_batch(&input, 240);
+
+    let first = interrupted_run(&input, &output, "-INT");
+    let stdout = text(&first.stdout);
+    assert_eq!(
+        first.status.code(),
+        Some(130),
+        "{stdout}\n{}",
+        text(&first.stderr)
+    );
+    assert!(
+        stdout.contains("batch interrupted") && stdout.contains("remaining:"),
+        "{stdout}"
+    );
+    let done = outputs(&output);
+    assert!(
+        !done.is_empty() && done.len() < 240,
+        "interrupted mid-run: {} done",
+        done.len()
+    );
+    assert_eq!(
+        journal_lines(&output),
+        done.len(),
+        "every finished thumbnail is journaled"
+    );
+
+    std::thread::sleep(Duration::from_millis(20));
+    let second = thumbnail(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    let stdout = text(&second.stdout);
+    assert_eq!(second.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("resumed:      {} succeeded", done.len())),
+        "{stdout}"
+    );
+    let after = outputs(&output);
+    assert_eq!(after.len(), 240);
+    for (name, modified) in &done {
+        assert_eq!(after[name], *modified, "{name} was redone");
+    }
+}
+
+#[test]
+fn kill_9_then_the_same_command_finishes_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    big_batch(&input, 200);
+
+    let first = interrupted_run(&input, &output, "-KILL");
+    assert_eq!(first.status.code(), None, "killed by a signal");
+    let journaled = journal_lines(&output);
+
+    let second = thumbnail(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    let stdout = text(&second.stdout);
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&second.stderr)
+    );
+    assert!(
+        stdout.contains("200 total, 200 succeeded, 0 dead-lettered"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("resumed:      {journaled} succeeded")),
+        "{stdout}"
+    );
+    assert_eq!(outputs(&output).len(), 200);
+    // No temporary files from the killed writes are visible as outputs.
+    assert!(std::fs::read_dir(&output).unwrap().all(|e| {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        name.ends_with(".jpg") || name == ".shoal" || name.ends_with(".tmp")
+    }));
+}
+
+#[test]
+fn invoke_runs_the_handler_once_on_one_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("event.json");
+    let out = dir.path().join("out");
+    let invoke = |event_body: &str| -> Output {
+        std::fs::write(&event, event_body).unwrap();
+        thumbnail(&[
+            "invoke",
+            "--event",
+            event.to_str().unwrap(),
+            "--input",
+            samples().to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap()
+    };
+
+    let ok = invoke(r#"{"key": "photo-0001.jpg"}"#);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(result["status"], "succeeded");
+    assert!(
+        result["output"]["stored"]
+            .as_str()
+            .unwrap()
+            .ends_with("out/photo-0001.jpg")
+    );
+    assert_eq!(jpeg_dims(&out.join("photo-0001.jpg")), (256, 171));
+
+    // An S3 event notification names objects the same way.
+    let s3 = r#"{"Records":[{"s3":{"bucket":{"name":"local"},"object":{"key":"corrupt.jpg"}}}]}"#;
+    let bad = invoke(s3);
+    assert_eq!(bad.status.code(), Some(3));
+    let result: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(result["status"], "failed");
+    assert_eq!(result["retryable"], false);
+    assert!(
+        result["reason"].as_str().unwrap().contains("corrupt JPEG"),
+        "{result}"
+    );
+
+    let missing = invoke(r#"{"key": "nope.jpg"}"#);
+    let result: serde_json::Value = serde_json::from_slice(&missing.stdout).unwrap();
+    assert_eq!(result["category"], "input");
+    assert!(
+        result["reason"].as_str().unwrap().contains("not found"),
+        "{result}"
+    );
+}
+
+#[test]
+fn bad_settings_are_refused_with_a_clear_message() {
+    let out = tempfile::tempdir().unwrap();
+    let refused = thumbnail(&[
+        "--log-format",
+        "text",
+        "run",
+        "--input",
+        "/no/such/folder",
+        "--output",
+        out.path().to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("/no/such/folder"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let bad_env = thumbnail(&[
+        "--log-format",
+        "text",
+        "run",
+        "--input",
+        samples().to_str().unwrap(),
+        "--output",
+        out.path().to_str().unwrap(),
+    ])
+    .env("THUMBNAIL_MAX_EDGE", "huge")
+    .output()
+    .unwrap();
+    assert_eq!(bad_env.status.code(), Some(1));
+    assert!(
+        text(&bad_env.stderr).contains("THUMBNAIL_MAX_EDGE=\"huge\""),
+        "{}",
+        text(&bad_env.stderr)
+    );
+
+    let bad_flag = thumbnail(&["run", "--input", "x", "--output", "y", "--timeout", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(bad_flag.status.code(), Some(2));
+}

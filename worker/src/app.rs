@@ -1,0 +1,193 @@
+//! The entry point a handler binary calls: parses the command line, sets up
+//! logging, metrics and the async runtime, and runs the chosen mode.
+
+use std::fmt::Display;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, CommonArgs};
+use crate::engine::{Engine, EngineConfig};
+use crate::error::{Error, Result};
+use crate::handler::Handler;
+use crate::http::{self, Readiness};
+use crate::local::{self, RunPaths};
+use crate::metrics::Metrics;
+use crate::retry::RetryPolicy;
+use crate::store::{LocalStore, ObjectStore};
+use crate::telemetry;
+
+/// Process exit codes.
+pub mod exit {
+    /// Everything succeeded (or stayed within the tolerated failures).
+    pub const OK: u8 = 0;
+    /// The run itself failed (bad configuration, unreadable folders).
+    pub const ERROR: u8 = 1;
+    /// Usage error (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// Items were dead-lettered beyond `--tolerated-failure-percent`, or an
+    /// `invoke` failed.
+    pub const ITEMS_FAILED: u8 = 3;
+    /// Interrupted by Ctrl-C or SIGTERM; rerun to resume.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// Runs `handler` as a shoal binary. A handler binary's `main` is one line:
+///
+/// ```no_run
+/// use shoal_worker::{Context, HandlerError, Item, handler_fn};
+/// use shoal_worker::payload::Json;
+///
+/// async fn double(item: Item<Json<u64>>, _ctx: Context) -> Result<Json<u64>, HandlerError> {
+///     Ok(Json(item.payload.0 * 2))
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     shoal_worker::main(handler_fn(double))
+/// }
+/// ```
+pub fn main<H: Handler>(handler: H) -> ExitCode {
+    main_with(move || Ok::<_, std::convert::Infallible>(handler))
+}
+
+/// Like [`main`], with a fallible initialiser that builds the handler once
+/// (the Lambda "init" phase: read configuration, build shared clients).
+pub fn main_with<H, E, F>(init: F) -> ExitCode
+where
+    H: Handler,
+    E: Display,
+    F: FnOnce() -> Result<H, E>,
+{
+    let cli = Cli::parse();
+    let progress = matches!(&cli.command, Command::Run(args) if !args.no_progress)
+        && std::io::stderr().is_terminal()
+        && !telemetry::is_json(cli.common.log_format);
+    // With a progress bar on screen, per-invocation lines would bury it.
+    let default_filter = if progress {
+        "info,shoal::platform=warn"
+    } else {
+        "info"
+    };
+    telemetry::init(cli.common.log_format, default_filter);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    let code = runtime.block_on(async {
+        match run(cli, init, progress).await {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::error!("{e}");
+                exit::ERROR
+            }
+        }
+    });
+    // Blocking handler work cut short by a second Ctrl-C must not hold the
+    // process open.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    ExitCode::from(code)
+}
+
+fn engine_config(common: &CommonArgs) -> EngineConfig {
+    let concurrency = common.concurrency.map(|c| c as usize).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let function_name = common.function_name.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "shoal".into())
+    });
+    EngineConfig {
+        timeout: common.timeout(),
+        function_name,
+        memory_mib: common.memory_mib,
+        concurrency,
+        retry: RetryPolicy {
+            max_attempts: common.max_attempts,
+            base_delay: std::time::Duration::from_millis(common.retry_base_delay_ms),
+            max_delay: std::time::Duration::from_millis(common.retry_max_delay_ms),
+        },
+    }
+}
+
+async fn run<H, E, F>(cli: Cli, init: F, progress: bool) -> Result<u8>
+where
+    H: Handler,
+    E: Display,
+    F: FnOnce() -> Result<H, E>,
+{
+    let metrics = Metrics::new().map_err(|e| Error::Metrics(e.to_string()))?;
+    let ready = Readiness::default();
+    let shutdown = CancellationToken::new();
+    let _stop_server = shutdown.clone().drop_guard();
+    if let Some(addr) = cli.common.metrics_addr {
+        http::serve(addr, metrics.clone(), ready.clone(), shutdown.clone()).await?;
+    }
+    let init_started = Instant::now();
+    let handler = Arc::new(init().map_err(|e| Error::Init(e.to_string()))?);
+    tracing::debug!(
+        init_ms = init_started.elapsed().as_secs_f64() * 1000.0,
+        "handler initialised"
+    );
+    let config = engine_config(&cli.common);
+    match cli.command {
+        Command::Run(args) => {
+            let paths = RunPaths::from_args(&args);
+            let input: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(&paths.input));
+            let output: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(&paths.output));
+            let engine = Engine::new(handler, input, Some(output), config, metrics);
+            ready.set(true);
+            let summary = local::run(engine, &paths, &args, progress).await?;
+            ready.set(false);
+            print!("{summary}");
+            tracing::info!(
+                total = summary.total,
+                succeeded = summary.succeeded + summary.skipped_succeeded,
+                dead_lettered = summary.dead_lettered_total(),
+                failed_invocations = summary.failed_invocations,
+                remaining = summary.remaining,
+                elapsed_s = summary.elapsed.as_secs_f64(),
+                "batch summary"
+            );
+            Ok(if summary.interrupted {
+                exit::INTERRUPTED
+            } else if !summary.within_tolerance(args.tolerated_failure_percent) {
+                tracing::error!(
+                    dead_lettered = summary.dead_lettered_total(),
+                    total = summary.total,
+                    tolerated_percent = args.tolerated_failure_percent,
+                    "{:.1}% of the items dead-lettered, above the tolerated {}%",
+                    summary.dead_letter_percent(),
+                    args.tolerated_failure_percent
+                );
+                exit::ITEMS_FAILED
+            } else {
+                exit::OK
+            })
+        }
+        Command::Invoke(args) => {
+            let input: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(&args.input));
+            let output = args
+                .output
+                .as_ref()
+                .map(|dir| Arc::new(LocalStore::new(dir)) as Arc<dyn ObjectStore>);
+            let engine = Engine::new(handler, input, output, config, metrics);
+            ready.set(true);
+            let ok = local::invoke(engine, &args.event).await?;
+            Ok(if ok { exit::OK } else { exit::ITEMS_FAILED })
+        }
+    }
+}

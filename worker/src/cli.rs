@@ -1,0 +1,226 @@
+//! Command line of every shoal handler binary. Each flag can also be set by
+//! an environment variable `SHOAL_<FLAG>` (`--output` <-> `SHOAL_OUTPUT`):
+//! that is how the operator's pods and Lambda functions configure it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A shoal batch handler.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Settings shared by every mode.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// The modes of a handler binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Process every file of a folder on this machine (no cloud, no cluster).
+    Run(RunArgs),
+    /// Run the handler once on one event (a chunk, an S3 event or an object
+    /// reference such as {"key": "cat.jpg"}) and print the result.
+    Invoke(InvokeArgs),
+}
+
+/// Runtime settings shared by every mode.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Invocations running at once [default: number of CPUs].
+    #[arg(long, global = true, env = "SHOAL_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: Option<u32>,
+
+    /// Per-invocation timeout in seconds (Lambda allows 1-900).
+    #[arg(long, global = true, env = "SHOAL_TIMEOUT", default_value_t = 60.0, value_parser = parse_timeout)]
+    pub timeout: f64,
+
+    /// Attempts per item, the first included, before it is dead-lettered.
+    #[arg(long, global = true, env = "SHOAL_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+
+    /// First retry waits up to this many milliseconds; doubles per retry
+    /// (full jitter), capped by --retry-max-delay-ms.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_RETRY_BASE_DELAY_MS",
+        default_value_t = 200
+    )]
+    pub retry_base_delay_ms: u64,
+
+    /// Upper bound of one retry wait, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_RETRY_MAX_DELAY_MS",
+        default_value_t = 30_000
+    )]
+    pub retry_max_delay_ms: u64,
+
+    /// Memory size reported to the handler and in REPORT lines, in MiB
+    /// (Lambda's memory setting; 128-10240).
+    #[arg(long, global = true, env = "SHOAL_MEMORY_MIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(128..=10_240))]
+    pub memory_mib: u32,
+
+    /// Function name reported to the handler [default: the binary's name].
+    #[arg(long, global = true, env = "SHOAL_FUNCTION_NAME")]
+    pub function_name: Option<String>,
+
+    /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9090).
+    #[arg(long, global = true, env = "SHOAL_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Log format: human-readable text on a terminal, JSON otherwise.
+    #[arg(long, global = true, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+impl CommonArgs {
+    /// The timeout as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout)
+    }
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.001..=900.0).contains(&secs) {
+        return Err(format!("{secs} s is outside 0.001-900 s"));
+    }
+    Ok(secs)
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    Auto,
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `run`: a whole batch over a local folder.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Folder to read items from (every file below it, hidden ones excepted).
+    #[arg(long, env = "SHOAL_INPUT")]
+    pub input: PathBuf,
+
+    /// Folder to write outputs to (created if missing).
+    #[arg(long, env = "SHOAL_OUTPUT")]
+    pub output: PathBuf,
+
+    /// Items per chunk message on the embedded queue.
+    #[arg(long, env = "SHOAL_ITEMS_PER_CHUNK", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub items_per_chunk: u32,
+
+    /// Where the journal and dead letters live [default: OUTPUT/.shoal].
+    #[arg(long, env = "SHOAL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Succeed (exit 0) while at most this percentage of items is
+    /// dead-lettered.
+    #[arg(long, env = "SHOAL_TOLERATED_FAILURE_PERCENT", default_value_t = 0.0, value_parser = parse_percent)]
+    pub tolerated_failure_percent: f64,
+
+    /// Process items that earlier runs dead-lettered again.
+    #[arg(long, env = "SHOAL_RETRY_DEAD_LETTERS")]
+    pub retry_dead_letters: bool,
+
+    /// Do not draw a progress bar.
+    #[arg(long, env = "SHOAL_NO_PROGRESS")]
+    pub no_progress: bool,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let p: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage"))?;
+    if !(0.0..=100.0).contains(&p) {
+        return Err(format!("{p} is outside 0-100"));
+    }
+    Ok(p)
+}
+
+/// `invoke`: one event, once.
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// JSON event file, or - for standard input.
+    #[arg(long, env = "SHOAL_EVENT")]
+    pub event: PathBuf,
+
+    /// Folder object keys are read from.
+    #[arg(long, env = "SHOAL_INPUT", default_value = ".")]
+    pub input: PathBuf,
+
+    /// Folder to write outputs to; without it outputs are described, not stored.
+    #[arg(long, env = "SHOAL_OUTPUT")]
+    pub output: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse_and_validate() {
+        let cli = Cli::try_parse_from([
+            "t",
+            "run",
+            "--input",
+            "in",
+            "--output",
+            "out",
+            "--concurrency",
+            "4",
+            "--timeout",
+            "2.5",
+        ])
+        .unwrap();
+        assert_eq!(cli.common.concurrency, Some(4));
+        assert_eq!(cli.common.timeout(), Duration::from_millis(2500));
+        assert!(
+            Cli::try_parse_from([
+                "t",
+                "run",
+                "--input",
+                "i",
+                "--output",
+                "o",
+                "--timeout",
+                "901"
+            ])
+            .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "t",
+                "run",
+                "--input",
+                "i",
+                "--output",
+                "o",
+                "--tolerated-failure-percent",
+                "101"
+            ])
+            .is_err()
+        );
+    }
+}

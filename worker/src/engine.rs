@@ -1,0 +1,418 @@
+//! The transport-neutral invocation engine: runs one item through the
+//! handler under the runtime rules every mode shares.
+//!
+//! Guarantees, per attempt: the handler runs on its own task (a panic fails
+//! that item only); the attempt is bounded by the timeout (the context is
+//! cancelled and the task aborted at the deadline); at most `concurrency`
+//! attempts run at once; START/END/REPORT lines and metrics are emitted for
+//! every attempt, whatever its outcome.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::handler::{Context, ErrorKind, Handler, HandlerError, Item};
+use crate::message::RawItem;
+use crate::metrics::{DeadLetterCause, ErrorCategory, Metrics};
+use crate::payload::{Blob, Output, Payload, output_key};
+use crate::platform;
+use crate::retry::RetryPolicy;
+use crate::store::ObjectStore;
+
+/// Settings of the engine, from the command line or the environment.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Per-attempt deadline.
+    pub timeout: Duration,
+    /// Reported in the context and logs.
+    pub function_name: String,
+    /// Reported in the context and REPORT lines.
+    pub memory_mib: u32,
+    /// Attempts allowed to run at once.
+    pub concurrency: usize,
+    /// Used by [`Engine::process`].
+    pub retry: RetryPolicy,
+}
+
+/// A failed attempt, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Fixed category (the metrics label).
+    pub category: ErrorCategory,
+    /// Whether trying again may help.
+    pub kind: ErrorKind,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+impl Failure {
+    fn from_handler(category: ErrorCategory, err: HandlerError) -> Self {
+        Self {
+            category,
+            kind: err.kind(),
+            reason: err.reason().to_owned(),
+        }
+    }
+}
+
+/// A successful attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Success {
+    /// Where the output was stored, if it was.
+    pub output_key: Option<String>,
+    /// The output itself, if the handler produced one.
+    pub output: Option<Blob>,
+}
+
+/// The record of one attempt.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The attempt's request id (in its log lines).
+    pub request_id: String,
+    /// Wall time of the attempt, slot wait excluded.
+    pub duration: Duration,
+    /// What happened.
+    pub result: Result<Success, Failure>,
+}
+
+/// Where an item ended after [`Engine::process`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler succeeded and the output (if any) is stored.
+    Succeeded {
+        /// Output key, if the handler produced an output.
+        output_key: Option<String>,
+    },
+    /// The item must go to the dead-letter destination.
+    DeadLettered {
+        /// Permanent error or attempts exhausted.
+        cause: DeadLetterCause,
+        /// The last failure.
+        failure: Failure,
+    },
+    /// Shutdown came before the item finished; it was not completed and
+    /// must be delivered again.
+    Abandoned,
+}
+
+/// What [`Engine::process`] reports for one item.
+#[derive(Debug, Clone)]
+pub struct ItemReport {
+    /// The item id.
+    pub id: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Duration of each attempt, in order.
+    pub durations: Vec<Duration>,
+    /// Final state.
+    pub outcome: Outcome,
+}
+
+/// Runs items through a handler. Cheap to clone; clones share everything.
+pub struct Engine<H: Handler> {
+    handler: Arc<H>,
+    input: Arc<dyn ObjectStore>,
+    output: Option<Arc<dyn ObjectStore>>,
+    config: Arc<EngineConfig>,
+    metrics: Metrics,
+    slots: Arc<Semaphore>,
+    draining: CancellationToken,
+    abort: CancellationToken,
+}
+
+impl<H: Handler> Clone for Engine<H> {
+    fn clone(&self) -> Self {
+        Self {
+            handler: self.handler.clone(),
+            input: self.input.clone(),
+            output: self.output.clone(),
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+            slots: self.slots.clone(),
+            draining: self.draining.clone(),
+            abort: self.abort.clone(),
+        }
+    }
+}
+
+struct Running<'a> {
+    gauge: &'a prometheus::IntGauge,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+impl<H: Handler> Engine<H> {
+    /// An engine reading from `input` and storing outputs in `output`
+    /// (`None`: outputs are returned but not stored).
+    pub fn new(
+        handler: Arc<H>,
+        input: Arc<dyn ObjectStore>,
+        output: Option<Arc<dyn ObjectStore>>,
+        config: EngineConfig,
+        metrics: Metrics,
+    ) -> Self {
+        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        Self {
+            handler,
+            input,
+            output,
+            config: Arc::new(config),
+            metrics,
+            slots,
+            draining: CancellationToken::new(),
+            abort: CancellationToken::new(),
+        }
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The metrics the engine records into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The output store, if any.
+    pub fn output_store(&self) -> Option<&Arc<dyn ObjectStore>> {
+        self.output.as_ref()
+    }
+
+    /// Stop scheduling retries; attempts in flight finish normally.
+    pub fn drain(&self) {
+        self.draining.cancel();
+    }
+
+    /// Whether [`Engine::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+
+    /// Cancel the contexts of attempts in flight (they should stop early).
+    pub fn abort(&self) {
+        self.draining.cancel();
+        self.abort.cancel();
+    }
+
+    async fn acquire(&self) -> Running<'_> {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                self.metrics.throttles.inc();
+                // Fails only if the semaphore is closed, which this engine
+                // never does.
+                self.slots.clone().acquire_owned().await.ok()
+            }
+        };
+        self.metrics.concurrent.inc();
+        Running {
+            gauge: &self.metrics.concurrent,
+            _permit: permit,
+        }
+    }
+
+    /// Runs one attempt of `item`, waiting for a free concurrency slot first.
+    pub async fn attempt(&self, item: &RawItem, attempt: u32) -> Attempt {
+        let _running = self.acquire().await;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        info!(target: platform::TARGET, "{}", platform::start_line(&request_id));
+        let started = Instant::now();
+        let result = self.run_attempt(item, attempt, &request_id).await;
+        let duration = started.elapsed();
+        info!(target: platform::TARGET, "{}", platform::end_line(&request_id));
+        info!(
+            target: platform::TARGET,
+            "{}",
+            platform::report_line(
+                &request_id,
+                duration,
+                self.config.memory_mib,
+                platform::max_memory_used_mib()
+            )
+        );
+        self.metrics.duration.observe(duration.as_secs_f64());
+        match &result {
+            Ok(_) => {
+                self.metrics
+                    .invocations
+                    .with_label_values(&["success"])
+                    .inc();
+                debug!(item = %item.id, attempt, request_id, "item succeeded");
+            }
+            Err(failure) => {
+                self.metrics.invocations.with_label_values(&["error"]).inc();
+                self.metrics
+                    .errors
+                    .with_label_values(&[failure.category.as_str()])
+                    .inc();
+                warn!(
+                    item = %item.id,
+                    attempt,
+                    request_id,
+                    category = failure.category.as_str(),
+                    retryable = failure.kind == ErrorKind::Retryable,
+                    reason = %failure.reason,
+                    "item failed"
+                );
+            }
+        }
+        Attempt {
+            request_id,
+            duration,
+            result,
+        }
+    }
+
+    async fn run_attempt(
+        &self,
+        item: &RawItem,
+        attempt: u32,
+        request_id: &str,
+    ) -> Result<Success, Failure> {
+        let timeout = self.config.timeout;
+        let cancel = self.abort.child_token();
+        let ctx = Context::new(
+            request_id.to_owned(),
+            attempt,
+            self.config.function_name.clone(),
+            self.config.memory_mib,
+            timeout,
+            cancel.clone(),
+        );
+        let deadline = ctx.deadline();
+        let handler = self.handler.clone();
+        let input = self.input.clone();
+        let id = item.id.clone();
+        let body = item.body.clone();
+        let task = tokio::spawn(async move {
+            let payload = H::Input::decode(body, input.as_ref())
+                .await
+                .map_err(|e| Failure::from_handler(ErrorCategory::Input, e))?;
+            let output = handler
+                .call(Item { id, payload }, ctx)
+                .await
+                .map_err(|e| Failure::from_handler(ErrorCategory::Handler, e))?;
+            output
+                .into_blob()
+                .map_err(|e| Failure::from_handler(ErrorCategory::Handler, e))
+        });
+        let abort = task.abort_handle();
+        let timed_out = || Failure {
+            category: ErrorCategory::Timeout,
+            kind: ErrorKind::Retryable,
+            reason: format!("Task timed out after {:.2} seconds", timeout.as_secs_f64()),
+        };
+        let blob = match tokio::time::timeout_at(deadline.into(), task).await {
+            Err(_) => {
+                cancel.cancel();
+                abort.abort();
+                return Err(timed_out());
+            }
+            Ok(Err(join)) if join.is_panic() => {
+                return Err(Failure {
+                    category: ErrorCategory::Panic,
+                    kind: ErrorKind::Retryable,
+                    reason: format!(
+                        "handler panicked: {}",
+                        panic_message(join.into_panic().as_ref())
+                    ),
+                });
+            }
+            Ok(Err(_cancelled)) => {
+                return Err(Failure {
+                    category: ErrorCategory::Handler,
+                    kind: ErrorKind::Retryable,
+                    reason: "invocation was cancelled".into(),
+                });
+            }
+            Ok(Ok(result)) => result?,
+        };
+        let Some(blob) = blob else {
+            return Ok(Success {
+                output_key: None,
+                output: None,
+            });
+        };
+        let Some(store) = &self.output else {
+            return Ok(Success {
+                output_key: None,
+                output: Some(blob),
+            });
+        };
+        let key = output_key(&item.id, &blob.extension);
+        let put = store.put(&key, blob.bytes.clone(), &blob.content_type);
+        match tokio::time::timeout_at(deadline.into(), put).await {
+            Err(_) => Err(timed_out()),
+            Ok(Err(e)) => Err(Failure::from_handler(ErrorCategory::Output, e.into())),
+            Ok(Ok(())) => Ok(Success {
+                output_key: Some(key),
+                output: Some(blob),
+            }),
+        }
+    }
+
+    /// Runs `item` to a final outcome: retryable failures are retried with
+    /// backoff (no slot is held while waiting) until the policy's attempts
+    /// run out; a permanent failure ends it at once. After [`Engine::drain`]
+    /// no retry starts and the item is reported [`Outcome::Abandoned`].
+    pub async fn process(&self, item: &RawItem) -> ItemReport {
+        let policy = self.config.retry;
+        let mut durations = Vec::with_capacity(1);
+        let mut attempt = 1;
+        loop {
+            let record = self.attempt(item, attempt).await;
+            durations.push(record.duration);
+            let outcome = match record.result {
+                Ok(success) => Outcome::Succeeded {
+                    output_key: success.output_key,
+                },
+                Err(failure) if failure.kind == ErrorKind::Permanent => Outcome::DeadLettered {
+                    cause: DeadLetterCause::Permanent,
+                    failure,
+                },
+                Err(failure) if !policy.allows_retry_after(attempt) => Outcome::DeadLettered {
+                    cause: DeadLetterCause::Exhausted,
+                    failure,
+                },
+                Err(_) => {
+                    let delay = policy.backoff(attempt);
+                    let waited = tokio::select! {
+                        () = tokio::time::sleep(delay) => true,
+                        () = self.draining.cancelled() => false,
+                    };
+                    if waited {
+                        self.metrics.retries.inc();
+                        attempt += 1;
+                        continue;
+                    }
+                    Outcome::Abandoned
+                }
+            };
+            return ItemReport {
+                id: item.id.clone(),
+                attempts: attempt,
+                durations,
+                outcome,
+            };
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The handler contract: one item in, one result out.
+//!
+//! A handler is a plain `async fn(Item<I>, Context) -> Result<O, HandlerError>`
+//! wrapped with [`handler_fn`], or any type implementing [`Handler`]. Batching,
+//! retries, timeouts, concurrency and I/O belong to the runtime; the same
+//! handler serves every mode (`run`, `worker`, Lambda) unchanged.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::payload::{Output, Payload};
+
+/// One unit of work handed to a handler.
+#[derive(Debug, Clone)]
+pub struct Item<T> {
+    /// Stable identity of the item: the object key for object items,
+    /// `<chunkId>/<index>` for inline items. Output keys derive from it.
+    pub id: String,
+    /// The decoded payload.
+    pub payload: T,
+}
+
+/// What a handler knows about the invocation it runs in.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Unique id of this invocation attempt (a UUID, as Lambda's request id).
+    pub request_id: String,
+    /// 1 for the first attempt, 2 for the first retry, and so on.
+    pub attempt: u32,
+    /// Function name (`--function-name`, or the Lambda function's name).
+    pub function_name: String,
+    /// Configured memory limit in MiB (`--memory-mib`; Lambda's memory size).
+    pub memory_limit_mib: u32,
+    deadline: Instant,
+    deadline_wall: SystemTime,
+    cancel: CancellationToken,
+}
+
+impl Context {
+    /// Builds a context whose deadline is `timeout` from now.
+    pub fn new(
+        request_id: String,
+        attempt: u32,
+        function_name: String,
+        memory_limit_mib: u32,
+        timeout: Duration,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            request_id,
+            attempt,
+            function_name,
+            memory_limit_mib,
+            deadline: Instant::now() + timeout,
+            deadline_wall: SystemTime::now() + timeout,
+            cancel,
+        }
+    }
+
+    /// The instant after which the runtime abandons this invocation.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The deadline as wall-clock time (what Lambda reports as `deadline_ms`).
+    pub fn deadline_wall_clock(&self) -> SystemTime {
+        self.deadline_wall
+    }
+
+    /// Time left before the deadline (zero once it has passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Cancelled when the invocation times out or the worker shuts down.
+    /// Long-running or blocking work should check it and stop early.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Shorthand for `self.cancellation().is_cancelled()`.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// Whether a failure is worth retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Transient (network blip, throttling): retried with backoff until the
+    /// attempts run out, then dead-lettered.
+    Retryable,
+    /// The item can never succeed (corrupt input, bad format): dead-lettered
+    /// at once with its reason.
+    Permanent,
+}
+
+/// A handler failure, classified for the runtime.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct HandlerError {
+    kind: ErrorKind,
+    reason: String,
+}
+
+impl HandlerError {
+    /// A failure that may succeed if tried again.
+    pub fn retryable(reason: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Retryable,
+            reason: reason.into(),
+        }
+    }
+
+    /// A failure that will never succeed for this item.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Permanent,
+            reason: reason.into(),
+        }
+    }
+
+    /// Retryable or permanent.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The human-readable reason, recorded with dead letters.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// True for [`ErrorKind::Permanent`].
+    pub fn is_permanent(&self) -> bool {
+        self.kind == ErrorKind::Permanent
+    }
+}
+
+/// A batch handler: turns one item into one output.
+///
+/// Implementations must be cheap to share: the runtime wraps the handler in an
+/// `Arc` and calls it concurrently. Build shared clients once, in the
+/// constructor, and reuse them across calls.
+pub trait Handler: Send + Sync + 'static {
+    /// The item type; see [`Payload`] for what the runtime can decode.
+    type Input: Payload;
+    /// The output type; see [`Output`] for what the runtime can store.
+    type Output: Output;
+
+    /// Handles one item.
+    fn call(
+        &self,
+        item: Item<Self::Input>,
+        ctx: Context,
+    ) -> impl Future<Output = Result<Self::Output, HandlerError>> + Send;
+}
+
+/// A [`Handler`] made from a plain async function; see [`handler_fn`].
+pub struct HandlerFn<F, I, O> {
+    f: F,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+/// Wraps `async fn(Item<I>, Context) -> Result<O, HandlerError>` as a
+/// [`Handler`].
+pub fn handler_fn<F, Fut, I, O>(f: F) -> HandlerFn<F, I, O>
+where
+    F: Fn(Item<I>, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, HandlerError>> + Send,
+    I: Payload,
+    O: Output,
+{
+    HandlerFn {
+        f,
+        _types: PhantomData,
+    }
+}
+
+impl<F, Fut, I, O> Handler for HandlerFn<F, I, O>
+where
+    F: Fn(Item<I>, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, HandlerError>> + Send,
+    I: Payload,
+    O: Output,
+{
+    type Input = I;
+    type Output = O;
+
+    fn call(
+        &self,
+        item: Item<I>,
+        ctx: Context,
+    ) -> impl Future<Output = Result<O, HandlerError>> + Send {
+        (self.f)(item, ctx)
+    }
+}

@@ -1,0 +1,29 @@
+//! # shoal-worker
+//!
+//! Write one batch handler; run it over a local folder (`run`), as a queue
+//! worker in Kubernetes (`worker`), or as an AWS Lambda function, unchanged.
+//!
+//! The handler contract is in [`handler`]; what it receives and returns in
+//! [`payload`]; the shared runtime rules (timeouts, retries, concurrency,
+//! panics, log lines, metrics) in [`engine`]. A binary's `main` is one line:
+//! [`main`] or [`main_with`].
+
+pub mod app;
+pub mod cli;
+pub mod engine;
+pub mod error;
+pub mod handler;
+pub mod http;
+pub mod local;
+pub mod message;
+pub mod metrics;
+pub mod payload;
+pub mod platform;
+pub mod retry;
+pub mod store;
+pub mod telemetry;
+
+pub use app::{main, main_with};
+pub use error::{Error, Result};
+pub use handler::{Context, ErrorKind, Handler, HandlerError, Item, handler_fn};
+pub use payload::{Blob, Json, Object};

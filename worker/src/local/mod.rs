@@ -1,0 +1,378 @@
+//! Local mode (`run`): a whole batch over a folder, with an embedded queue
+//! and a durable journal. No cloud, no cluster.
+//!
+//! Steps: prepare folders, list the input, plan against the journal (skip
+//! what earlier runs finished), split into chunks, run them through the
+//! engine, record every final outcome, summarise.
+//!
+//! Interrupting (Ctrl-C or SIGTERM) stops dispatching at once and lets the
+//! invocations in flight finish; a second Ctrl-C stops immediately. Running
+//! the same command again resumes: finished items (output present, input
+//! unchanged) are not processed again.
+
+mod invoke;
+mod journal;
+mod listing;
+mod summary;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+pub use invoke::invoke;
+pub use journal::{DeadLetter, Ledger, Record, State};
+pub use summary::RunSummary;
+
+use crate::cli::RunArgs;
+use crate::engine::{Engine, ItemReport, Outcome};
+use crate::error::{Error, Result};
+use crate::handler::Handler;
+use crate::message::{Chunk, ChunkItem, ItemBody, ObjectRef};
+use crate::telemetry;
+
+/// Name of the state folder inside the output folder.
+pub const STATE_DIR: &str = ".shoal";
+
+/// Where a run keeps its state.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    /// Input folder.
+    pub input: PathBuf,
+    /// Output folder.
+    pub output: PathBuf,
+    /// State folder (journal, dead letters).
+    pub state: PathBuf,
+}
+
+impl RunPaths {
+    /// Resolves the folders of `args`.
+    pub fn from_args(args: &RunArgs) -> Self {
+        Self {
+            input: args.input.clone(),
+            output: args.output.clone(),
+            state: args
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| args.output.join(STATE_DIR)),
+        }
+    }
+
+    /// The journal file.
+    pub fn journal(&self) -> PathBuf {
+        self.state.join("journal.jsonl")
+    }
+
+    /// The dead-letter file.
+    pub fn dead_letters(&self) -> PathBuf {
+        self.state.join("dead-letters.jsonl")
+    }
+}
+
+struct Planned {
+    chunks: Vec<Chunk>,
+    total: usize,
+    skipped_succeeded: usize,
+    skipped_dead_lettered: usize,
+}
+
+/// Decides which listed objects still need work.
+async fn plan(
+    engine_output: Option<&Arc<dyn crate::store::ObjectStore>>,
+    objects: Vec<ObjectRef>,
+    history: &journal::History,
+    retry_dead_letters: bool,
+    items_per_chunk: usize,
+) -> Result<Planned> {
+    let total = objects.len();
+    let mut todo = Vec::with_capacity(total);
+    let (mut skipped_succeeded, mut skipped_dead_lettered) = (0, 0);
+    for object in objects {
+        let done = match history.get(&object.key) {
+            Some(record) if Some(&record.etag) == object.etag.as_ref() => match record.state {
+                State::DeadLettered => !retry_dead_letters,
+                State::Succeeded => match (&record.output, engine_output) {
+                    // An output recorded but gone (deleted, or lost in a power
+                    // failure after the journal synced) is produced again.
+                    (Some(key), Some(store)) => store.exists(key).await.unwrap_or(false),
+                    _ => true,
+                },
+            },
+            _ => false,
+        };
+        if !done {
+            todo.push(ChunkItem::Object(object));
+        } else if history
+            .get(&object.key)
+            .is_some_and(|r| r.state == State::DeadLettered)
+        {
+            skipped_dead_lettered += 1;
+        } else {
+            skipped_succeeded += 1;
+        }
+    }
+    let chunks = todo
+        .chunks(items_per_chunk.max(1))
+        .map(|items| Chunk::new(items.to_vec()))
+        .collect();
+    Ok(Planned {
+        chunks,
+        total,
+        skipped_succeeded,
+        skipped_dead_lettered,
+    })
+}
+
+fn progress_bar(len: u64, hidden: bool) -> ProgressBar {
+    let target = if hidden {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    };
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner:.green} [{elapsed_precise}] {wide_bar:.cyan/blue} {pos}/{len} items · {per_sec} · ETA {eta}",
+    ) {
+        bar.set_style(style.progress_chars("█▉▊▋▌▍▎▏ "));
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+struct Finished {
+    chunk_id: String,
+    etag: String,
+    report: ItemReport,
+}
+
+/// Feeds chunk items to the engine, keeping a bounded number in flight.
+fn dispatch<H: Handler>(
+    engine: Engine<H>,
+    chunks: Vec<Chunk>,
+    tx: mpsc::Sender<Finished>,
+) -> tokio::task::JoinHandle<()> {
+    let window = engine.config().concurrency.saturating_mul(4).max(16);
+    tokio::spawn(async move {
+        let mut in_flight = JoinSet::new();
+        'chunks: for chunk in chunks {
+            let chunk_id = chunk.chunk_id.clone();
+            for item in chunk.into_raw_items() {
+                if engine.is_draining() {
+                    break 'chunks;
+                }
+                while in_flight.len() >= window {
+                    in_flight.join_next().await;
+                }
+                let etag = match &item.body {
+                    ItemBody::Object(o) => o.etag.clone().unwrap_or_default(),
+                    _ => String::new(),
+                };
+                let (engine, tx, chunk_id) = (engine.clone(), tx.clone(), chunk_id.clone());
+                in_flight.spawn(async move {
+                    let report = engine.process(&item).await;
+                    let _ = tx
+                        .send(Finished {
+                            chunk_id,
+                            etag,
+                            report,
+                        })
+                        .await;
+                });
+            }
+        }
+        while in_flight.join_next().await.is_some() {}
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn next_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs a batch over `paths.input`. Item failures never make this fail;
+/// they are counted in the summary. Errors are for the run itself (folders
+/// unreadable, journal unwritable).
+pub async fn run<H: Handler>(
+    engine: Engine<H>,
+    paths: &RunPaths,
+    args: &RunArgs,
+    show_progress: bool,
+) -> Result<RunSummary> {
+    let started = Instant::now();
+    // Step 1: prepare.
+    std::fs::create_dir_all(&paths.output)
+        .map_err(|e| Error::io("create output folder", &paths.output, e))?;
+    std::fs::create_dir_all(&paths.state)
+        .map_err(|e| Error::io("create state folder", &paths.state, e))?;
+    let (mut ledger, history) = Ledger::open(&paths.journal(), &paths.dead_letters())?;
+
+    // Step 2: list.
+    let objects = listing::list(&paths.input, &[paths.output.clone(), paths.state.clone()])?;
+
+    // Step 3: plan.
+    let planned = plan(
+        engine.output_store(),
+        objects,
+        &history,
+        args.retry_dead_letters,
+        args.items_per_chunk as usize,
+    )
+    .await?;
+    let todo: usize = planned.chunks.iter().map(|c| c.items.len()).sum();
+    let metrics = engine.metrics().clone();
+    let gauge = |state: &str, n: usize| {
+        metrics
+            .batch_items
+            .with_label_values(&[state])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    };
+    gauge("total", planned.total);
+    gauge("pending", todo);
+    gauge("succeeded", planned.skipped_succeeded);
+    gauge("dead_lettered", planned.skipped_dead_lettered);
+    tracing::info!(
+        input = %paths.input.display(),
+        output = %paths.output.display(),
+        total = planned.total,
+        todo,
+        chunks = planned.chunks.len(),
+        already_succeeded = planned.skipped_succeeded,
+        already_dead_lettered = planned.skipped_dead_lettered,
+        "batch planned"
+    );
+
+    // Step 4: execute.
+    let mut summary = RunSummary {
+        total: planned.total,
+        skipped_succeeded: planned.skipped_succeeded,
+        skipped_dead_lettered: planned.skipped_dead_lettered,
+        dead_letter_path: ledger.dead_letter_path().to_owned(),
+        ..RunSummary::default()
+    };
+    let bar = progress_bar(todo as u64, !show_progress);
+    telemetry::set_progress_bar(&bar);
+    let (tx, mut rx) = mpsc::channel::<Finished>(256);
+    let dispatcher = dispatch(engine.clone(), planned.chunks, tx);
+    let mut sync_every = tokio::time::interval(Duration::from_millis(250));
+    let mut interrupts = 0;
+    let result = loop {
+        tokio::select! {
+            finished = rx.recv() => {
+                let Some(finished) = finished else { break Ok(()) };
+                if let Err(e) = record(&mut ledger, &mut summary, &engine, finished) {
+                    break Err(e);
+                }
+                bar.inc(1);
+                gauge("pending", todo.saturating_sub(summary.processed()));
+                gauge("succeeded", summary.skipped_succeeded + summary.succeeded);
+                gauge("dead_lettered", summary.skipped_dead_lettered + summary.dead_lettered);
+            }
+            _ = sync_every.tick() => {
+                if let Err(e) = tokio::task::block_in_place(|| ledger.sync()) {
+                    break Err(e);
+                }
+            }
+            () = next_signal() => {
+                interrupts += 1;
+                summary.interrupted = true;
+                if interrupts == 1 {
+                    engine.drain();
+                    tracing::warn!(
+                        "interrupted: finishing the invocations in flight (Ctrl-C again to stop now); run the same command to resume"
+                    );
+                } else {
+                    engine.abort();
+                    dispatcher.abort();
+                    break Ok(());
+                }
+            }
+        }
+    };
+    bar.finish_and_clear();
+    telemetry::clear_progress_bar();
+    let synced = tokio::task::block_in_place(|| ledger.sync());
+    result?;
+    synced?;
+    summary.elapsed = started.elapsed();
+    summary.remaining = todo.saturating_sub(summary.succeeded + summary.dead_lettered);
+    Ok(summary)
+}
+
+fn record<H: Handler>(
+    ledger: &mut Ledger,
+    summary: &mut RunSummary,
+    engine: &Engine<H>,
+    finished: Finished,
+) -> Result<()> {
+    let Finished {
+        chunk_id,
+        etag,
+        report,
+    } = finished;
+    summary.durations.extend(report.durations.iter().copied());
+    let failed_attempts = match report.outcome {
+        Outcome::Succeeded { .. } => report.attempts.saturating_sub(1),
+        _ => report.attempts,
+    };
+    summary.failed_invocations += failed_attempts as usize;
+    match report.outcome {
+        Outcome::Succeeded { output_key } => {
+            summary.succeeded += 1;
+            ledger.record(&Record {
+                id: report.id,
+                etag,
+                state: State::Succeeded,
+                output: output_key,
+                attempts: report.attempts,
+            })?;
+        }
+        Outcome::DeadLettered { cause, failure } => {
+            let letter = DeadLetter {
+                item: report.id.clone(),
+                etag: etag.clone(),
+                chunk_id,
+                attempts: report.attempts,
+                cause,
+                category: failure.category,
+                reason: failure.reason,
+                time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            };
+            if let Err(e) = tokio::task::block_in_place(|| ledger.dead_letter(&letter)) {
+                // Not journaled either: the next run processes it again.
+                engine.metrics().dead_letter_errors.inc();
+                tracing::error!(item = %letter.item, error = %e, "cannot write dead letter");
+                summary.abandoned += 1;
+                return Ok(());
+            }
+            engine
+                .metrics()
+                .dead_letters
+                .with_label_values(&[cause.as_str()])
+                .inc();
+            summary.dead_lettered += 1;
+            ledger.record(&Record {
+                id: report.id,
+                etag,
+                state: State::DeadLettered,
+                output: None,
+                attempts: report.attempts,
+            })?;
+        }
+        Outcome::Abandoned => summary.abandoned += 1,
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! Prometheus metrics of the runtime. Names follow `docs/metrics.md`, which
+//! maps each to its CloudWatch counterpart. Labels are bounded enums only.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Fixed error categories used as the `category` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCategory {
+    /// The handler returned an error.
+    Handler,
+    /// The item could not be fetched or decoded.
+    Input,
+    /// The output could not be stored.
+    Output,
+    /// The invocation ran past its deadline.
+    Timeout,
+    /// The handler panicked.
+    Panic,
+}
+
+impl ErrorCategory {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Handler => "handler",
+            Self::Input => "input",
+            Self::Output => "output",
+            Self::Timeout => "timeout",
+            Self::Panic => "panic",
+        }
+    }
+
+    /// Every category, for pre-registering label values.
+    pub const ALL: [ErrorCategory; 5] = [
+        Self::Handler,
+        Self::Input,
+        Self::Output,
+        Self::Timeout,
+        Self::Panic,
+    ];
+}
+
+/// Why an item was dead-lettered (the `cause` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterCause {
+    /// A permanent error: not retried.
+    Permanent,
+    /// Retryable errors until the attempts ran out.
+    Exhausted,
+}
+
+impl DeadLetterCause {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Permanent => "permanent",
+            Self::Exhausted => "exhausted",
+        }
+    }
+}
+
+/// Every runtime metric, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `shoal_invocations_total{outcome}`.
+    pub invocations: IntCounterVec,
+    /// `shoal_invocation_errors_total{category}`.
+    pub errors: IntCounterVec,
+    /// `shoal_invocation_duration_seconds`.
+    pub duration: Histogram,
+    /// `shoal_concurrent_executions`.
+    pub concurrent: IntGauge,
+    /// `shoal_throttles_total`.
+    pub throttles: IntCounter,
+    /// `shoal_retries_total`.
+    pub retries: IntCounter,
+    /// `shoal_dead_letters_total{cause}`.
+    pub dead_letters: IntCounterVec,
+    /// `shoal_dead_letter_errors_total`.
+    pub dead_letter_errors: IntCounter,
+    /// `shoal_batch_items{state}` (local mode progress).
+    pub batch_items: IntGaugeVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Seconds: 1 ms to ~15 min, the span of a Lambda timeout.
+const DURATION_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+    900.0,
+];
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let invocations = IntCounterVec::new(
+            Opts::new(
+                "shoal_invocations_total",
+                "Handler invocations (attempts), by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "shoal_invocation_errors_total",
+                "Failed invocations, by fixed error category.",
+            ),
+            &["category"],
+        )?;
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "shoal_invocation_duration_seconds",
+                "Time from invocation start to result, including input fetch and output store.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )?;
+        let concurrent = IntGauge::new(
+            "shoal_concurrent_executions",
+            "Invocations running right now.",
+        )?;
+        let throttles = IntCounter::new(
+            "shoal_throttles_total",
+            "Invocations that waited because every concurrency slot was busy.",
+        )?;
+        let retries = IntCounter::new(
+            "shoal_retries_total",
+            "Attempts scheduled again after a retryable failure.",
+        )?;
+        let dead_letters = IntCounterVec::new(
+            Opts::new(
+                "shoal_dead_letters_total",
+                "Items sent to the dead-letter destination, by cause.",
+            ),
+            &["cause"],
+        )?;
+        let dead_letter_errors = IntCounter::new(
+            "shoal_dead_letter_errors_total",
+            "Failures to write an item to the dead-letter destination.",
+        )?;
+        let batch_items = IntGaugeVec::new(
+            Opts::new(
+                "shoal_batch_items",
+                "Items of the current local batch, by state.",
+            ),
+            &["state"],
+        )?;
+        for collector in [
+            Box::new(invocations.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(errors.clone()),
+            Box::new(duration.clone()),
+            Box::new(concurrent.clone()),
+            Box::new(throttles.clone()),
+            Box::new(retries.clone()),
+            Box::new(dead_letters.clone()),
+            Box::new(dead_letter_errors.clone()),
+            Box::new(batch_items.clone()),
+        ] {
+            registry.register(collector)?;
+        }
+        // Pre-create every label value so dashboards see zeros, not gaps.
+        for outcome in ["success", "error"] {
+            invocations.with_label_values(&[outcome]);
+        }
+        for category in ErrorCategory::ALL {
+            errors.with_label_values(&[category.as_str()]);
+        }
+        for cause in [DeadLetterCause::Permanent, DeadLetterCause::Exhausted] {
+            dead_letters.with_label_values(&[cause.as_str()]);
+        }
+        Ok(Self {
+            registry,
+            invocations,
+            errors,
+            duration,
+            concurrent,
+            throttles,
+            retries,
+            dead_letters,
+            dead_letter_errors,
+            batch_items,
+        })
+    }
+
+    /// The registry, for adapters that add their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The text exposition format, as served on `/metrics`.
+    pub fn encode(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_is_exposed_with_shoal_prefix() {
+        let metrics = Metrics::new().unwrap();
+        metrics.duration.observe(0.01);
+        let text = metrics.encode().unwrap();
+        for name in [
+            "shoal_invocations_total{outcome=\"success\"} 0",
+            "shoal_invocation_errors_total{category=\"timeout\"} 0",
+            "shoal_invocation_duration_seconds_count 1",
+            "shoal_concurrent_executions 0",
+            "shoal_dead_letters_total{cause=\"permanent\"} 0",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

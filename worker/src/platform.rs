@@ -1,0 +1,77 @@
+//! Per-invocation log lines in the exact format Lambda writes them, so log
+//! queries written for Lambda work unchanged.
+
+use std::time::Duration;
+
+/// Target of the START/END/REPORT events, for filtering (`shoal::platform`).
+pub const TARGET: &str = "shoal::platform";
+
+/// `START RequestId: <id> Version: $LATEST`
+pub fn start_line(request_id: &str) -> String {
+    format!("START RequestId: {request_id} Version: $LATEST")
+}
+
+/// `END RequestId: <id>`
+pub fn end_line(request_id: &str) -> String {
+    format!("END RequestId: {request_id}")
+}
+
+/// `REPORT RequestId: <id>\tDuration: X ms\tBilled Duration: Y ms\tMemory Size: M MB\tMax Memory Used: U MB`
+///
+/// Billed duration is rounded up to the millisecond, as Lambda bills. Max
+/// memory used is the process's peak resident set.
+pub fn report_line(
+    request_id: &str,
+    duration: Duration,
+    memory_size_mib: u32,
+    max_memory_used_mib: u64,
+) -> String {
+    let millis = duration.as_secs_f64() * 1000.0;
+    let billed = duration.as_micros().div_ceil(1000).max(1);
+    format!(
+        "REPORT RequestId: {request_id}\tDuration: {millis:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory_size_mib} MB\tMax Memory Used: {max_memory_used_mib} MB\t"
+    )
+}
+
+/// Peak resident set size of this process in MiB (`VmHWM`), 0 where unknown.
+pub fn max_memory_used_mib() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kib| kib.div_ceil(1024))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_match_lambda_format() {
+        assert_eq!(start_line("r1"), "START RequestId: r1 Version: $LATEST");
+        assert_eq!(end_line("r1"), "END RequestId: r1");
+        assert_eq!(
+            report_line("r1", Duration::from_micros(12_345), 128, 18),
+            "REPORT RequestId: r1\tDuration: 12.35 ms\tBilled Duration: 13 ms\tMemory Size: 128 MB\tMax Memory Used: 18 MB\t"
+        );
+        assert_eq!(
+            report_line("r2", Duration::from_micros(10), 128, 18),
+            "REPORT RequestId: r2\tDuration: 0.01 ms\tBilled Duration: 1 ms\tMemory Size: 128 MB\tMax Memory Used: 18 MB\t"
+        );
+    }
+
+    #[test]
+    fn peak_memory_is_read_from_proc() {
+        assert!(max_memory_used_mib() > 0);
+    }
+}

@@ -1,0 +1,115 @@
+//! Logging: human-readable text on a terminal, JSON lines otherwise.
+//!
+//! Logs go to standard error. While a progress bar is drawn there, each log
+//! line is printed above it (the bar is suspended for the write) so the two
+//! never garble each other.
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use indicatif::ProgressBar;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::cli::LogFormat;
+
+static BAR: OnceLock<Mutex<Option<ProgressBar>>> = OnceLock::new();
+
+fn bar_slot() -> &'static Mutex<Option<ProgressBar>> {
+    BAR.get_or_init(|| Mutex::new(None))
+}
+
+/// Routes log lines around `bar` until [`clear_progress_bar`].
+pub fn set_progress_bar(bar: &ProgressBar) {
+    *bar_slot().lock().unwrap_or_else(PoisonError::into_inner) = Some(bar.clone());
+}
+
+/// Stops routing log lines around a progress bar.
+pub fn clear_progress_bar() {
+    *bar_slot().lock().unwrap_or_else(PoisonError::into_inner) = None;
+}
+
+#[derive(Clone, Copy)]
+struct StderrAroundBar;
+
+struct LineWriter(Vec<u8>);
+
+impl Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        let bar = bar_slot()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let write = || {
+            let _ = std::io::stderr().lock().write_all(&self.0);
+        };
+        match bar {
+            Some(bar) if !bar.is_hidden() => bar.suspend(write),
+            _ => write(),
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for StderrAroundBar {
+    type Writer = LineWriter;
+    fn make_writer(&'a self) -> Self::Writer {
+        LineWriter(Vec::with_capacity(256))
+    }
+}
+
+/// Whether logs will be JSON under `format`.
+pub fn is_json(format: LogFormat) -> bool {
+    match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    }
+}
+
+/// Installs the global subscriber. `RUST_LOG` overrides `default_filter`.
+/// Also routes panics through the log, so JSON logs stay one object a line.
+pub fn init(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(StderrAroundBar);
+    let installed = if is_json(format) {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    } else {
+        builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .compact()
+            .try_init()
+    };
+    if installed.is_ok() {
+        std::panic::set_hook(Box::new(|info| {
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let payload = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(%location, panic = %payload, "panic");
+        }));
+    }
+}
