@@ -1,28 +1,8 @@
-//! Support for shoal's end-to-end tests: the binaries under test, built by
-//! cargo with the same profile as the tests, and the external tools they
-//! drive.
+//! Support for shoal's end-to-end tests: the external tools they drive.
+//! The binary under test is `thumbnail-e2e` (see `src/bin`), which cargo
+//! builds with the tests.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
-
-/// Path of the `thumbnail` example binary, built once per test process.
-///
-/// Panics with the build output when cargo cannot build it: a test cannot
-/// go on without its binary.
-pub fn thumbnail_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let built = escargot::CargoBuild::new()
-            .package("thumbnail")
-            .bin("thumbnail")
-            .run();
-        match built {
-            Ok(run) => run.path().to_owned(),
-            Err(e) => panic!("cannot build the thumbnail binary: {e}"),
-        }
-    })
-    .clone()
-}
 
 /// Path of an external tool, or a panic naming the package that provides it
 /// (the README test command installs them all).

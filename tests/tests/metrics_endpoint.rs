@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use shoal_tests::{thumbnail_bin, tool};
+use shoal_tests::tool;
 
 fn get(url: &str) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -40,7 +40,7 @@ fn promtool_accepts_the_live_metrics_of_a_running_batch() {
     }
     std::fs::write(input.join("broken.jpg"), thumbnail::samples::corrupt_jpeg()).unwrap();
 
-    let mut child = Command::new(thumbnail_bin())
+    let mut child = Command::new(env!("CARGO_BIN_EXE_thumbnail-e2e"))
         .args([
             "run",
             "--concurrency",

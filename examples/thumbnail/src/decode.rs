@@ -1,11 +1,12 @@
 //! Decoding with the least work: JPEG is downscaled inside the decoder
-//! (the IDCT produces 1/2, 1/4 or 1/8 of the pixels), other formats go
-//! through the `image` crate.
+//! (libjpeg-turbo's scaled IDCT, through the `mozjpeg` crate, built from
+//! source with the C compiler), other formats go through the `image` crate.
 
 use std::io::Cursor;
 
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use mozjpeg::{ColorSpace, Marker};
 
 use crate::{ThumbnailError, fit_within};
 
@@ -26,55 +27,6 @@ pub fn decode(bytes: &[u8], max_edge: u32) -> Result<Decoded, ThumbnailError> {
         return Ok(decoded);
     }
     decode_generic(bytes, format)
-}
-
-/// `Ok(None)` for JPEG colour types the scaled path does not handle (CMYK,
-/// 16-bit): the generic decoder takes those.
-fn decode_jpeg_scaled(bytes: &[u8], max_edge: u32) -> Result<Option<Decoded>, ThumbnailError> {
-    let corrupt = |e: jpeg_decoder::Error| ThumbnailError::Corrupt {
-        format: "JPEG",
-        reason: e.to_string(),
-    };
-    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
-    decoder.read_info().map_err(corrupt)?;
-    let Some(info) = decoder.info() else {
-        return Err(ThumbnailError::Corrupt {
-            format: "JPEG",
-            reason: "no frame header".into(),
-        });
-    };
-    let (tw, th) = fit_within(u32::from(info.width), u32::from(info.height), max_edge);
-    // The decoder picks the smallest DCT scale whose result is still at
-    // least this large; the Lanczos pass then does the rest.
-    decoder
-        .scale(
-            u16::try_from(tw).unwrap_or(u16::MAX),
-            u16::try_from(th).unwrap_or(u16::MAX),
-        )
-        .map_err(corrupt)?;
-    let pixels = decoder.decode().map_err(corrupt)?;
-    let Some(info) = decoder.info() else {
-        return Ok(None);
-    };
-    let (w, h) = (u32::from(info.width), u32::from(info.height));
-    let short = || ThumbnailError::Corrupt {
-        format: "JPEG",
-        reason: format!("decoder returned too few pixels for {w}x{h}"),
-    };
-    let image = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => {
-            DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, pixels).ok_or_else(short)?)
-        }
-        jpeg_decoder::PixelFormat::L8 => {
-            DynamicImage::ImageLuma8(GrayImage::from_raw(w, h, pixels).ok_or_else(short)?)
-        }
-        jpeg_decoder::PixelFormat::L16 | jpeg_decoder::PixelFormat::CMYK32 => return Ok(None),
-    };
-    let orientation = decoder
-        .exif_data()
-        .and_then(Orientation::from_exif_chunk)
-        .unwrap_or(Orientation::NoTransforms);
-    Ok(Some(Decoded { image, orientation }))
 }
 
 fn decode_generic(bytes: &[u8], format: ImageFormat) -> Result<Decoded, ThumbnailError> {
@@ -103,5 +55,67 @@ fn format_name(format: ImageFormat) -> &'static str {
         ImageFormat::Bmp => "BMP",
         ImageFormat::Tiff => "TIFF",
         _ => "image",
+    }
+}
+
+/// Decodes a JPEG straight to (about) thumbnail size: libjpeg's IDCT
+/// produces `n/8` of the pixels, with `n` the smallest that still covers the
+/// thumbnail. `Ok(None)` for colour spaces this path does not convert (CMYK,
+/// YCCK): the generic decoder takes those.
+fn decode_jpeg_scaled(bytes: &[u8], max_edge: u32) -> Result<Option<Decoded>, ThumbnailError> {
+    let run = || -> std::io::Result<Option<(DynamicImage, Option<Vec<u8>>)>> {
+        let mut d = mozjpeg::Decompress::builder()
+            .with_markers(&[Marker::APP(1)])
+            .from_mem(bytes)?;
+        let w = u32::try_from(d.width()).unwrap_or(u32::MAX);
+        let h = u32::try_from(d.height()).unwrap_or(u32::MAX);
+        let (tw, th) = fit_within(w, h, max_edge);
+        let n = (1u32..=8)
+            .find(|n| (w * n).div_ceil(8) >= tw && (h * n).div_ceil(8) >= th)
+            .unwrap_or(8);
+        d.scale(u8::try_from(n).unwrap_or(8));
+        let exif = d
+            .markers()
+            .find(|m| m.marker == Marker::APP(1) && m.data.starts_with(b"Exif\0\0"))
+            .map(|m| m.data[6..].to_vec());
+        let gray = match d.color_space() {
+            ColorSpace::JCS_GRAYSCALE => true,
+            ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB => false,
+            _ => return Ok(None),
+        };
+        let mut started = if gray { d.grayscale()? } else { d.rgb()? };
+        let ow = u32::try_from(started.width()).unwrap_or(u32::MAX);
+        let oh = u32::try_from(started.height()).unwrap_or(u32::MAX);
+        let pixels: Vec<u8> = started.read_scanlines()?;
+        started.finish()?;
+        let image = if gray {
+            GrayImage::from_raw(ow, oh, pixels).map(DynamicImage::ImageLuma8)
+        } else {
+            RgbImage::from_raw(ow, oh, pixels).map(DynamicImage::ImageRgb8)
+        };
+        Ok(image.map(|i| (i, exif)))
+    };
+    let corrupt = |reason: String| ThumbnailError::Corrupt {
+        format: "JPEG",
+        reason,
+    };
+    // libjpeg reports fatal errors by unwinding out of the decoder.
+    match std::panic::catch_unwind(run) {
+        Ok(Ok(Some((image, exif)))) => Ok(Some(Decoded {
+            image,
+            orientation: exif
+                .as_deref()
+                .and_then(Orientation::from_exif_chunk)
+                .unwrap_or(Orientation::NoTransforms),
+        })),
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(e)) => Err(corrupt(e.to_string())),
+        Err(panic) => Err(corrupt(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "decoder failed".into()),
+        )),
     }
 }

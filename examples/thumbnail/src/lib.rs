@@ -3,7 +3,7 @@
 //! - fits the image within `max_edge` x `max_edge`, keeping its aspect ratio
 //!   (never enlarges);
 //! - honours the EXIF orientation, so phone photos come out upright;
-//! - JPEG input is downscaled while decoding (DCT scaling: 1/2, 1/4 or 1/8),
+//! - JPEG input is downscaled while decoding (libjpeg scaled IDCT, n/8),
 //!   then resized with a SIMD Lanczos3 filter;
 //! - corrupt or unsupported input is a permanent error with the reason.
 //!
@@ -223,6 +223,76 @@ impl Handler for Thumbnailer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::samples::{corrupt_jpeg, jpeg, picture, with_exif_orientation};
+
+    fn dims(jpeg: &[u8]) -> (u32, u32) {
+        let img = image::load_from_memory(jpeg).unwrap();
+        (img.width(), img.height())
+    }
+
+    #[test]
+    fn large_jpeg_is_scaled_into_the_box() {
+        let out = make_thumbnail(&jpeg(&picture(3000, 2000, 1), 85), &Config::default()).unwrap();
+        assert_eq!(dims(&out), (256, 171));
+    }
+
+    #[test]
+    fn exif_orientation_turns_the_thumbnail_upright() {
+        let sideways = with_exif_orientation(&jpeg(&picture(600, 400, 2), 85), 6);
+        let out = make_thumbnail(&sideways, &Config::default()).unwrap();
+        assert_eq!(dims(&out), (171, 256));
+        let upright = with_exif_orientation(&jpeg(&picture(600, 400, 2), 85), 1);
+        assert_eq!(
+            dims(&make_thumbnail(&upright, &Config::default()).unwrap()),
+            (256, 171)
+        );
+    }
+
+    #[test]
+    fn grayscale_and_png_inputs_work() {
+        let gray = image::DynamicImage::ImageRgb8(picture(800, 800, 3)).to_luma8();
+        let mut gray_jpeg = Vec::new();
+        image::DynamicImage::ImageLuma8(gray.clone())
+            .write_to(&mut Cursor::new(&mut gray_jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        assert_eq!(
+            dims(&make_thumbnail(&gray_jpeg, &Config::default()).unwrap()),
+            (256, 256)
+        );
+        let mut png = Vec::new();
+        image::DynamicImage::ImageLuma8(gray)
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let config = Config {
+            max_edge: 100,
+            quality: 50,
+        };
+        assert_eq!(dims(&make_thumbnail(&png, &config).unwrap()), (100, 100));
+    }
+
+    #[test]
+    fn corrupt_and_unsupported_inputs_are_permanent_errors_with_a_reason() {
+        let err = make_thumbnail(&corrupt_jpeg(), &Config::default()).unwrap_err();
+        assert!(
+            matches!(err, ThumbnailError::Corrupt { format: "JPEG", .. }),
+            "{err}"
+        );
+        assert!(HandlerError::from(err).is_permanent());
+        let err = make_thumbnail(b"just some text, not an image", &Config::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("unsupported image format (first bytes 6a757374)"),
+            "{err}"
+        );
+        let mut png = Vec::new();
+        image::DynamicImage::ImageRgb8(picture(64, 64, 4))
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        png.truncate(png.len() / 2);
+        let err = make_thumbnail(&png, &Config::default()).unwrap_err();
+        assert!(err.to_string().starts_with("corrupt PNG image"), "{err}");
+    }
 
     #[test]
     fn fits_within_the_max_edge_keeping_aspect() {
