@@ -10,7 +10,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// A shoal batch handler.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None, propagate_version = true)]
+#[command(
+    version,
+    about = "A shoal batch handler: process a folder (run) or one event (invoke).",
+    long_about = None,
+    propagate_version = true
+)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
@@ -89,14 +94,21 @@ impl CommonArgs {
     }
 }
 
-fn parse_timeout(s: &str) -> Result<f64, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(0.001..=900.0).contains(&secs) {
-        return Err(format!("{secs} s is outside 0.001-900 s"));
+/// Parses a number within `range`, naming `what` it should be.
+fn parse_within(s: &str, range: std::ops::RangeInclusive<f64>, what: &str) -> Result<f64, String> {
+    let value: f64 = s.parse().map_err(|_| format!("{s:?} is not {what}"))?;
+    if !range.contains(&value) {
+        return Err(format!(
+            "{value} is outside {}-{}",
+            range.start(),
+            range.end()
+        ));
     }
-    Ok(secs)
+    Ok(value)
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    parse_within(s, 0.001..=900.0, "a number of seconds")
 }
 
 /// How logs are written.
@@ -144,13 +156,7 @@ pub struct RunArgs {
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
-    let p: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a percentage"))?;
-    if !(0.0..=100.0).contains(&p) {
-        return Err(format!("{p} is outside 0-100"));
-    }
-    Ok(p)
+    parse_within(s, 0.0..=100.0, "a percentage")
 }
 
 /// `invoke`: one event, once.
@@ -196,31 +202,12 @@ mod tests {
         .unwrap();
         assert_eq!(cli.common.concurrency, Some(4));
         assert_eq!(cli.common.timeout(), Duration::from_millis(2500));
-        assert!(
-            Cli::try_parse_from([
-                "t",
-                "run",
-                "--input",
-                "i",
-                "--output",
-                "o",
-                "--timeout",
-                "901"
-            ])
-            .is_err()
-        );
-        assert!(
-            Cli::try_parse_from([
-                "t",
-                "run",
-                "--input",
-                "i",
-                "--output",
-                "o",
-                "--tolerated-failure-percent",
-                "101"
-            ])
-            .is_err()
-        );
+        let with = |flag: &str, value: &str| {
+            Cli::try_parse_from(["t", "run", "--input", "i", "--output", "o", flag, value])
+        };
+        assert!(with("--timeout", "901").is_err());
+        assert!(with("--timeout", "soon").is_err());
+        assert!(with("--tolerated-failure-percent", "101").is_err());
+        assert!(with("--tolerated-failure-percent", "12.5").is_ok());
     }
 }

@@ -232,7 +232,12 @@ impl<H: Handler> Engine<H> {
 
     /// Runs one attempt of `item`, waiting for a free concurrency slot first.
     pub async fn attempt(&self, item: &RawItem, attempt: u32) -> Attempt {
-        let _running = self.acquire().await;
+        let running = self.acquire().await;
+        self.attempt_in(running, item, attempt).await
+    }
+
+    /// Runs one attempt in the slot `_running` holds until it returns.
+    async fn attempt_in(&self, _running: Running<'_>, item: &RawItem, attempt: u32) -> Attempt {
         let request_id = uuid::Uuid::new_v4().to_string();
         info!(target: platform::TARGET, "{}", platform::start_line(&request_id));
         let started = Instant::now();
@@ -373,13 +378,27 @@ impl<H: Handler> Engine<H> {
     /// Runs `item` to a final outcome: retryable failures are retried with
     /// backoff (no slot is held while waiting) until the policy's attempts
     /// run out; a permanent failure ends it at once. After [`Engine::drain`]
-    /// no retry starts and the item is reported [`Outcome::Abandoned`].
+    /// no attempt starts (not even a first one still waiting for a slot) and
+    /// the item is reported [`Outcome::Abandoned`].
     pub async fn process(&self, item: &RawItem) -> ItemReport {
         let policy = self.config.retry;
         let mut durations = Vec::with_capacity(1);
         let mut attempt = 1;
         loop {
-            let record = self.attempt(item, attempt).await;
+            let running = tokio::select! {
+                biased;
+                () = self.draining.cancelled() => None,
+                running = self.acquire() => Some(running),
+            };
+            let Some(running) = running else {
+                return ItemReport {
+                    id: item.id.clone(),
+                    attempts: attempt - 1,
+                    durations,
+                    outcome: Outcome::Abandoned,
+                };
+            };
+            let record = self.attempt_in(running, item, attempt).await;
             durations.push(record.duration);
             let outcome = match record.result {
                 Ok(success) => Outcome::Succeeded {

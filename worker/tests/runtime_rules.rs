@@ -373,3 +373,53 @@ async fn a_rerun_resumes_without_redoing_finished_items() {
         "CHANGED"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_drain_queued_items_do_not_start_but_running_ones_finish() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let counter = started.clone();
+    let e = engine(
+        handler_fn(move |_item: Item<Bytes>, _ctx: Context| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(())
+            }
+        }),
+        config(1, Duration::from_secs(5), 3),
+    );
+    let handles: Vec<_> = (0..5)
+        .map(|i| {
+            let e = e.clone();
+            tokio::spawn(async move { e.process(&raw(&format!("i{i}"))).await })
+        })
+        .collect();
+    while started.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    e.drain();
+    let mut outcomes = Vec::new();
+    for h in handles {
+        outcomes.push(h.await.unwrap());
+    }
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "nothing starts after drain"
+    );
+    let succeeded = outcomes
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Succeeded { .. }))
+        .count();
+    let abandoned: Vec<_> = outcomes
+        .iter()
+        .filter(|r| r.outcome == Outcome::Abandoned)
+        .collect();
+    assert_eq!(succeeded, 1, "the running item finishes");
+    assert_eq!(abandoned.len(), 4);
+    assert!(
+        abandoned
+            .iter()
+            .all(|r| r.attempts == 0 && r.durations.is_empty())
+    );
+}

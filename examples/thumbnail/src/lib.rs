@@ -16,9 +16,11 @@ pub mod samples;
 
 use std::io::Cursor;
 
-use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::images::{TypedImage, TypedImageRef};
+use fast_image_resize::pixels::{U8, U8x3};
+use fast_image_resize::{FilterType, PixelTrait, ResizeAlg, ResizeOptions, Resizer};
 use image::codecs::jpeg::JpegEncoder;
-use image::{DynamicImage, ImageEncoder};
+use image::{DynamicImage, GrayImage, ImageEncoder, RgbImage};
 use shoal_worker::{Blob, Context, Handler, HandlerError, Item, Object};
 
 /// Thumbnail settings.
@@ -137,12 +139,17 @@ pub fn make_thumbnail(bytes: &[u8], config: &Config) -> Result<Vec<u8>, Thumbnai
     let resized = if (w, h) == (image.width(), image.height()) {
         image
     } else {
-        let mut dst = DynamicImage::new(w, h, image.color());
-        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
-        Resizer::new()
-            .resize(&image, &mut dst, &options)
-            .map_err(|e| ThumbnailError::Process(format!("resize to {w}x{h}: {e}")))?;
-        dst
+        let (sw, sh) = (image.width(), image.height());
+        let resized = match &image {
+            DynamicImage::ImageRgb8(src) => resize_pixels::<U8x3>(src.as_raw(), (sw, sh), (w, h))?
+                .and_then(|px| RgbImage::from_raw(w, h, px).map(DynamicImage::ImageRgb8)),
+            DynamicImage::ImageLuma8(src) => resize_pixels::<U8>(src.as_raw(), (sw, sh), (w, h))?
+                .and_then(|px| GrayImage::from_raw(w, h, px).map(DynamicImage::ImageLuma8)),
+            _ => None,
+        };
+        resized.ok_or_else(|| {
+            ThumbnailError::Process(format!("resize {:?} {sw}x{sh} to {w}x{h}", image.color()))
+        })?
     };
     let mut oriented = resized;
     oriented.apply_orientation(decoded.orientation);
@@ -156,6 +163,28 @@ pub fn make_thumbnail(bytes: &[u8], config: &Config) -> Result<Vec<u8>, Thumbnai
         )
         .map_err(|e| ThumbnailError::Process(format!("encode JPEG: {e}")))?;
     Ok(out)
+}
+
+/// Lanczos3 resize of 8-bit pixels of type `P` (only the two pixel types a
+/// flattened image can have are instantiated, which keeps compile times
+/// sane). `None` if the buffer does not match its dimensions.
+fn resize_pixels<P: PixelTrait>(
+    src: &[u8],
+    (sw, sh): (u32, u32),
+    (w, h): (u32, u32),
+) -> Result<Option<Vec<u8>>, ThumbnailError> {
+    let Ok(src) = TypedImageRef::<P>::from_buffer(sw, sh, src) else {
+        return Ok(None);
+    };
+    let mut out = vec![0u8; w as usize * h as usize * std::mem::size_of::<P>()];
+    let Ok(mut dst) = TypedImage::<P>::from_buffer(w, h, &mut out) else {
+        return Ok(None);
+    };
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+    Resizer::new()
+        .resize_typed(&src, &mut dst, &options)
+        .map_err(|e| ThumbnailError::Process(format!("resize to {w}x{h}: {e}")))?;
+    Ok(Some(out))
 }
 
 /// JPEG has no alpha and 8 bits a channel: composite transparent images onto

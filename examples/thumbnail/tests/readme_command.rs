@@ -152,6 +152,19 @@ fn outputs(dir: &Path) -> HashMap<String, SystemTime> {
         .collect()
 }
 
+/// Runs the batch over `input` to the end.
+fn rerun(input: &Path, output: &Path) -> Output {
+    thumbnail(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap()
+}
+
 /// Starts the batch, waits until some items are journaled, sends `signal`.
 fn interrupted_run(input: &Path, output: &Path, signal: &str) -> Output {
     let child = thumbnail(&[
@@ -179,12 +192,14 @@ fn interrupted_run(input: &Path, output: &Path, signal: &str) -> Output {
 }
 
 #[test]
-fn ctrl_c_then_the_same_command_finishes_without_redoing_thumbnails() {
+fn interrupting_then_the_same_command_finishes_without_redoing_thumbnails() {
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in"), dir.path().join("out"));
     big_batch(&input, 240);
 
-    let first = interrupted_run(&input, &output, "-INT");
+    // SIGTERM takes the same path as Ctrl-C. (A process started as a
+    // background job may inherit SIGINT as ignored, and rightly keeps it so.)
+    let first = interrupted_run(&input, &output, "-TERM");
     let stdout = text(&first.stdout);
     assert_eq!(
         first.status.code(),
@@ -209,15 +224,7 @@ fn ctrl_c_then_the_same_command_finishes_without_redoing_thumbnails() {
     );
 
     std::thread::sleep(Duration::from_millis(20));
-    let second = thumbnail(&[
-        "run",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
+    let second = rerun(&input, &output);
     let stdout = text(&second.stdout);
     assert_eq!(second.status.code(), Some(0), "{stdout}");
     assert!(
@@ -241,15 +248,7 @@ fn kill_9_then_the_same_command_finishes_the_batch() {
     assert_eq!(first.status.code(), None, "killed by a signal");
     let journaled = journal_lines(&output);
 
-    let second = thumbnail(&[
-        "run",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
+    let second = rerun(&input, &output);
     let stdout = text(&second.stdout);
     assert_eq!(
         second.status.code(),

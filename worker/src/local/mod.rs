@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -134,9 +134,18 @@ fn progress_bar(len: u64, hidden: bool) -> ProgressBar {
     };
     let bar = ProgressBar::with_draw_target(Some(len), target);
     if let Ok(style) = ProgressStyle::with_template(
-        "{spinner:.green} [{elapsed_precise}] {wide_bar:.cyan/blue} {pos}/{len} items · {per_sec} · ETA {eta}",
+        "{spinner:.green} [{elapsed_precise}] {wide_bar:.cyan/blue} {pos}/{len} items · {rate} · ETA {eta}",
     ) {
-        bar.set_style(style.progress_chars("█▉▊▋▌▍▎▏ "));
+        bar.set_style(
+            style
+                .with_key(
+                    "rate",
+                    |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.1} items/s", state.per_sec());
+                    },
+                )
+                .progress_chars("█▉▊▋▌▍▎▏ "),
+        );
     }
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
