@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./scripts/install-test-deps.sh
+# Installs promtool and moto, exports SHOAL_MOTO_SERVER.
+source ./scripts/install-test-deps.sh
 
 # Build outputs live outside the clone so a warm machine reuses them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal/target}"

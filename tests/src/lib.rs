@@ -1,6 +1,8 @@
-//! Support for shoal's end-to-end tests: the external tools they drive.
-//! The binary under test is `thumbnail-e2e` (see `src/bin`), which cargo
-//! builds with the tests.
+//! Support for shoal's end-to-end tests: the external tools and servers
+//! they drive. The binary under test is `thumbnail-e2e` (see `src/bin`),
+//! which cargo builds with the tests.
+
+pub mod moto;
 
 use std::path::PathBuf;
 

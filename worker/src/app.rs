@@ -3,6 +3,7 @@
 
 use std::fmt::Display;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +19,7 @@ use crate::http::{self, Readiness};
 use crate::local::{self, RunPaths};
 use crate::metrics::Metrics;
 use crate::retry::RetryPolicy;
-use crate::store::{LocalStore, ObjectStore};
+use crate::store::{LocalStore, Location, ObjectStore, S3Store, s3_client};
 use crate::telemetry;
 
 /// Process exit codes.
@@ -123,6 +124,38 @@ fn engine_config(common: &CommonArgs) -> EngineConfig {
     }
 }
 
+/// Opens stores, building the S3 client once and only if needed.
+struct Stores {
+    force_path_style: Option<bool>,
+    s3: Option<aws_sdk_s3::Client>,
+}
+
+impl Stores {
+    fn new(force_path_style: Option<bool>) -> Self {
+        Self {
+            force_path_style,
+            s3: None,
+        }
+    }
+
+    async fn open(&mut self, location: &Location, exclude: &[PathBuf]) -> Arc<dyn ObjectStore> {
+        match location {
+            Location::Local(folder) => Arc::new(LocalStore::new(folder).excluding(exclude)),
+            Location::S3 { bucket, prefix } => {
+                let client = match &self.s3 {
+                    Some(client) => client.clone(),
+                    None => {
+                        let client = s3_client(self.force_path_style).await;
+                        self.s3 = Some(client.clone());
+                        client
+                    }
+                };
+                Arc::new(S3Store::new(client, bucket, prefix))
+            }
+        }
+    }
+}
+
 async fn run<H, E, F>(cli: Cli, init: F, progress: bool) -> Result<u8>
 where
     H: Handler,
@@ -146,8 +179,9 @@ where
     match cli.command {
         Command::Run(args) => {
             let paths = RunPaths::from_args(&args);
-            let input: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(&paths.input));
-            let output: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(&paths.output));
+            let mut stores = Stores::new(cli.common.s3_force_path_style);
+            let input = stores.open(&args.input, &paths.excluded(&args)).await;
+            let output = stores.open(&args.output, &[]).await;
             let engine = Engine::new(handler, input, Some(output), config, metrics);
             ready.set(true);
             let summary = local::run(engine, &paths, &args, progress).await?;
@@ -179,11 +213,12 @@ where
             })
         }
         Command::Invoke(args) => {
-            let input: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(&args.input));
-            let output = args
-                .output
-                .as_ref()
-                .map(|dir| Arc::new(LocalStore::new(dir)) as Arc<dyn ObjectStore>);
+            let mut stores = Stores::new(cli.common.s3_force_path_style);
+            let input = stores.open(&args.input, &[]).await;
+            let output = match &args.output {
+                Some(location) => Some(stores.open(location, &[]).await),
+                None => None,
+            };
             let engine = Engine::new(handler, input, output, config, metrics);
             ready.set(true);
             let ok = local::invoke(engine, &args.event).await?;

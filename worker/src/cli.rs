@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::store::Location;
+
 /// A shoal batch handler.
 #[derive(Debug, Parser)]
 #[command(
@@ -82,6 +84,10 @@ pub struct CommonArgs {
     #[arg(long, global = true, env = "SHOAL_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// S3 path-style addressing [default: on when AWS_ENDPOINT_URL is set].
+    #[arg(long, global = true, env = "SHOAL_S3_FORCE_PATH_STYLE")]
+    pub s3_force_path_style: Option<bool>,
+
     /// Log format: human-readable text on a terminal, JSON otherwise.
     #[arg(long, global = true, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -125,19 +131,21 @@ pub enum LogFormat {
 /// `run`: a whole batch over a local folder.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Folder to read items from (every file below it, hidden ones excepted).
+    /// Folder or s3://bucket/prefix to read items from (every object below
+    /// it, hidden ones excepted).
     #[arg(long, env = "SHOAL_INPUT")]
-    pub input: PathBuf,
+    pub input: Location,
 
-    /// Folder to write outputs to (created if missing).
+    /// Folder or s3://bucket/prefix to write outputs to.
     #[arg(long, env = "SHOAL_OUTPUT")]
-    pub output: PathBuf,
+    pub output: Location,
 
     /// Items per chunk message on the embedded queue.
     #[arg(long, env = "SHOAL_ITEMS_PER_CHUNK", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub items_per_chunk: u32,
 
-    /// Where the journal and dead letters live [default: OUTPUT/.shoal].
+    /// Where the journal and dead letters live [default: OUTPUT/.shoal for
+    /// a folder, ./.shoal-state/BUCKET/PREFIX for S3].
     #[arg(long, env = "SHOAL_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 
@@ -166,13 +174,14 @@ pub struct InvokeArgs {
     #[arg(long, env = "SHOAL_EVENT")]
     pub event: PathBuf,
 
-    /// Folder object keys are read from.
+    /// Folder or s3://bucket/prefix that object keys are read from.
     #[arg(long, env = "SHOAL_INPUT", default_value = ".")]
-    pub input: PathBuf,
+    pub input: Location,
 
-    /// Folder to write outputs to; without it outputs are described, not stored.
+    /// Folder or s3://bucket/prefix to write outputs to; without it outputs
+    /// are described, not stored.
     #[arg(long, env = "SHOAL_OUTPUT")]
-    pub output: Option<PathBuf>,
+    pub output: Option<Location>,
 }
 
 #[cfg(test)]

@@ -192,6 +192,11 @@ impl<H: Handler> Engine<H> {
         &self.metrics
     }
 
+    /// The input store.
+    pub fn input_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.input
+    }
+
     /// The output store, if any.
     pub fn output_store(&self) -> Option<&Arc<dyn ObjectStore>> {
         self.output.as_ref()

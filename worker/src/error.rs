@@ -34,6 +34,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The input cannot be read at all (not one item of it).
+    #[error("{0}")]
+    Input(String),
     /// A command-line or environment setting makes no sense.
     #[error("invalid configuration: {0}")]
     Config(String),

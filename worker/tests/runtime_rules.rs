@@ -20,7 +20,7 @@ use shoal_worker::local::{self, RunPaths};
 use shoal_worker::message::{ItemBody, RawItem};
 use shoal_worker::metrics::{DeadLetterCause, ErrorCategory, Metrics};
 use shoal_worker::retry::RetryPolicy;
-use shoal_worker::store::{LocalStore, ObjectStore};
+use shoal_worker::store::{LocalStore, Location, ObjectStore};
 use shoal_worker::{Context, Handler, HandlerError, Item, handler_fn};
 
 fn config(concurrency: usize, timeout: Duration, max_attempts: u32) -> EngineConfig {
@@ -267,8 +267,8 @@ async fn concurrency_is_bounded() {
 
 fn run_args(input: &std::path::Path, output: &std::path::Path) -> RunArgs {
     RunArgs {
-        input: input.to_owned(),
-        output: output.to_owned(),
+        input: Location::Local(input.to_owned()),
+        output: Location::Local(output.to_owned()),
         items_per_chunk: 3,
         state_dir: None,
         tolerated_failure_percent: 0.0,
@@ -303,7 +303,8 @@ async fn run_once(
 ) -> local::RunSummary {
     let args = run_args(input, output);
     let paths = RunPaths::from_args(&args);
-    let in_store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(input));
+    let in_store: Arc<dyn ObjectStore> =
+        Arc::new(LocalStore::new(input).excluding(&paths.excluded(&args)));
     let out_store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(output));
     let e = Engine::new(
         Arc::new(counting_handler(calls.clone())),

@@ -12,7 +12,7 @@
 
 mod invoke;
 mod journal;
-mod listing;
+
 mod summary;
 
 use std::path::PathBuf;
@@ -32,6 +32,7 @@ use crate::engine::{Engine, ItemReport, Outcome};
 use crate::error::{Error, Result};
 use crate::handler::Handler;
 use crate::message::{Chunk, ChunkItem, ItemBody, ObjectRef};
+use crate::store::Location;
 use crate::telemetry;
 
 /// Name of the state folder inside the output folder.
@@ -40,25 +41,35 @@ pub const STATE_DIR: &str = ".shoal";
 /// Where a run keeps its state.
 #[derive(Debug, Clone)]
 pub struct RunPaths {
-    /// Input folder.
-    pub input: PathBuf,
-    /// Output folder.
-    pub output: PathBuf,
     /// State folder (journal, dead letters).
     pub state: PathBuf,
 }
 
 impl RunPaths {
-    /// Resolves the folders of `args`.
+    /// Resolves the state folder of `args`: `--state-dir`, else `.shoal`
+    /// inside a local output folder, else `./.shoal-state/BUCKET/PREFIX`
+    /// for an S3 output.
     pub fn from_args(args: &RunArgs) -> Self {
-        Self {
-            input: args.input.clone(),
-            output: args.output.clone(),
-            state: args
-                .state_dir
-                .clone()
-                .unwrap_or_else(|| args.output.join(STATE_DIR)),
+        let state = args
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| match &args.output {
+                Location::Local(folder) => folder.join(STATE_DIR),
+                Location::S3 { bucket, prefix } => PathBuf::from(".shoal-state")
+                    .join(bucket)
+                    .join(prefix.trim_end_matches('/')),
+            });
+        Self { state }
+    }
+
+    /// Folders a local input listing must skip: the output and state
+    /// folders, when they live inside the input.
+    pub fn excluded(&self, args: &RunArgs) -> Vec<PathBuf> {
+        let mut excluded = vec![self.state.clone()];
+        if let Location::Local(folder) = &args.output {
+            excluded.push(folder.clone());
         }
+        excluded
     }
 
     /// The journal file.
@@ -212,7 +223,7 @@ async fn next_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Runs a batch over `paths.input`. Item failures never make this fail;
+/// Runs a batch over the engine's input store. Item failures never make this fail;
 /// they are counted in the summary. Errors are for the run itself (folders
 /// unreadable, journal unwritable).
 pub async fn run<H: Handler>(
@@ -223,14 +234,20 @@ pub async fn run<H: Handler>(
 ) -> Result<RunSummary> {
     let started = Instant::now();
     // Step 1: prepare.
-    std::fs::create_dir_all(&paths.output)
-        .map_err(|e| Error::io("create output folder", &paths.output, e))?;
+    if let Location::Local(folder) = &args.output {
+        std::fs::create_dir_all(folder)
+            .map_err(|e| Error::io("create output folder", folder, e))?;
+    }
     std::fs::create_dir_all(&paths.state)
         .map_err(|e| Error::io("create state folder", &paths.state, e))?;
     let (mut ledger, history) = Ledger::open(&paths.journal(), &paths.dead_letters())?;
 
     // Step 2: list.
-    let objects = listing::list(&paths.input, &[paths.output.clone(), paths.state.clone()])?;
+    let objects = engine
+        .input_store()
+        .list()
+        .await
+        .map_err(|e| Error::Input(format!("cannot list --input {}: {e}", args.input)))?;
 
     // Step 3: plan.
     let planned = plan(
@@ -254,8 +271,8 @@ pub async fn run<H: Handler>(
     gauge("succeeded", planned.skipped_succeeded);
     gauge("dead_lettered", planned.skipped_dead_lettered);
     tracing::info!(
-        input = %paths.input.display(),
-        output = %paths.output.display(),
+        input = %args.input,
+        output = %args.output,
         total = planned.total,
         todo,
         chunks = planned.chunks.len(),

@@ -1,86 +1,40 @@
-//! Object storage seen by the runtime: where inputs are read and outputs
-//! written. The local folder is one adapter; S3 is another. No SDK type
-//! crosses this boundary.
+//! A folder on the local filesystem as an object store.
 
-use std::fmt::Debug;
 use std::io::ErrorKind as IoErrorKind;
 use std::path::{Component, Path, PathBuf};
+use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use walkdir::WalkDir;
 
-use crate::handler::HandlerError;
+use super::{ObjectStore, StoreError};
 use crate::message::ObjectRef;
-
-/// A storage failure, naming the object it concerns.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The object does not exist (permanent for the item).
-    #[error("object {location} not found")]
-    NotFound {
-        /// Where it was looked for.
-        location: String,
-    },
-    /// The key cannot name an object in this store (permanent for the item).
-    #[error("invalid object key {key:?}: {reason}")]
-    InvalidKey {
-        /// The offending key.
-        key: String,
-        /// Why it was refused.
-        reason: &'static str,
-    },
-    /// Any other failure; assumed transient.
-    #[error("{operation} {location}: {source}")]
-    Io {
-        /// What was being done.
-        operation: &'static str,
-        /// Which object.
-        location: String,
-        /// The underlying error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-}
-
-impl From<StoreError> for HandlerError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::NotFound { .. } | StoreError::InvalidKey { .. } => {
-                HandlerError::permanent(err.to_string())
-            }
-            StoreError::Io { .. } => HandlerError::retryable(err.to_string()),
-        }
-    }
-}
-
-/// Reads inputs and writes outputs.
-///
-/// Contract: `put` is atomic (a reader sees the old object or the whole new
-/// one, never a part) and idempotent (writing the same key twice leaves one
-/// object), so a redelivered item overwrites its output instead of
-/// duplicating it.
-#[async_trait]
-pub trait ObjectStore: Send + Sync + Debug {
-    /// Reads a whole object.
-    async fn get(&self, object: &ObjectRef) -> Result<Bytes, StoreError>;
-    /// Writes a whole object under `key`.
-    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError>;
-    /// Whether an object exists under `key`.
-    async fn exists(&self, key: &str) -> Result<bool, StoreError>;
-    /// A printable location for `key` (`/out/a.jpg`, `s3://b/a.jpg`).
-    fn location(&self, key: &str) -> String;
-}
 
 /// A folder on the local filesystem.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    exclude: Vec<PathBuf>,
 }
 
 impl LocalStore {
     /// A store rooted at `root` (which need not exist until the first `put`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            exclude: Vec::new(),
+        }
+    }
+
+    /// Leaves the folders `exclude` (say, an output folder inside the
+    /// input) out of [`ObjectStore::list`].
+    pub fn excluding(mut self, exclude: &[PathBuf]) -> Self {
+        self.exclude = exclude
+            .iter()
+            .filter_map(|p| std::fs::canonicalize(p).ok())
+            .collect();
+        self
     }
 
     /// The folder this store reads and writes.
@@ -174,6 +128,17 @@ impl ObjectStore for LocalStore {
             .map_err(|e| io_error("stat", &path, e))
     }
 
+    async fn list(&self) -> Result<Vec<ObjectRef>, StoreError> {
+        let (root, exclude) = (self.root.clone(), self.exclude.clone());
+        tokio::task::spawn_blocking(move || list_folder(&root, &exclude))
+            .await
+            .map_err(|e| StoreError::Io {
+                operation: "list",
+                location: self.root.display().to_string(),
+                source: Box::new(e),
+            })?
+    }
+
     fn location(&self, key: &str) -> String {
         self.path_of(key)
             .map(|p| p.display().to_string())
@@ -181,9 +146,104 @@ impl ObjectStore for LocalStore {
     }
 }
 
+/// Every regular file below `root` (following links), hidden entries and
+/// `exclude`d folders left out. The etag is `<size>-<mtime ns>`, so an input
+/// that changes between runs is processed again.
+fn list_folder(root: &Path, exclude: &[PathBuf]) -> Result<Vec<ObjectRef>, StoreError> {
+    let meta = std::fs::metadata(root).map_err(|e| io_error("read folder", root, e))?;
+    if !meta.is_dir() {
+        return Err(StoreError::Io {
+            operation: "list",
+            location: root.display().to_string(),
+            source: "not a folder".into(),
+        });
+    }
+    let mut objects = Vec::new();
+    let walker = WalkDir::new(root)
+        .follow_links(true)
+        .into_iter()
+        .filter_entry(|entry| {
+            let hidden = entry.depth() > 0 && entry.file_name().to_string_lossy().starts_with('.');
+            let excluded = entry.file_type().is_dir()
+                && std::fs::canonicalize(entry.path())
+                    .map(|p| exclude.contains(&p))
+                    .unwrap_or(false);
+            !hidden && !excluded
+        });
+    for entry in walker {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(root).to_owned();
+            io_error("list", &path, e.into())
+        })?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        let key = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        let meta = entry
+            .metadata()
+            .map_err(|e| io_error("stat", entry.path(), e.into()))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        objects.push(ObjectRef {
+            bucket: None,
+            key,
+            size: Some(meta.len()),
+            etag: Some(format!("{:x}-{:x}", meta.len(), mtime)),
+        });
+    }
+    objects.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(objects)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::HandlerError;
+
+    #[tokio::test]
+    async fn lists_files_recursively_skipping_hidden_and_excluded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::create_dir_all(root.join("out/x")).unwrap();
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        for f in [
+            "b.jpg",
+            "sub/a.png",
+            "out/x/t.jpg",
+            ".DS_Store",
+            ".git/HEAD",
+        ] {
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        let store = LocalStore::new(root).excluding(&[root.join("out")]);
+        let keys: Vec<_> = store
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, ["b.jpg", "sub/a.png"]);
+    }
+
+    #[tokio::test]
+    async fn missing_folder_is_a_clear_error() {
+        let err = LocalStore::new("/definitely/not/here")
+            .list()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("/definitely/not/here"), "{err}");
+    }
 
     #[tokio::test]
     async fn put_then_get_round_trips_and_overwrites() {

@@ -1,0 +1,82 @@
+//! Object storage seen by the runtime: where inputs are read and outputs
+//! written. The local folder is one adapter, S3 another; no SDK type
+//! crosses this boundary.
+
+mod local;
+mod location;
+mod s3;
+
+pub use local::LocalStore;
+pub use location::Location;
+pub use s3::{S3Store, s3_client};
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::handler::HandlerError;
+use crate::message::ObjectRef;
+
+/// A storage failure, naming the object it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object does not exist (permanent for the item).
+    #[error("object {location} not found")]
+    NotFound {
+        /// Where it was looked for.
+        location: String,
+    },
+    /// The key cannot name an object in this store (permanent for the item).
+    #[error("invalid object key {key:?}: {reason}")]
+    InvalidKey {
+        /// The offending key.
+        key: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Any other failure; assumed transient.
+    #[error("{operation} {location}: {source}")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// Which object.
+        location: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl From<StoreError> for HandlerError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound { .. } | StoreError::InvalidKey { .. } => {
+                HandlerError::permanent(err.to_string())
+            }
+            StoreError::Io { .. } => HandlerError::retryable(err.to_string()),
+        }
+    }
+}
+
+/// Reads inputs and writes outputs.
+///
+/// Contract: `put` is atomic (a reader sees the old object or the whole new
+/// one, never a part) and idempotent (writing the same key twice leaves one
+/// object), so a redelivered item overwrites its output instead of
+/// duplicating it.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + Debug {
+    /// Reads a whole object.
+    async fn get(&self, object: &ObjectRef) -> Result<Bytes, StoreError>;
+    /// Writes a whole object under `key`.
+    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError>;
+    /// Whether an object exists under `key`.
+    async fn exists(&self, key: &str) -> Result<bool, StoreError>;
+    /// Every object of the store, keys relative to its root, sorted by key.
+    /// Keys with a segment starting with `.` (hidden files, shoal's state)
+    /// are left out.
+    async fn list(&self) -> Result<Vec<ObjectRef>, StoreError>;
+    /// A printable location for `key` (`/out/a.jpg`, `s3://b/a.jpg`).
+    fn location(&self, key: &str) -> String;
+}

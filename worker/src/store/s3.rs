@@ -1,0 +1,182 @@
+//! An S3 bucket prefix as an object store (aws-sdk-s3). Works with any
+//! S3-compatible server: `AWS_ENDPOINT_URL` points the SDK at it.
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+use super::{ObjectStore, StoreError};
+use crate::message::ObjectRef;
+
+/// Builds an S3 client from the AWS default chain (environment, profile,
+/// web identity, instance metadata). Path-style addressing is used when
+/// asked, and by default whenever a custom endpoint is configured, since
+/// S3-compatible servers on a plain host name need it.
+pub async fn s3_client(force_path_style: Option<bool>) -> Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    let s3_config = aws_sdk_s3::config::Builder::from(&config)
+        .force_path_style(force_path_style.unwrap_or(custom_endpoint))
+        .build();
+    Client::from_conf(s3_config)
+}
+
+/// Objects under `prefix` in `bucket`. Keys given to and returned by the
+/// store are relative to the prefix; an [`ObjectRef`] naming its own bucket
+/// (from an S3 event) is read with its key as is.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Store {
+    /// A store over `s3://bucket/prefix` (`prefix` empty or ending in `/`).
+    pub fn new(client: Client, bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+        }
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+fn io<E: std::error::Error + Send + Sync + 'static>(
+    operation: &'static str,
+    location: String,
+    err: E,
+) -> StoreError {
+    StoreError::Io {
+        operation,
+        location,
+        source: Box::new(err),
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn get(&self, object: &ObjectRef) -> Result<Bytes, StoreError> {
+        let (bucket, key) = match &object.bucket {
+            Some(bucket) => (bucket.as_str(), object.key.clone()),
+            None => (self.bucket.as_str(), self.full_key(&object.key)),
+        };
+        let location = format!("s3://{bucket}/{key}");
+        let output = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| {
+                let e = e.into_service_error();
+                if e.is_no_such_key() || e.code() == Some("NoSuchBucket") {
+                    StoreError::NotFound {
+                        location: location.clone(),
+                    }
+                } else {
+                    io("read", location.clone(), e)
+                }
+            })?;
+        let body = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| io("read", location, e))?;
+        Ok(body.into_bytes())
+    }
+
+    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
+        let key = self.full_key(key);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| {
+                io(
+                    "write",
+                    format!("s3://{}/{key}", self.bucket),
+                    e.into_service_error(),
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let key = self.full_key(key);
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_not_found() {
+                    Ok(false)
+                } else {
+                    Err(io("stat", format!("s3://{}/{key}", self.bucket), e))
+                }
+            }
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<ObjectRef>, StoreError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .into_paginator()
+            .send();
+        let mut objects = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                let e = e.into_service_error();
+                let location = format!("s3://{}/{}", self.bucket, self.prefix);
+                if e.code() == Some("NoSuchBucket") {
+                    StoreError::NotFound { location }
+                } else {
+                    io("list", location, e)
+                }
+            })?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                let relative = key.strip_prefix(&self.prefix).unwrap_or(key);
+                let hidden = relative.split('/').any(|part| part.starts_with('.'));
+                if relative.is_empty() || relative.ends_with('/') || hidden {
+                    continue;
+                }
+                objects.push(ObjectRef {
+                    bucket: None,
+                    key: relative.to_owned(),
+                    size: object.size().and_then(|s| u64::try_from(s).ok()),
+                    etag: object.e_tag().map(str::to_owned),
+                });
+            }
+        }
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    fn location(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.full_key(key))
+    }
+}
