@@ -197,8 +197,8 @@ fn interrupting_then_the_same_command_finishes_without_redoing_thumbnails() {
     let (input, output) = (dir.path().join("in"), dir.path().join("out"));
     big_batch(&input, 240);
 
-    // SIGTERM takes the same path as Ctrl-C. (A process started as a
-    // background job may inherit SIGINT as ignored, and rightly keeps it so.)
+    // SIGTERM takes the same path as Ctrl-C (and is what Kubernetes sends);
+    // unlike SIGINT, no shell running the tests in the background ignores it.
     let first = interrupted_run(&input, &output, "-TERM");
     let stdout = text(&first.stdout);
     assert_eq!(

@@ -15,6 +15,7 @@ mod journal;
 
 mod summary;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +33,7 @@ use crate::engine::{Engine, ItemReport, Outcome};
 use crate::error::{Error, Result};
 use crate::handler::Handler;
 use crate::message::{Chunk, ChunkItem, ItemBody, ObjectRef};
-use crate::store::Location;
+use crate::store::{Location, ObjectStore, StoreError};
 use crate::telemetry;
 
 /// Name of the state folder inside the output folder.
@@ -90,51 +91,66 @@ struct Planned {
     skipped_dead_lettered: usize,
 }
 
-/// Decides which listed objects still need work.
-async fn plan(
-    engine_output: Option<&Arc<dyn crate::store::ObjectStore>>,
+/// Keys present in the output store, listed once (not one request per
+/// item), when the journal records outputs to check. A missing output
+/// folder or bucket prefix lists as empty.
+async fn existing_outputs(
+    output: Option<&Arc<dyn ObjectStore>>,
+    history: &journal::History,
+) -> Result<Option<HashSet<String>>> {
+    let Some(store) = output else {
+        return Ok(None);
+    };
+    if !history.values().any(|r| r.output.is_some()) {
+        return Ok(None);
+    }
+    match store.list().await {
+        Ok(objects) => Ok(Some(objects.into_iter().map(|o| o.key).collect())),
+        Err(StoreError::NotFound { .. }) => Ok(Some(HashSet::new())),
+        Err(e) => Err(Error::Input(format!(
+            "cannot list the outputs to resume: {e}"
+        ))),
+    }
+}
+
+/// Decides which listed objects still need work: an item is done when its
+/// last record is about the same input version and it was dead-lettered
+/// (unless retrying those), or it succeeded and its output still exists
+/// (one deleted, or lost in a power failure after the journal synced, is
+/// produced again).
+fn plan(
     objects: Vec<ObjectRef>,
     history: &journal::History,
+    outputs: Option<&HashSet<String>>,
     retry_dead_letters: bool,
     items_per_chunk: usize,
-) -> Result<Planned> {
+) -> Planned {
     let total = objects.len();
     let mut todo = Vec::with_capacity(total);
     let (mut skipped_succeeded, mut skipped_dead_lettered) = (0, 0);
     for object in objects {
-        let done = match history.get(&object.key) {
-            Some(record) if Some(&record.etag) == object.etag.as_ref() => match record.state {
-                State::DeadLettered => !retry_dead_letters,
-                State::Succeeded => match (&record.output, engine_output) {
-                    // An output recorded but gone (deleted, or lost in a power
-                    // failure after the journal synced) is produced again.
-                    (Some(key), Some(store)) => store.exists(key).await.unwrap_or(false),
-                    _ => true,
-                },
-            },
-            _ => false,
-        };
-        if !done {
-            todo.push(ChunkItem::Object(object));
-        } else if history
+        let record = history
             .get(&object.key)
-            .is_some_and(|r| r.state == State::DeadLettered)
-        {
-            skipped_dead_lettered += 1;
-        } else {
-            skipped_succeeded += 1;
+            .filter(|r| Some(&r.etag) == object.etag.as_ref());
+        match record.map(|r| (r.state, &r.output)) {
+            Some((State::DeadLettered, _)) if !retry_dead_letters => skipped_dead_lettered += 1,
+            Some((State::Succeeded, Some(key))) if outputs.is_none_or(|o| o.contains(key)) => {
+                skipped_succeeded += 1;
+            }
+            Some((State::Succeeded, None)) => skipped_succeeded += 1,
+            _ => todo.push(ChunkItem::Object(object)),
         }
     }
     let chunks = todo
         .chunks(items_per_chunk.max(1))
         .map(|items| Chunk::new(items.to_vec()))
         .collect();
-    Ok(Planned {
+    Planned {
         chunks,
         total,
         skipped_succeeded,
         skipped_dead_lettered,
-    })
+    }
 }
 
 fn progress_bar(len: u64, hidden: bool) -> ProgressBar {
@@ -207,20 +223,46 @@ fn dispatch<H: Handler>(
     })
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn next_signal() {
+/// Ctrl-C and SIGTERM, listened to from creation on, so that a signal
+/// arriving while the runner is busy is not missed.
+struct Interrupts {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-            return;
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn listen() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind| {
+                signal(kind).map_err(|e| Error::Io {
+                    operation: "listen for signals",
+                    path: PathBuf::from("signal handler"),
+                    source: e,
+                })
+            };
+            Ok(Self {
+                int: listen(SignalKind::interrupt())?,
+                term: listen(SignalKind::terminate())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves on the next Ctrl-C or SIGTERM.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {},
+            _ = self.term.recv() => {},
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Runs a batch over the engine's input store. Item failures never make this fail;
@@ -250,14 +292,14 @@ pub async fn run<H: Handler>(
         .map_err(|e| Error::Input(format!("cannot list --input {}: {e}", args.input)))?;
 
     // Step 3: plan.
+    let outputs = existing_outputs(engine.output_store(), &history).await?;
     let planned = plan(
-        engine.output_store(),
         objects,
         &history,
+        outputs.as_ref(),
         args.retry_dead_letters,
         args.items_per_chunk as usize,
-    )
-    .await?;
+    );
     let todo: usize = planned.chunks.iter().map(|c| c.items.len()).sum();
     let metrics = engine.metrics().clone();
     let gauge = |state: &str, n: usize| {
@@ -294,15 +336,17 @@ pub async fn run<H: Handler>(
     let (tx, mut rx) = mpsc::channel::<Finished>(256);
     let dispatcher = dispatch(engine.clone(), planned.chunks, tx);
     let mut sync_every = tokio::time::interval(Duration::from_millis(250));
+    let mut signals = Interrupts::listen()?;
     let mut interrupts = 0;
     let result = loop {
         tokio::select! {
             finished = rx.recv() => {
                 let Some(finished) = finished else { break Ok(()) };
-                if let Err(e) = record(&mut ledger, &mut summary, &engine, finished) {
-                    break Err(e);
+                match record(&mut ledger, &mut summary, &engine, finished) {
+                    Ok(true) => bar.inc(1),
+                    Ok(false) => {}
+                    Err(e) => break Err(e),
                 }
-                bar.inc(1);
                 gauge("pending", todo.saturating_sub(summary.processed()));
                 gauge("succeeded", summary.skipped_succeeded + summary.succeeded);
                 gauge("dead_lettered", summary.skipped_dead_lettered + summary.dead_lettered);
@@ -312,7 +356,7 @@ pub async fn run<H: Handler>(
                     break Err(e);
                 }
             }
-            () = next_signal() => {
+            () = signals.next() => {
                 interrupts += 1;
                 summary.interrupted = true;
                 if interrupts == 1 {
@@ -338,12 +382,14 @@ pub async fn run<H: Handler>(
     Ok(summary)
 }
 
+/// Records one item's outcome; returns whether the item is finished
+/// (succeeded or dead-lettered) rather than left for a later run.
 fn record<H: Handler>(
     ledger: &mut Ledger,
     summary: &mut RunSummary,
     engine: &Engine<H>,
     finished: Finished,
-) -> Result<()> {
+) -> Result<bool> {
     let Finished {
         chunk_id,
         etag,
@@ -382,7 +428,7 @@ fn record<H: Handler>(
                 engine.metrics().dead_letter_errors.inc();
                 tracing::error!(item = %letter.item, error = %e, "cannot write dead letter");
                 summary.abandoned += 1;
-                return Ok(());
+                return Ok(false);
             }
             engine
                 .metrics()
@@ -398,7 +444,87 @@ fn record<H: Handler>(
                 attempts: report.attempts,
             })?;
         }
-        Outcome::Abandoned => summary.abandoned += 1,
+        Outcome::Abandoned => {
+            summary.abandoned += 1;
+            return Ok(false);
+        }
     }
-    Ok(())
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(key: &str, etag: &str) -> ObjectRef {
+        ObjectRef {
+            bucket: None,
+            key: key.into(),
+            size: Some(1),
+            etag: Some(etag.into()),
+        }
+    }
+
+    fn record(key: &str, etag: &str, state: State, output: Option<&str>) -> (String, Record) {
+        let record = Record {
+            id: key.into(),
+            etag: etag.into(),
+            state,
+            output: output.map(str::to_owned),
+            attempts: 1,
+        };
+        (key.into(), record)
+    }
+
+    fn todo_keys(planned: &Planned) -> Vec<String> {
+        planned
+            .chunks
+            .iter()
+            .flat_map(|c| c.clone().into_raw_items())
+            .map(|i| i.id)
+            .collect()
+    }
+
+    #[test]
+    fn plan_skips_finished_items_and_redoes_changed_or_lost_ones() {
+        let history: journal::History = [
+            record("done.jpg", "e1", State::Succeeded, Some("done.jpg")),
+            record("lost.jpg", "e1", State::Succeeded, Some("lost.jpg")),
+            record("changed.jpg", "old", State::Succeeded, Some("changed.jpg")),
+            record("bad.jpg", "e1", State::DeadLettered, None),
+        ]
+        .into_iter()
+        .collect();
+        let objects = || {
+            ["bad.jpg", "changed.jpg", "done.jpg", "lost.jpg", "new.jpg"]
+                .iter()
+                .map(|k| object(k, "e1"))
+                .collect::<Vec<_>>()
+        };
+        let outputs: HashSet<String> = ["done.jpg".to_owned(), "changed.jpg".to_owned()].into();
+
+        let planned = plan(objects(), &history, Some(&outputs), false, 2);
+        assert_eq!(todo_keys(&planned), ["changed.jpg", "lost.jpg", "new.jpg"]);
+        assert_eq!(planned.chunks.len(), 2, "2 items per chunk");
+        assert_eq!(
+            (planned.skipped_succeeded, planned.skipped_dead_lettered),
+            (1, 1)
+        );
+
+        let retry = plan(objects(), &history, Some(&outputs), true, 10);
+        assert_eq!(
+            todo_keys(&retry),
+            ["bad.jpg", "changed.jpg", "lost.jpg", "new.jpg"]
+        );
+
+        // Same plan, same chunk ids: re-planning never duplicates work.
+        let again = plan(objects(), &history, Some(&outputs), false, 2);
+        let ids = |p: &Planned| {
+            p.chunks
+                .iter()
+                .map(|c| c.chunk_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&planned), ids(&again));
+    }
 }
