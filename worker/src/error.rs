@@ -37,9 +37,6 @@ pub enum Error {
     /// The input cannot be read at all (not one item of it).
     #[error("{0}")]
     Input(String),
-    /// A command-line or environment setting makes no sense.
-    #[error("invalid configuration: {0}")]
-    Config(String),
     /// The handler's initialisation failed.
     #[error("handler initialisation failed: {0}")]
     Init(String),
