@@ -103,12 +103,7 @@ pub fn init(format: LogFormat, default_filter: &str) {
                 .location()
                 .map(|l| format!("{}:{}", l.file(), l.line()))
                 .unwrap_or_default();
-            let payload = info
-                .payload()
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let payload = crate::engine::panic_message(info.payload());
             tracing::error!(%location, panic = %payload, "panic");
         }));
     }

@@ -111,14 +111,11 @@ impl ObjectStore for LocalStore {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(io_error("write", &tmp, e));
         }
-        tokio::fs::rename(&tmp, &path).await.map_err(|e| {
-            let err = io_error("rename into", &path, e);
-            let tmp = tmp.clone();
-            tokio::spawn(async move {
-                let _ = tokio::fs::remove_file(tmp).await;
-            });
-            err
-        })
+        if let Err(e) = tokio::fs::rename(&tmp, &path).await {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(io_error("rename into", &path, e));
+        }
+        Ok(())
     }
 
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
