@@ -3,11 +3,15 @@
 #   promtool     Debian package prometheus: checks the /metrics exposition
 #   moto_server  moto[server] from PyPI (S3 and SQS), in a virtualenv cached
 #                outside the clone and keyed by version
-# Source it to get SHOAL_MOTO_SERVER exported; run it to just install.
+#   ElasticMQ    the fast SQS server, its jars from Maven Central (resolved by
+#                Maven into a cache folder keyed by version); runs on Java
+# Source it to get SHOAL_MOTO_SERVER and SHOAL_ELASTICMQ_LIB exported; run
+# it to just install.
 set -euo pipefail
 
 SHOAL_CACHE="${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}"
 MOTO_VERSION=5.2.5
+ELASTICMQ_VERSION=1.7.1
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -16,6 +20,8 @@ fi
 
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   $SUDO apt-get update -qq
@@ -34,3 +40,28 @@ if [ ! -x "$moto_venv/bin/moto_server" ]; then
   "$moto_venv/bin/pip" install -q "moto[server]==$MOTO_VERSION"
 fi
 export SHOAL_MOTO_SERVER="$moto_venv/bin/moto_server"
+
+elasticmq_lib="$SHOAL_CACHE/tools/elasticmq-$ELASTICMQ_VERSION/lib"
+if [ ! -f "$elasticmq_lib/elasticmq-server_2.13-$ELASTICMQ_VERSION.jar" ]; then
+  echo "installing ElasticMQ $ELASTICMQ_VERSION into $elasticmq_lib"
+  pom_dir="$(mktemp -d)"
+  cat >"$pom_dir/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.shoal.tests</groupId>
+  <artifactId>elasticmq-jars</artifactId>
+  <version>1</version>
+  <dependencies>
+    <dependency>
+      <groupId>org.elasticmq</groupId>
+      <artifactId>elasticmq-server_2.13</artifactId>
+      <version>$ELASTICMQ_VERSION</version>
+    </dependency>
+  </dependencies>
+</project>
+POM
+  rm -rf "$elasticmq_lib"
+  mvn -q -B -Dstyle.color=never -f "$pom_dir/pom.xml" dependency:copy-dependencies -DoutputDirectory="$elasticmq_lib"
+  rm -rf "$pom_dir"
+fi
+export SHOAL_ELASTICMQ_LIB="$elasticmq_lib"

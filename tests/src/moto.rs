@@ -1,26 +1,19 @@
 //! A real moto server (S3 and SQS over HTTP) on a free loopback port,
 //! started by the test and stopped when the handle drops.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 
-use crate::tool;
+use crate::{free_port, tool};
 
 /// A running `moto_server`; killed on drop.
 pub struct Moto {
     child: Child,
     endpoint: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
 }
 
 impl Moto {
@@ -71,6 +64,11 @@ impl Moto {
             ("AWS_REGION", "us-east-1".into()),
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ]
+    }
+
+    /// An SQS client for the test itself.
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        crate::sqs::client(&self.endpoint)
     }
 
     /// An S3 client for the test itself.

@@ -7,30 +7,15 @@
     reason = "test code: a panic is how a test reports failure"
 )]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use shoal_tests::tool;
-
-fn get(url: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut response = agent
-        .get(url)
-        .call()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_to_string().unwrap())
-}
+use shoal_tests::prom::{http_get as get, promtool_check};
 
 #[test]
 fn promtool_accepts_the_live_metrics_of_a_running_batch() {
-    let promtool = tool("promtool", "prometheus");
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
@@ -110,29 +95,7 @@ fn promtool_accepts_the_live_metrics_of_a_running_batch() {
         assert!(metrics.contains(series), "missing {series}:\n{metrics}");
     }
 
-    let mut check = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let result = check.wait_with_output().unwrap();
-    let complaints = format!(
-        "{}{}",
-        String::from_utf8_lossy(&result.stdout),
-        String::from_utf8_lossy(&result.stderr)
-    );
-    assert!(
-        result.status.success() && complaints.trim().is_empty(),
-        "promtool: {complaints}\n{metrics}"
-    );
+    promtool_check(&metrics);
 
     let _ = Command::new("kill")
         .args(["-KILL", &child.id().to_string()])

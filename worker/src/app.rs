@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -18,8 +18,10 @@ use crate::handler::Handler;
 use crate::http::{self, Readiness};
 use crate::local::{self, RunPaths};
 use crate::metrics::Metrics;
+use crate::queue::{self, Shutdown, SqsOptions, SqsQueue, Transport};
 use crate::retry::RetryPolicy;
-use crate::store::{LocalStore, Location, ObjectStore, S3Store, s3_client};
+use crate::signals::Interrupts;
+use crate::store::{LocalStore, Location, ObjectStore, S3Store, s3_client, sdk_config};
 use crate::telemetry;
 
 /// Process exit codes.
@@ -63,6 +65,7 @@ where
     E: Display,
     F: FnOnce() -> Result<H, E>,
 {
+    let started = Instant::now();
     let cli = Cli::parse();
     let progress = matches!(&cli.command, Command::Run(args) if !args.no_progress)
         && std::io::stderr().is_terminal()
@@ -85,7 +88,7 @@ where
         }
     };
     let code = runtime.block_on(async {
-        match run(cli, init, progress).await {
+        match run(cli, init, progress, started).await {
             Ok(code) => code,
             Err(e) => {
                 tracing::error!("{e}");
@@ -124,9 +127,11 @@ fn engine_config(common: &CommonArgs) -> EngineConfig {
     }
 }
 
-/// Opens stores, building the S3 client once and only if needed.
+/// Opens stores, loading the AWS configuration and building the S3 client
+/// once, and only if needed.
 struct Stores {
     force_path_style: Option<bool>,
+    aws: Option<aws_config::SdkConfig>,
     s3: Option<aws_sdk_s3::Client>,
 }
 
@@ -134,29 +139,53 @@ impl Stores {
     fn new(force_path_style: Option<bool>) -> Self {
         Self {
             force_path_style,
+            aws: None,
             s3: None,
         }
+    }
+
+    async fn aws(&mut self) -> aws_config::SdkConfig {
+        if let Some(config) = &self.aws {
+            return config.clone();
+        }
+        let config = sdk_config().await;
+        self.aws = Some(config.clone());
+        config
+    }
+
+    async fn s3(&mut self) -> aws_sdk_s3::Client {
+        if let Some(client) = &self.s3 {
+            return client.clone();
+        }
+        let force_path_style = self.force_path_style;
+        let client = s3_client(&self.aws().await, force_path_style);
+        self.s3 = Some(client.clone());
+        client
     }
 
     async fn open(&mut self, location: &Location, exclude: &[PathBuf]) -> Arc<dyn ObjectStore> {
         match location {
             Location::Local(folder) => Arc::new(LocalStore::new(folder).excluding(exclude)),
             Location::S3 { bucket, prefix } => {
-                let client = match &self.s3 {
-                    Some(client) => client.clone(),
-                    None => {
-                        let client = s3_client(self.force_path_style).await;
-                        self.s3 = Some(client.clone());
-                        client
-                    }
-                };
-                Arc::new(S3Store::new(client, bucket, prefix))
+                Arc::new(S3Store::new(self.s3().await, bucket, prefix))
             }
         }
     }
+
+    /// An SQS client whose calls outlast a long poll of `wait`.
+    async fn sqs(&mut self, wait: Duration) -> aws_sdk_sqs::Client {
+        let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(wait + Duration::from_secs(10))
+            .build();
+        let config = aws_sdk_sqs::config::Builder::from(&self.aws().await)
+            .timeout_config(timeouts)
+            .build();
+        aws_sdk_sqs::Client::from_conf(config)
+    }
 }
 
-async fn run<H, E, F>(cli: Cli, init: F, progress: bool) -> Result<u8>
+async fn run<H, E, F>(cli: Cli, init: F, progress: bool, started: Instant) -> Result<u8>
 where
     H: Handler,
     E: Display,
@@ -211,6 +240,71 @@ where
             } else {
                 exit::OK
             })
+        }
+        Command::Worker(args) => {
+            let mut stores = Stores::new(cli.common.s3_force_path_style);
+            let input = match &args.input {
+                Some(location) => stores.open(location, &[]).await,
+                None => Arc::new(S3Store::any_bucket(stores.s3().await)),
+            };
+            let output = match &args.output {
+                Some(location) => Some(stores.open(location, &[]).await),
+                None => None,
+            };
+            let wait = Duration::from_secs(u64::from(args.wait_time));
+            let sqs = stores.sqs(wait).await;
+            let transport = SqsQueue::connect(
+                sqs,
+                SqsOptions {
+                    queue_url: args.queue.clone(),
+                    dead_letter_queue: args.dead_letter_queue.clone(),
+                    visibility: args
+                        .visibility_timeout
+                        .map(|s| Duration::from_secs(u64::from(s))),
+                    wait_time: wait,
+                    max_attempts: config.retry.max_attempts,
+                },
+            )
+            .await?;
+            if transport.visibility() < config.timeout.saturating_mul(6) {
+                tracing::info!(
+                    visibility_s = transport.visibility().as_secs_f64(),
+                    timeout_s = config.timeout.as_secs_f64(),
+                    "the visibility timeout is below 6x the invocation timeout (AWS's advice); leases are extended while items run"
+                );
+            }
+            let max_in_flight = args
+                .max_messages_in_flight
+                .map_or((2 * config.concurrency).max(10), |n| n as usize);
+            let settings = queue::Settings {
+                receivers: args
+                    .receivers
+                    .map_or(max_in_flight.div_ceil(queue::MAX_BATCH).clamp(1, 8), |n| {
+                        n as usize
+                    }),
+                max_in_flight,
+                grace: Duration::from_secs_f64(args.shutdown_grace),
+                started,
+            };
+            let engine = Engine::new(handler, input, output, config, metrics);
+            let shutdown = Shutdown::default();
+            let mut signals = Interrupts::listen()?;
+            let watch = shutdown.clone();
+            let not_ready = ready.clone();
+            let listener = tokio::spawn(async move {
+                signals.next().await;
+                not_ready.set(false);
+                tracing::warn!("shutdown signal: draining (send it again to stop now)");
+                watch.drain.cancel();
+                signals.next().await;
+                tracing::warn!("second signal: stopping now");
+                watch.stop.cancel();
+            });
+            ready.set(true);
+            queue::run(engine, Arc::new(transport), settings, shutdown).await;
+            ready.set(false);
+            listener.abort();
+            Ok(exit::OK)
         }
         Command::Invoke(args) => {
             let mut stores = Stores::new(cli.common.s3_force_path_style);

@@ -14,7 +14,7 @@ use crate::store::Location;
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "A shoal batch handler: process a folder (run) or one event (invoke).",
+    about = "A shoal batch handler: process a folder (run), consume a queue (worker) or run one event (invoke).",
     long_about = None,
     propagate_version = true
 )]
@@ -32,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Process every file of a folder on this machine (no cloud, no cluster).
     Run(RunArgs),
+    /// Consume an SQS queue until SIGTERM: what the operator's pods run.
+    Worker(WorkerArgs),
     /// Run the handler once on one event (a chunk, an S3 event or an object
     /// reference such as {"key": "cat.jpg"}) and print the result.
     Invoke(InvokeArgs),
@@ -165,6 +167,57 @@ pub struct RunArgs {
 
 fn parse_percent(s: &str) -> Result<f64, String> {
     parse_within(s, 0.0..=100.0, "a percentage")
+}
+
+/// `worker`: a long-lived queue consumer.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// URL of the SQS queue to consume (a standard queue).
+    #[arg(long, env = "SHOAL_QUEUE")]
+    pub queue: String,
+
+    /// Folder or s3://bucket/prefix that object keys without a bucket are
+    /// read from (S3 event items name their own bucket).
+    #[arg(long, env = "SHOAL_INPUT")]
+    pub input: Option<Location>,
+
+    /// Folder or s3://bucket/prefix to write outputs to; without it outputs
+    /// are discarded.
+    #[arg(long, env = "SHOAL_OUTPUT")]
+    pub output: Option<Location>,
+
+    /// Dead-letter queue URL [default: the queue's redrive policy target].
+    #[arg(long, env = "SHOAL_DEAD_LETTER_QUEUE")]
+    pub dead_letter_queue: Option<String>,
+
+    /// Lease of a received message in seconds [default: the queue's
+    /// visibility timeout]; extended at half-time while items run.
+    #[arg(long, env = "SHOAL_VISIBILITY_TIMEOUT", value_parser = clap::value_parser!(u32).range(1..=43_200))]
+    pub visibility_timeout: Option<u32>,
+
+    /// Long-poll wait per receive call, in seconds.
+    #[arg(long, env = "SHOAL_WAIT_TIME", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub wait_time: u32,
+
+    /// Messages held (received, not yet settled) at most [default: twice
+    /// the concurrency, at least 10].
+    #[arg(long, env = "SHOAL_MAX_MESSAGES_IN_FLIGHT", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_messages_in_flight: Option<u32>,
+
+    /// Receive loops polling at once [default: enough to fill the
+    /// in-flight limit 10 messages at a time, at most 8].
+    #[arg(long, env = "SHOAL_RECEIVERS", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub receivers: Option<u32>,
+
+    /// Seconds that started invocations may run on after SIGTERM before
+    /// they are cut short and their messages given back (keep it below the
+    /// pod's terminationGracePeriodSeconds).
+    #[arg(long, env = "SHOAL_SHUTDOWN_GRACE", default_value_t = 25.0, value_parser = parse_grace)]
+    pub shutdown_grace: f64,
+}
+
+fn parse_grace(s: &str) -> Result<f64, String> {
+    parse_within(s, 0.0..=3600.0, "a number of seconds")
 }
 
 /// `invoke`: one event, once.

@@ -242,6 +242,17 @@ impl<H: Handler> Engine<H> {
         self.attempt_in(running, item, attempt).await
     }
 
+    /// Runs one attempt of `item` unless [`Engine::drain`] is called before
+    /// a concurrency slot frees up; `None` means the attempt never started.
+    pub async fn attempt_unless_draining(&self, item: &RawItem, attempt: u32) -> Option<Attempt> {
+        let running = tokio::select! {
+            biased;
+            () = self.draining.cancelled() => return None,
+            running = self.acquire() => running,
+        };
+        Some(self.attempt_in(running, item, attempt).await)
+    }
+
     /// Runs one attempt in the slot `_running` holds until it returns.
     async fn attempt_in(&self, _running: Running<'_>, item: &RawItem, attempt: u32) -> Attempt {
         let request_id = uuid::Uuid::new_v4().to_string();
@@ -391,12 +402,7 @@ impl<H: Handler> Engine<H> {
         let mut durations = Vec::with_capacity(1);
         let mut attempt = 1;
         loop {
-            let running = tokio::select! {
-                biased;
-                () = self.draining.cancelled() => None,
-                running = self.acquire() => Some(running),
-            };
-            let Some(running) = running else {
+            let Some(record) = self.attempt_unless_draining(item, attempt).await else {
                 return ItemReport {
                     id: item.id.clone(),
                     attempts: attempt - 1,
@@ -404,7 +410,6 @@ impl<H: Handler> Engine<H> {
                     outcome: Outcome::Abandoned,
                 };
             };
-            let record = self.attempt_in(running, item, attempt).await;
             durations.push(record.duration);
             let outcome = match record.result {
                 Ok(success) => Outcome::Succeeded {

@@ -40,6 +40,14 @@ pub enum Error {
     /// The handler's initialisation failed.
     #[error("handler initialisation failed: {0}")]
     Init(String),
+    /// The queue cannot be consumed (missing, no dead-letter queue, ...).
+    #[error("queue {queue}: {reason}")]
+    Queue {
+        /// The queue's URL.
+        queue: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The metrics registry or server failed.
     #[error("metrics: {0}")]
     Metrics(String),

@@ -19,7 +19,9 @@ pub mod message;
 pub mod metrics;
 pub mod payload;
 pub mod platform;
+pub mod queue;
 pub mod retry;
+pub mod signals;
 pub mod store;
 pub mod telemetry;
 

@@ -86,6 +86,128 @@ pub struct Metrics {
     pub dead_letter_errors: IntCounter,
     /// `shoal_batch_items{state}` (local mode progress).
     pub batch_items: IntGaugeVec,
+    /// Queue consumer metrics (`worker` mode).
+    pub queue: QueueMetrics,
+}
+
+/// Metrics of the queue consumer: what SQS's CloudWatch metrics say about a
+/// queue, seen from the consumer.
+#[derive(Clone)]
+pub struct QueueMetrics {
+    /// `shoal_messages_received_total`.
+    pub received: IntCounter,
+    /// `shoal_empty_receives_total`.
+    pub empty_receives: IntCounter,
+    /// `shoal_messages_deleted_total`.
+    pub deleted: IntCounter,
+    /// `shoal_messages_released_total`.
+    pub released: IntCounter,
+    /// `shoal_messages_requeued_total`.
+    pub requeued: IntCounter,
+    /// `shoal_messages_dead_lettered_total`.
+    pub dead_lettered: IntCounter,
+    /// `shoal_messages_in_flight`.
+    pub in_flight: IntGauge,
+    /// `shoal_message_age_seconds`.
+    pub age: Histogram,
+    /// `shoal_queue_errors_total{operation}`.
+    pub errors: IntCounterVec,
+}
+
+/// Broker operations, the `operation` label of `shoal_queue_errors_total`.
+pub const QUEUE_OPERATIONS: [&str; 6] = [
+    "receive",
+    "delete",
+    "extend",
+    "release",
+    "requeue",
+    "dead_letter",
+];
+
+/// Seconds: 10 ms to 14 days, SQS's longest retention.
+const AGE_BUCKETS: [f64; 14] = [
+    0.01,
+    0.05,
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    86_400.0,
+    1_209_600.0,
+];
+
+impl QueueMetrics {
+    fn new() -> Result<Self, prometheus::Error> {
+        let counter = |name: &str, help: &str| IntCounter::new(name, help);
+        let metrics = Self {
+            received: counter(
+                "shoal_messages_received_total",
+                "Messages received from the queue.",
+            )?,
+            empty_receives: counter(
+                "shoal_empty_receives_total",
+                "Receive calls that returned no message.",
+            )?,
+            deleted: counter(
+                "shoal_messages_deleted_total",
+                "Messages deleted after all their items were done.",
+            )?,
+            released: counter(
+                "shoal_messages_released_total",
+                "Messages made visible again (retry backoff or shutdown).",
+            )?,
+            requeued: counter(
+                "shoal_messages_requeued_total",
+                "Messages re-sent with only their unfinished items.",
+            )?,
+            dead_lettered: counter(
+                "shoal_messages_dead_lettered_total",
+                "Messages (or parts of them) sent to the dead-letter queue.",
+            )?,
+            in_flight: IntGauge::new(
+                "shoal_messages_in_flight",
+                "Messages received and not yet settled.",
+            )?,
+            age: Histogram::with_opts(
+                HistogramOpts::new(
+                    "shoal_message_age_seconds",
+                    "Time from send to receive of each message (IteratorAge).",
+                )
+                .buckets(AGE_BUCKETS.to_vec()),
+            )?,
+            errors: IntCounterVec::new(
+                Opts::new(
+                    "shoal_queue_errors_total",
+                    "Failed calls to the queue, by operation.",
+                ),
+                &["operation"],
+            )?,
+        };
+        for operation in QUEUE_OPERATIONS {
+            metrics.errors.with_label_values(&[operation]);
+        }
+        Ok(metrics)
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.received.clone()),
+            Box::new(self.empty_receives.clone()),
+            Box::new(self.deleted.clone()),
+            Box::new(self.released.clone()),
+            Box::new(self.requeued.clone()),
+            Box::new(self.dead_lettered.clone()),
+            Box::new(self.in_flight.clone()),
+            Box::new(self.age.clone()),
+            Box::new(self.errors.clone()),
+        ]
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -168,6 +290,10 @@ impl Metrics {
         ] {
             registry.register(collector)?;
         }
+        let queue = QueueMetrics::new()?;
+        for collector in queue.collectors() {
+            registry.register(collector)?;
+        }
         // Pre-create every label value so dashboards see zeros, not gaps.
         for outcome in ["success", "error"] {
             invocations.with_label_values(&[outcome]);
@@ -189,6 +315,7 @@ impl Metrics {
             dead_letters,
             dead_letter_errors,
             batch_items,
+            queue,
         })
     }
 
@@ -220,6 +347,10 @@ mod tests {
             "shoal_invocation_duration_seconds_count 1",
             "shoal_concurrent_executions 0",
             "shoal_dead_letters_total{cause=\"permanent\"} 0",
+            "shoal_messages_received_total 0",
+            "shoal_empty_receives_total 0",
+            "shoal_queue_errors_total{operation=\"receive\"} 0",
+            "shoal_message_age_seconds_count 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

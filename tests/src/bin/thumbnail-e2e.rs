@@ -1,7 +1,42 @@
 //! The thumbnail handler binary, built inside this package so the
 //! end-to-end tests get it from the same cargo invocation
-//! (`CARGO_BIN_EXE_thumbnail-e2e`). Identical to `examples/thumbnail`'s main.
+//! (`CARGO_BIN_EXE_thumbnail-e2e`). Identical to `examples/thumbnail`'s
+//! main, except that `SHOAL_E2E_DELAY_MS` (tests only) makes every
+//! invocation take at least that long, so a test can act while items are
+//! in flight.
+
+use std::time::Duration;
+
+use shoal_worker::payload::{Blob, Object};
+use shoal_worker::{Context, Handler, HandlerError, Item};
+use thumbnail::Thumbnailer;
+
+struct Paced {
+    inner: Thumbnailer,
+    delay: Duration,
+}
+
+impl Handler for Paced {
+    type Input = Object;
+    type Output = Blob;
+
+    async fn call(&self, item: Item<Object>, ctx: Context) -> Result<Blob, HandlerError> {
+        tokio::select! {
+            () = tokio::time::sleep(self.delay) => {}
+            () = ctx.cancellation().cancelled() => {
+                return Err(HandlerError::retryable("cancelled"));
+            }
+        }
+        self.inner.call(item, ctx).await
+    }
+}
 
 fn main() -> std::process::ExitCode {
-    shoal_worker::main_with(thumbnail::Thumbnailer::from_env)
+    shoal_worker::main_with(|| {
+        let delay = std::env::var("SHOAL_E2E_DELAY_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map_or(Duration::ZERO, Duration::from_millis);
+        Thumbnailer::from_env().map(|inner| Paced { inner, delay })
+    })
 }

@@ -33,6 +33,7 @@ use crate::engine::{Engine, ItemReport, Outcome};
 use crate::error::{Error, Result};
 use crate::handler::Handler;
 use crate::message::{Chunk, ChunkItem, ItemBody, ObjectRef};
+use crate::signals::Interrupts;
 use crate::store::{Location, ObjectStore, StoreError};
 use crate::telemetry;
 
@@ -225,46 +226,6 @@ fn dispatch<H: Handler>(
 
 /// Ctrl-C and SIGTERM, listened to from creation on, so that a signal
 /// arriving while the runner is busy is not missed.
-struct Interrupts {
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-}
-
-impl Interrupts {
-    fn listen() -> Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let listen = |kind| {
-                signal(kind).map_err(|e| Error::Io {
-                    operation: "listen for signals",
-                    path: PathBuf::from("signal handler"),
-                    source: e,
-                })
-            };
-            Ok(Self {
-                int: listen(SignalKind::interrupt())?,
-                term: listen(SignalKind::terminate())?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    /// Resolves on the next Ctrl-C or SIGTERM.
-    async fn next(&mut self) {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = self.int.recv() => {},
-            _ = self.term.recv() => {},
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 /// Runs a batch over the engine's input store. Item failures never make this fail;
 /// they are counted in the summary. Errors are for the run itself (folders
 /// unreadable, journal unwritable).

@@ -8,7 +8,7 @@ mod s3;
 
 pub use local::LocalStore;
 pub use location::Location;
-pub use s3::{S3Store, s3_client};
+pub use s3::{S3Store, s3_client, sdk_config};
 
 use std::fmt::Debug;
 

@@ -10,17 +10,22 @@ use bytes::Bytes;
 use super::{ObjectStore, StoreError};
 use crate::message::ObjectRef;
 
-/// Builds an S3 client from the AWS default chain (environment, profile,
-/// web identity, instance metadata). Path-style addressing is used when
-/// asked, and by default whenever a custom endpoint is configured, since
-/// S3-compatible servers on a plain host name need it.
-pub async fn s3_client(force_path_style: Option<bool>) -> Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+/// Loads the AWS configuration from the default chain (environment,
+/// profile, web identity, instance metadata), honouring `AWS_ENDPOINT_URL`
+/// and the per-service `AWS_ENDPOINT_URL_<SERVICE>`.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
-        .await;
+        .await
+}
+
+/// Builds an S3 client. Path-style addressing is used when asked, and by
+/// default whenever a custom endpoint is configured, since S3-compatible
+/// servers on a plain host name need it.
+pub fn s3_client(config: &aws_config::SdkConfig, force_path_style: Option<bool>) -> Client {
     let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL").is_some()
         || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-    let s3_config = aws_sdk_s3::config::Builder::from(&config)
+    let s3_config = aws_sdk_s3::config::Builder::from(config)
         .force_path_style(force_path_style.unwrap_or(custom_endpoint))
         .build();
     Client::from_conf(s3_config)
@@ -46,6 +51,12 @@ impl S3Store {
         }
     }
 
+    /// A store for object references that name their own bucket (S3
+    /// events); a reference without one is refused.
+    pub fn any_bucket(client: Client) -> Self {
+        Self::new(client, "", "")
+    }
+
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
@@ -68,6 +79,12 @@ impl ObjectStore for S3Store {
     async fn get(&self, object: &ObjectRef) -> Result<Bytes, StoreError> {
         let (bucket, key) = match &object.bucket {
             Some(bucket) => (bucket.as_str(), object.key.clone()),
+            None if self.bucket.is_empty() => {
+                return Err(StoreError::InvalidKey {
+                    key: object.key.clone(),
+                    reason: "the reference names no bucket and no --input bucket is set",
+                });
+            }
             None => (self.bucket.as_str(), self.full_key(&object.key)),
         };
         let location = format!("s3://{bucket}/{key}");

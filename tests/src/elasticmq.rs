@@ -1,0 +1,116 @@
+//! A real ElasticMQ server (SQS protocol, JVM) on a free loopback port,
+//! with its queues and messages persisted on disk so a test can kill and
+//! restart it. Stopped when the handle drops.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{free_port, tool};
+
+/// A running ElasticMQ; killed on drop.
+pub struct ElasticMq {
+    child: Option<Child>,
+    port: u16,
+    state: tempfile::TempDir,
+}
+
+fn classpath() -> String {
+    let lib = std::env::var_os("SHOAL_ELASTICMQ_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!("SHOAL_ELASTICMQ_LIB is not set: run the tests through scripts/test-all.sh, which installs ElasticMQ")
+        });
+    assert!(
+        lib.is_dir(),
+        "SHOAL_ELASTICMQ_LIB={} is not a folder",
+        lib.display()
+    );
+    format!("{}/*", lib.display())
+}
+
+impl ElasticMq {
+    /// Starts a server and waits until it answers.
+    pub fn start() -> Self {
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            state: tempfile::tempdir().unwrap_or_else(|e| panic!("no temp dir: {e}")),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let java = tool("java", "a Java runtime (OpenJDK)");
+        let dir = self.state.path();
+        let config = dir.join("elasticmq.conf");
+        let port = self.port;
+        std::fs::write(
+            &config,
+            format!(
+                r#"include classpath("application.conf")
+node-address {{ protocol = http, host = "127.0.0.1", port = {port}, context-path = "" }}
+rest-sqs {{ enabled = true, bind-port = {port}, bind-hostname = "127.0.0.1", sqs-limits = strict }}
+rest-stats {{ enabled = false }}
+queues-storage {{ enabled = true, path = "{queues}" }}
+messages-storage {{ enabled = true, uri = "jdbc:h2:{messages}" }}
+"#,
+                queues = dir.join("queues.conf").display(),
+                messages = dir.join("messages").display(),
+            ),
+        )
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
+        let log = std::fs::File::create(dir.join("elasticmq.log"))
+            .unwrap_or_else(|e| panic!("cannot create the ElasticMQ log: {e}"));
+        let child = Command::new(java)
+            .args(["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
+            .arg(format!("-Dconfig.file={}", config.display()))
+            .args(["-cp", &classpath(), "org.elasticmq.server.Main"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(
+                log.try_clone()
+                    .unwrap_or_else(|e| panic!("cannot share the log: {e}")),
+            ))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start ElasticMQ: {e}"));
+        self.child = Some(child);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let started = Instant::now();
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "ElasticMQ did not listen on {addr} within 90 s; log:\n{}",
+                std::fs::read_to_string(dir.join("elasticmq.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same stored state.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for ElasticMq {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,63 @@
+//! Reading a live `/metrics` endpoint and checking it with promtool.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::tool;
+
+/// GET `url`: status and body (any status, no error for 4xx/5xx).
+pub fn http_get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .unwrap_or_else(|e| panic!("GET {url}: body: {e}"));
+    (status, body)
+}
+
+/// Panics unless `promtool check metrics` accepts `metrics` silently.
+pub fn promtool_check(metrics: &str) {
+    let promtool = tool("promtool", "prometheus");
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run promtool: {e}"));
+    if let Some(mut stdin) = check.stdin.take() {
+        stdin
+            .write_all(metrics.as_bytes())
+            .unwrap_or_else(|e| panic!("cannot feed promtool: {e}"));
+    }
+    let result = check
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("promtool: {e}"));
+    let complaints = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(
+        result.status.success() && complaints.trim().is_empty(),
+        "promtool: {complaints}\n{metrics}"
+    );
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed).
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}

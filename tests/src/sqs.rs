@@ -1,0 +1,178 @@
+//! SQS helpers for tests: clients, queues with a redrive policy, counts.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+
+/// An SQS client for `endpoint` with the test credentials.
+pub fn client(endpoint: &str) -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// A work queue and its dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct Queues {
+    /// The work queue.
+    pub url: String,
+    /// Its dead-letter queue.
+    pub dead_letter_url: String,
+}
+
+/// Creates `NAME-dlq`, then `NAME` redriving to it after `max_receive`
+/// receives, with the given visibility timeout.
+pub async fn create_queues(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    visibility_s: u32,
+    max_receive: u32,
+) -> Queues {
+    let dead_letter_url = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create {name}-dlq: {e:?}"))
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned();
+    let arn = attribute(sqs, &dead_letter_url, QueueAttributeName::QueueArn).await;
+    let redrive = format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receive}"}}"#);
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility_s.to_string(),
+        )
+        .attributes(QueueAttributeName::RedrivePolicy, redrive)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e:?}"))
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned();
+    Queues {
+        url,
+        dead_letter_url,
+    }
+}
+
+/// One attribute of a queue.
+pub async fn attribute(sqs: &aws_sdk_sqs::Client, url: &str, name: QueueAttributeName) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(name.clone())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("attributes of {url}: {e:?}"))
+        .attributes()
+        .and_then(|a| a.get(&name).cloned())
+        .unwrap_or_else(|| panic!("{url} has no attribute {name:?}"))
+}
+
+/// (visible, in flight, delayed) messages of a queue.
+pub async fn counts(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64, u64) {
+    let output = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("attributes of {url}: {e:?}"));
+    let attrs = output.attributes().cloned().unwrap_or_default();
+    let get = |name| attrs.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (
+        get(QueueAttributeName::ApproximateNumberOfMessages),
+        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+    )
+}
+
+/// Sends every body, 10 per `SendMessageBatch`.
+pub async fn send_all(sqs: &aws_sdk_sqs::Client, url: &str, bodies: &[String]) {
+    for (batch_index, batch) in bodies.chunks(10).enumerate() {
+        let mut call = sqs.send_message_batch().queue_url(url);
+        for (i, body) in batch.iter().enumerate() {
+            call = call.entries(
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(format!("m{batch_index}-{i}"))
+                    .message_body(body)
+                    .build()
+                    .unwrap_or_else(|e| panic!("batch entry: {e}")),
+            );
+        }
+        let output = call
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("send to {url}: {e:?}"));
+        assert!(
+            output.failed().is_empty(),
+            "some sends failed: {:?}",
+            output.failed()
+        );
+    }
+}
+
+/// Every message of a queue, received (and left invisible for a minute),
+/// with its user attributes as strings.
+pub async fn take_all(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+) -> Vec<(Message, HashMap<String, String>)> {
+    let mut all = Vec::new();
+    let mut empty = 0;
+    while empty < 2 {
+        let output = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .visibility_timeout(60)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("receive from {url}: {e:?}"));
+        if output.messages().is_empty() {
+            empty += 1;
+            continue;
+        }
+        for message in output.messages() {
+            let attrs = message
+                .message_attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| (k.clone(), v.string_value().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            all.push((message.clone(), attrs));
+        }
+    }
+    all
+}
+
+/// Waits until `check` returns true, polling every 250 ms, or panics with
+/// `what` after `limit`.
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

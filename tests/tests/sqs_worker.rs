@@ -1,0 +1,447 @@
+//! `worker` against real servers on loopback: ElasticMQ speaking SQS and
+//! moto serving S3. Each test starts its own servers and worker processes
+//! (the `thumbnail-e2e` binary) and stops them at the end.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test reports failure"
+)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use shoal_tests::free_port;
+use shoal_tests::process::Proc;
+use shoal_tests::prom::{http_get, promtool_check, sample};
+use shoal_tests::sqs::{Queues, counts, create_queues, send_all, take_all, wait_for};
+use shoal_tests::stack::{Stack, chunk_body, keys, tiny_jpeg, upload};
+
+const BIN: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:05}.jpg")).collect()
+}
+
+/// Starts a worker on `queues` reading `s3://photos/in/`, writing
+/// `s3://photos/thumbs/`.
+fn worker(
+    stack: &Stack,
+    queues: &Queues,
+    dir: &std::path::Path,
+    name: &str,
+    extra: &[(&str, String)],
+    args: &[&str],
+) -> Proc {
+    let mut env = stack.env();
+    env.extend(extra.iter().cloned());
+    let mut all = vec![
+        "worker",
+        "--queue",
+        &queues.url,
+        "--input",
+        "s3://photos/in/",
+        "--output",
+        "s3://photos/thumbs/",
+    ];
+    all.extend_from_slice(args);
+    Proc::spawn(BIN, &all, &env, &dir.join(format!("{name}.log")))
+}
+
+async fn queue_empty(stack: &Stack, url: &str) -> bool {
+    counts(&stack.sqs, url).await == (0, 0, 0)
+}
+
+fn expected_outputs(inputs: &[String]) -> BTreeSet<String> {
+    inputs.iter().map(|k| format!("thumbs/{k}")).collect()
+}
+
+/// Items named by the dead letters of `queues`.
+async fn dead_items(stack: &Stack, queues: &Queues) -> usize {
+    take_all(&stack.sqs, &queues.dead_letter_url)
+        .await
+        .iter()
+        .map(|(message, attrs)| {
+            let body: serde_json::Value = serde_json::from_str(message.body().unwrap()).unwrap();
+            match attrs.get("shoal.pending") {
+                Some(pending) => pending.split(',').count(),
+                None => body["items"].as_array().map_or(1, Vec::len),
+            }
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_chunks_through_two_workers_leave_exactly_one_output_per_item() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = names("p", 2000);
+    upload(
+        &stack.s3,
+        "photos",
+        &inputs.iter().map(|k| format!("in/{k}")).collect::<Vec<_>>(),
+        &tiny_jpeg(),
+    )
+    .await;
+    let queues = create_queues(&stack.sqs, "jobs", 30, 3).await;
+    let bodies: Vec<String> = inputs.chunks(2).map(chunk_body).collect();
+    assert_eq!(bodies.len(), 1000);
+    send_all(&stack.sqs, &queues.url, &bodies).await;
+
+    let mut a = worker(
+        &stack,
+        &queues,
+        dir.path(),
+        "a",
+        &[],
+        &["--concurrency", "2"],
+    );
+    let mut b = worker(
+        &stack,
+        &queues,
+        dir.path(),
+        "b",
+        &[],
+        &["--concurrency", "2"],
+    );
+    wait_for("the queue to drain", Duration::from_secs(300), || {
+        queue_empty(&stack, &queues.url)
+    })
+    .await;
+
+    let outputs = keys(&stack.s3, "photos", "thumbs/").await;
+    assert_eq!(
+        outputs,
+        expected_outputs(&inputs),
+        "one output per item, no more, no less"
+    );
+    assert_eq!(dead_items(&stack, &queues).await, 0);
+    for (name, proc) in [("a", &a), ("b", &b)] {
+        let reports = proc.log_text().matches("REPORT RequestId").count();
+        assert!(
+            reports > 0,
+            "worker {name} processed nothing:\n{}",
+            proc.log_text()
+        );
+    }
+    a.signal("TERM");
+    b.signal("TERM");
+    assert!(
+        a.wait(Duration::from_secs(30)).success(),
+        "{}",
+        a.log_text()
+    );
+    assert!(
+        b.wait(Duration::from_secs(30)).success(),
+        "{}",
+        b.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_run_loses_nothing() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = names("k", 300);
+    upload(
+        &stack.s3,
+        "photos",
+        &inputs.iter().map(|k| format!("in/{k}")).collect::<Vec<_>>(),
+        &tiny_jpeg(),
+    )
+    .await;
+    // Short leases, so what a killed worker held comes back quickly.
+    let queues = create_queues(&stack.sqs, "jobs", 2, 6).await;
+    let bodies: Vec<String> = inputs.chunks(2).map(chunk_body).collect();
+    send_all(&stack.sqs, &queues.url, &bodies).await;
+
+    let slow = [("SHOAL_E2E_DELAY_MS", "100".to_owned())];
+    let args = ["--concurrency", "4"];
+    let mut steady = worker(&stack, &queues, dir.path(), "steady", &slow, &args);
+    let mut victim = worker(&stack, &queues, dir.path(), "victim-0", &slow, &args);
+    let mut kills = 0;
+    for round in 1..=3 {
+        // Let it take messages and start invocations, then kill it.
+        wait_for(
+            "the victim to start invocations",
+            Duration::from_secs(60),
+            || {
+                let log = victim.log_text();
+                async move { log.contains("START RequestId") }
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        victim.signal("KILL");
+        victim.wait(Duration::from_secs(10));
+        kills += 1;
+        victim = worker(
+            &stack,
+            &queues,
+            dir.path(),
+            &format!("victim-{round}"),
+            &slow,
+            &args,
+        );
+    }
+    assert_eq!(kills, 3);
+    wait_for("the queue to drain", Duration::from_secs(300), || {
+        queue_empty(&stack, &queues.url)
+    })
+    .await;
+
+    let outputs = keys(&stack.s3, "photos", "thumbs/").await;
+    let expected = expected_outputs(&inputs);
+    assert!(outputs.is_subset(&expected), "unexpected outputs");
+    let dead = dead_items(&stack, &queues).await;
+    assert_eq!(
+        outputs.len() + dead,
+        inputs.len(),
+        "succeeded + dead-lettered = total"
+    );
+    steady.signal("TERM");
+    victim.signal("TERM");
+    assert!(steady.wait(Duration::from_secs(30)).success());
+    assert!(victim.wait(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_reach_the_dead_letter_queue_with_their_reason() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let good = names("good-", 4);
+    upload(
+        &stack.s3,
+        "photos",
+        &good.iter().map(|k| format!("in/{k}")).collect::<Vec<_>>(),
+        &tiny_jpeg(),
+    )
+    .await;
+    let corrupt = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/thumbnail/samples/corrupt.jpg"
+    ))
+    .unwrap();
+    stack
+        .s3
+        .put_object()
+        .bucket("photos")
+        .key("in/corrupt.jpg")
+        .body(corrupt.into())
+        .send()
+        .await
+        .unwrap();
+    let queues = create_queues(&stack.sqs, "jobs", 30, 3).await;
+    let malformed = r#"{"chunkId": "c-broken", "items": 42}"#.to_owned();
+    send_all(
+        &stack.sqs,
+        &queues.url,
+        &[
+            chunk_body(&[good[0].clone(), "corrupt.jpg".into(), good[1].clone()]),
+            chunk_body(&[good[2].clone(), "missing.jpg".into()]),
+            malformed.clone(),
+            chunk_body(&[good[3].clone()]),
+        ],
+    )
+    .await;
+
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut w = worker(
+        &stack,
+        &queues,
+        dir.path(),
+        "w",
+        &[],
+        &["--metrics-addr", &metrics_addr],
+    );
+    wait_for("the queue to drain", Duration::from_secs(120), || {
+        queue_empty(&stack, &queues.url)
+    })
+    .await;
+
+    assert_eq!(
+        keys(&stack.s3, "photos", "thumbs/").await,
+        expected_outputs(&good)
+    );
+    let (status, metrics) = http_get(&format!("http://{metrics_addr}/metrics"));
+    assert_eq!(status, 200);
+    promtool_check(&metrics);
+    let value = |series: &str| {
+        sample(&metrics, series).unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    assert_eq!(value("shoal_messages_received_total"), 4.0);
+    assert_eq!(
+        value("shoal_messages_deleted_total"),
+        4.0,
+        "every message settled"
+    );
+    assert_eq!(value("shoal_messages_dead_lettered_total"), 3.0);
+    assert_eq!(value("shoal_dead_letters_total{cause=\"permanent\"}"), 3.0);
+    assert_eq!(value("shoal_invocations_total{outcome=\"success\"}"), 4.0);
+    assert_eq!(value("shoal_message_age_seconds_count"), 4.0);
+    assert_eq!(value("shoal_messages_in_flight"), 0.0);
+    let letters = take_all(&stack.sqs, &queues.dead_letter_url).await;
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    let find = |needle: &str| {
+        letters
+            .iter()
+            .find(|(m, a)| m.body().unwrap().contains(needle) && a.contains_key("shoal.reason"))
+            .map(|(_, a)| a.clone())
+            .unwrap_or_else(|| panic!("no dead letter for {needle}: {letters:?}"))
+    };
+    let corrupt = find("corrupt.jpg");
+    assert_eq!(
+        corrupt["shoal.pending"], "1",
+        "only the corrupt item is dead"
+    );
+    assert_eq!(corrupt["shoal.cause"], "permanent");
+    assert!(
+        corrupt["shoal.reason"].starts_with("corrupt.jpg: "),
+        "{corrupt:?}"
+    );
+    let missing = find("missing.jpg");
+    assert_eq!(missing["shoal.pending"], "1");
+    assert!(missing["shoal.reason"].contains("not found"), "{missing:?}");
+    let broken = find("c-broken");
+    assert!(
+        !broken.contains_key("shoal.pending"),
+        "the whole message is dead"
+    );
+    assert!(
+        broken["shoal.reason"].contains("malformed shoal chunk"),
+        "{broken:?}"
+    );
+    assert_eq!(broken["shoal.category"], "input");
+    w.signal("TERM");
+    assert!(w.wait(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_or_releases_every_message_in_flight() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = names("t", 30);
+    upload(
+        &stack.s3,
+        "photos",
+        &inputs.iter().map(|k| format!("in/{k}")).collect::<Vec<_>>(),
+        &tiny_jpeg(),
+    )
+    .await;
+    // Long leases: a message the worker kept at exit would stay invisible
+    // for two minutes, which the test would see.
+    let queues = create_queues(&stack.sqs, "jobs", 120, 5).await;
+    let bodies: Vec<String> = inputs
+        .iter()
+        .map(|k| chunk_body(std::slice::from_ref(k)))
+        .collect();
+    send_all(&stack.sqs, &queues.url, &bodies).await;
+
+    let mut first = worker(
+        &stack,
+        &queues,
+        dir.path(),
+        "first",
+        &[("SHOAL_E2E_DELAY_MS", "1500".to_owned())],
+        &["--concurrency", "2", "--max-messages-in-flight", "10"],
+    );
+    wait_for("two invocations in flight", Duration::from_secs(60), || {
+        let log = first.log_text();
+        async move { log.matches("START RequestId").count() >= 4 }
+    })
+    .await;
+    first.signal("TERM");
+    let status = first.wait(Duration::from_secs(40));
+    assert!(status.success(), "{}", first.log_text());
+    assert!(
+        first.log_text().contains("draining"),
+        "{}",
+        first.log_text()
+    );
+
+    let done = keys(&stack.s3, "photos", "thumbs/").await.len();
+    let (visible, in_flight, delayed) = counts(&stack.sqs, &queues.url).await;
+    assert!(done >= 2, "in-flight invocations finished ({done} done)");
+    assert_eq!(
+        in_flight, 0,
+        "nothing left invisible after the worker exited"
+    );
+    assert_eq!(
+        visible + delayed + done as u64,
+        inputs.len() as u64,
+        "every message is either done or back in the queue"
+    );
+
+    let mut second = worker(&stack, &queues, dir.path(), "second", &[], &[]);
+    wait_for("the queue to drain", Duration::from_secs(120), || {
+        queue_empty(&stack, &queues.url)
+    })
+    .await;
+    assert_eq!(
+        keys(&stack.s3, "photos", "thumbs/").await,
+        expected_outputs(&inputs)
+    );
+    assert_eq!(dead_items(&stack, &queues).await, 0);
+    second.signal("TERM");
+    assert!(second.wait(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_reconnects_after_the_queue_server_restarts() {
+    let mut stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = names("r", 120);
+    upload(
+        &stack.s3,
+        "photos",
+        &inputs.iter().map(|k| format!("in/{k}")).collect::<Vec<_>>(),
+        &tiny_jpeg(),
+    )
+    .await;
+    let queues = create_queues(&stack.sqs, "jobs", 5, 10).await;
+    let bodies: Vec<String> = inputs
+        .iter()
+        .map(|k| chunk_body(std::slice::from_ref(k)))
+        .collect();
+    send_all(&stack.sqs, &queues.url, &bodies).await;
+
+    let mut w = worker(
+        &stack,
+        &queues,
+        dir.path(),
+        "w",
+        &[("SHOAL_E2E_DELAY_MS", "50".to_owned())],
+        &["--concurrency", "2"],
+    );
+    wait_for(
+        "the worker to make progress",
+        Duration::from_secs(60),
+        || {
+            let log = w.log_text();
+            async move { log.matches("REPORT RequestId").count() >= 10 }
+        },
+    )
+    .await;
+    stack.sqs_server.kill();
+    wait_for("the worker to notice", Duration::from_secs(60), || {
+        let log = w.log_text();
+        async move { log.contains("receive failed") }
+    })
+    .await;
+    stack.sqs_server.restart();
+    wait_for("the queue to drain", Duration::from_secs(180), || {
+        queue_empty(&stack, &queues.url)
+    })
+    .await;
+    assert_eq!(
+        keys(&stack.s3, "photos", "thumbs/").await,
+        expected_outputs(&inputs)
+    );
+    assert!(
+        w.log_text().contains("queue reachable again"),
+        "{}",
+        w.log_text()
+    );
+    w.signal("TERM");
+    assert!(w.wait(Duration::from_secs(30)).success());
+}

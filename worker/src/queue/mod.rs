@@ -1,0 +1,475 @@
+//! Queue worker mode (`worker`): a long-lived consumer feeding the engine.
+//!
+//! Receive loops long-poll the queue for up to 10 messages each, never more
+//! than `max_in_flight` messages are held at once, and each message runs on
+//! its own task: its items go through the engine (which bounds concurrent
+//! invocations), its lease is extended at half-time while they run, and it
+//! is settled by [`settle::decide`].
+//!
+//! Delivery is at least once: a message is deleted only after every item
+//! in it is done (succeeded, or dead-lettered with its reason). Outputs
+//! have deterministic keys, so a redelivered item overwrites its output.
+//!
+//! Shutdown (first SIGTERM/Ctrl-C): stop receiving at once, let started
+//! invocations finish within the grace period, give every other item back
+//! (released or re-sent, at once). A second signal, or the end of the grace
+//! period, cuts the invocations in flight short and gives their items back
+//! too.
+
+mod settle;
+mod sqs;
+mod transport;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+pub use settle::{DeadItem, ItemResult, Plan, Then, decide};
+pub use sqs::{SqsOptions, SqsQueue};
+pub use transport::{DeadLetter, Delivery, Transport, TransportError};
+
+use crate::engine::Engine;
+use crate::handler::Handler;
+use crate::message::{self, RawItem};
+use crate::metrics::{DeadLetterCause, ErrorCategory};
+
+/// Most messages one receive call returns (SQS's limit).
+pub const MAX_BATCH: usize = 10;
+
+/// How the runner consumes.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Receive loops running at once.
+    pub receivers: usize,
+    /// Messages held (received, not settled) at most.
+    pub max_in_flight: usize,
+    /// How long started invocations may finish after a shutdown signal.
+    pub grace: Duration,
+    /// When the process started (for the start-to-first-receive log).
+    pub started: Instant,
+}
+
+/// Signals the runner obeys.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Stop receiving; finish or give back what is held.
+    pub drain: CancellationToken,
+    /// Stop now: cut invocations short and give everything back.
+    pub stop: CancellationToken,
+}
+
+struct Shared<H: Handler, T: Transport> {
+    engine: Engine<H>,
+    transport: Arc<T>,
+    stop: CancellationToken,
+    started: Instant,
+    first_receive: AtomicBool,
+}
+
+/// Consumes the queue until `shutdown` says stop, then returns once every
+/// held message is settled.
+pub async fn run<H: Handler, T: Transport>(
+    engine: Engine<H>,
+    transport: Arc<T>,
+    settings: Settings,
+    shutdown: Shutdown,
+) {
+    let shared = Arc::new(Shared {
+        engine: engine.clone(),
+        transport,
+        stop: shutdown.stop.clone(),
+        started: settings.started,
+        first_receive: AtomicBool::new(false),
+    });
+    let permits = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
+    let tracker = TaskTracker::new();
+    let mut receivers = JoinSet::new();
+    for _ in 0..settings.receivers.max(1) {
+        receivers.spawn(receive_loop(
+            shared.clone(),
+            permits.clone(),
+            tracker.clone(),
+            shutdown.drain.clone(),
+        ));
+    }
+    tokio::select! {
+        () = shutdown.drain.cancelled() => {}
+        () = shutdown.stop.cancelled() => shutdown.drain.cancel(),
+    }
+    engine.drain();
+    while receivers.join_next().await.is_some() {}
+    tracker.close();
+    let held = engine.metrics().queue.in_flight.get();
+    info!(
+        queue = shared.transport.queue(),
+        held_messages = held,
+        grace_s = settings.grace.as_secs_f64(),
+        "draining: receiving stopped; finishing started invocations, giving the rest back"
+    );
+    tokio::select! {
+        () = tracker.wait() => {}
+        () = tokio::time::sleep(settings.grace) => {
+            warn!("grace period over: cutting the invocations in flight short");
+            shutdown.stop.cancel();
+        }
+        () = shutdown.stop.cancelled() => {}
+    }
+    if shutdown.stop.is_cancelled() {
+        engine.abort();
+        // Settling is a few broker calls per message; do not hang on a
+        // broker that is gone (its leases run out and it redelivers).
+        if tokio::time::timeout(Duration::from_secs(15), tracker.wait())
+            .await
+            .is_err()
+        {
+            error!("messages still unsettled after 15 s; the queue will redeliver them");
+        }
+    }
+    info!(queue = shared.transport.queue(), "worker stopped");
+}
+
+async fn receive_loop<H: Handler, T: Transport>(
+    shared: Arc<Shared<H, T>>,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    drain: CancellationToken,
+) {
+    let metrics = &shared.engine.metrics().queue;
+    let mut failures: u32 = 0;
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = drain.cancelled() => return,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let mut held = vec![first];
+        while held.len() < MAX_BATCH {
+            match permits.clone().try_acquire_owned() {
+                Ok(permit) => held.push(permit),
+                Err(_) => break,
+            }
+        }
+        let received = tokio::select! {
+            biased;
+            () = drain.cancelled() => return,
+            received = shared.transport.receive(held.len()) => received,
+        };
+        let batch = match received {
+            Ok(batch) => batch,
+            Err(e) => {
+                metrics.errors.with_label_values(&["receive"]).inc();
+                failures = failures.saturating_add(1);
+                let wait = Duration::from_millis(100)
+                    .saturating_mul(1 << failures.min(6))
+                    .min(Duration::from_secs(5));
+                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "receive failed; retrying");
+                drop(held);
+                tokio::select! {
+                    () = drain.cancelled() => return,
+                    () = tokio::time::sleep(wait) => continue,
+                }
+            }
+        };
+        if failures > 0 {
+            info!(queue = shared.transport.queue(), "queue reachable again");
+            failures = 0;
+        }
+        if !shared.first_receive.swap(true, Ordering::Relaxed) {
+            info!(
+                queue = shared.transport.queue(),
+                since_start_ms = shared.started.elapsed().as_secs_f64() * 1000.0,
+                messages = batch.len(),
+                "first receive"
+            );
+        }
+        if batch.is_empty() {
+            metrics.empty_receives.inc();
+            continue;
+        }
+        for delivery in batch {
+            let Some(permit) = held.pop() else {
+                // The broker sent more than asked for: hold it anyway, it
+                // is settled like any other.
+                warn!("queue returned more messages than requested");
+                tracker.spawn(handle(shared.clone(), delivery, None));
+                continue;
+            };
+            tracker.spawn(handle(shared.clone(), delivery, Some(permit)));
+        }
+    }
+}
+
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Runs and settles one delivery. Never fails: broker errors are counted
+/// and logged, and the message's lease running out redelivers it.
+async fn handle<H: Handler, T: Transport>(
+    shared: Arc<Shared<H, T>>,
+    delivery: Delivery,
+    _permit: Option<OwnedSemaphorePermit>,
+) {
+    let metrics = &shared.engine.metrics().queue;
+    metrics.received.inc();
+    metrics.in_flight.inc();
+    let _in_flight = InFlight(&metrics.in_flight);
+    if let Some(age) = delivery
+        .sent_at
+        .and_then(|sent| SystemTime::now().duration_since(sent).ok())
+    {
+        metrics.age.observe(age.as_secs_f64());
+    }
+    let attempt = delivery.attempt();
+    let items = match message::parse(&delivery.body, &delivery.message_id) {
+        Ok(items) => items,
+        Err(e) => {
+            let letter = DeadLetter {
+                items: delivery.pending.clone(),
+                cause: DeadLetterCause::Permanent,
+                category: ErrorCategory::Input,
+                reason: e.to_string(),
+                attempts: attempt,
+            };
+            warn!(message_id = %delivery.message_id, reason = %letter.reason, "malformed message");
+            if dead_letter(&shared, &delivery, &letter, 1).await {
+                // The message is the unit that could not become items.
+                shared
+                    .engine
+                    .metrics()
+                    .dead_letters
+                    .with_label_values(&[DeadLetterCause::Permanent.as_str()])
+                    .inc();
+                delete(&shared, &delivery).await;
+            }
+            return;
+        }
+    };
+    let total = items.len();
+    let chosen: Vec<(usize, RawItem)> = items
+        .into_iter()
+        .enumerate()
+        .filter(|(index, _)| {
+            delivery
+                .pending
+                .as_ref()
+                .is_none_or(|pending| pending.contains(index))
+        })
+        .collect();
+    let results = run_items(&shared, &delivery, chosen, attempt).await;
+    let retry_delay = shared.engine.config().retry.backoff(attempt);
+    let plan = decide(
+        &results,
+        attempt,
+        shared.transport.max_attempts(),
+        retry_delay,
+    );
+    settle(&shared, &delivery, plan, total, attempt).await;
+}
+
+/// Runs the chosen items of a delivery, extending its lease while they run.
+async fn run_items<H: Handler, T: Transport>(
+    shared: &Shared<H, T>,
+    delivery: &Delivery,
+    chosen: Vec<(usize, RawItem)>,
+    attempt: u32,
+) -> Vec<(usize, String, ItemResult)> {
+    let mut results: BTreeMap<usize, (String, ItemResult)> = chosen
+        .iter()
+        .map(|(index, item)| (*index, (item.id.clone(), ItemResult::NotStarted)))
+        .collect();
+    let mut set = JoinSet::new();
+    for (index, item) in chosen {
+        let engine = shared.engine.clone();
+        set.spawn(async move {
+            let attempt = engine.attempt_unless_draining(&item, attempt).await;
+            (index, attempt)
+        });
+    }
+    let half = (shared.transport.visibility() / 2).max(Duration::from_millis(500));
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            joined = set.join_next() => match joined {
+                None => break,
+                Some(Ok((index, attempt))) => {
+                    let result = match attempt {
+                        None => ItemResult::NotStarted,
+                        Some(record) => match record.result {
+                            Ok(_) => ItemResult::Succeeded,
+                            Err(failure) => ItemResult::Failed(failure),
+                        },
+                    };
+                    if let Some(entry) = results.get_mut(&index) {
+                        entry.1 = result;
+                    }
+                }
+                // The engine isolates handler panics on their own task; an
+                // error here is a cancelled task, whose item stays pending.
+                Some(Err(e)) => debug!(error = %e, "item task ended early"),
+            },
+            _ = heartbeat.tick() => {
+                match shared.transport.extend(delivery).await {
+                    Ok(()) => debug!(message_id = %delivery.message_id, "lease extended"),
+                    Err(e) => {
+                        shared.engine.metrics().queue.errors.with_label_values(&["extend"]).inc();
+                        warn!(message_id = %delivery.message_id, error = %e, "cannot extend the lease");
+                    }
+                }
+            }
+            () = shared.stop.cancelled() => {
+                set.abort_all();
+                break;
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|(index, (id, result))| (index, id, result))
+        .collect()
+}
+
+async fn settle<H: Handler, T: Transport>(
+    shared: &Shared<H, T>,
+    delivery: &Delivery,
+    plan: Plan,
+    total: usize,
+    attempt: u32,
+) {
+    if let Some(first) = plan.dead.first() {
+        let whole = delivery.pending.is_none() && plan.dead.len() == total;
+        let letter = DeadLetter {
+            items: (!whole).then(|| plan.dead.iter().map(|d| d.index).collect()),
+            cause: first.cause,
+            category: first.failure.category,
+            reason: settle::reason(&plan.dead),
+            attempts: attempt,
+        };
+        if !dead_letter(shared, delivery, &letter, plan.dead.len()).await {
+            return;
+        }
+        for dead in &plan.dead {
+            shared
+                .engine
+                .metrics()
+                .dead_letters
+                .with_label_values(&[dead.cause.as_str()])
+                .inc();
+            warn!(
+                item = %dead.id,
+                message_id = %delivery.message_id,
+                cause = dead.cause.as_str(),
+                category = dead.failure.category.as_str(),
+                reason = %dead.failure.reason,
+                "item dead-lettered"
+            );
+        }
+    }
+    match plan.then {
+        Then::Delete => delete(shared, delivery).await,
+        Then::Release { delay } => release(shared, delivery, delay).await,
+        Then::Requeue {
+            pending,
+            attempts,
+            delay,
+        } => {
+            match shared
+                .transport
+                .requeue(delivery, &pending, attempts, delay)
+                .await
+            {
+                Ok(()) => {
+                    shared.engine.metrics().queue.requeued.inc();
+                    debug!(message_id = %delivery.message_id, pending = pending.len(), "unfinished items re-sent");
+                    delete(shared, delivery).await;
+                }
+                Err(e) => {
+                    shared
+                        .engine
+                        .metrics()
+                        .queue
+                        .errors
+                        .with_label_values(&["requeue"])
+                        .inc();
+                    warn!(message_id = %delivery.message_id, error = %e, "cannot re-send unfinished items; releasing the whole message");
+                    release(shared, delivery, delay).await;
+                }
+            }
+        }
+    }
+}
+
+/// Sends `letter` to the dead-letter queue; on failure releases the
+/// message for a later attempt and returns false.
+async fn dead_letter<H: Handler, T: Transport>(
+    shared: &Shared<H, T>,
+    delivery: &Delivery,
+    letter: &DeadLetter,
+    items: usize,
+) -> bool {
+    let metrics = shared.engine.metrics();
+    match shared.transport.dead_letter(delivery, letter).await {
+        Ok(()) => {
+            metrics.queue.dead_lettered.inc();
+            true
+        }
+        Err(e) => {
+            metrics.dead_letter_errors.inc();
+            metrics
+                .queue
+                .errors
+                .with_label_values(&["dead_letter"])
+                .inc();
+            error!(
+                message_id = %delivery.message_id,
+                items,
+                error = %e,
+                "cannot dead-letter; releasing the message to try again"
+            );
+            let delay = shared.engine.config().retry.backoff(delivery.attempt());
+            release(shared, delivery, delay).await;
+            false
+        }
+    }
+}
+
+async fn delete<H: Handler, T: Transport>(shared: &Shared<H, T>, delivery: &Delivery) {
+    let metrics = &shared.engine.metrics().queue;
+    match shared.transport.delete(delivery).await {
+        Ok(()) => metrics.deleted.inc(),
+        Err(e) => {
+            metrics.errors.with_label_values(&["delete"]).inc();
+            warn!(message_id = %delivery.message_id, error = %e, "cannot delete a finished message; it will be delivered again");
+        }
+    }
+}
+
+async fn release<H: Handler, T: Transport>(
+    shared: &Shared<H, T>,
+    delivery: &Delivery,
+    delay: Duration,
+) {
+    let metrics = &shared.engine.metrics().queue;
+    match shared.transport.release(delivery, delay).await {
+        Ok(()) => metrics.released.inc(),
+        Err(e) => {
+            metrics.errors.with_label_values(&["release"]).inc();
+            warn!(message_id = %delivery.message_id, error = %e, "cannot release a message; it returns when its lease ends");
+        }
+    }
+}

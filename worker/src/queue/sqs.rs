@@ -1,0 +1,562 @@
+//! Amazon SQS (or any server speaking its protocol) as a [`Transport`].
+//!
+//! - Long polling, up to 10 messages per receive, with the receive count,
+//!   send time and shoal's message attributes.
+//! - Deletes are batched: concurrent deletes are gathered into
+//!   `DeleteMessageBatch` calls of up to 10 entries.
+//! - Leases are extended and released with `ChangeMessageVisibility`.
+//! - The dead-letter queue is the one the queue's redrive policy names
+//!   (or `--dead-letter-queue`); its `maxReceiveCount` is the attempt limit.
+//!
+//! shoal's message attributes: `shoal.pending` (comma-separated item
+//! indices still to do) and `shoal.attempts` on re-sent copies;
+//! `shoal.reason`, `shoal.cause`, `shoal.category`, `shoal.attempts`,
+//! `shoal.source-queue`, `shoal.source-message-id` (and `shoal.pending` for
+//! part of a chunk) on dead letters.
+
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::{BuildError, DisplayErrorContext};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName,
+};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use super::MAX_BATCH;
+use super::transport::{DeadLetter, Delivery, Transport, TransportError};
+use crate::error::{Error, Result};
+
+/// Attribute with the indices of the items still to do.
+pub const PENDING: &str = "shoal.pending";
+/// Attribute with the attempts spent on earlier copies.
+pub const ATTEMPTS: &str = "shoal.attempts";
+/// Attribute with the dead-letter reason.
+pub const REASON: &str = "shoal.reason";
+/// Attribute with the dead-letter cause (`permanent`, `exhausted`).
+pub const CAUSE: &str = "shoal.cause";
+/// Attribute with the error category of a dead letter.
+pub const CATEGORY: &str = "shoal.category";
+/// Attribute with the queue a dead letter came from.
+pub const SOURCE_QUEUE: &str = "shoal.source-queue";
+/// Attribute with the message id a dead letter came from.
+pub const SOURCE_MESSAGE_ID: &str = "shoal.source-message-id";
+
+/// SQS's limits: a message attribute value and a delay.
+const MAX_REASON_BYTES: usize = 16 * 1024;
+const MAX_DELAY_S: u64 = 900;
+const MAX_VISIBILITY_S: u64 = 12 * 60 * 60;
+
+/// How to consume a queue.
+#[derive(Debug, Clone)]
+pub struct SqsOptions {
+    /// The queue's URL.
+    pub queue_url: String,
+    /// Dead-letter queue URL [default: the redrive policy's target].
+    pub dead_letter_queue: Option<String>,
+    /// Lease per receive [default: the queue's visibility timeout].
+    pub visibility: Option<Duration>,
+    /// Long-poll wait per receive (0-20 s).
+    pub wait_time: Duration,
+    /// Attempt limit when the queue has no redrive policy.
+    pub max_attempts: u32,
+}
+
+type DeleteRequest = (String, oneshot::Sender<Result<(), TransportError>>);
+
+/// A standard SQS queue, its dead-letter queue and a delete batcher.
+#[derive(Debug)]
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+    name: String,
+    dead_letter_url: String,
+    visibility: Duration,
+    visibility_override: bool,
+    wait_time_s: i32,
+    max_attempts: u32,
+    deletes: mpsc::UnboundedSender<DeleteRequest>,
+}
+
+fn sdk_error<E>(operation: &'static str, queue: &str, err: E) -> TransportError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    TransportError {
+        operation,
+        queue: queue.to_owned(),
+        source: DisplayErrorContext(err).to_string().into(),
+    }
+}
+
+fn queue_name(url: &str) -> &str {
+    url.trim_end_matches('/').rsplit('/').next().unwrap_or(url)
+}
+
+fn seconds_up(d: Duration, max: u64) -> i32 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    i32::try_from(secs.min(max)).unwrap_or(i32::MAX)
+}
+
+/// Message attributes from `(name, data type, value)` triples.
+fn attributes(
+    entries: &[(&str, &str, String)],
+) -> std::result::Result<HashMap<String, MessageAttributeValue>, BuildError> {
+    entries
+        .iter()
+        .map(|(name, data_type, value)| {
+            let value = MessageAttributeValue::builder()
+                .data_type(*data_type)
+                .string_value(value.clone())
+                .build()?;
+            Ok(((*name).to_owned(), value))
+        })
+        .collect()
+}
+
+fn encode_indices(indices: &[usize]) -> String {
+    indices
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Parses `shoal.pending`; `None` (do every item) if it is not a list of
+/// indices, so a damaged attribute redoes work rather than losing it.
+pub fn decode_indices(value: &str) -> Option<Vec<usize>> {
+    value
+        .split(',')
+        .map(|part| part.trim().parse().ok())
+        .collect()
+}
+
+fn truncate(reason: &str, max: usize) -> &str {
+    if reason.len() <= max {
+        return reason;
+    }
+    let mut end = max;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+impl SqsQueue {
+    /// Looks the queue up (visibility timeout, redrive policy) and starts
+    /// the delete batcher. Fails with a clear message when the queue does
+    /// not exist or has nowhere to dead-letter to.
+    pub async fn connect(client: Client, options: SqsOptions) -> Result<Self> {
+        let url = options.queue_url.clone();
+        let name = queue_name(&url).to_owned();
+        let fail = |reason: String| Error::Queue {
+            queue: url.clone(),
+            reason,
+        };
+        if name.ends_with(".fifo") {
+            return Err(fail(
+                "FIFO queues are not supported; use a standard queue".into(),
+            ));
+        }
+        let attributes = client
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| {
+                fail(format!(
+                    "cannot read its attributes: {}",
+                    DisplayErrorContext(e)
+                ))
+            })?;
+        let attributes = attributes.attributes().cloned().unwrap_or_default();
+        let queue_visibility = attributes
+            .get(&QueueAttributeName::VisibilityTimeout)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(30);
+        let redrive = attributes
+            .get(&QueueAttributeName::RedrivePolicy)
+            .map(|policy| parse_redrive(policy).map_err(&fail))
+            .transpose()?;
+        let dead_letter_url = match (&options.dead_letter_queue, &redrive) {
+            (Some(url), _) => url.clone(),
+            (None, Some((target, _))) => {
+                let dlq_name = target.rsplit(':').next().unwrap_or(target);
+                client
+                    .get_queue_url()
+                    .queue_name(dlq_name)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        fail(format!(
+                            "cannot find its dead-letter queue {target}: {}",
+                            DisplayErrorContext(e)
+                        ))
+                    })?
+                    .queue_url()
+                    .map(str::to_owned)
+                    .ok_or_else(|| fail(format!("no URL for dead-letter queue {target}")))?
+            }
+            (None, None) => {
+                return Err(fail(
+                    "it has no redrive policy, so failed items would have nowhere to go: \
+                     set one (deadLetterTargetArn, maxReceiveCount) or pass --dead-letter-queue"
+                        .into(),
+                ));
+            }
+        };
+        let max_attempts = redrive
+            .as_ref()
+            .map_or(options.max_attempts, |(_, count)| *count)
+            .max(1);
+        let visibility = options
+            .visibility
+            .unwrap_or(Duration::from_secs(queue_visibility));
+        let (deletes, requests) = mpsc::unbounded_channel();
+        tokio::spawn(delete_batcher(client.clone(), url.clone(), requests));
+        info!(
+            queue = %url,
+            dead_letter_queue = %dead_letter_url,
+            visibility_s = visibility.as_secs_f64(),
+            max_attempts,
+            "queue connected"
+        );
+        Ok(Self {
+            client,
+            name,
+            url,
+            dead_letter_url,
+            visibility,
+            visibility_override: options.visibility.is_some(),
+            wait_time_s: seconds_up(options.wait_time, 20),
+            max_attempts,
+            deletes,
+        })
+    }
+
+    /// The dead-letter queue's URL.
+    pub fn dead_letter_url(&self) -> &str {
+        &self.dead_letter_url
+    }
+
+    fn delivery(&self, message: &aws_sdk_sqs::types::Message) -> Option<Delivery> {
+        let (Some(message_id), Some(receipt)) = (message.message_id(), message.receipt_handle())
+        else {
+            warn!(queue = %self.name, "message without id or receipt handle ignored");
+            return None;
+        };
+        let system = message.attributes();
+        let system_value = |name: &MessageSystemAttributeName| {
+            system.and_then(|attrs| attrs.get(name)).map(String::as_str)
+        };
+        let receive_count = system_value(&MessageSystemAttributeName::ApproximateReceiveCount)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let sent_at = system_value(&MessageSystemAttributeName::SentTimestamp)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let user = |name: &str| {
+            message
+                .message_attributes()
+                .and_then(|attrs| attrs.get(name))
+                .and_then(|v| v.string_value())
+        };
+        let pending = user(PENDING).and_then(|v| {
+            let decoded = decode_indices(v);
+            if decoded.is_none() {
+                warn!(
+                    message_id,
+                    value = v,
+                    "ignoring a damaged {PENDING} attribute: every item runs"
+                );
+            }
+            decoded
+        });
+        let carried_attempts = user(ATTEMPTS).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Some(Delivery {
+            message_id: message_id.to_owned(),
+            body: Bytes::copy_from_slice(message.body().unwrap_or_default().as_bytes()),
+            receipt: receipt.to_owned(),
+            receive_count,
+            sent_at,
+            pending,
+            carried_attempts,
+        })
+    }
+}
+
+/// `(deadLetterTargetArn, maxReceiveCount)` of a redrive policy.
+fn parse_redrive(policy: &str) -> std::result::Result<(String, u32), String> {
+    let value: serde_json::Value = serde_json::from_str(policy)
+        .map_err(|e| format!("its redrive policy is not JSON ({e}): {policy}"))?;
+    let target = value
+        .get("deadLetterTargetArn")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| format!("its redrive policy has no deadLetterTargetArn: {policy}"))?;
+    let count = match value.get("maxReceiveCount") {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+    .and_then(|n| u32::try_from(n).ok())
+    .ok_or_else(|| format!("its redrive policy has no valid maxReceiveCount: {policy}"))?;
+    Ok((target.to_owned(), count))
+}
+
+/// Gathers deletes into `DeleteMessageBatch` calls: whatever is waiting
+/// when a call can start goes into it (up to 10), so a busy worker deletes
+/// in full batches and an idle one without delay.
+async fn delete_batcher(
+    client: Client,
+    url: String,
+    mut requests: mpsc::UnboundedReceiver<DeleteRequest>,
+) {
+    let mut batch: Vec<DeleteRequest> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = requests.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let entries: Vec<DeleteRequest> = std::mem::take(&mut batch);
+        tokio::spawn(delete_batch(client.clone(), url.clone(), entries));
+    }
+}
+
+async fn delete_batch(client: Client, url: String, entries: Vec<DeleteRequest>) {
+    let mut call = client.delete_message_batch().queue_url(&url);
+    for (id, (receipt, _)) in entries.iter().enumerate() {
+        match DeleteMessageBatchRequestEntry::builder()
+            .id(id.to_string())
+            .receipt_handle(receipt)
+            .build()
+        {
+            Ok(entry) => call = call.entries(entry),
+            Err(e) => warn!(error = %e, "cannot build a delete entry"),
+        }
+    }
+    let name = queue_name(&url);
+    match call.send().await {
+        Ok(output) => {
+            let mut replies: Vec<Option<oneshot::Sender<_>>> =
+                entries.into_iter().map(|(_, reply)| Some(reply)).collect();
+            for failed in output.failed() {
+                let index: Option<usize> = failed.id().parse().ok();
+                if let Some(reply) = index
+                    .and_then(|i| replies.get_mut(i))
+                    .and_then(Option::take)
+                {
+                    let _ = reply.send(Err(TransportError {
+                        operation: "delete",
+                        queue: name.to_owned(),
+                        source: format!(
+                            "{}: {}",
+                            failed.code(),
+                            failed.message().unwrap_or("no message")
+                        )
+                        .into(),
+                    }));
+                }
+            }
+            for reply in replies.into_iter().flatten() {
+                let _ = reply.send(Ok(()));
+            }
+        }
+        Err(e) => {
+            let reason = DisplayErrorContext(e).to_string();
+            for (_, reply) in entries {
+                let _ = reply.send(Err(TransportError {
+                    operation: "delete",
+                    queue: name.to_owned(),
+                    source: reason.clone().into(),
+                }));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for SqsQueue {
+    fn queue(&self) -> &str {
+        &self.name
+    }
+
+    fn visibility(&self) -> Duration {
+        self.visibility
+    }
+
+    fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    async fn receive(&self, max: usize) -> Result<Vec<Delivery>, TransportError> {
+        let mut call = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(i32::try_from(max.clamp(1, MAX_BATCH)).unwrap_or(1))
+            .wait_time_seconds(self.wait_time_s)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_attribute_names("All");
+        if self.visibility_override {
+            call = call.visibility_timeout(seconds_up(self.visibility, MAX_VISIBILITY_S));
+        }
+        let output = call
+            .send()
+            .await
+            .map_err(|e| sdk_error("receive", &self.name, e))?;
+        Ok(output
+            .messages()
+            .iter()
+            .filter_map(|m| self.delivery(m))
+            .collect())
+    }
+
+    async fn delete(&self, delivery: &Delivery) -> Result<(), TransportError> {
+        let (reply, response) = oneshot::channel();
+        let gone = || TransportError {
+            operation: "delete",
+            queue: self.name.clone(),
+            source: "the delete batcher has stopped".into(),
+        };
+        self.deletes
+            .send((delivery.receipt.clone(), reply))
+            .map_err(|_| gone())?;
+        response.await.map_err(|_| gone())?
+    }
+
+    async fn extend(&self, delivery: &Delivery) -> Result<(), TransportError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(&delivery.receipt)
+            .visibility_timeout(seconds_up(self.visibility, MAX_VISIBILITY_S))
+            .send()
+            .await
+            .map_err(|e| sdk_error("extend", &self.name, e))?;
+        Ok(())
+    }
+
+    async fn release(&self, delivery: &Delivery, delay: Duration) -> Result<(), TransportError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(&delivery.receipt)
+            .visibility_timeout(seconds_up(delay, MAX_VISIBILITY_S))
+            .send()
+            .await
+            .map_err(|e| sdk_error("release", &self.name, e))?;
+        Ok(())
+    }
+
+    async fn requeue(
+        &self,
+        delivery: &Delivery,
+        pending: &[usize],
+        attempts: u32,
+        delay: Duration,
+    ) -> Result<(), TransportError> {
+        let attrs = attributes(&[
+            (PENDING, "String", encode_indices(pending)),
+            (ATTEMPTS, "Number", attempts.to_string()),
+        ])
+        .map_err(|e| sdk_error("requeue", &self.name, e))?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(String::from_utf8_lossy(&delivery.body))
+            .delay_seconds(seconds_up(delay, MAX_DELAY_S))
+            .set_message_attributes(Some(attrs))
+            .send()
+            .await
+            .map_err(|e| sdk_error("requeue", &self.name, e))?;
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        letter: &DeadLetter,
+    ) -> Result<(), TransportError> {
+        let mut entries = vec![
+            (
+                REASON,
+                "String",
+                truncate(&letter.reason, MAX_REASON_BYTES).to_owned(),
+            ),
+            (CAUSE, "String", letter.cause.as_str().to_owned()),
+            (CATEGORY, "String", letter.category.as_str().to_owned()),
+            (ATTEMPTS, "Number", letter.attempts.to_string()),
+            (SOURCE_QUEUE, "String", self.url.clone()),
+            (SOURCE_MESSAGE_ID, "String", delivery.message_id.clone()),
+        ];
+        if let Some(items) = &letter.items {
+            entries.push((PENDING, "String", encode_indices(items)));
+        }
+        let dlq = queue_name(&self.dead_letter_url);
+        let attrs = attributes(&entries).map_err(|e| sdk_error("dead_letter", dlq, e))?;
+        self.client
+            .send_message()
+            .queue_url(&self.dead_letter_url)
+            .message_body(String::from_utf8_lossy(&delivery.body))
+            .set_message_attributes(Some(attrs))
+            .send()
+            .await
+            .map_err(|e| sdk_error("dead_letter", dlq, e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redrive_policy_parses_numbers_and_strings() {
+        let arn = "arn:aws:sqs:us-east-1:000000000000:jobs-dlq";
+        assert_eq!(
+            parse_redrive(&format!(
+                r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"4"}}"#
+            )),
+            Ok((arn.to_owned(), 4))
+        );
+        assert_eq!(
+            parse_redrive(&format!(
+                r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":7}}"#
+            )),
+            Ok((arn.to_owned(), 7))
+        );
+        assert!(parse_redrive(r#"{"maxReceiveCount":7}"#).is_err());
+        assert!(parse_redrive("nope").is_err());
+    }
+
+    #[test]
+    fn pending_indices_round_trip_and_damage_means_everything() {
+        assert_eq!(
+            decode_indices(&encode_indices(&[0, 3, 17])),
+            Some(vec![0, 3, 17])
+        );
+        assert_eq!(decode_indices("1,x"), None);
+    }
+
+    #[test]
+    fn delays_round_up_to_whole_seconds_within_sqs_limits() {
+        assert_eq!(seconds_up(Duration::from_millis(1), MAX_DELAY_S), 1);
+        assert_eq!(seconds_up(Duration::ZERO, MAX_DELAY_S), 0);
+        assert_eq!(seconds_up(Duration::from_secs(5000), MAX_DELAY_S), 900);
+        assert_eq!(
+            queue_name("http://127.0.0.1:9324/000000000000/jobs"),
+            "jobs"
+        );
+        assert_eq!(truncate("héllo", 2), "h");
+    }
+}
