@@ -76,7 +76,7 @@ where
     } else {
         "info"
     };
-    telemetry::init(cli.common.log_format, default_filter);
+    let _flush_logs_at_exit = telemetry::init(cli.common.log_format, default_filter, progress);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -273,15 +273,18 @@ where
                     "the visibility timeout is below 6x the invocation timeout (AWS's advice); leases are extended while items run"
                 );
             }
-            let max_in_flight = args
-                .max_messages_in_flight
-                .map_or((2 * config.concurrency).max(10), |n| n as usize);
+            // Receiving is latency-bound: one receive loop per concurrent
+            // invocation (up to 8), each with a batch of 10 in flight, keeps
+            // the invocations fed without holding much more than that.
+            let receivers = args
+                .receivers
+                .map_or(config.concurrency.clamp(1, 8), |n| n as usize);
+            let max_in_flight = args.max_messages_in_flight.map_or(
+                (2 * config.concurrency).max(receivers * queue::MAX_BATCH),
+                |n| n as usize,
+            );
             let settings = queue::Settings {
-                receivers: args
-                    .receivers
-                    .map_or(max_in_flight.div_ceil(queue::MAX_BATCH).clamp(1, 8), |n| {
-                        n as usize
-                    }),
+                receivers,
                 max_in_flight,
                 grace: Duration::from_secs_f64(args.shutdown_grace),
                 started,

@@ -199,13 +199,13 @@ pub struct WorkerArgs {
     #[arg(long, env = "SHOAL_WAIT_TIME", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=20))]
     pub wait_time: u32,
 
-    /// Messages held (received, not yet settled) at most [default: twice
-    /// the concurrency, at least 10].
+    /// Messages held (received, not yet settled) at most [default: 10 per
+    /// receive loop, at least twice the concurrency].
     #[arg(long, env = "SHOAL_MAX_MESSAGES_IN_FLIGHT", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_messages_in_flight: Option<u32>,
 
-    /// Receive loops polling at once [default: enough to fill the
-    /// in-flight limit 10 messages at a time, at most 8].
+    /// Receive loops polling at once; each receives 10 messages at a time
+    /// [default: the concurrency, at most 8].
     #[arg(long, env = "SHOAL_RECEIVERS", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub receivers: Option<u32>,
 

@@ -149,6 +149,14 @@ impl Drop for Running<'_> {
     }
 }
 
+/// A fresh request id: a version-4 UUID, as Lambda's. Drawn from a fast
+/// thread-local generator (not the OS one): ids must be unique, not secret.
+fn request_id() -> String {
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+        .into_uuid()
+        .to_string()
+}
+
 /// The message of a panic payload (`panic!` with a literal or a format).
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -255,7 +263,7 @@ impl<H: Handler> Engine<H> {
 
     /// Runs one attempt in the slot `_running` holds until it returns.
     async fn attempt_in(&self, _running: Running<'_>, item: &RawItem, attempt: u32) -> Attempt {
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = request_id();
         info!(target: platform::TARGET, "{}", platform::start_line(&request_id));
         let started = Instant::now();
         let result = self.run_attempt(item, attempt, &request_id).await;
@@ -274,14 +282,11 @@ impl<H: Handler> Engine<H> {
         self.metrics.duration.observe(duration.as_secs_f64());
         match &result {
             Ok(_) => {
-                self.metrics
-                    .invocations
-                    .with_label_values(&["success"])
-                    .inc();
+                self.metrics.invocations_succeeded.inc();
                 debug!(item = %item.id, attempt, request_id, "item succeeded");
             }
             Err(failure) => {
-                self.metrics.invocations.with_label_values(&["error"]).inc();
+                self.metrics.invocations_failed.inc();
                 self.metrics
                     .errors
                     .with_label_values(&[failure.category.as_str()])
@@ -444,5 +449,19 @@ impl<H: Handler> Engine<H> {
                 outcome,
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_id;
+
+    #[test]
+    fn request_ids_are_distinct_version_4_uuids() {
+        let a = uuid::Uuid::parse_str(&request_id()).unwrap();
+        let b = uuid::Uuid::parse_str(&request_id()).unwrap();
+        assert_eq!(a.get_version_num(), 4);
+        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(a, b);
     }
 }

@@ -70,6 +70,11 @@ pub struct Metrics {
     registry: Registry,
     /// `shoal_invocations_total{outcome}`.
     pub invocations: IntCounterVec,
+    /// `shoal_invocations_total{outcome="success"}`, resolved once (the
+    /// hot path skips the label lookup).
+    pub invocations_succeeded: IntCounter,
+    /// `shoal_invocations_total{outcome="error"}`, resolved once.
+    pub invocations_failed: IntCounter,
     /// `shoal_invocation_errors_total{category}`.
     pub errors: IntCounterVec,
     /// `shoal_invocation_duration_seconds`.
@@ -295,9 +300,8 @@ impl Metrics {
             registry.register(collector)?;
         }
         // Pre-create every label value so dashboards see zeros, not gaps.
-        for outcome in ["success", "error"] {
-            invocations.with_label_values(&[outcome]);
-        }
+        let invocations_succeeded = invocations.with_label_values(&["success"]);
+        let invocations_failed = invocations.with_label_values(&["error"]);
         for category in ErrorCategory::ALL {
             errors.with_label_values(&[category.as_str()]);
         }
@@ -307,6 +311,8 @@ impl Metrics {
         Ok(Self {
             registry,
             invocations,
+            invocations_succeeded,
+            invocations_failed,
             errors,
             duration,
             concurrent,

@@ -1,7 +1,8 @@
 //! Per-invocation log lines in the exact format Lambda writes them, so log
 //! queries written for Lambda work unchanged.
 
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Target of the START/END/REPORT events, for filtering (`shoal::platform`).
 pub const TARGET: &str = "shoal::platform";
@@ -34,7 +35,27 @@ pub fn report_line(
 }
 
 /// Peak resident set size of this process in MiB (`VmHWM`), 0 where unknown.
+///
+/// Read from `/proc` at most every [`MEMORY_SAMPLE_EVERY`]; in between the
+/// last reading is reported (the peak only grows, so it is at most that
+/// much behind).
 pub fn max_memory_used_mib() -> u64 {
+    static LAST: Mutex<Option<(Instant, u64)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((at, mib)) = *last
+        && at.elapsed() < MEMORY_SAMPLE_EVERY
+    {
+        return mib;
+    }
+    let mib = read_peak_mib();
+    *last = Some((Instant::now(), mib));
+    mib
+}
+
+/// How often [`max_memory_used_mib`] reads `/proc`.
+pub const MEMORY_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+fn read_peak_mib() -> u64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return 0;
     };

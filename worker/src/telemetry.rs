@@ -2,14 +2,19 @@
 //!
 //! Logs go to standard error. While a progress bar is drawn there, each log
 //! line is printed above it (the bar is suspended for the write) so the two
-//! never garble each other.
+//! never garble each other. Without a progress bar, lines are handed to a
+//! writer thread that writes them in batches, so the per-invocation lines
+//! cost the runtime threads no system call; the returned guard flushes them
+//! at exit.
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use indicatif::ProgressBar;
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::cli::LogFormat;
 
@@ -78,12 +83,28 @@ pub fn is_json(format: LogFormat) -> bool {
 
 /// Installs the global subscriber. `RUST_LOG` overrides `default_filter`.
 /// Also routes panics through the log, so JSON logs stay one object a line.
-pub fn init(format: LogFormat, default_filter: &str) {
+/// With `progress_bar` false, lines are written by a background thread;
+/// keep the returned guard alive until exit (dropping it flushes them).
+pub fn init(format: LogFormat, default_filter: &str, progress_bar: bool) -> Option<WorkerGuard> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let (writer, guard) = if progress_bar {
+        (BoxMakeWriter::new(StderrAroundBar), None)
+    } else {
+        // Not lossy: a burst of lines waits for the writer rather than
+        // being dropped.
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .thread_name("shoal-log")
+            .finish(std::io::BufWriter::with_capacity(
+                64 * 1024,
+                std::io::stderr(),
+            ));
+        (BoxMakeWriter::new(writer), Some(guard))
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(StderrAroundBar);
+        .with_writer(writer);
     let installed = if is_json(format) {
         builder
             .json()
@@ -107,4 +128,5 @@ pub fn init(format: LogFormat, default_filter: &str) {
             tracing::error!(%location, panic = %payload, "panic");
         }));
     }
+    guard
 }

@@ -25,6 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -97,6 +99,7 @@ pub async fn run<H: Handler, T: Transport>(
             permits.clone(),
             tracker.clone(),
             shutdown.drain.clone(),
+            settings.max_in_flight.max(1),
         ));
     }
     tokio::select! {
@@ -140,32 +143,29 @@ async fn receive_loop<H: Handler, T: Transport>(
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
     drain: CancellationToken,
+    max_in_flight: usize,
 ) {
     let metrics = &shared.engine.metrics().queue;
     let mut failures: u32 = 0;
     loop {
-        let first = tokio::select! {
+        // Wait for room for a whole batch: many small receives cost far
+        // more calls per message than a few full ones.
+        let batch = MAX_BATCH.min(max_in_flight);
+        let mut held = tokio::select! {
             biased;
             () = drain.cancelled() => return,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
+            permits = permits.clone().acquire_many_owned(batch as u32) => match permits {
+                Ok(permits) => permits,
                 Err(_) => return,
             },
         };
-        let mut held = vec![first];
-        while held.len() < MAX_BATCH {
-            match permits.clone().try_acquire_owned() {
-                Ok(permit) => held.push(permit),
-                Err(_) => break,
-            }
-        }
         let received = tokio::select! {
             biased;
             () = drain.cancelled() => return,
-            received = shared.transport.receive(held.len()) => received,
+            received = shared.transport.receive(batch) => received,
         };
-        let batch = match received {
-            Ok(batch) => batch,
+        let received = match received {
+            Ok(received) => received,
             Err(e) => {
                 metrics.errors.with_label_values(&["receive"]).inc();
                 failures = failures.saturating_add(1);
@@ -188,24 +188,23 @@ async fn receive_loop<H: Handler, T: Transport>(
             info!(
                 queue = shared.transport.queue(),
                 since_start_ms = shared.started.elapsed().as_secs_f64() * 1000.0,
-                messages = batch.len(),
+                messages = received.len(),
                 "first receive"
             );
         }
-        if batch.is_empty() {
+        if received.is_empty() {
             metrics.empty_receives.inc();
             continue;
         }
-        for delivery in batch {
-            let Some(permit) = held.pop() else {
-                // The broker sent more than asked for: hold it anyway, it
-                // is settled like any other.
-                warn!("queue returned more messages than requested");
-                tracker.spawn(handle(shared.clone(), delivery, None));
-                continue;
-            };
-            tracker.spawn(handle(shared.clone(), delivery, Some(permit)));
-        }
+        // One task per receive: its messages run side by side and each is
+        // settled (and its permit freed) as soon as it is done. Permits
+        // left in `held` (fewer messages than asked) free up here; a broker
+        // sending more than asked for gets its extras settled all the same.
+        let batch: FuturesUnordered<_> = received
+            .into_iter()
+            .map(|delivery| handle(shared.clone(), delivery, held.split(1)))
+            .collect();
+        tracker.spawn(batch.collect::<()>());
     }
 }
 
@@ -292,22 +291,23 @@ async fn run_items<H: Handler, T: Transport>(
         .iter()
         .map(|(index, item)| (*index, (item.id.clone(), ItemResult::NotStarted)))
         .collect();
-    let mut set = JoinSet::new();
-    for (index, item) in chosen {
-        let engine = shared.engine.clone();
-        set.spawn(async move {
-            let attempt = engine.attempt_unless_draining(&item, attempt).await;
-            (index, attempt)
-        });
-    }
+    // Polled in place, not spawned: the engine already runs each handler
+    // call on its own task.
+    let mut attempts: FuturesUnordered<_> = chosen
+        .into_iter()
+        .map(|(index, item)| {
+            let engine = &shared.engine;
+            async move { (index, engine.attempt_unless_draining(&item, attempt).await) }
+        })
+        .collect();
     let half = (shared.transport.visibility() / 2).max(Duration::from_millis(500));
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            joined = set.join_next() => match joined {
+            finished = attempts.next() => match finished {
                 None => break,
-                Some(Ok((index, attempt))) => {
+                Some((index, attempt)) => {
                     let result = match attempt {
                         None => ItemResult::NotStarted,
                         Some(record) => match record.result {
@@ -319,9 +319,6 @@ async fn run_items<H: Handler, T: Transport>(
                         entry.1 = result;
                     }
                 }
-                // The engine isolates handler panics on their own task; an
-                // error here is a cancelled task, whose item stays pending.
-                Some(Err(e)) => debug!(error = %e, "item task ended early"),
             },
             _ = heartbeat.tick() => {
                 match shared.transport.extend(delivery).await {
@@ -332,10 +329,8 @@ async fn run_items<H: Handler, T: Transport>(
                     }
                 }
             }
-            () = shared.stop.cancelled() => {
-                set.abort_all();
-                break;
-            }
+            // Items not finished stay `NotStarted` and are given back.
+            () = shared.stop.cancelled() => break,
         }
     }
     results

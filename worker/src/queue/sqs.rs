@@ -52,6 +52,9 @@ const MAX_REASON_BYTES: usize = 16 * 1024;
 const MAX_DELAY_S: u64 = 900;
 const MAX_VISIBILITY_S: u64 = 12 * 60 * 60;
 
+/// Longest a finished message waits for others to share its delete call.
+pub const DELETE_LINGER: Duration = Duration::from_millis(5);
+
 /// How to consume a queue.
 #[derive(Debug, Clone)]
 pub struct SqsOptions {
@@ -309,9 +312,9 @@ fn parse_redrive(policy: &str) -> std::result::Result<(String, u32), String> {
     Ok((target.to_owned(), count))
 }
 
-/// Gathers deletes into `DeleteMessageBatch` calls: whatever is waiting
-/// when a call can start goes into it (up to 10), so a busy worker deletes
-/// in full batches and an idle one without delay.
+/// Gathers deletes into `DeleteMessageBatch` calls: a call goes out when 10
+/// deletes are waiting or [`DELETE_LINGER`] after the first one, so a busy
+/// worker deletes in full batches and an idle one with little delay.
 async fn delete_batcher(
     client: Client,
     url: String,
@@ -320,10 +323,15 @@ async fn delete_batcher(
     let mut batch: Vec<DeleteRequest> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = requests.recv().await {
         batch.push(first);
+        let linger = tokio::time::sleep(DELETE_LINGER);
+        tokio::pin!(linger);
         while batch.len() < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
+            tokio::select! {
+                request = requests.recv() => match request {
+                    Some(request) => batch.push(request),
+                    None => break,
+                },
+                () = &mut linger => break,
             }
         }
         let entries: Vec<DeleteRequest> = std::mem::take(&mut batch);

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Queue consumer throughput: shoal's `worker` against a minimal hand-written
+# aws-sdk-sqs loop (receive 10, run the handler, delete the batch), both
+# with a no-op handler, the same concurrency, on the same ElasticMQ server.
+#
+#   bench/sqs-worker.sh                         # 20000 messages, best of 3
+#   MESSAGES=50000 ROUNDS=5 CONCURRENCY=16 bench/sqs-worker.sh
+#
+# Each round fills a fresh queue, starts the contender, and times it until
+# the queue is empty. `shoal` runs with its defaults (JSON logs with the
+# START/END/REPORT lines of every invocation, metrics, leases, per-item
+# settlement); `shoal-quiet` is the same with the per-invocation lines off
+# (RUST_LOG=warn); the baseline does nothing but receive and delete.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MESSAGES="${MESSAGES:-20000}"
+ROUNDS="${ROUNDS:-3}"
+CONCURRENCY="${CONCURRENCY:-8}"
+
+# ElasticMQ's jars (and Java, Maven) come with the test dependencies.
+source ./scripts/install-test-deps.sh
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal/target}"
+cargo build -q --release -p shoal-worker --example noop --example sqs-baseline --example sqs-bench
+bin="$CARGO_TARGET_DIR/release/examples"
+
+work="$(mktemp -d)"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+cat >"$work/elasticmq.conf" <<CONF
+include classpath("application.conf")
+node-address { protocol = http, host = "127.0.0.1", port = $port, context-path = "" }
+rest-sqs { enabled = true, bind-port = $port, bind-hostname = "127.0.0.1", sqs-limits = strict }
+rest-stats { enabled = false }
+CONF
+java -Xmx1g -Dconfig.file="$work/elasticmq.conf" -cp "$SHOAL_ELASTICMQ_LIB/*" org.elasticmq.server.Main >"$work/elasticmq.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 1 300); do
+  (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
+export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_EC2_METADATA_DISABLED=true
+export SHOAL_LOG_FORMAT=json
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "server: ElasticMQ $ELASTICMQ_VERSION on 127.0.0.1:$port; $MESSAGES messages; concurrency $CONCURRENCY; $ROUNDS rounds + 1 warm-up"
+"$bin/sqs-bench" "$AWS_ENDPOINT_URL" "$MESSAGES" "$ROUNDS" "$work" \
+  "shoal=exec $bin/noop worker --queue \"\$QUEUE\" --concurrency $CONCURRENCY" \
+  "shoal-quiet=RUST_LOG=warn exec $bin/noop worker --queue \"\$QUEUE\" --concurrency $CONCURRENCY" \
+  "baseline=exec $bin/sqs-baseline \"\$QUEUE\" $CONCURRENCY"
