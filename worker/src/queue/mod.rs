@@ -200,11 +200,11 @@ async fn receive_loop<H: Handler, T: Transport>(
         // settled (and its permit freed) as soon as it is done. Permits
         // left in `held` (fewer messages than asked) free up here; a broker
         // sending more than asked for gets its extras settled all the same.
-        let batch: FuturesUnordered<_> = received
+        let messages: FuturesUnordered<_> = received
             .into_iter()
             .map(|delivery| handle(shared.clone(), delivery, held.split(1)))
             .collect();
-        tracker.spawn(batch.collect::<()>());
+        tracker.spawn(messages.collect::<()>());
     }
 }
 
