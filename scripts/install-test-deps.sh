@@ -5,13 +5,17 @@
 #                outside the clone and keyed by version
 #   ElasticMQ    the fast SQS server, its jars from Maven Central (resolved by
 #                Maven into a cache folder keyed by version); runs on Java
-# Source it to get SHOAL_MOTO_SERVER and SHOAL_ELASTICMQ_LIB exported; run
-# it to just install.
+#   aws-lambda-rie  the AWS Lambda Runtime Interface Emulator, built from its
+#                Go module at a pinned version into a cache folder
+# Source it to get SHOAL_MOTO_SERVER, SHOAL_ELASTICMQ_LIB and
+# SHOAL_LAMBDA_RIE exported; run it to just install.
 set -euo pipefail
 
 SHOAL_CACHE="${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}"
 MOTO_VERSION=5.2.5
 ELASTICMQ_VERSION=1.7.1
+# The emulator publishes no module tags; this is its commit of 2026-10-30.
+RIE_VERSION=v0.0.0-20261030222936-bef5c4ba774d
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -22,6 +26,7 @@ missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   $SUDO apt-get update -qq
@@ -65,3 +70,11 @@ POM
   rm -rf "$pom_dir"
 fi
 export SHOAL_ELASTICMQ_LIB="$elasticmq_lib"
+
+rie_bin="$SHOAL_CACHE/tools/aws-lambda-rie-$RIE_VERSION/bin"
+if [ ! -x "$rie_bin/aws-lambda-rie" ]; then
+  echo "building aws-lambda-rie $RIE_VERSION into $rie_bin"
+  GOBIN="$rie_bin" GOFLAGS=-mod=mod go install \
+    "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@$RIE_VERSION"
+fi
+export SHOAL_LAMBDA_RIE="$rie_bin/aws-lambda-rie"

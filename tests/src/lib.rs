@@ -6,6 +6,7 @@ pub mod elasticmq;
 pub mod moto;
 pub mod process;
 pub mod prom;
+pub mod rie;
 pub mod sqs;
 pub mod stack;
 

@@ -56,6 +56,27 @@ fn expected_outputs(inputs: &[String]) -> BTreeSet<String> {
     inputs.iter().map(|k| format!("thumbs/{k}")).collect()
 }
 
+/// Uploads photos `in/PREFIXnnnnn.jpg` and queues them `per_chunk` to a
+/// chunk message; returns their keys below `in/`.
+async fn load(
+    stack: &Stack,
+    queues: &Queues,
+    prefix: &str,
+    n: usize,
+    per_chunk: usize,
+) -> Vec<String> {
+    let inputs = names(prefix, n);
+    upload_inputs(stack, &inputs).await;
+    let bodies: Vec<String> = inputs.chunks(per_chunk).map(chunk_body).collect();
+    send_all(&stack.sqs, &queues.url, &bodies).await;
+    inputs
+}
+
+async fn upload_inputs(stack: &Stack, keys: &[String]) {
+    let keys: Vec<String> = keys.iter().map(|k| format!("in/{k}")).collect();
+    upload(&stack.s3, "photos", &keys, &tiny_jpeg()).await;
+}
+
 /// Items named by the dead letters of `queues`.
 async fn dead_items(stack: &Stack, queues: &Queues) -> usize {
     take_all(&stack.sqs, &queues.dead_letter_url)
@@ -75,18 +96,13 @@ async fn dead_items(stack: &Stack, queues: &Queues) -> usize {
 async fn thousand_chunks_through_two_workers_leave_exactly_one_output_per_item() {
     let stack = Stack::start();
     let dir = tempfile::tempdir().unwrap();
-    let inputs = names("p", 2000);
-    upload(
-        &stack.s3,
-        "photos",
-        &inputs.iter().map(|k| format!("in/{k}")).collect::<Vec<_>>(),
-        &tiny_jpeg(),
-    )
-    .await;
     let queues = create_queues(&stack.sqs, "jobs", 30, 3).await;
-    let bodies: Vec<String> = inputs.chunks(2).map(chunk_body).collect();
-    assert_eq!(bodies.len(), 1000);
-    send_all(&stack.sqs, &queues.url, &bodies).await;
+    let inputs = load(&stack, &queues, "p", 2000, 2).await;
+    assert_eq!(
+        counts(&stack.sqs, &queues.url).await.0,
+        1000,
+        "1,000 chunk messages"
+    );
 
     let mut a = worker(
         &stack,
@@ -142,18 +158,9 @@ async fn thousand_chunks_through_two_workers_leave_exactly_one_output_per_item()
 async fn kill_9_mid_run_loses_nothing() {
     let stack = Stack::start();
     let dir = tempfile::tempdir().unwrap();
-    let inputs = names("k", 300);
-    upload(
-        &stack.s3,
-        "photos",
-        &inputs.iter().map(|k| format!("in/{k}")).collect::<Vec<_>>(),
-        &tiny_jpeg(),
-    )
-    .await;
     // Short leases, so what a killed worker held comes back quickly.
     let queues = create_queues(&stack.sqs, "jobs", 2, 6).await;
-    let bodies: Vec<String> = inputs.chunks(2).map(chunk_body).collect();
-    send_all(&stack.sqs, &queues.url, &bodies).await;
+    let inputs = load(&stack, &queues, "k", 300, 2).await;
 
     let slow = [("SHOAL_E2E_DELAY_MS", "100".to_owned())];
     let args = ["--concurrency", "4"];
@@ -210,13 +217,7 @@ async fn poison_messages_reach_the_dead_letter_queue_with_their_reason() {
     let stack = Stack::start();
     let dir = tempfile::tempdir().unwrap();
     let good = names("good-", 4);
-    upload(
-        &stack.s3,
-        "photos",
-        &good.iter().map(|k| format!("in/{k}")).collect::<Vec<_>>(),
-        &tiny_jpeg(),
-    )
-    .await;
+    upload_inputs(&stack, &good).await;
     let corrupt = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/thumbnail/samples/corrupt.jpg"
@@ -320,22 +321,10 @@ async fn poison_messages_reach_the_dead_letter_queue_with_their_reason() {
 async fn sigterm_finishes_or_releases_every_message_in_flight() {
     let stack = Stack::start();
     let dir = tempfile::tempdir().unwrap();
-    let inputs = names("t", 30);
-    upload(
-        &stack.s3,
-        "photos",
-        &inputs.iter().map(|k| format!("in/{k}")).collect::<Vec<_>>(),
-        &tiny_jpeg(),
-    )
-    .await;
     // Long leases: a message the worker kept at exit would stay invisible
     // for two minutes, which the test would see.
     let queues = create_queues(&stack.sqs, "jobs", 120, 5).await;
-    let bodies: Vec<String> = inputs
-        .iter()
-        .map(|k| chunk_body(std::slice::from_ref(k)))
-        .collect();
-    send_all(&stack.sqs, &queues.url, &bodies).await;
+    let inputs = load(&stack, &queues, "t", 30, 1).await;
 
     let mut first = worker(
         &stack,
@@ -390,20 +379,8 @@ async fn sigterm_finishes_or_releases_every_message_in_flight() {
 async fn worker_reconnects_after_the_queue_server_restarts() {
     let mut stack = Stack::start();
     let dir = tempfile::tempdir().unwrap();
-    let inputs = names("r", 120);
-    upload(
-        &stack.s3,
-        "photos",
-        &inputs.iter().map(|k| format!("in/{k}")).collect::<Vec<_>>(),
-        &tiny_jpeg(),
-    )
-    .await;
     let queues = create_queues(&stack.sqs, "jobs", 5, 10).await;
-    let bodies: Vec<String> = inputs
-        .iter()
-        .map(|k| chunk_body(std::slice::from_ref(k)))
-        .collect();
-    send_all(&stack.sqs, &queues.url, &bodies).await;
+    let inputs = load(&stack, &queues, "r", 120, 1).await;
 
     let mut w = worker(
         &stack,

@@ -16,6 +16,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
 use crate::handler::Handler;
 use crate::http::{self, Readiness};
+use crate::lambda;
 use crate::local::{self, RunPaths};
 use crate::metrics::Metrics;
 use crate::queue::{self, Shutdown, SqsOptions, SqsQueue, Transport};
@@ -66,12 +67,20 @@ where
     F: FnOnce() -> Result<H, E>,
 {
     let started = Instant::now();
-    let cli = Cli::parse();
+    // Under Lambda (or an emulator) the binary gets no arguments: its
+    // configuration is the function's environment.
+    let cli = if lambda::detected() {
+        let argv0 = std::env::args_os().next().unwrap_or_else(|| "shoal".into());
+        Cli::parse_from([argv0, "lambda".into()])
+    } else {
+        Cli::parse()
+    };
     let progress = matches!(&cli.command, Command::Run(args) if !args.no_progress)
         && std::io::stderr().is_terminal()
         && !telemetry::is_json(cli.common.log_format);
-    // With a progress bar on screen, per-invocation lines would bury it.
-    let default_filter = if progress {
+    // With a progress bar on screen, per-invocation lines would bury it;
+    // under Lambda the service writes them itself.
+    let default_filter = if progress || matches!(cli.command, Command::Lambda(_)) {
         "info,shoal::platform=warn"
     } else {
         "info"
@@ -307,6 +316,42 @@ where
             queue::run(engine, Arc::new(transport), settings, shutdown).await;
             ready.set(false);
             listener.abort();
+            Ok(exit::OK)
+        }
+        Command::Lambda(args) => {
+            let mut config = config;
+            // The invocation's deadline bounds each item; SHOAL_TIMEOUT only
+            // if set.
+            if std::env::var_os("SHOAL_TIMEOUT").is_none() {
+                config.timeout = Duration::from_secs(900);
+            }
+            if let Some(name) = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+                .ok()
+                .filter(|_| cli.common.function_name.is_none())
+            {
+                config.function_name = name;
+            }
+            if let Some(mib) = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                config.memory_mib = mib;
+            }
+            let mut stores = Stores::new(cli.common.s3_force_path_style);
+            let input = match &args.input {
+                Some(location) => stores.open(location, &[]).await,
+                None => Arc::new(S3Store::any_bucket(stores.s3().await)),
+            };
+            let output = match &args.output {
+                Some(location) => Some(stores.open(location, &[]).await),
+                None => None,
+            };
+            tracing::debug!(
+                init_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "lambda init done"
+            );
+            let engine = Engine::new(handler, input, output, config, metrics);
+            lambda::run(engine).await?;
             Ok(exit::OK)
         }
         Command::Invoke(args) => {

@@ -34,6 +34,10 @@ pub enum Command {
     Run(RunArgs),
     /// Consume an SQS queue until SIGTERM: what the operator's pods run.
     Worker(WorkerArgs),
+    /// Serve the Lambda Runtime API (chosen automatically when
+    /// AWS_LAMBDA_RUNTIME_API is set; configured by SHOAL_* variables).
+    #[command(hide = true)]
+    Lambda(LambdaArgs),
     /// Run the handler once on one event (a chunk, an S3 event or an object
     /// reference such as {"key": "cat.jpg"}) and print the result.
     Invoke(InvokeArgs),
@@ -218,6 +222,20 @@ pub struct WorkerArgs {
 
 fn parse_grace(s: &str) -> Result<f64, String> {
     parse_within(s, 0.0..=3600.0, "a number of seconds")
+}
+
+/// Lambda mode, configured from the function's environment.
+#[derive(Debug, Args)]
+pub struct LambdaArgs {
+    /// Folder or s3://bucket/prefix that object keys without a bucket are
+    /// read from (S3 event items name their own bucket).
+    #[arg(long, env = "SHOAL_INPUT")]
+    pub input: Option<Location>,
+
+    /// s3://bucket/prefix to write outputs to; without it outputs are
+    /// returned, not stored.
+    #[arg(long, env = "SHOAL_OUTPUT")]
+    pub output: Option<Location>,
 }
 
 /// `invoke`: one event, once.

@@ -247,7 +247,16 @@ impl<H: Handler> Engine<H> {
     /// Runs one attempt of `item`, waiting for a free concurrency slot first.
     pub async fn attempt(&self, item: &RawItem, attempt: u32) -> Attempt {
         let running = self.acquire().await;
-        self.attempt_in(running, item, attempt).await
+        self.attempt_in(running, item, attempt, self.config.timeout)
+            .await
+    }
+
+    /// Like [`Engine::attempt`], bounded by `limit` as well as the
+    /// configured timeout (Lambda mode: the invocation's remaining time).
+    pub async fn attempt_within(&self, item: &RawItem, attempt: u32, limit: Duration) -> Attempt {
+        let running = self.acquire().await;
+        let timeout = self.config.timeout.min(limit);
+        self.attempt_in(running, item, attempt, timeout).await
     }
 
     /// Runs one attempt of `item` unless [`Engine::drain`] is called before
@@ -258,15 +267,24 @@ impl<H: Handler> Engine<H> {
             () = self.draining.cancelled() => return None,
             running = self.acquire() => running,
         };
-        Some(self.attempt_in(running, item, attempt).await)
+        Some(
+            self.attempt_in(running, item, attempt, self.config.timeout)
+                .await,
+        )
     }
 
     /// Runs one attempt in the slot `_running` holds until it returns.
-    async fn attempt_in(&self, _running: Running<'_>, item: &RawItem, attempt: u32) -> Attempt {
+    async fn attempt_in(
+        &self,
+        _running: Running<'_>,
+        item: &RawItem,
+        attempt: u32,
+        timeout: Duration,
+    ) -> Attempt {
         let request_id = request_id();
         info!(target: platform::TARGET, "{}", platform::start_line(&request_id));
         let started = Instant::now();
-        let result = self.run_attempt(item, attempt, &request_id).await;
+        let result = self.run_attempt(item, attempt, &request_id, timeout).await;
         let duration = started.elapsed();
         info!(target: platform::TARGET, "{}", platform::end_line(&request_id));
         info!(
@@ -314,8 +332,8 @@ impl<H: Handler> Engine<H> {
         item: &RawItem,
         attempt: u32,
         request_id: &str,
+        timeout: Duration,
     ) -> Result<Success, Failure> {
-        let timeout = self.config.timeout;
         let cancel = self.abort.child_token();
         let ctx = Context::new(
             request_id.to_owned(),

@@ -48,6 +48,9 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The Lambda runtime stopped with an error.
+    #[error("lambda runtime: {0}")]
+    Lambda(String),
     /// The metrics registry or server failed.
     #[error("metrics: {0}")]
     Metrics(String),

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod handler;
 pub mod http;
+pub mod lambda;
 pub mod local;
 pub mod message;
 pub mod metrics;

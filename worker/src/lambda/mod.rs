@@ -1,0 +1,144 @@
+//! Lambda mode: when `AWS_LAMBDA_RUNTIME_API` is set, the same binary serves
+//! the Lambda Runtime API (lambda_runtime) instead of its command line.
+//!
+//! - SQS batches are answered with a partial batch response: each record
+//!   whose message is malformed or has a failed item is listed in
+//!   `batchItemFailures` by its message id; the others succeed. SQS retries
+//!   the listed ones and its redrive policy dead-letters them.
+//! - Anything else (a chunk, an S3 event, SNS-wrapped S3 events, a bare
+//!   object reference) is a direct invoke: every item runs; if one fails,
+//!   the invocation fails with every failed item's reason, so Lambda's own
+//!   retries and on-failure destination apply.
+//! - Each item runs once per invocation (retries belong to the event
+//!   source), bounded by the invocation's deadline as well as
+//!   `SHOAL_TIMEOUT`.
+//!
+//! Lambda writes the START/END/REPORT lines of each invocation itself, so
+//! the engine's per-item lines are off in this mode.
+
+mod event;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::{Value, json};
+
+pub use event::{Invocation, SqsRecord, batch_response, classify};
+
+use crate::engine::{Engine, Failure};
+use crate::error::{Error, Result};
+use crate::handler::Handler;
+use crate::message::{self, RawItem};
+
+/// The variable the Lambda service (or an emulator) sets.
+pub const RUNTIME_API: &str = "AWS_LAMBDA_RUNTIME_API";
+
+/// Whether this process runs as a Lambda function.
+pub fn detected() -> bool {
+    std::env::var_os(RUNTIME_API).is_some_and(|v| !v.is_empty())
+}
+
+/// Time left before `deadline_ms` (milliseconds since the epoch).
+fn remaining(deadline_ms: u64) -> Duration {
+    let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
+    deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Serves invocations until the runtime stops.
+pub async fn run<H: Handler>(engine: Engine<H>) -> Result<()> {
+    let engine = &engine;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let limit = remaining(event.context.deadline);
+        invoke(engine, event.payload, limit).await
+    }))
+    .await
+    .map_err(|e| Error::Lambda(e.to_string()))
+}
+
+/// One item's failure, for the error message of a direct invoke.
+fn describe(id: &str, failure: &Failure) -> String {
+    format!("{id}: {} ({})", failure.reason, failure.category.as_str())
+}
+
+/// Runs `items` once each, side by side; returns the failures.
+async fn run_items<H: Handler>(
+    engine: &Engine<H>,
+    items: Vec<RawItem>,
+    attempt: u32,
+    limit: Duration,
+) -> Vec<(String, Failure)> {
+    let mut running: FuturesUnordered<_> = items
+        .into_iter()
+        .map(|item| async move {
+            let record = engine.attempt_within(&item, attempt, limit).await;
+            (item.id, record.result)
+        })
+        .collect();
+    let mut failed = Vec::new();
+    while let Some((id, result)) = running.next().await {
+        if let Err(failure) = result {
+            failed.push((id, failure));
+        }
+    }
+    failed
+}
+
+/// Handles one invocation's payload.
+pub async fn invoke<H: Handler>(
+    engine: &Engine<H>,
+    payload: Value,
+    limit: Duration,
+) -> std::result::Result<Value, lambda_runtime::Error> {
+    match classify(payload) {
+        Invocation::Sqs(records) => {
+            let mut batch: FuturesUnordered<_> = records
+                .into_iter()
+                .map(|record| async move {
+                    let failed = match message::parse(record.body.as_bytes(), &record.message_id)
+                    {
+                        Err(e) => {
+                            tracing::warn!(message_id = %record.message_id, reason = %e, "malformed message");
+                            true
+                        }
+                        Ok(items) => {
+                            let failures =
+                                run_items(engine, items, record.receive_count, limit).await;
+                            for (id, failure) in &failures {
+                                tracing::warn!(message_id = %record.message_id, item = %id, reason = %failure.reason, "item failed");
+                            }
+                            !failures.is_empty()
+                        }
+                    };
+                    failed.then_some(record.message_id)
+                })
+                .collect();
+            let mut failed = Vec::new();
+            while let Some(outcome) = batch.next().await {
+                failed.extend(outcome);
+            }
+            Ok(serde_json::to_value(batch_response(failed))?)
+        }
+        Invocation::Direct(value) => {
+            let body = serde_json::to_vec(&value)?;
+            let request = uuid::Uuid::new_v4().to_string();
+            let items = message::parse_direct(&body, &request)?;
+            let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+            let failures = run_items(engine, items, 1, limit).await;
+            if failures.is_empty() {
+                return Ok(json!({ "succeeded": ids }));
+            }
+            let reasons: Vec<String> = failures.iter().map(|(id, f)| describe(id, f)).collect();
+            Err(format!(
+                "{} of {} items failed: {}",
+                failures.len(),
+                ids.len(),
+                reasons.join("; ")
+            )
+            .into())
+        }
+    }
+}
