@@ -7,12 +7,14 @@
 #                Maven into a cache folder keyed by version); runs on Java
 #   aws-lambda-rie  the AWS Lambda Runtime Interface Emulator, built from its
 #                Go module at a pinned version into a cache folder
-# Source it to get SHOAL_MOTO_SERVER, SHOAL_ELASTICMQ_LIB and
-# SHOAL_LAMBDA_RIE exported; run it to just install.
+#   cfn-lint     CloudFormation/SAM linter from PyPI, in a cached virtualenv
+# Source it to get SHOAL_MOTO_SERVER, SHOAL_ELASTICMQ_LIB, SHOAL_LAMBDA_RIE
+# and SHOAL_CFN_LINT exported; run it to just install.
 set -euo pipefail
 
 SHOAL_CACHE="${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}"
 MOTO_VERSION=5.2.5
+CFN_LINT_VERSION=1.58.0
 ELASTICMQ_VERSION=1.7.1
 # The emulator publishes no module tags; this is its commit of 2026-10-30.
 RIE_VERSION=v0.0.0-20261030222936-bef5c4ba774d
@@ -37,14 +39,24 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
-moto_venv="$SHOAL_CACHE/tools/moto-$MOTO_VERSION"
-if [ ! -x "$moto_venv/bin/moto_server" ]; then
-  echo "installing moto[server]==$MOTO_VERSION into $moto_venv"
-  rm -rf "$moto_venv"
-  python3 -m venv "$moto_venv"
-  "$moto_venv/bin/pip" install -q "moto[server]==$MOTO_VERSION"
-fi
-export SHOAL_MOTO_SERVER="$moto_venv/bin/moto_server"
+# pip_tool NAME REQUIREMENT: a virtualenv at $SHOAL_CACHE/tools/NAME with
+# REQUIREMENT installed, made once; prints the folder.
+pip_tool() {
+  local venv="$SHOAL_CACHE/tools/$1"
+  if [ ! -f "$venv/.installed" ]; then
+    echo "installing $2 into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "$2"
+    touch "$venv/.installed"
+  fi
+  echo "$venv"
+}
+
+SHOAL_MOTO_SERVER="$(pip_tool "moto-$MOTO_VERSION" "moto[server]==$MOTO_VERSION")/bin/moto_server"
+export SHOAL_MOTO_SERVER
+SHOAL_CFN_LINT="$(pip_tool "cfn-lint-$CFN_LINT_VERSION" "cfn-lint==$CFN_LINT_VERSION")/bin/cfn-lint"
+export SHOAL_CFN_LINT
 
 elasticmq_lib="$SHOAL_CACHE/tools/elasticmq-$ELASTICMQ_VERSION/lib"
 if [ ! -f "$elasticmq_lib/elasticmq-server_2.13-$ELASTICMQ_VERSION.jar" ]; then
@@ -78,3 +90,4 @@ if [ ! -x "$rie_bin/aws-lambda-rie" ]; then
     "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@$RIE_VERSION"
 fi
 export SHOAL_LAMBDA_RIE="$rie_bin/aws-lambda-rie"
+

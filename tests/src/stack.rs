@@ -123,3 +123,22 @@ pub fn chunk_body(keys: &[String]) -> String {
         .collect();
     serde_json::to_string(&Chunk::new(items)).unwrap_or_else(|e| panic!("encode chunk: {e}"))
 }
+
+/// Creates the buckets `photos` and `thumbs` and puts one small JPEG in
+/// `photos` under `key`.
+pub async fn photos_and_thumbs(s3: &aws_sdk_s3::Client, key: &str) {
+    for bucket in ["photos", "thumbs"] {
+        s3.create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create bucket {bucket}: {e:?}"));
+    }
+    s3.put_object()
+        .bucket("photos")
+        .key(key)
+        .body(ByteStream::from(tiny_jpeg()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put s3://photos/{key}: {e:?}"));
+}

@@ -12,22 +12,13 @@
 use serde_json::json;
 use shoal_tests::moto::Moto;
 use shoal_tests::rie::Rie;
-use shoal_tests::stack::{keys, tiny_jpeg};
+use shoal_tests::stack::{keys, photos_and_thumbs, tiny_jpeg};
 
 const BIN: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");
 
 async fn photos(moto: &Moto) -> aws_sdk_s3::Client {
     let s3 = moto.s3();
-    for bucket in ["photos", "thumbs"] {
-        s3.create_bucket().bucket(bucket).send().await.unwrap();
-    }
-    s3.put_object()
-        .bucket("photos")
-        .key("in/cat.jpg")
-        .body(tiny_jpeg().into())
-        .send()
-        .await
-        .unwrap();
+    photos_and_thumbs(&s3, "in/cat.jpg").await;
     s3
 }
 

@@ -85,7 +85,8 @@ where
     } else {
         "info"
     };
-    let _flush_logs_at_exit = telemetry::init(cli.common.log_format, default_filter, progress);
+    let direct_logs = progress || matches!(cli.command, Command::Lambda(_));
+    let _flush_logs_at_exit = telemetry::init(cli.common.log_format, default_filter, direct_logs);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -2,10 +2,10 @@
 //!
 //! Logs go to standard error. While a progress bar is drawn there, each log
 //! line is printed above it (the bar is suspended for the write) so the two
-//! never garble each other. Without a progress bar, lines are handed to a
-//! writer thread that writes them in batches, so the per-invocation lines
-//! cost the runtime threads no system call; the returned guard flushes them
-//! at exit.
+//! never garble each other. Otherwise (Lambda mode excepted, see [`init`]),
+//! lines are handed to a writer thread that writes them in batches, so the
+//! per-invocation lines cost the runtime threads no system call; the
+//! returned guard flushes them at exit.
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -83,12 +83,15 @@ pub fn is_json(format: LogFormat) -> bool {
 
 /// Installs the global subscriber. `RUST_LOG` overrides `default_filter`.
 /// Also routes panics through the log, so JSON logs stay one object a line.
-/// With `progress_bar` false, lines are written by a background thread;
-/// keep the returned guard alive until exit (dropping it flushes them).
-pub fn init(format: LogFormat, default_filter: &str, progress_bar: bool) -> Option<WorkerGuard> {
+/// With `direct` false, lines are written by a background thread; keep the
+/// returned guard alive until exit (dropping it flushes them). Use `direct`
+/// with a progress bar on screen, and under Lambda, which freezes the
+/// process as soon as an invocation is answered: a line still queued then
+/// would show up an invocation late.
+pub fn init(format: LogFormat, default_filter: &str, direct: bool) -> Option<WorkerGuard> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let (writer, guard) = if progress_bar {
+    let (writer, guard) = if direct {
         (BoxMakeWriter::new(StderrAroundBar), None)
     } else {
         // Not lossy: a burst of lines waits for the writer rather than
