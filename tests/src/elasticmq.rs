@@ -102,9 +102,17 @@ messages-storage {{ enabled = true, uri = "jdbc:h2:{messages}" }}
         }
     }
 
-    /// Starts it again on the same port with the same stored state.
-    pub fn restart(&mut self) {
-        self.kill();
+    /// Stops the server (SIGTERM, waiting for it to exit, so its message
+    /// store is closed cleanly), runs `while_down`, and starts it again on
+    /// the same port with the same stored state.
+    pub fn restart_after(&mut self, while_down: impl FnOnce()) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+        while_down();
         self.spawn();
     }
 }

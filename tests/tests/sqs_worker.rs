@@ -399,21 +399,29 @@ async fn worker_reconnects_after_the_queue_server_restarts() {
         },
     )
     .await;
-    stack.sqs_server.kill();
-    wait_for("the worker to notice", Duration::from_secs(60), || {
-        let log = w.log_text();
-        async move { log.contains("receive failed") }
+    // The server is down while the worker runs: it restarts and loads its
+    // stored messages back (that load is not instant, so the test waits
+    // for the outputs, not for an empty queue).
+    stack.sqs_server.restart_after(|| {
+        let started = std::time::Instant::now();
+        while !w.log_text().contains("receive failed") {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the worker never noticed"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let expected = expected_outputs(&inputs);
+    wait_for("every thumbnail", Duration::from_secs(180), || {
+        let (s3, expected) = (&stack.s3, &expected);
+        async move { keys(s3, "photos", "thumbs/").await == *expected }
     })
     .await;
-    stack.sqs_server.restart();
-    wait_for("the queue to drain", Duration::from_secs(180), || {
+    wait_for("the queue to drain", Duration::from_secs(60), || {
         queue_empty(&stack, &queues.url)
     })
     .await;
-    assert_eq!(
-        keys(&stack.s3, "photos", "thumbs/").await,
-        expected_outputs(&inputs)
-    );
     assert!(
         w.log_text().contains("queue reachable again"),
         "{}",
