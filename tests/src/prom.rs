@@ -6,14 +6,19 @@ use std::time::Duration;
 
 use crate::tool;
 
+/// An HTTP client that returns 4xx/5xx answers instead of failing on them,
+/// giving up after `timeout`.
+pub fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
 /// GET `url`: status and body (any status, no error for 4xx/5xx).
 pub fn http_get(url: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut response = agent
+    let mut response = http_agent(Duration::from_secs(10))
         .get(url)
         .call()
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));

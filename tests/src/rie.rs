@@ -61,12 +61,7 @@ impl Rie {
             "http://127.0.0.1:{}/2015-03-31/functions/function/invocations",
             self.port
         );
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        let mut response = agent
+        let mut response = crate::prom::http_agent(Duration::from_secs(60))
             .post(&url)
             .send(payload.to_string())
             .unwrap_or_else(|e| panic!("POST {url}: {e}"));

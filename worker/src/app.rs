@@ -182,6 +182,23 @@ impl Stores {
         }
     }
 
+    /// The store `location` names, or, without one, S3 for object
+    /// references that name their own bucket (S3 events).
+    async fn input_or_any_bucket(&mut self, location: Option<&Location>) -> Arc<dyn ObjectStore> {
+        match location {
+            Some(location) => self.open(location, &[]).await,
+            None => Arc::new(S3Store::any_bucket(self.s3().await)),
+        }
+    }
+
+    /// The store `location` names, if any.
+    async fn open_optional(&mut self, location: Option<&Location>) -> Option<Arc<dyn ObjectStore>> {
+        match location {
+            Some(location) => Some(self.open(location, &[]).await),
+            None => None,
+        }
+    }
+
     /// An SQS client whose calls outlast a long poll of `wait`.
     async fn sqs(&mut self, wait: Duration) -> aws_sdk_sqs::Client {
         let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
@@ -253,14 +270,8 @@ where
         }
         Command::Worker(args) => {
             let mut stores = Stores::new(cli.common.s3_force_path_style);
-            let input = match &args.input {
-                Some(location) => stores.open(location, &[]).await,
-                None => Arc::new(S3Store::any_bucket(stores.s3().await)),
-            };
-            let output = match &args.output {
-                Some(location) => Some(stores.open(location, &[]).await),
-                None => None,
-            };
+            let input = stores.input_or_any_bucket(args.input.as_ref()).await;
+            let output = stores.open_optional(args.output.as_ref()).await;
             let wait = Duration::from_secs(u64::from(args.wait_time));
             let sqs = stores.sqs(wait).await;
             let transport = SqsQueue::connect(
@@ -339,14 +350,8 @@ where
                 config.memory_mib = mib;
             }
             let mut stores = Stores::new(cli.common.s3_force_path_style);
-            let input = match &args.input {
-                Some(location) => stores.open(location, &[]).await,
-                None => Arc::new(S3Store::any_bucket(stores.s3().await)),
-            };
-            let output = match &args.output {
-                Some(location) => Some(stores.open(location, &[]).await),
-                None => None,
-            };
+            let input = stores.input_or_any_bucket(args.input.as_ref()).await;
+            let output = stores.open_optional(args.output.as_ref()).await;
             tracing::debug!(
                 init_ms = started.elapsed().as_secs_f64() * 1000.0,
                 "lambda init done"
@@ -358,10 +363,7 @@ where
         Command::Invoke(args) => {
             let mut stores = Stores::new(cli.common.s3_force_path_style);
             let input = stores.open(&args.input, &[]).await;
-            let output = match &args.output {
-                Some(location) => Some(stores.open(location, &[]).await),
-                None => None,
-            };
+            let output = stores.open_optional(args.output.as_ref()).await;
             let engine = Engine::new(handler, input, output, config, metrics);
             ready.set(true);
             let ok = local::invoke(engine, &args.event).await?;

@@ -243,11 +243,6 @@ impl SqsQueue {
         })
     }
 
-    /// The dead-letter queue's URL.
-    pub fn dead_letter_url(&self) -> &str {
-        &self.dead_letter_url
-    }
-
     fn delivery(&self, message: &aws_sdk_sqs::types::Message) -> Option<Delivery> {
         let (Some(message_id), Some(receipt)) = (message.message_id(), message.receipt_handle())
         else {
