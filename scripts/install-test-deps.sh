@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain, idempotently:
 #   promtool     Debian package prometheus: checks the /metrics exposition
+#   pushgateway  Debian package prometheus-pushgateway: Lambda mode pushes
+#                its metrics to it
 #   moto_server  moto[server] from PyPI (S3 and SQS), in a virtualenv cached
 #                outside the clone and keyed by version
 #   ElasticMQ    the fast SQS server, its jars from Maven Central (resolved by
@@ -26,16 +28,17 @@ fi
 
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   $SUDO apt-get update -qq
-  # The prometheus package would start a server; tests only need promtool.
+  # The packages would start servers; tests start their own.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if command -v systemctl >/dev/null 2>&1; then
-    $SUDO systemctl stop prometheus >/dev/null 2>&1 || true
+    $SUDO systemctl stop prometheus prometheus-pushgateway >/dev/null 2>&1 || true
   fi
 fi
 

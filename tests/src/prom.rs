@@ -66,3 +66,60 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         rest.strip_prefix(' ')?.trim().parse().ok()
     })
 }
+
+/// The value of the sample of `name` whose labels include every pair of
+/// `labels` (whatever else it carries, in any order).
+pub fn sample_with(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+        let (set, value) = rest.split_once("} ")?;
+        labels
+            .iter()
+            .all(|(k, v)| set.split(',').any(|pair| pair == format!("{k}=\"{v}\"")))
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+/// A Prometheus Pushgateway (Debian's prometheus-pushgateway) on a free
+/// loopback port, in memory only; stopped when the handle drops.
+pub struct Pushgateway {
+    _process: crate::process::Proc,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Pushgateway {
+    /// Starts the gateway and waits until it answers.
+    pub fn start(log: &std::path::Path) -> Self {
+        let binary = tool("prometheus-pushgateway", "prometheus-pushgateway");
+        let port = crate::free_port();
+        let listen = format!("--web.listen-address=127.0.0.1:{port}");
+        let process = crate::process::Proc::spawn(&binary.to_string_lossy(), &[&listen], &[], log);
+        let url = format!("http://127.0.0.1:{port}");
+        let ready = format!("{url}/-/ready");
+        let started = std::time::Instant::now();
+        loop {
+            let answer = http_agent(Duration::from_secs(2)).get(&ready).call();
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the Pushgateway did not become ready on {url}; log:\n{}",
+                process.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            _process: process,
+            url,
+        }
+    }
+
+    /// Everything the gateway exposes right now.
+    pub fn metrics(&self) -> String {
+        let (status, body) = http_get(&format!("{}/metrics", self.url));
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}

@@ -11,6 +11,7 @@
 
 use serde_json::json;
 use shoal_tests::moto::Moto;
+use shoal_tests::prom::{Pushgateway, promtool_check, sample_with};
 use shoal_tests::rie::Rie;
 use shoal_tests::stack::{keys, photos_and_thumbs, tiny_jpeg};
 
@@ -122,4 +123,79 @@ async fn a_timed_out_invocation_reports_an_error_and_the_next_one_is_served() {
         "{second}"
     );
     assert!(keys(&s3, "thumbs", "").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocation_metrics_reach_a_pushgateway_and_a_dead_gateway_fails_nothing() {
+    let moto = Moto::start();
+    let s3 = photos(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Pushgateway::start(&dir.path().join("pushgateway.log"));
+    let env = function_env(
+        &moto,
+        &[
+            ("SHOAL_PUSHGATEWAY_URL", &gateway.url),
+            ("AWS_LAMBDA_FUNCTION_NAME", "thumbs-test"),
+        ],
+    );
+    let rie = Rie::start(BIN, &env, &dir.path().join("rie.log"));
+    let good = json!({"bucket": "photos", "key": "in/cat.jpg"});
+    let missing = json!({"bucket": "photos", "key": "in/missing.jpg"});
+    assert_eq!(rie.invoke(&good).0, 200);
+    assert_eq!(rie.invoke(&good).0, 200);
+    rie.invoke(&missing);
+
+    // Each invocation pushed before answering: the gateway already has the
+    // counts of all three, under the function's grouping key.
+    let pushed = gateway.metrics();
+    promtool_check(&pushed);
+    let group = [("job", "shoal"), ("function", "thumbs-test")];
+    let outcome = |o: &'static str| {
+        let mut labels = group.to_vec();
+        labels.push(("outcome", o));
+        sample_with(&pushed, "shoal_invocations_total", &labels)
+    };
+    assert_eq!(outcome("success"), Some(2.0), "{pushed}");
+    assert_eq!(outcome("error"), Some(1.0), "{pushed}");
+    let mut input_errors = group.to_vec();
+    input_errors.push(("category", "input"));
+    assert_eq!(
+        sample_with(&pushed, "shoal_invocation_errors_total", &input_errors),
+        Some(1.0),
+        "{pushed}"
+    );
+    assert!(keys(&s3, "thumbs", "").await.contains("in/cat.jpg"));
+    drop(rie);
+
+    // With nobody listening at the gateway's address, invocations still
+    // succeed; the failed push is logged.
+    let nobody = format!("http://127.0.0.1:{}", shoal_tests::free_port());
+    let env = function_env(&moto, &[("SHOAL_PUSHGATEWAY_URL", &nobody)]);
+    let rie = Rie::start(BIN, &env, &dir.path().join("rie-dead-gateway.log"));
+    let (status, answer) = rie.invoke(&good);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({"succeeded": ["in/cat.jpg"]}));
+    assert!(
+        rie.log_text().contains("metrics push failed"),
+        "{}",
+        rie.log_text()
+    );
+}
+
+#[test]
+fn outside_lambda_a_missing_service_variable_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut function = shoal_tests::process::Proc::spawn(
+        BIN,
+        &[],
+        &[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9".into())],
+        &dir.path().join("function.log"),
+    );
+    let status = function.wait(std::time::Duration::from_secs(30));
+    let log = function.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("AWS_LAMBDA_FUNCTION_NAME") && !log.contains("panic"),
+        "{log}"
+    );
 }

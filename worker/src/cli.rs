@@ -236,6 +236,24 @@ pub struct LambdaArgs {
     /// returned, not stored.
     #[arg(long, env = "SHOAL_OUTPUT")]
     pub output: Option<Location>,
+
+    /// Prometheus Pushgateway (http(s)://host:port) to push the metrics to
+    /// at the end of each invocation; Lambda has no scrape target.
+    #[arg(long, env = "SHOAL_PUSHGATEWAY_URL")]
+    pub pushgateway_url: Option<String>,
+
+    /// `job` label of the pushed group.
+    #[arg(long, env = "SHOAL_PUSHGATEWAY_JOB", default_value = "shoal")]
+    pub pushgateway_job: String,
+
+    /// Seconds a push may take before it is abandoned (the invocation
+    /// still succeeds).
+    #[arg(long, env = "SHOAL_PUSHGATEWAY_TIMEOUT", default_value = "2", value_parser = parse_push_timeout)]
+    pub pushgateway_timeout: f64,
+}
+
+fn parse_push_timeout(s: &str) -> Result<f64, String> {
+    parse_within(s, 0.001..=60.0, "a number of seconds")
 }
 
 /// `invoke`: one event, once.

@@ -54,6 +54,12 @@ pub enum Error {
     /// The metrics registry or server failed.
     #[error("metrics: {0}")]
     Metrics(String),
+    /// A setting makes no sense (named in the message).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Pushing metrics to the Pushgateway failed.
+    #[error("metrics push: {0}")]
+    Push(String),
 }
 
 impl Error {

@@ -17,6 +17,7 @@
 //! the engine's per-item lines are off in this mode.
 
 mod event;
+mod push;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +27,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
 pub use event::{Invocation, SqsRecord, batch_response, classify};
+pub use push::{Pushgateway, push_url};
 
 use crate::engine::{Engine, Failure};
 use crate::error::{Error, Result};
@@ -48,12 +50,60 @@ fn remaining(deadline_ms: u64) -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
-/// Serves invocations until the runtime stops.
-pub async fn run<H: Handler>(engine: Engine<H>) -> Result<()> {
+/// Variables the Lambda service always sets and `lambda_runtime` requires
+/// (it panics without them); checked first for a clear error instead.
+const REQUIRED: [&str; 3] = [
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+];
+
+/// Refuses to start the runtime when a variable it needs is missing or
+/// malformed, naming them all.
+pub fn check_environment() -> Result<()> {
+    let mut missing: Vec<&str> = REQUIRED
+        .iter()
+        .copied()
+        .filter(|name| std::env::var(name).map_or(true, |v| v.is_empty()))
+        .collect();
+    let memory = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").unwrap_or_default();
+    if !memory.is_empty() && memory.parse::<i32>().is_err() {
+        missing.push("AWS_LAMBDA_FUNCTION_MEMORY_SIZE (not a number)");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{RUNTIME_API} is set, so this is a Lambda function, but the Lambda service's {} {} missing: run it under Lambda or its emulator, or unset {RUNTIME_API} to use the command line",
+        missing.join(", "),
+        if missing.len() == 1 { "is" } else { "are" }
+    )))
+}
+
+/// Names this execution environment for the Pushgateway grouping key: its
+/// log stream (one per environment), else a fresh id.
+pub fn instance_id() -> String {
+    std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Serves invocations until the runtime stops; with `push`, each invocation
+/// ends by pushing the metrics (before the response, see [`Pushgateway`]).
+pub async fn run<H: Handler>(engine: Engine<H>, push: Option<Pushgateway>) -> Result<()> {
+    check_environment()?;
     let engine = &engine;
+    let push = &push;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let limit = remaining(event.context.deadline);
-        invoke(engine, event.payload, limit).await
+        let response = invoke(engine, event.payload, limit).await;
+        if let Some(push) = push
+            && let Err(e) = push.push(engine.metrics()).await
+        {
+            tracing::warn!(error = %e, "metrics push failed");
+        }
+        response
     }))
     .await
     .map_err(|e| Error::Lambda(e.to_string()))
