@@ -10,6 +10,7 @@
 #   aws-lambda-rie  the AWS Lambda Runtime Interface Emulator, built from its
 #                Go module at a pinned version into a cache folder
 #   cfn-lint     CloudFormation/SAM linter from PyPI, in a cached virtualenv
+#   kube-apiserver, kubectl, etcd  built from Go modules (scripts/k8s-tools.sh)
 # Source it to get SHOAL_MOTO_SERVER, SHOAL_ELASTICMQ_LIB, SHOAL_LAMBDA_RIE
 # and SHOAL_CFN_LINT exported; run it to just install.
 set -euo pipefail
@@ -32,6 +33,7 @@ command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushga
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   $SUDO apt-get update -qq
@@ -94,3 +96,8 @@ if [ ! -x "$rie_bin/aws-lambda-rie" ]; then
 fi
 export SHOAL_LAMBDA_RIE="$rie_bin/aws-lambda-rie"
 
+
+# kube-apiserver, kubectl and etcd for the operator's tests, built from Go
+# modules once per version (exports SHOAL_KUBE_APISERVER, SHOAL_KUBECTL,
+# SHOAL_ETCD).
+source "$(dirname "${BASH_SOURCE[0]}")/k8s-tools.sh"

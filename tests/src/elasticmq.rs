@@ -2,10 +2,9 @@
 //! with its queues and messages persisted on disk so a test can kill and
 //! restart it. Stopped when the handle drops.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{free_port, tool};
 
@@ -77,16 +76,9 @@ messages-storage {{ enabled = true, uri = "jdbc:h2:{messages}" }}
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start ElasticMQ: {e}"));
         self.child = Some(child);
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let started = Instant::now();
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(90),
-                "ElasticMQ did not listen on {addr} within 90 s; log:\n{}",
-                std::fs::read_to_string(dir.join("elasticmq.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::wait_for_port(port, "ElasticMQ", Duration::from_secs(90), || {
+            std::fs::read_to_string(dir.join("elasticmq.log")).unwrap_or_default()
+        });
     }
 
     /// `http://127.0.0.1:PORT`.

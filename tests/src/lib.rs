@@ -3,6 +3,7 @@
 //! which cargo builds with the tests.
 
 pub mod elasticmq;
+pub mod kube;
 pub mod moto;
 pub mod process;
 pub mod prom;
@@ -10,8 +11,9 @@ pub mod rie;
 pub mod sqs;
 pub mod stack;
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// Path of an external tool, or a panic naming the package that provides it
 /// (the README test command installs them all).
@@ -33,4 +35,19 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}
+
+/// Waits until something listens on loopback `port`; after `limit`, panics
+/// with `what` and the text `log` gives (the server's log so far).
+pub fn wait_for_port(port: u16, what: &str, limit: Duration, log: impl Fn() -> String) {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let started = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            started.elapsed() < limit,
+            "{what} did not listen on {addr} within {limit:?}; log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

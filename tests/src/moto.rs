@@ -1,10 +1,9 @@
 //! A real moto server (S3 and SQS over HTTP) on a free loopback port,
 //! started by the test and stopped when the handle drops.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 
@@ -37,15 +36,7 @@ impl Moto {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
         };
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let started = Instant::now();
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "moto did not listen on {addr} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::wait_for_port(port, "moto", Duration::from_secs(60), String::new);
         moto
     }
 

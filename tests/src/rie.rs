@@ -3,9 +3,8 @@
 //! The emulator sets `AWS_LAMBDA_RUNTIME_API` for the binary, which is how
 //! the binary knows it is a Lambda function.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::free_port;
 use crate::process::Proc;
@@ -41,16 +40,9 @@ impl Rie {
             env,
             log,
         );
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let started = Instant::now();
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the emulator did not listen on {addr}; log:\n{}",
-                process.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::wait_for_port(port, "the emulator", Duration::from_secs(30), || {
+            process.log_text()
+        });
         Self { process, port }
     }
 

@@ -1,0 +1,348 @@
+//! The `BatchJob` custom resource (`shoal.dev/v1alpha1`): the single source
+//! of its schema. `shoal-operator crd` prints the YAML generated from these
+//! types; `crds/batchjob.yaml` is that output, checked in, and a test fails
+//! if the two drift.
+//!
+//! Cross-field rules are CEL `x-kubernetes-validations` in the schema, so the
+//! API server refuses a BatchJob that makes no sense when it is applied,
+//! with the rule's message.
+
+use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Lambda gives one vCPU per 1,769 MiB of memory; shoal does the same.
+pub const MIB_PER_CPU: u32 = 1769;
+
+/// A batch of work: a source fanned out into chunk messages on a queue,
+/// consumed by a Deployment of handler workers scaled from the backlog.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "shoal.dev",
+    version = "v1alpha1",
+    kind = "BatchJob",
+    namespaced,
+    shortname = "bj",
+    status = "BatchJobStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Done","type":"integer","jsonPath":".status.chunks.succeeded"}"#,
+    printcolumn = r#"{"name":"Total","type":"integer","jsonPath":".status.chunks.total"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.chunks.deadLettered"}"#,
+    printcolumn = r#"{"name":"Workers","type":"integer","jsonPath":".status.readyWorkers"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.visibilityTimeoutSeconds) || !has(self.handler.timeoutSeconds) || self.queue.visibilityTimeoutSeconds >= self.handler.timeoutSeconds").message("queue.visibilityTimeoutSeconds must be at least handler.timeoutSeconds: a message would come back while its handler still runs"))]
+#[x_kube(validation = Rule::new("!has(self.source.sqs) || !has(self.queue) || !has(self.queue.name)").message("source.sqs consumes an existing queue: leave queue.name unset"))]
+#[x_kube(validation = Rule::new("!has(self.source.s3) || has(self.output)").message("an s3 source needs an output: set output.bucket"))]
+#[serde(rename_all = "camelCase")]
+pub struct BatchJobSpec {
+    /// The handler: image, command, resources, limits.
+    pub handler: HandlerSpec,
+    /// Where the work comes from (exactly one kind).
+    #[x_kube(validation = Rule::new("self == oldSelf").message("source is immutable: create a new BatchJob"))]
+    pub source: SourceSpec,
+    /// The work queue and its dead-letter queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueSpec>,
+    /// How many workers run, from the backlog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingSpec>,
+    /// How many failed chunks the job tolerates before it is Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+    /// Where outputs and the results manifest go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputSpec>,
+    /// Seconds after Succeeded or Failed before the BatchJob (and what it
+    /// owns) is deleted; kept forever when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i64>,
+}
+
+/// The handler container.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandlerSpec {
+    /// Container image holding the handler binary.
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Entrypoint override; the image's entrypoint when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments before the operator's own (`worker`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Extra environment for the handler.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Memory limit in MiB (Lambda's range); CPU follows at 1,769 MiB per
+    /// CPU, as on Lambda. Default 1024.
+    #[serde(default, rename = "memoryMiB", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 128, max = 10240))]
+    pub memory_mib: Option<u32>,
+    /// Per-item timeout in seconds (Lambda's range). Default 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 900))]
+    pub timeout_seconds: Option<u32>,
+    /// Items one worker runs at once. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub concurrency: Option<u32>,
+    /// Service account of the worker pods (e.g. bound to an IAM role);
+    /// the namespace's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+}
+
+/// Where the work comes from: exactly one of the fields.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.sqs) ? 1 : 0) + (has(self.s3) ? 1 : 0) + (has(self.batchJob) ? 1 : 0) == 1").message("source must name exactly one of sqs, s3 or batchJob"))]
+pub struct SourceSpec {
+    /// Consume an existing SQS queue (no fan-out; the job runs until
+    /// deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqs: Option<SqsSource>,
+    /// Fan out every object under an S3 prefix into chunk messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Source>,
+    /// Fan out the outputs of another BatchJob once it has succeeded
+    /// (pipelines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_job: Option<BatchJobSource>,
+}
+
+/// An existing SQS queue.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SqsSource {
+    /// The queue's URL.
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("source.sqs.queueUrl must be a queue URL (http:// or https://)"))]
+    pub queue_url: String,
+}
+
+/// An S3 prefix to fan out.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Source {
+    /// Bucket name.
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$')").message("source.s3.bucket must be an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)"))]
+    pub bucket: String,
+    /// Key prefix; every object under it is one item. The whole bucket
+    /// when empty.
+    #[serde(default)]
+    pub prefix: String,
+    /// Items per chunk message (1-1000). Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_items_per_chunk: Option<u32>,
+    /// Total object bytes per chunk; a larger object is a chunk alone.
+    /// Default 64 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_bytes_per_chunk: Option<i64>,
+}
+
+/// Another BatchJob whose outputs are this job's input.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchJobSource {
+    /// Name of the upstream BatchJob (same namespace).
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Items per chunk message (1-1000). Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_items_per_chunk: Option<u32>,
+}
+
+/// The work queue: created by the operator unless named.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSpec {
+    /// Use this existing queue (by name) instead of creating one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_-]{1,80}$')").message("queue.name must be an SQS queue name (1-80 letters, digits, hyphens, underscores)"))]
+    pub name: Option<String>,
+    /// Deliveries of a message before it is dead-lettered (1-1000).
+    /// Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_receive_count: Option<u32>,
+    /// Dead-letter queue name; `<queue>-dlq` (created) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_queue: Option<String>,
+    /// Visibility timeout of the queue in seconds (at least the handler's
+    /// timeout). Default: 6x the handler timeout, at least 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 43200))]
+    pub visibility_timeout_seconds: Option<u32>,
+}
+
+/// Worker count bounds and how fast it follows the backlog.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.minWorkers) || !has(self.maxWorkers) || self.minWorkers <= self.maxWorkers").message("scaling.minWorkers must not exceed scaling.maxWorkers"))]
+pub struct ScalingSpec {
+    /// Workers kept even with an empty queue (0 allowed). Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_workers: Option<i32>,
+    /// Upper bound of workers. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_workers: Option<i32>,
+    /// Backlog (visible + in flight messages) one worker is meant to
+    /// carry. Default: 10x the handler concurrency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub target_backlog_per_worker: Option<i32>,
+    /// Seconds the backlog must stay lower before workers are removed.
+    /// Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub scale_down_delay_seconds: Option<i32>,
+    /// Most workers added or removed in one step. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_step: Option<i32>,
+}
+
+/// The failure tolerance: the job is Failed once more chunks than this
+/// are dead-lettered. No tolerance when unset.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FailurePolicy {
+    /// Dead-lettered chunks tolerated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_failed_chunks: Option<i64>,
+    /// Dead-lettered chunks tolerated, in percent of all chunks (0-100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_failed_percent: Option<i32>,
+}
+
+/// Where outputs go.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputSpec {
+    /// Bucket name.
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$')").message("output.bucket must be an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)"))]
+    pub bucket: String,
+    /// Key prefix of outputs; the manifest is `<prefix>_shoal/manifest.json`.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// Lifecycle of a BatchJob.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum Phase {
+    /// Accepted; queue and workers being set up.
+    #[default]
+    Pending,
+    /// The source is being fanned out into chunks.
+    Splitting,
+    /// Every chunk is enqueued; workers are draining the queue.
+    Running,
+    /// Every chunk is accounted for within the failure tolerance.
+    Succeeded,
+    /// More chunks failed than tolerated, or the job cannot run.
+    Failed,
+}
+
+impl Phase {
+    /// Whether the job is over.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+/// Chunk counts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkCounts {
+    /// Chunks enqueued (the final total once splitting is done).
+    pub total: i64,
+    /// Chunks done.
+    pub succeeded: i64,
+    /// Chunks dead-lettered (failed for good).
+    pub dead_lettered: i64,
+    /// Chunks received by a worker and not settled yet.
+    pub in_flight: i64,
+    /// Chunks waiting in the queue.
+    pub visible: i64,
+}
+
+/// Where fan-out stopped: resuming from here never enqueues a chunk twice.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SplitCheckpoint {
+    /// Last source key of the last enqueued chunk; listing resumes after
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_key: Option<String>,
+    /// Chunks enqueued so far (the next chunk's index).
+    pub chunks: i64,
+    /// Items enqueued so far.
+    pub items: i64,
+    /// Whether the whole source is enqueued.
+    pub done: bool,
+}
+
+/// Observed state, written by the operator only.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchJobStatus {
+    /// Lifecycle phase.
+    #[serde(default)]
+    pub phase: Phase,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The work queue's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_url: Option<String>,
+    /// The dead-letter queue's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_queue_url: Option<String>,
+    /// Fan-out progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitCheckpoint>,
+    /// Chunk counts.
+    #[serde(default)]
+    pub chunks: ChunkCounts,
+    /// Workers the operator asks for.
+    #[serde(default)]
+    pub desired_workers: i32,
+    /// Workers ready.
+    #[serde(default)]
+    pub ready_workers: i32,
+    /// Since when the backlog has wanted fewer workers (scale-down delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_since: Option<Time>,
+    /// When the job started running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the job succeeded or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Ready, Split, Complete, Failed conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The CRD as YAML, exactly what `crds/batchjob.yaml` holds.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    let yaml = serde_yaml::to_string(&BatchJob::crd())?;
+    Ok(format!(
+        "# Generated by `shoal-operator crd` from operator/src/crd.rs: do not edit.\n{yaml}"
+    ))
+}

@@ -1,0 +1,409 @@
+//! The worker Deployment of a BatchJob, built from the BatchJob alone (no
+//! API calls), so every field is unit-tested.
+//!
+//! The pods run the handler image with `worker` appended to its arguments
+//! and are configured through the same `SHOAL_*` variables as the CLI. They
+//! run under the `restricted` Pod Security Standard: non-root, read-only
+//! root filesystem (an `emptyDir` at `/tmp`), no privilege escalation, all
+//! capabilities dropped, seccomp `RuntimeDefault`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{BatchJob, MIB_PER_CPU};
+
+/// Port of `/metrics`, `/healthz` and `/readyz` in worker pods.
+pub const METRICS_PORT: i32 = 9090;
+/// Label naming the BatchJob a worker belongs to.
+pub const JOB_LABEL: &str = "shoal.dev/batchjob";
+/// Name of the worker container.
+pub const CONTAINER: &str = "worker";
+
+/// Defaults of the handler spec.
+pub const DEFAULT_MEMORY_MIB: u32 = 1024;
+/// Per-item timeout when the spec sets none.
+pub const DEFAULT_TIMEOUT_SECONDS: u32 = 60;
+/// Items one worker runs at once when the spec sets none.
+pub const DEFAULT_CONCURRENCY: u32 = 1;
+
+/// Name of the worker Deployment of `job`.
+pub fn deployment_name(job: &BatchJob) -> String {
+    format!("{}-workers", job.name_any())
+}
+
+/// Labels of the worker pods (also the Deployment's selector).
+pub fn selector_labels(job: &BatchJob) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "shoal-worker".to_owned(),
+        ),
+        (JOB_LABEL.to_owned(), job.name_any()),
+    ])
+}
+
+/// CPU for `memory_mib`, as Lambda allots it (1,769 MiB = 1 CPU), in
+/// millicores, at least 50m.
+pub fn cpu_millis(memory_mib: u32) -> u32 {
+    let millis = (u64::from(memory_mib) * 1000).div_ceil(u64::from(MIB_PER_CPU));
+    u32::try_from(millis).unwrap_or(u32::MAX).max(50)
+}
+
+/// Where the worker finds its queue and output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wiring {
+    /// URL of the work queue.
+    pub queue_url: String,
+    /// `s3://bucket/prefix` of outputs, if any.
+    pub output: Option<String>,
+    /// Replicas to run.
+    pub replicas: i32,
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+/// The worker Deployment, owned by `job` (garbage-collected with it).
+pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
+    let handler = &job.spec.handler;
+    let memory = handler.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
+    let timeout = handler.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS);
+    let concurrency = handler.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+    // In-flight items get their full timeout after SIGTERM, plus time to
+    // settle; Kubernetes waits a little longer before SIGKILL.
+    let shutdown_grace = i64::from(timeout) + 5;
+    let termination_grace = shutdown_grace + 10;
+
+    let labels = selector_labels(job);
+    let mut env_vars = vec![
+        env("SHOAL_QUEUE", wiring.queue_url.clone()),
+        env("SHOAL_CONCURRENCY", concurrency.to_string()),
+        env("SHOAL_TIMEOUT", timeout.to_string()),
+        env("SHOAL_MEMORY_MIB", memory.to_string()),
+        env("SHOAL_FUNCTION_NAME", job.name_any()),
+        env("SHOAL_METRICS_ADDR", format!("0.0.0.0:{METRICS_PORT}")),
+        env("SHOAL_SHUTDOWN_GRACE", shutdown_grace.to_string()),
+        env("SHOAL_LOG_FORMAT", "json"),
+    ];
+    if let Some(output) = &wiring.output {
+        env_vars.push(env("SHOAL_OUTPUT", output.clone()));
+    }
+    // The user's variables come last: they may override any of ours.
+    env_vars.extend(handler.env.iter().cloned());
+
+    let mut args = handler.args.clone();
+    args.push("worker".to_owned());
+
+    let memory_quantity = Quantity(format!("{memory}Mi"));
+    let cpu_quantity = Quantity(format!("{}m", cpu_millis(memory)));
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(METRICS_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    };
+
+    let container = Container {
+        name: CONTAINER.to_owned(),
+        image: Some(handler.image.clone()),
+        command: (!handler.command.is_empty()).then(|| handler.command.clone()),
+        args: Some(args),
+        env: Some(env_vars),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".to_owned()),
+            container_port: METRICS_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), cpu_quantity.clone()),
+                ("memory".to_owned(), memory_quantity.clone()),
+            ])),
+            limits: Some(BTreeMap::from([
+                ("cpu".to_owned(), cpu_quantity),
+                ("memory".to_owned(), memory_quantity),
+            ])),
+            ..ResourceRequirements::default()
+        }),
+        liveness_probe: Some(probe("/healthz", 10)),
+        readiness_probe: Some(probe("/readyz", 5)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+
+    let pod = PodSpec {
+        containers: vec![container],
+        service_account_name: handler.service_account_name.clone(),
+        termination_grace_period_seconds: Some(termination_grace),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            run_as_group: Some(65532),
+            fs_group: Some(65532),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
+            ..PodSecurityContext::default()
+        }),
+        volumes: Some(vec![Volume {
+            name: "tmp".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        }]),
+        ..PodSpec::default()
+    };
+
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(deployment_name(job)),
+            namespace: job.namespace(),
+            labels: Some(labels.clone()),
+            owner_references: job.controller_owner_ref(&()).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(wiring.replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                match_expressions: None,
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: None,
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(BTreeMap::from([
+                        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+                        ("prometheus.io/port".to_owned(), METRICS_PORT.to_string()),
+                    ])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        reason = "test code: a panic is how a test reports failure"
+    )]
+
+    use super::*;
+    use crate::crd::{BatchJobSpec, HandlerSpec, SourceSpec, SqsSource};
+
+    fn job() -> BatchJob {
+        let mut job = BatchJob::new(
+            "thumbs",
+            BatchJobSpec {
+                handler: HandlerSpec {
+                    image: "ghcr.io/acme/thumbnail:1.0".into(),
+                    command: vec![],
+                    args: vec!["--verbose".into()],
+                    env: vec![env("SHOAL_TIMEOUT", "5"), env("RUST_LOG", "debug")],
+                    memory_mib: Some(3538),
+                    timeout_seconds: Some(120),
+                    concurrency: Some(4),
+                    service_account_name: Some("thumbs-s3".into()),
+                },
+                source: SourceSpec {
+                    sqs: Some(SqsSource {
+                        queue_url: "http://127.0.0.1:9324/000000000000/jobs".into(),
+                    }),
+                    ..SourceSpec::default()
+                },
+                queue: None,
+                scaling: None,
+                failure_policy: None,
+                output: None,
+                ttl_seconds_after_finished: None,
+            },
+        );
+        job.metadata.namespace = Some("media".into());
+        job.metadata.uid = Some("0c3d1d8e-5b43-4d38-9d0e-3f0e1c8f4a11".into());
+        job
+    }
+
+    fn wiring() -> Wiring {
+        Wiring {
+            queue_url: "http://127.0.0.1:9324/000000000000/jobs".into(),
+            output: Some("s3://thumbs/out/".into()),
+            replicas: 3,
+        }
+    }
+
+    fn container(d: &Deployment) -> &Container {
+        &d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+    }
+
+    fn env_value<'a>(c: &'a Container, name: &str) -> Vec<&'a str> {
+        c.env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|e| e.name == name)
+            .filter_map(|e| e.value.as_deref())
+            .collect()
+    }
+
+    #[test]
+    fn owned_by_the_job_in_its_namespace_with_stable_labels() {
+        let d = deployment(&job(), &wiring());
+        assert_eq!(d.metadata.name.as_deref(), Some("thumbs-workers"));
+        assert_eq!(d.metadata.namespace.as_deref(), Some("media"));
+        let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("BatchJob", "thumbs")
+        );
+        assert_eq!(owner.controller, Some(true));
+        let spec = d.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        let selector = spec.selector.match_labels.as_ref().unwrap();
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(selector, pod_labels);
+        assert_eq!(selector.get(JOB_LABEL).map(String::as_str), Some("thumbs"));
+    }
+
+    #[test]
+    fn worker_command_and_configuration() {
+        let d = deployment(&job(), &wiring());
+        let c = container(&d);
+        assert_eq!(c.image.as_deref(), Some("ghcr.io/acme/thumbnail:1.0"));
+        assert_eq!(c.command, None, "the image's entrypoint");
+        assert_eq!(c.args.as_ref().unwrap(), &["--verbose", "worker"]);
+        assert_eq!(
+            env_value(c, "SHOAL_QUEUE"),
+            ["http://127.0.0.1:9324/000000000000/jobs"]
+        );
+        assert_eq!(env_value(c, "SHOAL_OUTPUT"), ["s3://thumbs/out/"]);
+        assert_eq!(env_value(c, "SHOAL_CONCURRENCY"), ["4"]);
+        assert_eq!(env_value(c, "SHOAL_MEMORY_MIB"), ["3538"]);
+        // The user's value comes after the operator's, so it wins.
+        assert_eq!(env_value(c, "SHOAL_TIMEOUT"), ["120", "5"]);
+        assert_eq!(env_value(c, "RUST_LOG"), ["debug"]);
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("thumbs-s3"));
+    }
+
+    #[test]
+    fn resources_follow_memory_as_on_lambda() {
+        assert_eq!(cpu_millis(1769), 1000);
+        assert_eq!(cpu_millis(3538), 2000);
+        assert_eq!(cpu_millis(1024), 579);
+        assert_eq!(cpu_millis(128), 73);
+        let d = deployment(&job(), &wiring());
+        let resources = container(&d).resources.as_ref().unwrap();
+        for set in [
+            resources.limits.as_ref().unwrap(),
+            resources.requests.as_ref().unwrap(),
+        ] {
+            assert_eq!(set["memory"], Quantity("3538Mi".into()));
+            assert_eq!(set["cpu"], Quantity("2000m".into()));
+        }
+    }
+
+    #[test]
+    fn restricted_security_probes_metrics_and_grace() {
+        let d = deployment(&job(), &wiring());
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let c = &pod.containers[0];
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
+            &["ALL"]
+        );
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        let ready = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(ready.path.as_deref(), Some("/readyz"));
+        assert_eq!(ready.port, IntOrString::Int(METRICS_PORT));
+        let live = c
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(live.path.as_deref(), Some("/healthz"));
+        assert_eq!(c.ports.as_ref().unwrap()[0].container_port, METRICS_PORT);
+        assert_eq!(env_value(c, "SHOAL_METRICS_ADDR"), ["0.0.0.0:9090"]);
+        // Grace covers a full item timeout plus settling.
+        assert!(pod.termination_grace_period_seconds.unwrap() >= 120 + 5);
+        assert_eq!(env_value(c, "SHOAL_SHUTDOWN_GRACE"), ["125"]);
+    }
+}

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Builds the Kubernetes test bed from Go modules, once per version, into
+# $SHOAL_CACHE/tools (outside the clone):
+#   kube-apiserver, kubectl  k8s.io/kubernetes at $KUBERNETES_VERSION, with
+#                            every staging module pinned by a replace line and
+#                            the version stamped so /version is real
+#   etcd                     go.etcd.io/etcd/server/v3 at $ETCD_VERSION
+#                            (>= 3.5.13: watch progress notifications)
+# No kubelet, no container runtime: pods never run on the test machine.
+# Sourced by install-test-deps.sh; exports SHOAL_KUBE_APISERVER,
+# SHOAL_KUBECTL and SHOAL_ETCD.
+set -euo pipefail
+
+SHOAL_CACHE="${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}"
+KUBERNETES_VERSION=1.34.4
+ETCD_VERSION=3.6.16
+
+# Staging modules of k8s.io/kubernetes 1.34; each is published as v0.34.x.
+K8S_STAGING=(api apiextensions-apiserver apimachinery apiserver cli-runtime
+  client-go cloud-provider cluster-bootstrap code-generator component-base
+  component-helpers controller-manager cri-api cri-client csi-translation-lib
+  dynamic-resource-allocation endpointslice externaljwt kms kube-aggregator
+  kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics
+  mount-utils pod-security-admission sample-apiserver sample-cli-plugin
+  sample-controller)
+
+k8s_bin="$SHOAL_CACHE/tools/kubernetes-v$KUBERNETES_VERSION/bin"
+if [ ! -x "$k8s_bin/kube-apiserver" ] || [ ! -x "$k8s_bin/kubectl" ]; then
+  echo "building kube-apiserver and kubectl v$KUBERNETES_VERSION into $k8s_bin (takes a while once)"
+  mod_dir="$(mktemp -d)"
+  staging_version="v0.${KUBERNETES_VERSION#1.}"
+  {
+    echo "module shoal.dev/k8s-tools"
+    echo
+    echo "go 1.24"
+    echo
+    echo "replace ("
+    for m in "${K8S_STAGING[@]}"; do
+      echo "	k8s.io/$m => k8s.io/$m $staging_version"
+    done
+    echo ")"
+  } >"$mod_dir/go.mod"
+  ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags="$ldflags -X $pkg.gitVersion=v$KUBERNETES_VERSION"
+    ldflags="$ldflags -X $pkg.gitMajor=1 -X $pkg.gitMinor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2)"
+    ldflags="$ldflags -X $pkg.gitTreeState=clean"
+  done
+  (
+    cd "$mod_dir"
+    GOFLAGS=-mod=mod go get "k8s.io/kubernetes@v$KUBERNETES_VERSION" \
+      "k8s.io/kubernetes/cmd/kube-apiserver@v$KUBERNETES_VERSION" \
+      "k8s.io/kubernetes/cmd/kubectl@v$KUBERNETES_VERSION" >/dev/null 2>&1 ||
+      GOFLAGS=-mod=mod go get "k8s.io/kubernetes@v$KUBERNETES_VERSION"
+    mkdir -p "$k8s_bin.tmp"
+    # One link at a time: the linker wants several GB.
+    GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$k8s_bin.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+    GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$k8s_bin.tmp/kubectl" k8s.io/kubernetes/cmd/kubectl
+  )
+  rm -rf "$k8s_bin" "$mod_dir"
+  mv "$k8s_bin.tmp" "$k8s_bin"
+fi
+export SHOAL_KUBE_APISERVER="$k8s_bin/kube-apiserver"
+export SHOAL_KUBECTL="$k8s_bin/kubectl"
+
+etcd_bin="$SHOAL_CACHE/tools/etcd-v$ETCD_VERSION/bin"
+if [ ! -x "$etcd_bin/etcd" ]; then
+  echo "building etcd v$ETCD_VERSION into $etcd_bin"
+  mod_dir="$(mktemp -d)"
+  cat >"$mod_dir/go.mod" <<GOMOD
+module shoal.dev/etcd
+
+go 1.24
+GOMOD
+  cat >"$mod_dir/main.go" <<'GO'
+// etcd's own main, built from its server module.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  (
+    cd "$mod_dir"
+    GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >/dev/null
+    mkdir -p "$etcd_bin.tmp"
+    GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$etcd_bin.tmp/etcd" .
+  )
+  rm -rf "$etcd_bin" "$mod_dir"
+  mv "$etcd_bin.tmp" "$etcd_bin"
+fi
+export SHOAL_ETCD="$etcd_bin/etcd"

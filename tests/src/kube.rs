@@ -1,0 +1,251 @@
+//! A real Kubernetes control plane for tests: etcd and kube-apiserver
+//! (built from their Go modules by `scripts/k8s-tools.sh`) on free loopback
+//! ports, with data in a temp dir; stopped when the handle drops. There is
+//! no kubelet, scheduler or controller-manager: objects are stored and
+//! validated, pods never run.
+//!
+//! The test gets a kubeconfig (admin token, `system:masters`) of its own:
+//! nothing here reads or touches the kubeconfig of the machine.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::free_port;
+use crate::process::Proc;
+
+/// The admin's bearer token (test-only).
+const ADMIN_TOKEN: &str = "shoal-test-admin-token";
+
+fn tool_from_env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests through scripts/test-all.sh, which builds the Kubernetes test bed")
+    })
+}
+
+fn wait_for_port(port: u16, what: &str, log: &Proc) {
+    crate::wait_for_port(port, what, Duration::from_secs(60), || log.log_text());
+}
+
+/// A running etcd + kube-apiserver pair.
+pub struct ControlPlane {
+    // Dropped in field order: the API server before etcd.
+    apiserver: Proc,
+    _etcd: Proc,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    url: String,
+}
+
+impl ControlPlane {
+    /// Starts etcd and the API server and waits until `/readyz` answers.
+    pub fn start() -> Self {
+        let etcd_bin = tool_from_env("SHOAL_ETCD");
+        let apiserver_bin = tool_from_env("SHOAL_KUBE_APISERVER");
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let root = dir.path();
+
+        let client = free_port();
+        let peer = free_port();
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let etcd = Proc::spawn(
+            &etcd_bin,
+            &[
+                "--data-dir",
+                &root.join("etcd").to_string_lossy(),
+                "--listen-client-urls",
+                &client_url,
+                "--advertise-client-urls",
+                &client_url,
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+                "--initial-cluster",
+                &format!("default={peer_url}"),
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+            &[],
+            &root.join("etcd.log"),
+        );
+        wait_for_port(client, "etcd", &etcd);
+
+        // Service account signing keys and the admin token.
+        let key = root.join("sa.key");
+        let public = root.join("sa.pub");
+        run_ok(
+            Command::new("openssl")
+                .args(["genrsa", "-out"])
+                .arg(&key)
+                .arg("2048"),
+        );
+        run_ok(
+            Command::new("openssl")
+                .args(["rsa", "-pubout", "-in"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&public),
+        );
+        let tokens = root.join("tokens.csv");
+        write(
+            &tokens,
+            &format!("{ADMIN_TOKEN},shoal-admin,1,\"system:masters\"\n"),
+        );
+
+        let port = free_port();
+        let apiserver = Proc::spawn(
+            &apiserver_bin,
+            &[
+                &format!("--etcd-servers={client_url}"),
+                &format!("--cert-dir={}", root.join("certs").display()),
+                &format!("--secure-port={port}"),
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                &format!("--service-account-key-file={}", public.display()),
+                &format!("--service-account-signing-key-file={}", key.display()),
+                &format!("--token-auth-file={}", tokens.display()),
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                "--disable-admission-plugins=ServiceAccount",
+                "--enable-priority-and-fairness=false",
+                "--v=1",
+            ],
+            &[],
+            &root.join("kube-apiserver.log"),
+        );
+        wait_for_port(port, "kube-apiserver", &apiserver);
+        let url = format!("https://127.0.0.1:{port}");
+        let kubeconfig = root.join("kubeconfig");
+        write(
+            &kubeconfig,
+            &format!(
+                "apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster:
+    server: {url}
+    insecure-skip-tls-verify: true
+users:
+- name: admin
+  user:
+    token: {ADMIN_TOKEN}
+contexts:
+- name: test
+  context:
+    cluster: test
+    user: admin
+    namespace: default
+current-context: test
+"
+            ),
+        );
+        let plane = Self {
+            apiserver,
+            _etcd: etcd,
+            dir,
+            kubeconfig,
+            url,
+        };
+        let started = Instant::now();
+        loop {
+            let out = plane.kubectl_output(&["get", "--raw", "/readyz"]);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "kube-apiserver not ready: {}\nlog:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                plane.apiserver.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        plane
+    }
+
+    /// The kubeconfig file of the admin user.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A scratch folder that lives as long as the control plane.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs kubectl against this control plane; returns its output whatever
+    /// the exit status.
+    pub fn kubectl_output(&self, args: &[&str]) -> Output {
+        self.kubectl_with_input(args, None)
+    }
+
+    /// kubectl with `input` on its standard input.
+    pub fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
+        use std::io::Write;
+        let kubectl = tool_from_env("SHOAL_KUBECTL");
+        let mut child = Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {kubectl}: {e}"));
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin
+                .write_all(text.as_bytes())
+                .unwrap_or_else(|e| panic!("kubectl stdin: {e}"));
+        }
+        child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+    }
+
+    /// Runs kubectl and panics unless it succeeds; returns its stdout.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = self.kubectl_output(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What the API server logged so far.
+    pub fn apiserver_log(&self) -> String {
+        self.apiserver.log_text()
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+fn run_ok(command: &mut Command) {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,261 @@
+//! The BatchJob CRD on a real kube-apiserver (with etcd, built from their Go
+//! modules by the test command): it installs, every example in
+//! `examples/batchjobs/` is accepted, and BatchJobs that make no sense are
+//! refused by the API server with a message a person understands.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test reports failure"
+)]
+
+use std::path::PathBuf;
+
+use shoal_operator::crd::BatchJob;
+use shoal_operator::workload::{self, Wiring};
+use shoal_tests::kube::ControlPlane;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn install_crd(plane: &ControlPlane) {
+    let crd = repo().join("crds/batchjob.yaml");
+    plane.kubectl(&["apply", "--server-side", "-f", &crd.to_string_lossy()]);
+    plane.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/batchjobs.shoal.dev",
+    ]);
+}
+
+/// A valid BatchJob's YAML with `spec` replaced.
+fn batchjob(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: {name}
+spec:
+{spec}"
+    )
+}
+
+const HANDLER: &str = "  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+";
+const S3_SOURCE: &str = "  source:
+    s3:
+      bucket: photos
+      prefix: incoming/
+";
+const OUTPUT: &str = "  output:
+    bucket: photos
+    prefix: thumbs/
+";
+
+/// Applies `yaml` and returns the refusal; panics if it was accepted.
+fn refused(plane: &ControlPlane, yaml: &str) -> String {
+    let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(yaml));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "accepted, but should have been refused:\n{yaml}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
+#[test]
+fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
+    let plane = ControlPlane::start();
+    install_crd(&plane);
+
+    // The short name and printer columns work.
+    for example in ["thumbnails-from-s3", "existing-queue", "pipeline"] {
+        let path = repo().join(format!("examples/batchjobs/{example}.yaml"));
+        plane.kubectl(&["apply", "-f", &path.to_string_lossy()]);
+    }
+    let listed = plane.kubectl(&["get", "bj"]);
+    for column in ["NAME", "PHASE", "DONE", "TOTAL", "FAILED", "WORKERS", "AGE"] {
+        assert!(listed.contains(column), "{listed}");
+    }
+    for name in ["thumbnails", "uploads", "thumbnail-index"] {
+        assert!(listed.contains(name), "{listed}");
+    }
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "no source",
+            batchjob("no-source", &format!("{HANDLER}  source: {{}}\n")),
+            "source must name exactly one of sqs, s3 or batchJob",
+        ),
+        (
+            "two sources",
+            batchjob(
+                "two-sources",
+                &format!(
+                    "{HANDLER}{S3_SOURCE}    sqs:\n      queueUrl: https://sqs.eu-west-1.amazonaws.com/1/q\n{OUTPUT}"
+                ),
+            ),
+            "source must name exactly one of sqs, s3 or batchJob",
+        ),
+        (
+            "min above max",
+            batchjob(
+                "min-above-max",
+                &format!(
+                    "{HANDLER}{S3_SOURCE}{OUTPUT}  scaling:\n    minWorkers: 5\n    maxWorkers: 2\n"
+                ),
+            ),
+            "scaling.minWorkers must not exceed scaling.maxWorkers",
+        ),
+        (
+            "visibility shorter than the timeout",
+            batchjob(
+                "short-visibility",
+                &format!(
+                    "  handler:\n    image: x\n    timeoutSeconds: 300\n{S3_SOURCE}{OUTPUT}  queue:\n    visibilityTimeoutSeconds: 60\n"
+                ),
+            ),
+            "queue.visibilityTimeoutSeconds must be at least handler.timeoutSeconds",
+        ),
+        (
+            "memory below Lambda's minimum",
+            batchjob(
+                "tiny-memory",
+                &format!("  handler:\n    image: x\n    memoryMiB: 64\n{S3_SOURCE}{OUTPUT}"),
+            ),
+            "spec.handler.memoryMiB: Invalid value: 64: spec.handler.memoryMiB in body should be greater than or equal to 128",
+        ),
+        (
+            "timeout above Lambda's maximum",
+            batchjob(
+                "long-timeout",
+                &format!("  handler:\n    image: x\n    timeoutSeconds: 901\n{S3_SOURCE}{OUTPUT}"),
+            ),
+            "spec.handler.timeoutSeconds in body should be less than or equal to 900",
+        ),
+        (
+            "bucket name",
+            batchjob(
+                "bad-bucket",
+                &format!("{HANDLER}  source:\n    s3:\n      bucket: My_Photos\n{OUTPUT}"),
+            ),
+            "source.s3.bucket must be an S3 bucket name",
+        ),
+        (
+            "queue name with an existing queue",
+            batchjob(
+                "sqs-and-queue-name",
+                &format!(
+                    "{HANDLER}  source:\n    sqs:\n      queueUrl: https://sqs.eu-west-1.amazonaws.com/1/q\n  queue:\n    name: other\n"
+                ),
+            ),
+            "source.sqs consumes an existing queue: leave queue.name unset",
+        ),
+        (
+            "s3 source without output",
+            batchjob("no-output", &format!("{HANDLER}{S3_SOURCE}")),
+            "an s3 source needs an output: set output.bucket",
+        ),
+        (
+            "empty image",
+            batchjob(
+                "no-image",
+                &format!("  handler:\n    image: \"\"\n{S3_SOURCE}{OUTPUT}"),
+            ),
+            "spec.handler.image in body should be at least 1 chars long",
+        ),
+        (
+            "queue URL",
+            batchjob(
+                "bad-queue-url",
+                &format!("{HANDLER}  source:\n    sqs:\n      queueUrl: photo-uploads\n"),
+            ),
+            "source.sqs.queueUrl must be a queue URL",
+        ),
+        (
+            "no handler",
+            batchjob("no-handler", &format!("{S3_SOURCE}{OUTPUT}")),
+            "spec.handler: Required value",
+        ),
+    ];
+    for (what, yaml, expected) in &cases {
+        let refusal = refused(&plane, yaml);
+        assert!(
+            refusal.contains(expected),
+            "{what}: expected {expected:?} in:\n{refusal}"
+        );
+    }
+
+    // The source of an existing BatchJob cannot change.
+    let moved = batchjob(
+        "thumbnails",
+        &format!(
+            "  handler:\n    image: ghcr.io/shoal-dev/thumbnail:0.1.0\n  source:\n    s3:\n      bucket: photos\n      prefix: elsewhere/\n{OUTPUT}"
+        ),
+    );
+    let refusal = refused(&plane, &moved);
+    assert!(
+        refusal.contains("source is immutable: create a new BatchJob"),
+        "{refusal}"
+    );
+}
+
+#[test]
+fn the_worker_deployment_passes_the_restricted_pod_security_standard() {
+    let plane = ControlPlane::start();
+    install_crd(&plane);
+    plane.kubectl(&["create", "namespace", "media"]);
+    plane.kubectl(&[
+        "label",
+        "namespace",
+        "media",
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/warn=restricted",
+    ]);
+    let example = repo().join("examples/batchjobs/thumbnails-from-s3.yaml");
+    plane.kubectl(&["apply", "-n", "media", "-f", &example.to_string_lossy()]);
+    // The BatchJob as stored (with its uid, for the owner reference).
+    let stored = plane.kubectl(&["get", "-n", "media", "bj", "thumbnails", "-o", "json"]);
+    let job: BatchJob = serde_json::from_str(&stored).unwrap();
+    let wiring = Wiring {
+        queue_url: "http://127.0.0.1:9324/000000000000/thumbnails".into(),
+        output: Some("s3://photos/thumbs/".into()),
+        replicas: 2,
+    };
+    let deployment = serde_json::to_string(&workload::deployment(&job, &wiring)).unwrap();
+    let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(&deployment));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("Warning"),
+        "the API server warned about the pod template:\n{stderr}"
+    );
+    // Stored as built: owner, replicas, resources.
+    let stored = plane.kubectl(&[
+        "get",
+        "-n",
+        "media",
+        "deployment",
+        "thumbnails-workers",
+        "-o",
+        "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name} {.spec.replicas} {.spec.template.spec.containers[0].resources.limits.cpu} {.spec.template.spec.containers[0].resources.limits.memory}",
+    ]);
+    assert_eq!(stored, "BatchJob/thumbnails 2 1 1769Mi");
+}
+
+#[test]
+fn committed_crd_matches_the_rust_types() {
+    let committed = std::fs::read_to_string(repo().join("crds/batchjob.yaml")).unwrap();
+    let generated = shoal_operator::crd::crd_yaml().unwrap();
+    assert!(
+        committed == generated,
+        "crds/batchjob.yaml is stale: run `cargo run -p shoal-operator -- crd > crds/batchjob.yaml`"
+    );
+}
