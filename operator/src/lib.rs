@@ -6,7 +6,16 @@
 //! - [`crd`]: the resource types, the single source of the CRD schema.
 //! - [`workload`]: the worker Deployment built from a BatchJob.
 //! - [`scaling`]: replicas from the queue backlog.
+//! - [`controller`]: the reconciler (the only part that calls the API
+//!   server, with [`sqs`] for the backlog).
 
+pub mod cli;
+pub mod controller;
 pub mod crd;
+pub mod error;
+pub mod fanout;
+pub mod s3;
 pub mod scaling;
+pub mod split;
+pub mod sqs;
 pub mod workload;

@@ -229,6 +229,29 @@ current-context: test
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Applies the BatchJob CRD from `crds/` and waits until it is served.
+    pub fn install_crds(&self) {
+        let crd = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds/batchjob.yaml");
+        self.kubectl(&["apply", "--server-side", "-f", &crd.to_string_lossy()]);
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/batchjobs.shoal.dev",
+        ]);
+    }
+
+    /// `kubectl get` with a JSONPath template; empty when the object does
+    /// not exist (yet).
+    pub fn jsonpath(&self, resource: &[&str], template: &str) -> String {
+        let mut args = vec!["get"];
+        args.extend_from_slice(resource);
+        let output = format!("jsonpath={template}");
+        args.extend(["-o", output.as_str(), "--ignore-not-found"]);
+        let out = self.kubectl_output(&args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// What the API server logged so far.
     pub fn apiserver_log(&self) -> String {
         self.apiserver.log_text()

@@ -51,3 +51,25 @@ pub fn wait_for_port(port: u16, what: &str, limit: Duration, log: impl Fn() -> S
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Polls `probe` until it returns `Some`, for at most `limit`; then panics
+/// with `what` and the last text `context` gives.
+pub fn wait_until<T>(
+    limit: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what}: not within {limit:?}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

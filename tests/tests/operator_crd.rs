@@ -22,17 +22,6 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-fn install_crd(plane: &ControlPlane) {
-    let crd = repo().join("crds/batchjob.yaml");
-    plane.kubectl(&["apply", "--server-side", "-f", &crd.to_string_lossy()]);
-    plane.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/batchjobs.shoal.dev",
-    ]);
-}
-
 /// A valid BatchJob's YAML with `spec` replaced.
 fn batchjob(name: &str, spec: &str) -> String {
     format!(
@@ -73,7 +62,7 @@ fn refused(plane: &ControlPlane, yaml: &str) -> String {
 #[test]
 fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
     let plane = ControlPlane::start();
-    install_crd(&plane);
+    plane.install_crds();
 
     // The short name and printer columns work.
     for example in ["thumbnails-from-s3", "existing-queue", "pipeline"] {
@@ -210,7 +199,7 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
 #[test]
 fn the_worker_deployment_passes_the_restricted_pod_security_standard() {
     let plane = ControlPlane::start();
-    install_crd(&plane);
+    plane.install_crds();
     plane.kubectl(&["create", "namespace", "media"]);
     plane.kubectl(&[
         "label",

@@ -1,0 +1,94 @@
+//! The fan-out step of a BatchJob with an S3 source: list, cut, send,
+//! checkpoint.
+//!
+//! Contract: chunks are sent in `SendMessageBatch`es of 10, and after each
+//! batch the checkpoint (last key of the last chunk sent, chunks and items
+//! so far) is written to the BatchJob's status. A restarted operator resumes
+//! after the checkpoint and cuts exactly the chunks it would have cut (see
+//! [`crate::split`]), so everything before the checkpoint is enqueued once.
+//! The one batch in flight when an operator dies — sent, not yet
+//! checkpointed — is sent again; outputs are keyed by input, so its items
+//! are at worst processed twice, never lost.
+
+use crate::crd::{S3Source, SplitCheckpoint};
+use crate::error::Result;
+use crate::s3::S3;
+use crate::split::{self, Limits, Listed};
+use crate::sqs::Sqs;
+
+/// Default bytes per chunk: 64 MiB.
+pub const DEFAULT_MAX_BYTES: i64 = 64 << 20;
+/// Default objects per chunk.
+pub const DEFAULT_MAX_ITEMS: u32 = 10;
+
+/// Chunk limits of `source`, with defaults.
+pub fn limits(source: &S3Source) -> Limits {
+    Limits {
+        max_items: usize::try_from(source.max_items_per_chunk.unwrap_or(DEFAULT_MAX_ITEMS))
+            .unwrap_or(1),
+        max_bytes: source.max_bytes_per_chunk.unwrap_or(DEFAULT_MAX_BYTES),
+    }
+}
+
+/// Enqueues the next listing page's chunks; calls `checkpoint` after every
+/// batch sent (and once more when the source is exhausted) with the
+/// progress to persist. Returns the progress.
+pub async fn step<F, Fut>(
+    s3: &S3,
+    sqs: &Sqs,
+    queue_url: &str,
+    source: &S3Source,
+    from: SplitCheckpoint,
+    mut checkpoint: F,
+) -> Result<SplitCheckpoint>
+where
+    F: FnMut(SplitCheckpoint) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let limits = limits(source);
+    let mut progress = from;
+    // List until at least one whole chunk is cut or the listing ends.
+    let mut objects: Vec<Listed> = Vec::new();
+    let mut after = progress.after_key.clone();
+    let (chunks, last) = loop {
+        let page = s3
+            .list(&source.bucket, &source.prefix, after.as_deref())
+            .await?;
+        if let Some(tail) = page.objects.last() {
+            after = Some(tail.key.clone());
+        }
+        objects.extend(page.objects);
+        let last = !page.truncated;
+        let chunks = split::cut(&objects, limits, last);
+        if last || !chunks.is_empty() {
+            break (chunks, last);
+        }
+    };
+    for batch in chunks.chunks(10) {
+        let bodies: Vec<(String, String)> = batch
+            .iter()
+            .map(|objects| {
+                let chunk = split::chunk(&source.bucket, objects);
+                let body = serde_json::to_string(&chunk).unwrap_or_default();
+                (chunk.chunk_id, body)
+            })
+            .collect();
+        sqs.send_batch(queue_url, &bodies).await?;
+        progress.chunks += i64::try_from(batch.len()).unwrap_or(0);
+        progress.items += batch
+            .iter()
+            .map(|c| i64::try_from(c.len()).unwrap_or(0))
+            .sum::<i64>();
+        progress.after_key = batch
+            .last()
+            .and_then(|c| c.last())
+            .map(|o| o.key.clone())
+            .or(progress.after_key);
+        checkpoint(progress.clone()).await?;
+    }
+    if last {
+        progress.done = true;
+        checkpoint(progress.clone()).await?;
+    }
+    Ok(progress)
+}

@@ -1,0 +1,199 @@
+//! The operator's view of an SQS queue: its backlog, read with
+//! `GetQueueAttributes` (approximate counts, as every SQS scaler reads them).
+
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use crate::error::{Error, Result};
+
+/// Messages waiting and messages received but not yet deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    /// `ApproximateNumberOfMessages` plus `ApproximateNumberOfMessagesDelayed`
+    /// (waiting, now or after a retry delay).
+    pub visible: i64,
+    /// `ApproximateNumberOfMessagesNotVisible`.
+    pub in_flight: i64,
+}
+
+impl Backlog {
+    /// What the scaler counts: every message not yet done.
+    pub fn total(&self) -> i64 {
+        self.visible.saturating_add(self.in_flight)
+    }
+}
+
+/// An SQS client shared by every reconcile.
+#[derive(Debug, Clone)]
+pub struct Sqs {
+    client: aws_sdk_sqs::Client,
+}
+
+impl Sqs {
+    /// A client from the default AWS chain (environment, profile, IRSA).
+    pub async fn from_env() -> Self {
+        let config = aws_config::load_from_env().await;
+        Self {
+            client: aws_sdk_sqs::Client::new(&config),
+        }
+    }
+
+    /// The backlog of the queue at `url`.
+    pub async fn backlog(&self, url: &str) -> Result<Backlog> {
+        let answer = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| Error::Queue {
+                queue: url.to_owned(),
+                what: "reading the backlog",
+                reason: aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
+            })?;
+        let attributes = answer.attributes();
+        let count = |name: &QueueAttributeName| -> i64 {
+            attributes
+                .and_then(|a| a.get(name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(Backlog {
+            visible: count(&QueueAttributeName::ApproximateNumberOfMessages).saturating_add(count(
+                &QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+            )),
+            in_flight: count(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        })
+    }
+}
+
+/// Queues the operator creates for a BatchJob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queues {
+    /// The work queue.
+    pub url: String,
+    /// Its dead-letter queue.
+    pub dead_letter_url: String,
+}
+
+/// How to create the work queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Work queue name.
+    pub name: String,
+    /// Dead-letter queue name.
+    pub dead_letter_name: String,
+    /// Deliveries before a message is dead-lettered.
+    pub max_receive_count: u32,
+    /// Visibility timeout in seconds.
+    pub visibility_timeout: u32,
+}
+
+impl Sqs {
+    fn error(queue: &str, what: &'static str) -> impl FnOnce(String) -> Error {
+        let queue = queue.to_owned();
+        move |reason| Error::Queue {
+            queue,
+            what,
+            reason,
+        }
+    }
+
+    /// Creates the dead-letter queue and the work queue with its redrive
+    /// policy; returns both URLs. Idempotent: SQS answers an existing queue
+    /// with the same attributes with its URL.
+    pub async fn ensure_queues(&self, settings: &QueueSettings) -> Result<Queues> {
+        let dlq = self
+            .client
+            .create_queue()
+            .queue_name(&settings.dead_letter_name)
+            .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+            .send()
+            .await
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+            .map_err(Self::error(
+                &settings.dead_letter_name,
+                "creating the dead-letter queue",
+            ))?;
+        let dead_letter_url = dlq.queue_url().unwrap_or_default().to_owned();
+        let arn = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&dead_letter_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+            .map_err(Self::error(
+                &dead_letter_url,
+                "reading the dead-letter queue's ARN",
+            ))?
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+            .cloned()
+            .unwrap_or_default();
+        let redrive = serde_json::json!({
+            "deadLetterTargetArn": arn,
+            "maxReceiveCount": settings.max_receive_count.to_string(),
+        });
+        let queue = self
+            .client
+            .create_queue()
+            .queue_name(&settings.name)
+            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                settings.visibility_timeout.to_string(),
+            )
+            .send()
+            .await
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+            .map_err(Self::error(&settings.name, "creating the work queue"))?;
+        Ok(Queues {
+            url: queue.queue_url().unwrap_or_default().to_owned(),
+            dead_letter_url,
+        })
+    }
+
+    /// Sends `bodies` (at most 10) in one `SendMessageBatch`; fails unless
+    /// every one was accepted.
+    pub async fn send_batch(&self, url: &str, bodies: &[(String, String)]) -> Result<()> {
+        let entries = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, (_, body))| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(Self::error(url, "building a batch of chunks"))?;
+        let answer = self
+            .client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+            .map_err(Self::error(url, "sending chunks"))?;
+        if let Some(failed) = answer.failed().first() {
+            let index: usize = failed.id().parse().unwrap_or(0);
+            let chunk = bodies.get(index).map_or("?", |(id, _)| id.as_str());
+            return Err(Error::Queue {
+                queue: url.to_owned(),
+                what: "sending chunks",
+                reason: format!(
+                    "chunk {chunk} refused: {} ({})",
+                    failed.message().unwrap_or_default(),
+                    failed.code()
+                ),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! End to end: `kubectl apply` of a BatchJob with an S3 source against a
+//! real kube-apiserver, the operator running as a process, S3 on moto and
+//! SQS on ElasticMQ. There is no kubelet, so the test starts the workers
+//! itself from the Deployment the operator wrote: its pod template's
+//! command, args and environment (only the metrics port is changed, since
+//! the processes share one host). The BatchJob must reach Succeeded with
+//! every chunk accounted for and every thumbnail written.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test reports failure"
+)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+use shoal_tests::kube::ControlPlane;
+use shoal_tests::process::Proc;
+use shoal_tests::stack::{Stack, keys, tiny_jpeg, upload};
+use shoal_tests::{free_port, wait_until};
+
+const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
+const HANDLER: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");
+
+/// The worker processes a pod template describes, `count` of them.
+fn start_workers(plane: &ControlPlane, deployment: &str, count: usize) -> Vec<Proc> {
+    let json = plane.kubectl(&["get", "deployment", deployment, "-o", "json"]);
+    let deployment: Value = serde_json::from_str(&json).unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let command = strings(&container["command"]);
+    let args = strings(&container["args"]);
+    assert_eq!(command, [HANDLER], "the handler command of the BatchJob");
+    assert_eq!(args.last().map(String::as_str), Some("worker"));
+    let template_env: Vec<(String, String)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap().to_owned();
+            (name, e["value"].as_str().unwrap_or_default().to_owned())
+        })
+        .filter(|(k, _)| k != "SHOAL_METRICS_ADDR")
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (0..count)
+        .map(|n| {
+            let mut env: Vec<(&str, String)> = template_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            env.push(("SHOAL_METRICS_ADDR", format!("127.0.0.1:{}", free_port())));
+            Proc::spawn(
+                &command[0],
+                &args,
+                &env,
+                &plane.dir().join(format!("worker-{n}.log")),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batchjob_from_apply_to_succeeded() {
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    let stack = Stack::start();
+    for bucket in ["photos"] {
+        stack
+            .s3
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+    }
+    let photos: Vec<String> = (0..30)
+        .map(|n| format!("incoming/photo-{n:03}.jpg"))
+        .collect();
+    upload(&stack.s3, "photos", &photos, &tiny_jpeg()).await;
+
+    let env: String = stack
+        .env()
+        .iter()
+        .map(|(k, v)| format!("      - name: {k}\n        value: \"{v}\"\n"))
+        .collect();
+    let job = format!(
+        "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: thumbnails
+spec:
+  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+    command: [\"{HANDLER}\"]
+    timeoutSeconds: 30
+    concurrency: 2
+    env:
+{env}      - name: SHOAL_WAIT_TIME
+        value: \"1\"
+  source:
+    s3:
+      bucket: photos
+      prefix: incoming/
+      maxItemsPerChunk: 4
+  queue:
+    maxReceiveCount: 3
+  scaling:
+    maxWorkers: 2
+    targetBacklogPerWorker: 2
+    scaleDownDelaySeconds: 1
+  output:
+    bucket: photos
+    prefix: thumbs/
+"
+    );
+    let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(&job));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut operator_env = stack.env();
+    operator_env.push((
+        "KUBECONFIG",
+        plane.kubeconfig().to_string_lossy().into_owned(),
+    ));
+    let operator = Proc::spawn(
+        OPERATOR,
+        &["run"],
+        &operator_env,
+        &plane.dir().join("operator.log"),
+    );
+    let log = || operator.log_text();
+    let limit = Duration::from_secs(120);
+
+    // Split done: 30 photos in chunks of 4 → 8 chunks; 2 workers wanted.
+    let split = wait_until(
+        limit,
+        "fan-out done",
+        || {
+            let s = plane.jsonpath(
+                &["bj", "thumbnails"],
+                "{.status.split.done} {.status.split.chunks} {.status.split.items}",
+            );
+            (s.starts_with("true")).then_some(s)
+        },
+        log,
+    );
+    assert_eq!(split, "true 8 30");
+    let replicas = wait_until(
+        limit,
+        "workers wanted",
+        || {
+            let r: i64 = plane
+                .jsonpath(&["deployment", "thumbnails-workers"], "{.spec.replicas}")
+                .trim()
+                .parse()
+                .ok()?;
+            (r > 0).then_some(r)
+        },
+        log,
+    );
+    assert_eq!(replicas, 2, "8 chunks at 2 per worker, at most 2 workers");
+
+    let mut workers = start_workers(&plane, "thumbnails-workers", 2);
+    let worker_logs = |workers: &Vec<Proc>| {
+        workers
+            .iter()
+            .map(Proc::log_text)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    wait_until(
+        limit,
+        "BatchJob Succeeded",
+        || (plane.jsonpath(&["bj", "thumbnails"], "{.status.phase}") == "Succeeded").then_some(()),
+        || format!("{}\n{}", log(), worker_logs(&workers)),
+    );
+    let counts = plane.jsonpath(
+        &["bj", "thumbnails"],
+        "{.status.chunks.total} {.status.chunks.succeeded} {.status.chunks.deadLettered} {.status.desiredWorkers}",
+    );
+    assert_eq!(counts, "8 8 0 0");
+    let thumbs = keys(&stack.s3, "photos", "thumbs/").await;
+    assert_eq!(thumbs.len(), 30, "{thumbs:?}");
+    let table = plane.kubectl(&["get", "bj", "thumbnails"]);
+    assert!(table.contains("Succeeded"), "{table}");
+    // Shown with --nocapture; docs/operator.md quotes it.
+    println!("$ kubectl get bj thumbnails\n{table}");
+    println!(
+        "$ kubectl get deployment thumbnails-workers\n{}",
+        plane.kubectl(&["get", "deployment", "thumbnails-workers"])
+    );
+
+    for worker in &workers {
+        worker.signal("TERM");
+    }
+    for worker in &mut workers {
+        assert!(worker.wait(Duration::from_secs(30)).success());
+    }
+}

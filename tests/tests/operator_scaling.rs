@@ -1,0 +1,127 @@
+//! The operator against a real kube-apiserver and a real SQS server (moto):
+//! the worker Deployment's replicas follow the queue's backlog up, and back
+//! down to zero after the scale-down delay. No pod runs (there is no
+//! kubelet): the test reads the Deployment the operator wrote.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test reports failure"
+)]
+
+use std::time::Duration;
+
+use shoal_tests::kube::ControlPlane;
+use shoal_tests::moto::Moto;
+use shoal_tests::process::Proc;
+use shoal_tests::wait_until;
+
+const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
+
+fn replicas(plane: &ControlPlane) -> Option<i64> {
+    plane
+        .jsonpath(&["deployment", "uploads-workers"], "{.spec.replicas}")
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_follow_the_sqs_backlog_up_and_down_to_zero() {
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    let moto = Moto::start();
+    let sqs = moto.sqs();
+    let url = sqs
+        .create_queue()
+        .queue_name("uploads")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+
+    let job = format!(
+        "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: uploads
+spec:
+  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+    concurrency: 2
+  source:
+    sqs:
+      queueUrl: {url}
+  scaling:
+    minWorkers: 0
+    maxWorkers: 5
+    targetBacklogPerWorker: 10
+    scaleDownDelaySeconds: 2
+"
+    );
+    let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(&job));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut env = moto.env();
+    env.push((
+        "KUBECONFIG",
+        plane.kubeconfig().to_string_lossy().into_owned(),
+    ));
+    let operator = Proc::spawn(OPERATOR, &["run"], &env, &plane.dir().join("operator.log"));
+    let log = || operator.log_text();
+
+    // An empty queue and minWorkers 0: a Deployment with no replicas.
+    let limit = Duration::from_secs(60);
+    wait_until(
+        limit,
+        "deployment at 0 replicas",
+        || (replicas(&plane) == Some(0)).then_some(()),
+        log,
+    );
+    let template = plane.jsonpath(
+        &["deployment", "uploads-workers"],
+        "{.spec.template.spec.containers[0].env[?(@.name==\"SHOAL_QUEUE\")].value}",
+    );
+    assert_eq!(template, url);
+
+    // 35 messages, 10 per worker: 4 workers.
+    for n in 0..35 {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(format!("{{\"key\": \"photo-{n}.jpg\"}}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    wait_until(
+        limit,
+        "scaled up to 4",
+        || (replicas(&plane) == Some(4)).then_some(()),
+        log,
+    );
+    let status = plane.jsonpath(
+        &["bj", "uploads"],
+        "{.status.phase} {.status.desiredWorkers} {.status.chunks.visible}",
+    );
+    assert_eq!(status, "Running 4 35");
+
+    // The queue drains: back to zero once the delay has passed.
+    sqs.purge_queue().queue_url(&url).send().await.unwrap();
+    wait_until(
+        limit,
+        "scaled down to 0",
+        || (replicas(&plane) == Some(0)).then_some(()),
+        log,
+    );
+    let status = plane.jsonpath(
+        &["bj", "uploads"],
+        "{.status.desiredWorkers} {.status.chunks.visible}",
+    );
+    assert_eq!(status, "0 0");
+    assert!(log().contains("scaled workers"), "{}", log());
+}
