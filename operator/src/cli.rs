@@ -1,16 +1,67 @@
 //! The `shoal-operator` command line: `crd` prints the CRD; `run` runs the
 //! controller with the in-cluster or `KUBECONFIG` credentials and the
-//! default AWS chain.
+//! default AWS chain, serving `/metrics`, `/healthz` and `/readyz`.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use kube::Api;
 use tracing_subscriber::EnvFilter;
+
+use crate::http::{self, Health};
+use crate::leader::LeaseLock;
+use crate::metrics::Metrics;
+
+/// shoal's Kubernetes operator.
+#[derive(Debug, Parser)]
+#[command(name = "shoal-operator", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the BatchJob CustomResourceDefinition (YAML).
+    Crd,
+    /// Run the controller until SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Serve /metrics, /healthz and /readyz on this address.
+    #[arg(
+        long,
+        env = "SHOAL_OPERATOR_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_addr: SocketAddr,
+    /// Compete for a Lease and reconcile only while holding it (for more
+    /// than one replica).
+    #[arg(long, env = "SHOAL_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, env = "SHOAL_OPERATOR_LEASE", default_value = "shoal-operator")]
+    lease_name: String,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, env = "SHOAL_OPERATOR_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    lease_seconds: u64,
+}
 
 /// Runs the command named by the process arguments.
 pub fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
-        Some("crd") => match crate::crd::crd_yaml() {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => match crate::crd::crd_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
@@ -20,15 +71,39 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some("run") => run(),
-        _ => {
-            eprintln!("usage: shoal-operator crd | run");
-            ExitCode::from(2)
-        }
+        Command::Run(args) => run(args),
     }
 }
 
-fn run() -> ExitCode {
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// This replica's name in the Lease: the pod name, else host and pid.
+fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "shoal-operator".into());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let metrics_addr = args.metrics_addr;
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
@@ -44,6 +119,25 @@ fn run() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let metrics = match Metrics::new() {
+            Ok(m) => Arc::new(m),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register metrics");
+                return ExitCode::FAILURE;
+            }
+        };
+        let ready = Arc::new(AtomicBool::new(false));
+        let health = Health {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        };
+        let server = match http::serve(metrics_addr, health).await {
+            Ok(server) => server,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve metrics");
+                return ExitCode::FAILURE;
+            }
+        };
         let client = match kube::Client::try_default().await {
             Ok(client) => client,
             Err(e) => {
@@ -53,9 +147,41 @@ fn run() -> ExitCode {
         };
         let sqs = crate::sqs::Sqs::from_env().await;
         let s3 = crate::s3::S3::from_env().await;
-        tracing::info!("operator started");
-        crate::controller::run(client, sqs, s3).await;
+        tracing::info!(metrics = %metrics_addr, "operator started");
+        // Followers are ready too: a rolling update must not wait for a
+        // replica that cannot lead until the old one is gone.
+        ready.store(true, Ordering::Relaxed);
+        let code = if args.leader_election {
+            let lock = LeaseLock::new(
+                Api::namespaced(client.clone(), &args.lease_namespace),
+                &args.lease_name,
+                &identity(),
+                Duration::from_secs(args.lease_seconds),
+            );
+            tokio::select! {
+                () = lock.acquire() => {}
+                () = shutdown_signal() => {
+                    server.abort();
+                    tracing::info!("operator stopped before leading");
+                    return ExitCode::SUCCESS;
+                }
+            }
+            let code = tokio::select! {
+                () = crate::controller::run(client, sqs, s3, metrics) => ExitCode::SUCCESS,
+                lost = lock.keep() => {
+                    tracing::error!(error = %lost, "stopped leading; exiting");
+                    ExitCode::FAILURE
+                }
+            };
+            lock.release().await;
+            code
+        } else {
+            crate::controller::run(client, sqs, s3, metrics).await;
+            ExitCode::SUCCESS
+        };
+        ready.store(false, Ordering::Relaxed);
+        server.abort();
         tracing::info!("operator stopped");
-        ExitCode::SUCCESS
+        code
     })
 }

@@ -24,13 +24,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::crd::{BatchJob, BatchJobStatus, ChunkCounts, Phase, SplitCheckpoint};
 use crate::error::{Error, Result};
 use crate::fanout;
+use crate::metrics::{JobFigures, Metrics};
 use crate::s3::S3;
 use crate::scaling::{self, Policy};
 use crate::sqs::{Backlog, QueueSettings, Sqs};
@@ -38,6 +41,9 @@ use crate::workload::{self, Wiring};
 
 /// Field manager of everything the operator writes.
 pub const MANAGER: &str = "shoal-operator";
+
+/// Finalizer that deletes the queues the operator created.
+pub const FINALIZER: &str = "shoal.dev/cleanup";
 
 /// How often an active job is looked at.
 pub const ACTIVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -50,6 +56,30 @@ pub struct Context {
     pub sqs: Sqs,
     /// S3 client (fan-out listings).
     pub s3: S3,
+    /// Publishes Kubernetes Events about BatchJobs.
+    pub recorder: Recorder,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// Publishes an Event on `job`; a failure is logged, never fatal.
+    async fn event(&self, job: &BatchJob, warning: bool, reason: &str, note: String) {
+        let event = KubeEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &job.object_ref(&())).await {
+            tracing::warn!(batchjob = %job.name_any(), reason, error = %e, "cannot publish event");
+        }
+    }
 }
 
 /// Scaling policy of `job`, with the CRD's defaults.
@@ -272,17 +302,104 @@ async fn apply_deployment(
     Ok(())
 }
 
-/// One reconcile of `job`.
+/// `namespace/name`, the key of a job in the metrics' bookkeeping.
+fn job_key(job: &BatchJob) -> String {
+    format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())
+}
+
+/// A finished job: deleted once `ttlSecondsAfterFinished` has passed since
+/// its completion, else looked at again then.
+async fn expire(
+    job: &BatchJob,
+    ctx: &Context,
+    namespace: &str,
+    status: &BatchJobStatus,
+    now: Timestamp,
+) -> Result<Action> {
+    let (Some(ttl), Some(done)) = (job.spec.ttl_seconds_after_finished, &status.completion_time)
+    else {
+        return Ok(Action::await_change());
+    };
+    let age = Duration::try_from(now.duration_since(done.0)).unwrap_or(Duration::ZERO);
+    let ttl = Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+    if age < ttl {
+        return Ok(Action::requeue(ttl - age));
+    }
+    let api: Api<BatchJob> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = job.name_any();
+    tracing::info!(batchjob = %name, namespace, "deleting finished batchjob (ttlSecondsAfterFinished)");
+    api.delete(&name, &Default::default())
+        .await
+        .map_err(Error::kube(format!(
+            "deleting expired batchjob {namespace}/{name}"
+        )))?;
+    Ok(Action::await_change())
+}
+
+/// Deletes the queues the operator created for `job` (not a queue it was
+/// given): the finalizer's cleanup.
+async fn cleanup(job: &BatchJob, ctx: &Context) -> Result<Action> {
+    ctx.metrics.set_job(&job_key(job), None);
+    let created =
+        job.spec.source.s3.is_some() && job.spec.queue.as_ref().is_none_or(|q| q.name.is_none());
+    if created && let Some(status) = &job.status {
+        for url in [&status.queue_url, &status.dead_letter_queue_url]
+            .into_iter()
+            .flatten()
+        {
+            ctx.sqs.delete_queue(url).await?;
+        }
+        ctx.event(
+            job,
+            false,
+            "QueuesDeleted",
+            "deleted the work and dead-letter queues".into(),
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}
+
+/// One reconcile of `job`, timed and counted.
 pub async fn reconcile(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> {
+    let timer = ctx.metrics.duration.start_timer();
+    let result = reconcile_inner(job, ctx.clone()).await;
+    timer.observe_duration();
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    ctx.metrics.reconciles.with_label_values(&[outcome]).inc();
+    if let Err(e) = &result {
+        ctx.metrics.errors.with_label_values(&[e.category()]).inc();
+    }
+    result
+}
+
+/// One reconcile of `job`, inside the cleanup finalizer.
+async fn reconcile_inner(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = job
+        .namespace()
+        .ok_or_else(|| Error::Invalid(format!("batchjob {} has no namespace", job.name_any())))?;
+    let api: Api<BatchJob> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, job, |event| async {
+        match event {
+            Finalizer::Apply(job) => apply(job, ctx.clone()).await,
+            Finalizer::Cleanup(job) => cleanup(&job, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(e.to_string()))
+}
+
+/// Reconciles a live (not deleted) `job`.
+async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> {
     // Validate.
     let namespace = job
         .namespace()
         .ok_or_else(|| Error::Invalid(format!("batchjob {} has no namespace", job.name_any())))?;
     let previous = job.status.clone().unwrap_or_default();
-    if previous.phase.is_finished() {
-        return Ok(Action::await_change());
-    }
     let now = Timestamp::now();
+    if previous.phase.is_finished() {
+        return expire(&job, &ctx, &namespace, &previous, now).await;
+    }
     let generation = job.metadata.generation;
     let mut status = previous.clone();
     status.observed_generation = generation;
@@ -303,6 +420,16 @@ pub async fn reconcile(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> 
                 status.queue_url = Some(queues.url.clone());
                 status.dead_letter_queue_url = Some(queues.dead_letter_url.clone());
                 write_status(&job, &ctx, &namespace, &status).await?;
+                ctx.event(
+                    &job,
+                    false,
+                    "QueuesCreated",
+                    format!(
+                        "work queue {}, dead-letter queue {}",
+                        queues.url, queues.dead_letter_url
+                    ),
+                )
+                .await;
                 (queues.url, Some(queues.dead_letter_url))
             }
         }
@@ -392,11 +519,29 @@ pub async fn reconcile(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> 
             to = decision.replicas,
             "scaled workers"
         );
+        ctx.event(
+            &job,
+            false,
+            "Scaled",
+            format!(
+                "workers {} -> {} (backlog {})",
+                replicas.unwrap_or(0),
+                decision.replicas,
+                backlog.total()
+            ),
+        )
+        .await;
     }
 
     // Update status.
     if phase != previous.phase {
         tracing::info!(batchjob = %job.name_any(), namespace = %namespace, phase = ?phase, "phase changed");
+        let note = format!(
+            "{:?}: {} of {} chunks done, {} dead-lettered",
+            phase, chunks.succeeded, chunks.total, chunks.dead_lettered
+        );
+        ctx.event(&job, phase == Phase::Failed, &format!("{phase:?}"), note)
+            .await;
     }
     status.phase = phase;
     status.chunks = chunks;
@@ -434,10 +579,18 @@ pub async fn reconcile(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> 
     if status != previous {
         write_status(&job, &ctx, &namespace, &status).await?;
     }
+    ctx.metrics.set_job(
+        &job_key(&job),
+        Some(JobFigures {
+            backlog: backlog.total(),
+            desired: i64::from(decision.replicas),
+            phase,
+        }),
+    );
     Ok(if phase == Phase::Splitting {
         Action::requeue(Duration::from_millis(50))
     } else if phase.is_finished() {
-        Action::await_change()
+        expire(&job, &ctx, &namespace, &status, now).await?
     } else {
         Action::requeue(ACTIVE_INTERVAL)
     })
@@ -455,10 +608,17 @@ pub fn error_policy(job: Arc<BatchJob>, error: &Error, _ctx: Arc<Context>) -> Ac
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
-pub async fn run(client: Client, sqs: Sqs, s3: S3) {
+pub async fn run(client: Client, sqs: Sqs, s3: S3, metrics: Arc<Metrics>) {
     let jobs: Api<BatchJob> = Api::all(client.clone());
     let deployments: Api<Deployment> = Api::all(client.clone());
-    let ctx = Arc::new(Context { client, sqs, s3 });
+    let recorder = Recorder::new(client.clone(), MANAGER.into());
+    let ctx = Arc::new(Context {
+        client,
+        sqs,
+        s3,
+        recorder,
+        metrics,
+    });
     Controller::new(jobs, watcher::Config::default())
         .owns(deployments, watcher::Config::default())
         .shutdown_on_signal()

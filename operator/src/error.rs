@@ -33,12 +33,25 @@ pub enum Error {
     /// The BatchJob cannot run as specified (beyond what the CRD checks).
     #[error("{0}")]
     Invalid(String),
+    /// Adding or running the cleanup finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
     /// The operator's own configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
 }
 
 impl Error {
+    /// Every value [`Error::category`] returns.
+    pub const CATEGORIES: [&'static str; 6] = [
+        "kubernetes",
+        "queue",
+        "source",
+        "invalid",
+        "finalizer",
+        "config",
+    ];
+
     /// A fixed category for the `category` metric label.
     pub fn category(&self) -> &'static str {
         match self {
@@ -46,6 +59,7 @@ impl Error {
             Self::Queue { .. } => "queue",
             Self::Source { .. } => "source",
             Self::Invalid(_) => "invalid",
+            Self::Finalizer(_) => "finalizer",
             Self::Config(_) => "config",
         }
     }

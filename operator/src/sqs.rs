@@ -157,6 +157,26 @@ impl Sqs {
         })
     }
 
+    /// Deletes the queue at `url`; a queue already gone is fine.
+    pub async fn delete_queue(&self, url: &str) -> Result<()> {
+        match self.client.delete_queue().queue_url(url).send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    s.meta().code() == Some("AWS.SimpleQueueService.NonExistentQueue")
+                        || s.meta().code() == Some("QueueDoesNotExist")
+                }) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(Error::Queue {
+                queue: url.to_owned(),
+                what: "deleting",
+                reason: aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
+            }),
+        }
+    }
+
     /// Sends `bodies` (at most 10) in one `SendMessageBatch`; fails unless
     /// every one was accepted.
     pub async fn send_batch(&self, url: &str, bodies: &[(String, String)]) -> Result<()> {

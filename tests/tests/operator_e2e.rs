@@ -203,6 +203,58 @@ spec:
         plane.kubectl(&["get", "deployment", "thumbnails-workers"])
     );
 
+    // Each step left an Event on the BatchJob.
+    let reasons = plane.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=thumbnails",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    for reason in ["QueuesCreated", "Scaled", "Running", "Succeeded"] {
+        assert!(
+            reasons.split(' ').any(|r| r == reason),
+            "{reason} not in {reasons}"
+        );
+    }
+
+    // ttlSecondsAfterFinished: the job is deleted, and the finalizer
+    // deletes the queues the operator created for it.
+    let queues = |prefix: &'static str| {
+        let sqs = stack.sqs.clone();
+        async move {
+            sqs.list_queues()
+                .queue_name_prefix(prefix)
+                .send()
+                .await
+                .unwrap()
+                .queue_urls()
+                .len()
+        }
+    };
+    assert_eq!(queues("shoal-default-thumbnails").await, 2);
+    plane.kubectl(&[
+        "patch",
+        "bj",
+        "thumbnails",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"ttlSecondsAfterFinished":1}}"#,
+    ]);
+    wait_until(
+        limit,
+        "BatchJob deleted after its TTL",
+        || {
+            plane
+                .jsonpath(&["bj", "thumbnails"], "{.metadata.name}")
+                .is_empty()
+                .then_some(())
+        },
+        log,
+    );
+    assert_eq!(queues("shoal-default-thumbnails").await, 0, "{}", log());
+
     for worker in &workers {
         worker.signal("TERM");
     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use shoal_tests::kube::ControlPlane;
 use shoal_tests::moto::Moto;
 use shoal_tests::process::Proc;
+use shoal_tests::prom::{http_get, promtool_check, sample};
 use shoal_tests::wait_until;
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
@@ -72,7 +73,14 @@ spec:
         "KUBECONFIG",
         plane.kubeconfig().to_string_lossy().into_owned(),
     ));
-    let operator = Proc::spawn(OPERATOR, &["run"], &env, &plane.dir().join("operator.log"));
+    let metrics_port = shoal_tests::free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let operator = Proc::spawn(
+        OPERATOR,
+        &["run", "--metrics-addr", &metrics_addr],
+        &env,
+        &plane.dir().join("operator.log"),
+    );
     let log = || operator.log_text();
 
     // An empty queue and minWorkers 0: a Deployment with no replicas.
@@ -109,6 +117,37 @@ spec:
         "{.status.phase} {.status.desiredWorkers} {.status.chunks.visible}",
     );
     assert_eq!(status, "Running 4 35");
+
+    // The operator's own metrics: valid exposition, sums without job names.
+    let (code, ready) = http_get(&format!("http://{metrics_addr}/readyz"));
+    assert_eq!(code, 200, "{ready}");
+    let metrics = wait_until(
+        limit,
+        "desired workers in the operator's metrics",
+        || {
+            let (_, text) = http_get(&format!("http://{metrics_addr}/metrics"));
+            (sample(&text, "shoal_operator_desired_workers") == Some(4.0)).then_some(text)
+        },
+        log,
+    );
+    promtool_check(&metrics);
+    assert_eq!(
+        sample(&metrics, "shoal_operator_backlog_messages"),
+        Some(35.0)
+    );
+    assert_eq!(
+        sample(&metrics, "shoal_operator_batchjobs{phase=\"Running\"}"),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            "shoal_operator_reconciles_total{outcome=\"success\"}"
+        )
+        .unwrap_or(0.0)
+            >= 2.0
+    );
+    assert!(!metrics.contains("uploads"), "no BatchJob names in labels");
 
     // The queue drains: back to zero once the delay has passed.
     sqs.purge_queue().queue_url(&url).send().await.unwrap();

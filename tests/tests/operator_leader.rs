@@ -1,0 +1,148 @@
+//! Two operator replicas against one real kube-apiserver: only the Lease
+//! holder reconciles; when it is killed the other takes over once the
+//! Lease expires; a replica stopped cleanly gives the Lease up.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test reports failure"
+)]
+
+use std::time::Duration;
+
+use shoal_tests::kube::ControlPlane;
+use shoal_tests::moto::Moto;
+use shoal_tests::process::Proc;
+use shoal_tests::{free_port, wait_until};
+
+const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
+
+fn operator(plane: &ControlPlane, moto: &Moto, name: &str) -> Proc {
+    let mut env = moto.env();
+    env.push((
+        "KUBECONFIG",
+        plane.kubeconfig().to_string_lossy().into_owned(),
+    ));
+    env.push(("POD_NAME", name.to_owned()));
+    let addr = format!("127.0.0.1:{}", free_port());
+    Proc::spawn(
+        OPERATOR,
+        &["run", "--metrics-addr", &addr, "--lease-seconds", "3"],
+        &env,
+        &plane.dir().join(format!("{name}.log")),
+    )
+}
+
+fn holder(plane: &ControlPlane) -> String {
+    plane.jsonpath(&["lease", "shoal-operator"], "{.spec.holderIdentity}")
+}
+
+fn replicas(plane: &ControlPlane) -> Option<i64> {
+    plane
+        .jsonpath(&["deployment", "uploads-workers"], "{.spec.replicas}")
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_reconciles_and_a_follower_takes_over() {
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    let moto = Moto::start();
+    let sqs = moto.sqs();
+    let url = sqs
+        .create_queue()
+        .queue_name("uploads")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let job = format!(
+        "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: uploads
+spec:
+  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+  source:
+    sqs:
+      queueUrl: {url}
+  scaling:
+    minWorkers: 1
+    maxWorkers: 5
+    targetBacklogPerWorker: 10
+"
+    );
+    let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(&job));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let limit = Duration::from_secs(60);
+
+    let mut a = operator(&plane, &moto, "op-a");
+    wait_until(
+        limit,
+        "op-a leads",
+        || (holder(&plane) == "op-a").then_some(()),
+        || a.log_text(),
+    );
+    wait_until(
+        limit,
+        "op-a reconciles",
+        || (replicas(&plane) == Some(1)).then_some(()),
+        || a.log_text(),
+    );
+
+    let mut b = operator(&plane, &moto, "op-b");
+    wait_until(
+        limit,
+        "op-b waits",
+        || {
+            b.log_text()
+                .contains("another replica leads; waiting")
+                .then_some(())
+        },
+        || b.log_text(),
+    );
+    assert_eq!(holder(&plane), "op-a");
+
+    // The leader dies without giving the Lease up: op-b takes over after
+    // the lease duration and reconciles (a backlog of 25 wants 3 workers).
+    a.kill();
+    wait_until(
+        limit,
+        "op-b leads",
+        || (holder(&plane) == "op-b").then_some(()),
+        || b.log_text(),
+    );
+    for n in 0..25 {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(format!("{{\"key\": \"{n}.jpg\"}}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    wait_until(
+        limit,
+        "op-b scales",
+        || (replicas(&plane) == Some(3)).then_some(()),
+        || b.log_text(),
+    );
+    let transitions = plane.jsonpath(&["lease", "shoal-operator"], "{.spec.leaseTransitions}");
+    assert_eq!(transitions, "2", "created by op-a, taken by op-b");
+
+    // A clean stop gives the Lease up at once.
+    b.signal("TERM");
+    assert!(
+        b.wait(Duration::from_secs(30)).success(),
+        "{}",
+        b.log_text()
+    );
+    assert_eq!(holder(&plane), "");
+}
