@@ -5,6 +5,7 @@
 pub mod elasticmq;
 pub mod kube;
 pub mod moto;
+pub mod operator;
 pub mod process;
 pub mod prom;
 pub mod rie;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use shoal_tests::kube::ControlPlane;
 use shoal_tests::moto::Moto;
+use shoal_tests::operator;
 use shoal_tests::process::Proc;
 use shoal_tests::{free_port, wait_until};
 
@@ -38,11 +39,7 @@ fn holder(plane: &ControlPlane) -> String {
 }
 
 fn replicas(plane: &ControlPlane) -> Option<i64> {
-    plane
-        .jsonpath(&["deployment", "uploads-workers"], "{.spec.replicas}")
-        .trim()
-        .parse()
-        .ok()
+    operator::replicas(plane, "uploads-workers")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,36 +48,12 @@ async fn one_leader_reconciles_and_a_follower_takes_over() {
     plane.install_crds();
     let moto = Moto::start();
     let sqs = moto.sqs();
-    let url = sqs
-        .create_queue()
-        .queue_name("uploads")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let job = format!(
-        "apiVersion: shoal.dev/v1alpha1
-kind: BatchJob
-metadata:
-  name: uploads
-spec:
-  handler:
-    image: ghcr.io/shoal-dev/thumbnail:0.1.0
-  source:
-    sqs:
-      queueUrl: {url}
-  scaling:
-    minWorkers: 1
-    maxWorkers: 5
-    targetBacklogPerWorker: 10
-"
-    );
-    let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(&job));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let url = operator::create_queue(&sqs, "uploads").await;
+    operator::apply_sqs_job(
+        &plane,
+        &url,
+        "",
+        "    minWorkers: 1\n    maxWorkers: 5\n    targetBacklogPerWorker: 10\n",
     );
     let limit = Duration::from_secs(60);
 
@@ -120,14 +93,7 @@ spec:
         || (holder(&plane) == "op-b").then_some(()),
         || b.log_text(),
     );
-    for n in 0..25 {
-        sqs.send_message()
-            .queue_url(&url)
-            .message_body(format!("{{\"key\": \"{n}.jpg\"}}"))
-            .send()
-            .await
-            .unwrap();
-    }
+    operator::send_messages(&sqs, &url, 25).await;
     wait_until(
         limit,
         "op-b scales",

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use shoal_tests::kube::ControlPlane;
 use shoal_tests::moto::Moto;
+use shoal_tests::operator;
 use shoal_tests::process::Proc;
 use shoal_tests::prom::{http_get, promtool_check, sample};
 use shoal_tests::wait_until;
@@ -20,11 +21,7 @@ use shoal_tests::wait_until;
 const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
 
 fn replicas(plane: &ControlPlane) -> Option<i64> {
-    plane
-        .jsonpath(&["deployment", "uploads-workers"], "{.spec.replicas}")
-        .trim()
-        .parse()
-        .ok()
+    operator::replicas(plane, "uploads-workers")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,39 +30,12 @@ async fn replicas_follow_the_sqs_backlog_up_and_down_to_zero() {
     plane.install_crds();
     let moto = Moto::start();
     let sqs = moto.sqs();
-    let url = sqs
-        .create_queue()
-        .queue_name("uploads")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-
-    let job = format!(
-        "apiVersion: shoal.dev/v1alpha1
-kind: BatchJob
-metadata:
-  name: uploads
-spec:
-  handler:
-    image: ghcr.io/shoal-dev/thumbnail:0.1.0
-    concurrency: 2
-  source:
-    sqs:
-      queueUrl: {url}
-  scaling:
-    minWorkers: 0
-    maxWorkers: 5
-    targetBacklogPerWorker: 10
-    scaleDownDelaySeconds: 2
-"
-    );
-    let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(&job));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let url = operator::create_queue(&sqs, "uploads").await;
+    operator::apply_sqs_job(
+        &plane,
+        &url,
+        "    concurrency: 2\n",
+        "    minWorkers: 0\n    maxWorkers: 5\n    targetBacklogPerWorker: 10\n    scaleDownDelaySeconds: 2\n",
     );
 
     let mut env = moto.env();
@@ -98,14 +68,7 @@ spec:
     assert_eq!(template, url);
 
     // 35 messages, 10 per worker: 4 workers.
-    for n in 0..35 {
-        sqs.send_message()
-            .queue_url(&url)
-            .message_body(format!("{{\"key\": \"photo-{n}.jpg\"}}"))
-            .send()
-            .await
-            .unwrap();
-    }
+    operator::send_messages(&sqs, &url, 35).await;
     wait_until(
         limit,
         "scaled up to 4",

@@ -1,0 +1,61 @@
+//! Shared steps of the operator tests: an `uploads` BatchJob on an existing
+//! SQS queue, and reading what the operator wrote.
+
+use crate::kube::ControlPlane;
+
+/// Replicas of Deployment `name`, if it exists.
+pub fn replicas(plane: &ControlPlane, name: &str) -> Option<i64> {
+    plane
+        .jsonpath(&["deployment", name], "{.spec.replicas}")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Creates SQS queue `name`; returns its URL.
+pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create queue {name}: {e:?}"))
+        .queue_url
+        .unwrap_or_else(|| panic!("create queue {name}: no URL"))
+}
+
+/// Applies BatchJob `uploads` consuming the queue at `url`, with
+/// `handler_extra` and `scaling` (YAML lines, indented for their blocks).
+pub fn apply_sqs_job(plane: &ControlPlane, url: &str, handler_extra: &str, scaling: &str) {
+    let job = format!(
+        "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: uploads
+spec:
+  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+{handler_extra}  source:
+    sqs:
+      queueUrl: {url}
+  scaling:
+{scaling}"
+    );
+    let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(&job));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sends `count` small messages to the queue at `url`.
+pub async fn send_messages(sqs: &aws_sdk_sqs::Client, url: &str, count: usize) {
+    for n in 0..count {
+        sqs.send_message()
+            .queue_url(url)
+            .message_body(format!("{{\"key\": \"photo-{n}.jpg\"}}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("send to {url}: {e:?}"));
+    }
+}
