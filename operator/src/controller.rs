@@ -6,7 +6,9 @@
 //! Contract:
 //! - Idempotent: every reconcile recomputes the Deployment from the
 //!   BatchJob and the observed backlog and server-side applies it (field
-//!   manager `shoal-operator`); applying twice changes nothing.
+//!   manager `shoal-operator`) unless the Deployment in the cluster carries
+//!   the hash of that same content (`shoal.dev/applied-hash`) and the same
+//!   replicas; applying twice changes nothing.
 //! - While a job is active it is reconciled every second, so replicas follow
 //!   a backlog change within about a second plus one `GetQueueAttributes`
 //!   round trip.
@@ -229,11 +231,22 @@ pub fn fanout_progress(
 }
 
 /// The deployment's replicas and ready replicas, if it exists.
+/// What the operator last applied to the Deployment, as a hash in this
+/// annotation: an unchanged Deployment is not applied again.
+pub const APPLIED_HASH: &str = "shoal.dev/applied-hash";
+
+/// The Deployment as observed: replicas, ready replicas, applied hash.
+struct ObservedDeployment {
+    replicas: Option<i32>,
+    ready: i32,
+    applied_hash: Option<String>,
+}
+
 async fn observe_deployment(
     job: &BatchJob,
     ctx: &Context,
     namespace: &str,
-) -> Result<(Option<i32>, i32)> {
+) -> Result<ObservedDeployment> {
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
     let name = workload::deployment_name(job);
     let existing = deployments
@@ -242,17 +255,22 @@ async fn observe_deployment(
         .map_err(Error::kube(format!(
             "reading deployment {namespace}/{name}"
         )))?;
-    Ok((
-        existing
+    Ok(ObservedDeployment {
+        replicas: existing
             .as_ref()
             .and_then(|d| d.spec.as_ref())
             .and_then(|s| s.replicas),
-        existing
+        ready: existing
             .as_ref()
             .and_then(|d| d.status.as_ref())
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0),
-    ))
+        applied_hash: existing
+            .as_ref()
+            .and_then(|d| d.metadata.annotations.as_ref())
+            .and_then(|a| a.get(APPLIED_HASH))
+            .cloned(),
+    })
 }
 
 async fn write_status(
@@ -280,13 +298,36 @@ async fn write_status(
     Ok(())
 }
 
+/// Server-side applies the Deployment unless the one in the cluster was
+/// applied from the same content (and still has the replicas asked for).
 async fn apply_deployment(
     job: &BatchJob,
     ctx: &Context,
     namespace: &str,
     wiring: &Wiring,
+    observed: &ObservedDeployment,
 ) -> Result<()> {
-    let deployment = workload::deployment(job, wiring);
+    let mut deployment = workload::deployment(job, wiring);
+    let hash = {
+        use sha2::{Digest, Sha256};
+        let bytes = serde_json::to_vec(&deployment).unwrap_or_default();
+        let digest = Sha256::digest(&bytes);
+        digest
+            .iter()
+            .take(12)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    if observed.applied_hash.as_deref() == Some(hash.as_str())
+        && observed.replicas == Some(wiring.replicas)
+    {
+        return Ok(());
+    }
+    deployment
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(APPLIED_HASH.to_owned(), hash);
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
     let name = workload::deployment_name(job);
     deployments
@@ -473,7 +514,8 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> {
         Some(dlq) => ctx.sqs.backlog(dlq).await?,
         None => Backlog::default(),
     };
-    let (replicas, ready) = observe_deployment(&job, &ctx, &namespace).await?;
+    let observed = observe_deployment(&job, &ctx, &namespace).await?;
+    let (replicas, ready) = (observed.replicas, observed.ready);
 
     // Decide.
     let (chunks, phase) = match &status.split {
@@ -509,7 +551,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> {
         output: output_location(&job),
         replicas: decision.replicas,
     };
-    apply_deployment(&job, &ctx, &namespace, &wiring).await?;
+    apply_deployment(&job, &ctx, &namespace, &wiring, &observed).await?;
     if replicas != Some(decision.replicas) {
         tracing::info!(
             batchjob = %job.name_any(),
