@@ -1,7 +1,8 @@
 //! The BatchJob reconciler, in named steps: validate, observe, decide,
 //! apply, update status. Only `observe`, `apply` and the status write talk
-//! to the API server or the queue; the objects come from [`workload`] and
-//! the replica count from [`scaling`], both pure.
+//! to the API server or the queue; the objects come from [`workload`], the
+//! replica count from [`scaling`] and every other decision from [`plan`],
+//! all pure.
 //!
 //! Contract:
 //! - Idempotent: every reconcile recomputes the Deployment from the
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -32,13 +33,14 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::crd::{BatchJob, BatchJobStatus, ChunkCounts, Phase, SplitCheckpoint};
+use crate::crd::{BatchJob, BatchJobStatus, ChunkCounts, Phase};
 use crate::error::{Error, Result};
 use crate::fanout;
 use crate::metrics::{JobFigures, Metrics};
+use crate::plan;
 use crate::s3::S3;
-use crate::scaling::{self, Policy};
-use crate::sqs::{Backlog, QueueSettings, Sqs};
+use crate::scaling;
+use crate::sqs::{Backlog, Sqs};
 use crate::workload::{self, Wiring};
 
 /// Field manager of everything the operator writes.
@@ -84,157 +86,6 @@ impl Context {
     }
 }
 
-/// Scaling policy of `job`, with the CRD's defaults.
-pub fn policy(job: &BatchJob) -> Policy {
-    let scaling = job.spec.scaling.clone().unwrap_or_default();
-    let concurrency = job
-        .spec
-        .handler
-        .concurrency
-        .unwrap_or(workload::DEFAULT_CONCURRENCY);
-    let min = scaling.min_workers.unwrap_or(0).max(0);
-    Policy {
-        min,
-        // The CRD checks min <= max only when both are set.
-        max: scaling.max_workers.unwrap_or(10).max(min),
-        target_per_worker: scaling
-            .target_backlog_per_worker
-            .map_or(10 * i64::from(concurrency), i64::from),
-        scale_down_delay: Duration::from_secs(
-            u64::try_from(scaling.scale_down_delay_seconds.unwrap_or(30)).unwrap_or(0),
-        ),
-        max_step: scaling.max_step.unwrap_or(10),
-    }
-}
-
-/// The queue the workers consume, when this kind of source is built.
-pub fn queue_url(job: &BatchJob) -> Option<String> {
-    job.spec.source.sqs.as_ref().map(|s| s.queue_url.clone())
-}
-
-/// `s3://bucket/prefix` of the job's outputs.
-pub fn output_location(job: &BatchJob) -> Option<String> {
-    job.spec
-        .output
-        .as_ref()
-        .map(|o| format!("s3://{}/{}", o.bucket, o.prefix))
-}
-
-/// `condition` with its transition time kept from `previous` when its
-/// status did not change.
-fn condition(
-    previous: &[Condition],
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> Condition {
-    let status = if ok { "True" } else { "False" };
-    let since = previous
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map_or(Time(now), |c| c.last_transition_time.clone());
-    Condition {
-        type_: type_.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message,
-        observed_generation: generation,
-        last_transition_time: since,
-    }
-}
-
-/// Name of the work queue the operator creates for `job`: `queue.name`, or
-/// `shoal-<namespace>-<name>` in SQS's alphabet, at most 76 characters (room
-/// for `-dlq`).
-pub fn queue_settings(job: &BatchJob, namespace: &str) -> QueueSettings {
-    let spec = job.spec.queue.clone().unwrap_or_default();
-    let name = spec.name.unwrap_or_else(|| {
-        let raw = format!("shoal-{namespace}-{}", job.name_any());
-        raw.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .take(76)
-            .collect()
-    });
-    let timeout = job
-        .spec
-        .handler
-        .timeout_seconds
-        .unwrap_or(workload::DEFAULT_TIMEOUT_SECONDS);
-    QueueSettings {
-        dead_letter_name: spec
-            .dead_letter_queue
-            .unwrap_or_else(|| format!("{name}-dlq")),
-        name,
-        max_receive_count: spec.max_receive_count.unwrap_or(5),
-        visibility_timeout: spec
-            .visibility_timeout_seconds
-            .unwrap_or_else(|| (timeout.saturating_mul(6)).clamp(30, 43_200)),
-    }
-}
-
-/// Whether `dead_lettered` of `total` chunks is more than the failure
-/// policy tolerates (nothing, when it is unset).
-pub fn tolerance_exceeded(job: &BatchJob, dead_lettered: i64, total: i64) -> bool {
-    let policy = job.spec.failure_policy.clone().unwrap_or_default();
-    if policy.max_failed_chunks.is_none() && policy.max_failed_percent.is_none() {
-        return dead_lettered > 0;
-    }
-    let over_count = policy
-        .max_failed_chunks
-        .is_some_and(|max| dead_lettered > max);
-    let over_percent = policy.max_failed_percent.is_some_and(|pct| {
-        dead_lettered.saturating_mul(100) > i64::from(pct).saturating_mul(total)
-    });
-    over_count || over_percent
-}
-
-/// Chunk counts and phase of a fan-out job from its queues: `backlog` of
-/// the work queue, `dead` of the dead-letter queue.
-pub fn fanout_progress(
-    job: &BatchJob,
-    split: &SplitCheckpoint,
-    backlog: Backlog,
-    dead: Backlog,
-) -> (ChunkCounts, Phase) {
-    let total = split.chunks;
-    let dead_lettered = dead.total();
-    let pending = backlog.total();
-    let counts = ChunkCounts {
-        total,
-        succeeded: total
-            .saturating_sub(pending)
-            .saturating_sub(dead_lettered)
-            .max(0),
-        dead_lettered,
-        in_flight: backlog.in_flight,
-        visible: backlog.visible,
-    };
-    let phase = if tolerance_exceeded(job, dead_lettered, total) {
-        Phase::Failed
-    } else if !split.done {
-        Phase::Splitting
-    } else if pending == 0 {
-        Phase::Succeeded
-    } else {
-        Phase::Running
-    };
-    (counts, phase)
-}
-
-/// The deployment's replicas and ready replicas, if it exists.
-/// What the operator last applied to the Deployment, as a hash in this
-/// annotation: an unchanged Deployment is not applied again.
-pub const APPLIED_HASH: &str = "shoal.dev/applied-hash";
-
 /// The Deployment as observed: replicas, ready replicas, applied hash.
 struct ObservedDeployment {
     replicas: Option<i32>,
@@ -268,7 +119,7 @@ async fn observe_deployment(
         applied_hash: existing
             .as_ref()
             .and_then(|d| d.metadata.annotations.as_ref())
-            .and_then(|a| a.get(APPLIED_HASH))
+            .and_then(|a| a.get(workload::APPLIED_HASH))
             .cloned(),
     })
 }
@@ -308,16 +159,7 @@ async fn apply_deployment(
     observed: &ObservedDeployment,
 ) -> Result<()> {
     let mut deployment = workload::deployment(job, wiring);
-    let hash = {
-        use sha2::{Digest, Sha256};
-        let bytes = serde_json::to_vec(&deployment).unwrap_or_default();
-        let digest = Sha256::digest(&bytes);
-        digest
-            .iter()
-            .take(12)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let hash = workload::content_hash(&deployment);
     if observed.applied_hash.as_deref() == Some(hash.as_str())
         && observed.replicas == Some(wiring.replicas)
     {
@@ -327,7 +169,7 @@ async fn apply_deployment(
         .metadata
         .annotations
         .get_or_insert_with(Default::default)
-        .insert(APPLIED_HASH.to_owned(), hash);
+        .insert(workload::APPLIED_HASH.to_owned(), hash);
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
     let name = workload::deployment_name(job);
     deployments
@@ -422,7 +264,7 @@ async fn reconcile_inner(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action
     let api: Api<BatchJob> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, job, |event| async {
         match event {
-            Finalizer::Apply(job) => apply(job, ctx.clone()).await,
+            Finalizer::Apply(job) => apply(job, ctx.clone(), namespace.clone()).await,
             Finalizer::Cleanup(job) => cleanup(&job, &ctx).await,
         }
     })
@@ -431,11 +273,7 @@ async fn reconcile_inner(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action
 }
 
 /// Reconciles a live (not deleted) `job`.
-async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> {
-    // Validate.
-    let namespace = job
-        .namespace()
-        .ok_or_else(|| Error::Invalid(format!("batchjob {} has no namespace", job.name_any())))?;
+async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Result<Action> {
     let previous = job.status.clone().unwrap_or_default();
     let now = Timestamp::now();
     if previous.phase.is_finished() {
@@ -456,7 +294,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> {
             _ => {
                 let queues = ctx
                     .sqs
-                    .ensure_queues(&queue_settings(&job, &namespace))
+                    .ensure_queues(&plan::queue_settings(&job, &namespace))
                     .await?;
                 status.queue_url = Some(queues.url.clone());
                 status.dead_letter_queue_url = Some(queues.dead_letter_url.clone());
@@ -475,7 +313,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> {
             }
         }
     } else {
-        status.conditions = vec![condition(
+        status.conditions = vec![plan::condition(
             &previous.conditions,
             "Ready",
             false,
@@ -519,7 +357,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> {
 
     // Decide.
     let (chunks, phase) = match &status.split {
-        Some(split) => fanout_progress(&job, split, backlog, dead),
+        Some(split) => plan::fanout_progress(&job, split, backlog, dead),
         None => (
             ChunkCounts {
                 visible: backlog.visible,
@@ -529,7 +367,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> {
             Phase::Running,
         ),
     };
-    let policy = policy(&job);
+    let policy = plan::policy(&job);
     let current = replicas.unwrap_or(policy.min);
     let below_for = previous
         .scale_down_since
@@ -548,7 +386,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> {
     // Apply.
     let wiring = Wiring {
         queue_url: url.clone(),
-        output: output_location(&job),
+        output: plan::output_location(&job),
         replicas: decision.replicas,
     };
     apply_deployment(&job, &ctx, &namespace, &wiring, &observed).await?;
@@ -593,28 +431,11 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> {
         .below_for
         .map(|_| previous.scale_down_since.clone().unwrap_or(Time(now)));
     status.completion_time = phase.is_finished().then_some(Time(now));
-    let (ok, reason, message) = match phase {
-        Phase::Succeeded => (
-            true,
-            "Succeeded",
-            format!("all {} chunks done", status.chunks.total),
-        ),
-        Phase::Failed => (
-            false,
-            "FailureToleranceExceeded",
-            format!(
-                "{} of {} chunks dead-lettered",
-                status.chunks.dead_lettered, status.chunks.total
-            ),
-        ),
-        _ => (true, "Consuming", format!("workers consume {url}")),
-    };
-    status.conditions = vec![condition(
+    status.conditions = vec![plan::ready_condition(
         &previous.conditions,
-        "Ready",
-        ok,
-        reason,
-        message,
+        phase,
+        &status.chunks,
+        &url,
         generation,
         now,
     )];
@@ -671,140 +492,4 @@ pub async fn run(client: Client, sqs: Sqs, s3: S3, metrics: Arc<Metrics>) {
             }
         })
         .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crd::{BatchJobSpec, HandlerSpec, ScalingSpec, SourceSpec, SqsSource};
-
-    fn job(scaling: Option<ScalingSpec>, concurrency: Option<u32>) -> BatchJob {
-        BatchJob::new(
-            "j",
-            BatchJobSpec {
-                handler: HandlerSpec {
-                    image: "i".into(),
-                    command: vec![],
-                    args: vec![],
-                    env: vec![],
-                    memory_mib: None,
-                    timeout_seconds: None,
-                    concurrency,
-                    service_account_name: None,
-                },
-                source: SourceSpec {
-                    sqs: Some(SqsSource {
-                        queue_url: "http://q".into(),
-                    }),
-                    ..SourceSpec::default()
-                },
-                queue: None,
-                scaling,
-                failure_policy: None,
-                output: None,
-                ttl_seconds_after_finished: None,
-            },
-        )
-    }
-
-    #[test]
-    fn defaults_follow_the_crd_documentation() {
-        let p = policy(&job(None, Some(4)));
-        assert_eq!(
-            p,
-            Policy {
-                min: 0,
-                max: 10,
-                target_per_worker: 40,
-                scale_down_delay: Duration::from_secs(30),
-                max_step: 10,
-            }
-        );
-    }
-
-    fn done(chunks: i64) -> SplitCheckpoint {
-        SplitCheckpoint {
-            after_key: Some("k".into()),
-            chunks,
-            items: chunks * 4,
-            done: true,
-        }
-    }
-
-    fn backlog(visible: i64, in_flight: i64) -> Backlog {
-        Backlog { visible, in_flight }
-    }
-
-    #[test]
-    fn succeeded_only_when_split_and_every_chunk_is_accounted_for() {
-        let j = job(None, None);
-        let (counts, phase) = fanout_progress(&j, &done(8), backlog(0, 0), backlog(0, 0));
-        assert_eq!(phase, Phase::Succeeded);
-        assert_eq!((counts.total, counts.succeeded), (8, 8));
-        let (counts, phase) = fanout_progress(&j, &done(8), backlog(2, 1), backlog(0, 0));
-        assert_eq!((phase, counts.succeeded), (Phase::Running, 5));
-        let splitting = SplitCheckpoint {
-            done: false,
-            ..done(3)
-        };
-        let (_, phase) = fanout_progress(&j, &splitting, backlog(0, 0), backlog(0, 0));
-        assert_eq!(
-            phase,
-            Phase::Splitting,
-            "an empty queue mid-split is not the end"
-        );
-    }
-
-    #[test]
-    fn dead_letters_beyond_the_tolerance_fail_the_job() {
-        let strict = job(None, None);
-        let (counts, phase) = fanout_progress(&strict, &done(10), backlog(3, 0), backlog(1, 0));
-        assert_eq!(
-            (phase, counts.dead_lettered, counts.succeeded),
-            (Phase::Failed, 1, 6)
-        );
-        let mut tolerant = job(None, None);
-        tolerant.spec.failure_policy = Some(crate::crd::FailurePolicy {
-            max_failed_chunks: None,
-            max_failed_percent: Some(10),
-        });
-        assert!(!tolerance_exceeded(&tolerant, 1, 10));
-        assert!(tolerance_exceeded(&tolerant, 2, 10));
-        let (_, phase) = fanout_progress(&tolerant, &done(10), backlog(0, 0), backlog(1, 0));
-        assert_eq!(phase, Phase::Succeeded, "within tolerance");
-        tolerant.spec.failure_policy = Some(crate::crd::FailurePolicy {
-            max_failed_chunks: Some(0),
-            max_failed_percent: Some(50),
-        });
-        assert!(
-            tolerance_exceeded(&tolerant, 1, 10),
-            "either limit fails the job"
-        );
-    }
-
-    #[test]
-    fn created_queues_are_named_after_the_job_within_sqs_limits() {
-        let mut j = job(None, Some(1));
-        j.metadata.name = Some("thumbs.v2".into());
-        let q = queue_settings(&j, "media");
-        assert_eq!(q.name, "shoal-media-thumbs-v2");
-        assert_eq!(q.dead_letter_name, "shoal-media-thumbs-v2-dlq");
-        assert_eq!((q.max_receive_count, q.visibility_timeout), (5, 360));
-        j.metadata.name = Some("x".repeat(200));
-        let q = queue_settings(&j, "media");
-        assert_eq!(q.name.len(), 76);
-        assert!(q.dead_letter_name.len() <= 80);
-    }
-
-    #[test]
-    fn a_min_above_the_default_max_raises_the_max() {
-        let scaling = ScalingSpec {
-            min_workers: Some(50),
-            ..ScalingSpec::default()
-        };
-        let p = policy(&job(Some(scaling), None));
-        assert_eq!((p.min, p.max), (50, 50));
-        // And deciding with it never panics on inverted bounds.
-        assert_eq!(scaling::decide(&p, 0, 0, None).replicas, 50);
-    }
 }

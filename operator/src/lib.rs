@@ -6,6 +6,8 @@
 //! - [`crd`]: the resource types, the single source of the CRD schema.
 //! - [`workload`]: the worker Deployment built from a BatchJob.
 //! - [`scaling`]: replicas from the queue backlog.
+//! - [`plan`]: defaults, queue names, progress, phase and conditions.
+//! - [`split`]: cutting a listing into chunks.
 //! - [`controller`]: the reconciler (the only part that calls the API
 //!   server, with [`sqs`] for the backlog).
 
@@ -17,6 +19,7 @@ pub mod fanout;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod plan;
 pub mod s3;
 pub mod scaling;
 pub mod split;

@@ -36,6 +36,21 @@ pub const DEFAULT_TIMEOUT_SECONDS: u32 = 60;
 /// Items one worker runs at once when the spec sets none.
 pub const DEFAULT_CONCURRENCY: u32 = 1;
 
+/// Annotation holding [`content_hash`] of what the operator last applied:
+/// an unchanged Deployment is not applied again.
+pub const APPLIED_HASH: &str = "shoal.dev/applied-hash";
+
+/// A short hash of `deployment`'s content (as built, before the annotation).
+pub fn content_hash(deployment: &Deployment) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = serde_json::to_vec(deployment).unwrap_or_default();
+    Sha256::digest(&bytes)
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Name of the worker Deployment of `job`.
 pub fn deployment_name(job: &BatchJob) -> String {
     format!("{}-workers", job.name_any())
@@ -344,6 +359,21 @@ mod tests {
         assert_eq!(env_value(c, "RUST_LOG"), ["debug"]);
         let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         assert_eq!(pod.service_account_name.as_deref(), Some("thumbs-s3"));
+    }
+
+    #[test]
+    fn the_content_hash_changes_with_the_content_only() {
+        let a = deployment(&job(), &wiring());
+        assert_eq!(
+            content_hash(&a),
+            content_hash(&deployment(&job(), &wiring()))
+        );
+        let scaled = Wiring {
+            replicas: 4,
+            ..wiring()
+        };
+        assert_ne!(content_hash(&a), content_hash(&deployment(&job(), &scaled)));
+        assert_eq!(content_hash(&a).len(), 24);
     }
 
     #[test]

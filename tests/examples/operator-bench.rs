@@ -160,12 +160,7 @@ async fn main() {
         ));
     }
     let started = Instant::now();
-    let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(&yaml));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    plane.apply_yaml(&yaml);
     let expected = jobs + 1;
     wait_until(
         Duration::from_secs(600),

@@ -217,6 +217,17 @@ current-context: test
             .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
     }
 
+    /// `kubectl apply` of `yaml`; panics with kubectl's message unless it
+    /// is accepted.
+    pub fn apply_yaml(&self, yaml: &str) {
+        let out = self.kubectl_with_input(&["apply", "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "kubectl apply refused:\n{yaml}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs kubectl and panics unless it succeeds; returns its stdout.
     pub fn kubectl(&self, args: &[&str]) -> String {
         let out = self.kubectl_output(args);

@@ -40,12 +40,38 @@ spec:
   scaling:
 {scaling}"
     );
-    let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(&job));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    plane.apply_yaml(&job);
+}
+
+/// A control plane with the CRD, moto for SQS, queue `uploads`, and the
+/// `uploads` BatchJob on it (see [`apply_sqs_job`]).
+pub struct SqsJob {
+    /// The API server.
+    pub plane: ControlPlane,
+    /// The SQS server.
+    pub moto: crate::moto::Moto,
+    /// A client of it.
+    pub sqs: aws_sdk_sqs::Client,
+    /// The queue's URL.
+    pub url: String,
+}
+
+impl SqsJob {
+    /// Starts everything and applies the BatchJob.
+    pub async fn start(handler_extra: &str, scaling: &str) -> Self {
+        let plane = ControlPlane::start();
+        plane.install_crds();
+        let moto = crate::moto::Moto::start();
+        let sqs = moto.sqs();
+        let url = create_queue(&sqs, "uploads").await;
+        apply_sqs_job(&plane, &url, handler_extra, scaling);
+        Self {
+            plane,
+            moto,
+            sqs,
+            url,
+        }
+    }
 }
 
 /// Sends `count` small messages to the queue at `url`.

@@ -123,12 +123,7 @@ spec:
     prefix: thumbs/
 "
     );
-    let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(&job));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    plane.apply_yaml(&job);
 
     let mut operator_env = stack.env();
     operator_env.push((

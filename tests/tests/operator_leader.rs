@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use shoal_tests::kube::ControlPlane;
 use shoal_tests::moto::Moto;
-use shoal_tests::operator;
+use shoal_tests::operator::{self, SqsJob};
 use shoal_tests::process::Proc;
 use shoal_tests::{free_port, wait_until};
 
@@ -44,17 +44,16 @@ fn replicas(plane: &ControlPlane) -> Option<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_reconciles_and_a_follower_takes_over() {
-    let plane = ControlPlane::start();
-    plane.install_crds();
-    let moto = Moto::start();
-    let sqs = moto.sqs();
-    let url = operator::create_queue(&sqs, "uploads").await;
-    operator::apply_sqs_job(
-        &plane,
-        &url,
+    let SqsJob {
+        plane,
+        moto,
+        sqs,
+        url,
+    } = SqsJob::start(
         "",
         "    minWorkers: 1\n    maxWorkers: 5\n    targetBacklogPerWorker: 10\n",
-    );
+    )
+    .await;
     let limit = Duration::from_secs(60);
 
     let mut a = operator(&plane, &moto, "op-a");

@@ -12,8 +12,7 @@
 use std::time::Duration;
 
 use shoal_tests::kube::ControlPlane;
-use shoal_tests::moto::Moto;
-use shoal_tests::operator;
+use shoal_tests::operator::{self, SqsJob};
 use shoal_tests::process::Proc;
 use shoal_tests::prom::{http_get, promtool_check, sample};
 use shoal_tests::wait_until;
@@ -26,17 +25,16 @@ fn replicas(plane: &ControlPlane) -> Option<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_follow_the_sqs_backlog_up_and_down_to_zero() {
-    let plane = ControlPlane::start();
-    plane.install_crds();
-    let moto = Moto::start();
-    let sqs = moto.sqs();
-    let url = operator::create_queue(&sqs, "uploads").await;
-    operator::apply_sqs_job(
-        &plane,
-        &url,
+    let SqsJob {
+        plane,
+        moto,
+        sqs,
+        url,
+    } = SqsJob::start(
         "    concurrency: 2\n",
         "    minWorkers: 0\n    maxWorkers: 5\n    targetBacklogPerWorker: 10\n    scaleDownDelaySeconds: 2\n",
-    );
+    )
+    .await;
 
     let mut env = moto.env();
     env.push((
