@@ -118,6 +118,9 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Fail points named in FAILPOINTS (only with the `failpoints` feature,
+    // for crash tests); kept for the life of the process.
+    let _failpoints = fail::FailScenario::setup();
     runtime.block_on(async {
         let metrics = match Metrics::new() {
             Ok(m) => Arc::new(m),

@@ -165,9 +165,11 @@ pub struct BatchJobSource {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSpec {
-    /// Use this existing queue (by name) instead of creating one.
+    /// Name of the work queue (created if missing). Default:
+    /// `shoal-<namespace>-<name>.fifo`. A name ending in `.fifo` is a FIFO
+    /// queue, which drops chunks sent twice (see docs/operator.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_-]{1,80}$')").message("queue.name must be an SQS queue name (1-80 letters, digits, hyphens, underscores)"))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_-]{1,80}$') || self.matches('^[A-Za-z0-9_-]{1,75}[.]fifo$')").message("queue.name must be an SQS queue name (1-80 letters, digits, hyphens, underscores; FIFO names end in .fifo)"))]
     pub name: Option<String>,
     /// Deliveries of a message before it is dead-lettered (1-1000).
     /// Default 5.

@@ -7,8 +7,11 @@
 //! after the checkpoint and cuts exactly the chunks it would have cut (see
 //! [`crate::split`]), so everything before the checkpoint is enqueued once.
 //! The one batch in flight when an operator dies — sent, not yet
-//! checkpointed — is sent again; outputs are keyed by input, so its items
-//! are at worst processed twice, never lost.
+//! checkpointed — is sent again with the same chunk ids; the FIFO queues
+//! the operator creates drop those copies (deduplication id = chunk id, for
+//! five minutes), so each chunk is enqueued once. On a standard queue the
+//! copies stay, and at most those 10 chunks are processed twice (outputs
+//! are keyed by input: duplicates cost work, never correctness).
 
 use crate::crd::{S3Source, SplitCheckpoint};
 use crate::error::Result;
@@ -74,6 +77,8 @@ where
             })
             .collect();
         sqs.send_batch(queue_url, &bodies).await?;
+        // Crash tests stop the process here: sent, not yet checkpointed.
+        fail::fail_point!("fanout-sent", |_| std::process::abort());
         progress.chunks += i64::try_from(batch.len()).unwrap_or(0);
         progress.items += batch
             .iter()

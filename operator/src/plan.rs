@@ -70,14 +70,20 @@ pub fn condition(
     }
 }
 
-/// Name of the work queue the operator creates for `job`: `queue.name`, or
-/// `shoal-<namespace>-<name>` in SQS's alphabet, at most 76 characters (room
-/// for `-dlq`).
+/// The queues the operator creates for `job`. Named `queue.name`, or
+/// `shoal-<namespace>-<name>` in SQS's alphabet, cut to 71 characters and
+/// made a FIFO queue (`.fifo`, at most 80 with `-dlq.fifo`): a FIFO queue
+/// drops a chunk sent twice within five minutes (deduplication id = chunk
+/// id), which is what makes a fan-out interrupted by an operator crash
+/// enqueue every chunk once. A `queue.name` ending in `.fifo` is FIFO too;
+/// any other is a standard queue. The dead-letter queue is
+/// `queue.deadLetterQueue` or the work queue's name plus `-dlq`.
 pub fn queue_settings(job: &BatchJob, namespace: &str) -> QueueSettings {
     let spec = job.spec.queue.clone().unwrap_or_default();
     let name = spec.name.unwrap_or_else(|| {
         let raw = format!("shoal-{namespace}-{}", job.name_any());
-        raw.chars()
+        let base: String = raw
+            .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                     c
@@ -85,19 +91,25 @@ pub fn queue_settings(job: &BatchJob, namespace: &str) -> QueueSettings {
                     '-'
                 }
             })
-            .take(76)
-            .collect()
+            .take(71)
+            .collect();
+        format!("{base}.fifo")
     });
+    let fifo = name.ends_with(".fifo");
     let timeout = job
         .spec
         .handler
         .timeout_seconds
         .unwrap_or(workload::DEFAULT_TIMEOUT_SECONDS);
     QueueSettings {
-        dead_letter_name: spec
-            .dead_letter_queue
-            .unwrap_or_else(|| format!("{name}-dlq")),
+        dead_letter_name: spec.dead_letter_queue.unwrap_or_else(|| {
+            match name.strip_suffix(".fifo") {
+                Some(base) => format!("{base}-dlq.fifo"),
+                None => format!("{name}-dlq"),
+            }
+        }),
         name,
+        fifo,
         max_receive_count: spec.max_receive_count.unwrap_or(5),
         visibility_timeout: spec
             .visibility_timeout_seconds
@@ -298,13 +310,24 @@ mod tests {
         let mut j = job(None, Some(1));
         j.metadata.name = Some("thumbs.v2".into());
         let q = queue_settings(&j, "media");
-        assert_eq!(q.name, "shoal-media-thumbs-v2");
-        assert_eq!(q.dead_letter_name, "shoal-media-thumbs-v2-dlq");
+        assert_eq!(q.name, "shoal-media-thumbs-v2.fifo");
+        assert_eq!(q.dead_letter_name, "shoal-media-thumbs-v2-dlq.fifo");
+        assert!(q.fifo);
         assert_eq!((q.max_receive_count, q.visibility_timeout), (5, 360));
         j.metadata.name = Some("x".repeat(200));
         let q = queue_settings(&j, "media");
         assert_eq!(q.name.len(), 76);
-        assert!(q.dead_letter_name.len() <= 80);
+        assert_eq!(q.dead_letter_name.len(), 80);
+        // A named standard queue stays standard.
+        j.spec.queue = Some(crate::crd::QueueSpec {
+            name: Some("photos".into()),
+            ..Default::default()
+        });
+        let q = queue_settings(&j, "media");
+        assert_eq!(
+            (q.name.as_str(), q.dead_letter_name.as_str(), q.fifo),
+            ("photos", "photos-dlq", false)
+        );
     }
 
     #[test]

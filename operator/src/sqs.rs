@@ -85,6 +85,8 @@ pub struct QueueSettings {
     pub name: String,
     /// Dead-letter queue name.
     pub dead_letter_name: String,
+    /// Both are FIFO queues (names end in `.fifo`).
+    pub fifo: bool,
     /// Deliveries before a message is dead-lettered.
     pub max_receive_count: u32,
     /// Visibility timeout in seconds.
@@ -103,13 +105,20 @@ impl Sqs {
 
     /// Creates the dead-letter queue and the work queue with its redrive
     /// policy; returns both URLs. Idempotent: SQS answers an existing queue
-    /// with the same attributes with its URL.
+    /// with the same attributes with its URL. FIFO queues deduplicate by
+    /// the id each chunk is sent with (not by content) and use
+    /// high-throughput mode (deduplication and throughput limit per message
+    /// group, one group per chunk).
     pub async fn ensure_queues(&self, settings: &QueueSettings) -> Result<Queues> {
-        let dlq = self
+        let mut dlq = self
             .client
             .create_queue()
             .queue_name(&settings.dead_letter_name)
-            .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+            .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600");
+        if settings.fifo {
+            dlq = dlq.attributes(QueueAttributeName::FifoQueue, "true");
+        }
+        let dlq = dlq
             .send()
             .await
             .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
@@ -138,7 +147,7 @@ impl Sqs {
             "deadLetterTargetArn": arn,
             "maxReceiveCount": settings.max_receive_count.to_string(),
         });
-        let queue = self
+        let mut queue = self
             .client
             .create_queue()
             .queue_name(&settings.name)
@@ -146,7 +155,14 @@ impl Sqs {
             .attributes(
                 QueueAttributeName::VisibilityTimeout,
                 settings.visibility_timeout.to_string(),
-            )
+            );
+        if settings.fifo {
+            queue = queue
+                .attributes(QueueAttributeName::FifoQueue, "true")
+                .attributes(QueueAttributeName::DeduplicationScope, "messageGroup")
+                .attributes(QueueAttributeName::FifoThroughputLimit, "perMessageGroupId");
+        }
+        let queue = queue
             .send()
             .await
             .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
@@ -177,18 +193,29 @@ impl Sqs {
         }
     }
 
-    /// Sends `bodies` (at most 10) in one `SendMessageBatch`; fails unless
-    /// every one was accepted.
+    /// Sends `bodies` (`(chunk id, body)`, at most 10) in one
+    /// `SendMessageBatch`; fails unless every one was accepted. To a FIFO
+    /// queue each goes with its chunk id as message group and deduplication
+    /// id, so sending a chunk again within SQS's five-minute deduplication
+    /// interval is accepted and dropped.
     pub async fn send_batch(&self, url: &str, bodies: &[(String, String)]) -> Result<()> {
+        let fifo = url.ends_with(".fifo");
         let entries = bodies
             .iter()
             .enumerate()
-            .map(|(i, (_, body))| {
-                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+            .map(|(i, (chunk, body))| {
+                let entry = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message_body(body)
-                    .build()
-                    .map_err(|e| e.to_string())
+                    .message_body(body);
+                if fifo {
+                    entry
+                        .message_group_id(chunk)
+                        .message_deduplication_id(chunk)
+                } else {
+                    entry
+                }
+                .build()
+                .map_err(|e| e.to_string())
             })
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(Self::error(url, "building a batch of chunks"))?;

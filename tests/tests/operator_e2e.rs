@@ -130,9 +130,10 @@ spec:
         "KUBECONFIG",
         plane.kubeconfig().to_string_lossy().into_owned(),
     ));
+    let metrics = format!("127.0.0.1:{}", free_port());
     let operator = Proc::spawn(
         OPERATOR,
-        &["run"],
+        &["run", "--metrics-addr", &metrics],
         &operator_env,
         &plane.dir().join("operator.log"),
     );

@@ -8,6 +8,14 @@
 //! - The dead-letter queue is the one the queue's redrive policy names
 //!   (or `--dead-letter-queue`); its `maxReceiveCount` is the attempt limit.
 //!
+//! - FIFO queues (`.fifo`) work too: copies the runner sends keep the
+//!   message's group and carry a deduplication id derived from the message
+//!   id and its receive count, so a worker that crashes after sending a
+//!   copy and is handed the message again sends no second copy. SQS FIFO
+//!   queues take no per-message delay, so a partly finished message's
+//!   remaining items are retried at once there; whole-message retries keep
+//!   their backoff (they go through the visibility timeout).
+//!
 //! shoal's message attributes: `shoal.pending` (comma-separated item
 //! indices still to do) and `shoal.attempts` on re-sent copies;
 //! `shoal.reason`, `shoal.cause`, `shoal.category`, `shoal.attempts`,
@@ -72,13 +80,15 @@ pub struct SqsOptions {
 
 type DeleteRequest = (String, oneshot::Sender<Result<(), TransportError>>);
 
-/// A standard SQS queue, its dead-letter queue and a delete batcher.
+/// An SQS queue, its dead-letter queue and a delete batcher.
 #[derive(Debug)]
 pub struct SqsQueue {
     client: Client,
     url: String,
     name: String,
+    fifo: bool,
     dead_letter_url: String,
+    dead_letter_fifo: bool,
     visibility: Duration,
     visibility_override: bool,
     wait_time_s: i32,
@@ -95,10 +105,6 @@ where
         queue: queue.to_owned(),
         source: DisplayErrorContext(err).to_string().into(),
     }
-}
-
-fn queue_name(url: &str) -> &str {
-    url.trim_end_matches('/').rsplit('/').next().unwrap_or(url)
 }
 
 fn seconds_up(d: Duration, max: u64) -> i32 {
@@ -161,11 +167,7 @@ impl SqsQueue {
             queue: url.clone(),
             reason,
         };
-        if name.ends_with(".fifo") {
-            return Err(fail(
-                "FIFO queues are not supported; use a standard queue".into(),
-            ));
-        }
+        let fifo = is_fifo(&url);
         let attributes = client
             .get_queue_attributes()
             .queue_url(&url)
@@ -221,6 +223,12 @@ impl SqsQueue {
         let visibility = options
             .visibility
             .unwrap_or(Duration::from_secs(queue_visibility));
+        let dead_letter_fifo = is_fifo(&dead_letter_url);
+        if fifo != dead_letter_fifo {
+            return Err(fail(format!(
+                "it and its dead-letter queue {dead_letter_url} must both be FIFO or both standard"
+            )));
+        }
         let (deletes, requests) = mpsc::unbounded_channel();
         tokio::spawn(delete_batcher(client.clone(), url.clone(), requests));
         info!(
@@ -228,13 +236,16 @@ impl SqsQueue {
             dead_letter_queue = %dead_letter_url,
             visibility_s = visibility.as_secs_f64(),
             max_attempts,
+            fifo,
             "queue connected"
         );
         Ok(Self {
             client,
             name,
             url,
+            fifo,
             dead_letter_url,
+            dead_letter_fifo,
             visibility,
             visibility_override: options.visibility.is_some(),
             wait_time_s: seconds_up(options.wait_time, 20),
@@ -277,6 +288,7 @@ impl SqsQueue {
             decoded
         });
         let carried_attempts = user(ATTEMPTS).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let group = system_value(&MessageSystemAttributeName::MessageGroupId).map(str::to_owned);
         Some(Delivery {
             message_id: message_id.to_owned(),
             body: Bytes::copy_from_slice(message.body().unwrap_or_default().as_bytes()),
@@ -285,8 +297,31 @@ impl SqsQueue {
             sent_at,
             pending,
             carried_attempts,
+            group,
         })
     }
+}
+
+fn queue_name(url: &str) -> &str {
+    url.trim_end_matches('/').rsplit('/').next().unwrap_or(url)
+}
+
+/// Whether the queue at `url` is a FIFO queue (SQS names them `*.fifo`).
+fn is_fifo(url: &str) -> bool {
+    queue_name(url).ends_with(".fifo")
+}
+
+/// `(MessageGroupId, MessageDeduplicationId)` of a copy of `delivery` sent
+/// to a FIFO queue: the message's own group (its id when it has none) and
+/// an id unique to this delivery, `tag` telling copies apart.
+fn fifo_ids(delivery: &Delivery, tag: &str) -> (String, String) {
+    (
+        delivery
+            .group
+            .clone()
+            .unwrap_or_else(|| delivery.message_id.clone()),
+        format!("{}-{}-{tag}", delivery.message_id, delivery.receive_count),
+    )
 }
 
 /// `(deadLetterTargetArn, maxReceiveCount)` of a redrive policy.
@@ -409,6 +444,7 @@ impl Transport for SqsQueue {
             .wait_time_seconds(self.wait_time_s)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .message_attribute_names("All");
         if self.visibility_override {
             call = call.visibility_timeout(seconds_up(self.visibility, MAX_VISIBILITY_S));
@@ -473,13 +509,19 @@ impl Transport for SqsQueue {
             (ATTEMPTS, "Number", attempts.to_string()),
         ])
         .map_err(|e| sdk_error("requeue", &self.name, e))?;
-        self.client
+        let mut call = self
+            .client
             .send_message()
             .queue_url(&self.url)
             .message_body(String::from_utf8_lossy(&delivery.body))
-            .delay_seconds(seconds_up(delay, MAX_DELAY_S))
-            .set_message_attributes(Some(attrs))
-            .send()
+            .set_message_attributes(Some(attrs));
+        call = if self.fifo {
+            let (group, dedup) = fifo_ids(delivery, "requeue");
+            call.message_group_id(group).message_deduplication_id(dedup)
+        } else {
+            call.delay_seconds(seconds_up(delay, MAX_DELAY_S))
+        };
+        call.send()
             .await
             .map_err(|e| sdk_error("requeue", &self.name, e))?;
         Ok(())
@@ -507,12 +549,17 @@ impl Transport for SqsQueue {
         }
         let dlq = queue_name(&self.dead_letter_url);
         let attrs = attributes(&entries).map_err(|e| sdk_error("dead_letter", dlq, e))?;
-        self.client
+        let mut call = self
+            .client
             .send_message()
             .queue_url(&self.dead_letter_url)
             .message_body(String::from_utf8_lossy(&delivery.body))
-            .set_message_attributes(Some(attrs))
-            .send()
+            .set_message_attributes(Some(attrs));
+        if self.dead_letter_fifo {
+            let (group, dedup) = fifo_ids(delivery, "dead");
+            call = call.message_group_id(group).message_deduplication_id(dedup);
+        }
+        call.send()
             .await
             .map_err(|e| sdk_error("dead_letter", dlq, e))?;
         Ok(())
@@ -561,5 +608,36 @@ mod tests {
             "jobs"
         );
         assert_eq!(truncate("héllo", 2), "h");
+    }
+
+    #[test]
+    fn fifo_copies_keep_the_group_and_are_deduplicated_per_delivery() {
+        assert!(is_fifo("http://127.0.0.1:9324/000000000000/jobs.fifo"));
+        assert!(!is_fifo("http://127.0.0.1:9324/000000000000/jobs"));
+        let mut delivery = Delivery {
+            message_id: "m-1".into(),
+            body: Bytes::new(),
+            receipt: "r".into(),
+            receive_count: 2,
+            sent_at: None,
+            pending: None,
+            carried_attempts: 0,
+            group: Some("c-abc".into()),
+        };
+        assert_eq!(
+            fifo_ids(&delivery, "requeue"),
+            ("c-abc".to_owned(), "m-1-2-requeue".to_owned())
+        );
+        // The same delivery sends the same id (a retried send is dropped);
+        // the next delivery of the message sends a new one.
+        assert_eq!(
+            fifo_ids(&delivery, "requeue"),
+            fifo_ids(&delivery, "requeue")
+        );
+        assert_ne!(fifo_ids(&delivery, "requeue"), fifo_ids(&delivery, "dead"));
+        delivery.receive_count = 3;
+        assert_eq!(fifo_ids(&delivery, "requeue").1, "m-1-3-requeue");
+        delivery.group = None;
+        assert_eq!(fifo_ids(&delivery, "dead").0, "m-1");
     }
 }

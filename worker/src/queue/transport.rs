@@ -27,6 +27,9 @@ pub struct Delivery {
     pub pending: Option<Vec<usize>>,
     /// Attempts spent on earlier copies of this message (see `pending`).
     pub carried_attempts: u32,
+    /// Ordering group of the message (SQS FIFO `MessageGroupId`); copies
+    /// the runner sends keep it.
+    pub group: Option<String>,
 }
 
 impl Delivery {
