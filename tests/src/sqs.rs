@@ -27,27 +27,37 @@ pub struct Queues {
 }
 
 /// Creates `NAME-dlq`, then `NAME` redriving to it after `max_receive`
-/// receives, with the given visibility timeout.
+/// receives, with the given visibility timeout. A `NAME` ending in `.fifo`
+/// makes both FIFO queues (`STEM-dlq.fifo`).
 pub async fn create_queues(
     sqs: &aws_sdk_sqs::Client,
     name: &str,
     visibility_s: u32,
     max_receive: u32,
 ) -> Queues {
-    let dead_letter_url = sqs
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
+    let fifo = name.strip_suffix(".fifo");
+    let dead_letter_name = match fifo {
+        Some(stem) => format!("{stem}-dlq.fifo"),
+        None => format!("{name}-dlq"),
+    };
+    let fifo_attribute =
+        |call: aws_sdk_sqs::operation::create_queue::builders::CreateQueueFluentBuilder| {
+            if fifo.is_some() {
+                call.attributes(QueueAttributeName::FifoQueue, "true")
+            } else {
+                call
+            }
+        };
+    let dead_letter_url = fifo_attribute(sqs.create_queue().queue_name(&dead_letter_name))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("create {name}-dlq: {e:?}"))
+        .unwrap_or_else(|e| panic!("create {dead_letter_name}: {e:?}"))
         .queue_url()
         .unwrap_or_default()
         .to_owned();
     let arn = attribute(sqs, &dead_letter_url, QueueAttributeName::QueueArn).await;
     let redrive = format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receive}"}}"#);
-    let url = sqs
-        .create_queue()
-        .queue_name(name)
+    let url = fifo_attribute(sqs.create_queue().queue_name(name))
         .attributes(
             QueueAttributeName::VisibilityTimeout,
             visibility_s.to_string(),
@@ -96,18 +106,23 @@ pub async fn counts(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64, u64) {
     )
 }
 
-/// Sends every body, 10 per `SendMessageBatch`.
+/// Sends every body, 10 per `SendMessageBatch`; to a FIFO queue each in a
+/// message group of its own.
 pub async fn send_all(sqs: &aws_sdk_sqs::Client, url: &str, bodies: &[String]) {
+    let fifo = url.ends_with(".fifo");
     for (batch_index, batch) in bodies.chunks(10).enumerate() {
         let mut call = sqs.send_message_batch().queue_url(url);
         for (i, body) in batch.iter().enumerate() {
-            call = call.entries(
-                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                    .id(format!("m{batch_index}-{i}"))
-                    .message_body(body)
-                    .build()
-                    .unwrap_or_else(|e| panic!("batch entry: {e}")),
-            );
+            let id = format!("m{batch_index}-{i}");
+            let entry = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                .id(&id)
+                .message_body(body);
+            let entry = if fifo {
+                entry.message_group_id(&id).message_deduplication_id(&id)
+            } else {
+                entry
+            };
+            call = call.entries(entry.build().unwrap_or_else(|e| panic!("batch entry: {e}")));
         }
         let output = call
             .send()

@@ -214,6 +214,17 @@ async fn kill_9_mid_run_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_reach_the_dead_letter_queue_with_their_reason() {
+    poison_messages("jobs").await;
+}
+
+/// The same on FIFO queues: dead letters go to the FIFO dead-letter queue
+/// (in the message's group, with a deduplication id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_on_fifo_queues_reach_the_fifo_dead_letter_queue() {
+    poison_messages("jobs.fifo").await;
+}
+
+async fn poison_messages(queue: &str) {
     let stack = Stack::start();
     let dir = tempfile::tempdir().unwrap();
     let good = names("good-", 4);
@@ -232,7 +243,7 @@ async fn poison_messages_reach_the_dead_letter_queue_with_their_reason() {
         .send()
         .await
         .unwrap();
-    let queues = create_queues(&stack.sqs, "jobs", 30, 3).await;
+    let queues = create_queues(&stack.sqs, queue, 30, 3).await;
     let malformed = r#"{"chunkId": "c-broken", "items": 42}"#.to_owned();
     send_all(
         &stack.sqs,
