@@ -35,7 +35,7 @@ pub const MIB_PER_CPU: u32 = 1769;
 )]
 #[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.visibilityTimeoutSeconds) || !has(self.handler.timeoutSeconds) || self.queue.visibilityTimeoutSeconds >= self.handler.timeoutSeconds").message("queue.visibilityTimeoutSeconds must be at least handler.timeoutSeconds: a message would come back while its handler still runs"))]
 #[x_kube(validation = Rule::new("!has(self.source.sqs) || !has(self.queue) || !has(self.queue.name)").message("source.sqs consumes an existing queue: leave queue.name unset"))]
-#[x_kube(validation = Rule::new("!has(self.source.s3) || has(self.output)").message("an s3 source needs an output: set output.bucket"))]
+#[x_kube(validation = Rule::new("!(has(self.source.s3) || has(self.source.batchJob)) || has(self.output)").message("an s3 or batchJob source needs an output: set output.bucket"))]
 #[serde(rename_all = "camelCase")]
 pub struct BatchJobSpec {
     /// The handler: image, command, resources, limits.
@@ -148,7 +148,9 @@ pub struct S3Source {
     pub max_bytes_per_chunk: Option<i64>,
 }
 
-/// Another BatchJob whose outputs are this job's input.
+/// Another BatchJob whose outputs are this job's input: once it has
+/// Succeeded, every object under its output prefix (except its `_shoal/`
+/// folder) is fanned out as if it were an S3 source.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchJobSource {
@@ -159,6 +161,11 @@ pub struct BatchJobSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_items_per_chunk: Option<u32>,
+    /// Total object bytes per chunk; a larger object is a chunk alone.
+    /// Default 64 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_bytes_per_chunk: Option<i64>,
 }
 
 /// The work queue: created by the operator unless named.
@@ -298,6 +305,16 @@ pub struct SplitCheckpoint {
     pub done: bool,
 }
 
+/// An S3 bucket and prefix.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InputLocation {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix.
+    pub prefix: String,
+}
+
 /// Observed state, written by the operator only.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
@@ -335,6 +352,13 @@ pub struct BatchJobStatus {
     /// When the job succeeded or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// The upstream output a `batchJob` source reads, fixed when its
+    /// fan-out starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputLocation>,
+    /// `s3://` URL of the results manifest, once written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
     /// Ready, Split, Complete, Failed conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -30,6 +30,14 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// Writing to the output location (the results manifest) failed.
+    #[error("output {location}: {reason}")]
+    Output {
+        /// `s3://bucket/key`.
+        location: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The BatchJob cannot run as specified (beyond what the CRD checks).
     #[error("{0}")]
     Invalid(String),
@@ -43,10 +51,11 @@ pub enum Error {
 
 impl Error {
     /// Every value [`Error::category`] returns.
-    pub const CATEGORIES: [&'static str; 6] = [
+    pub const CATEGORIES: [&'static str; 7] = [
         "kubernetes",
         "queue",
         "source",
+        "output",
         "invalid",
         "finalizer",
         "config",
@@ -58,6 +67,7 @@ impl Error {
             Self::Kube { .. } => "kubernetes",
             Self::Queue { .. } => "queue",
             Self::Source { .. } => "source",
+            Self::Output { .. } => "output",
             Self::Invalid(_) => "invalid",
             Self::Finalizer(_) => "finalizer",
             Self::Config(_) => "config",

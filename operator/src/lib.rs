@@ -8,6 +8,8 @@
 //! - [`scaling`]: replicas from the queue backlog.
 //! - [`plan`]: defaults, queue names, progress, phase and conditions.
 //! - [`split`]: cutting a listing into chunks.
+//! - [`pipeline`]: when a `batchJob` source may start and what it reads.
+//! - [`manifest`]: the results manifest written when a job finishes.
 //! - [`controller`]: the reconciler (the only part that calls the API
 //!   server, with [`sqs`] for the backlog).
 
@@ -18,7 +20,9 @@ pub mod error;
 pub mod fanout;
 pub mod http;
 pub mod leader;
+pub mod manifest;
 pub mod metrics;
+pub mod pipeline;
 pub mod plan;
 pub mod s3;
 pub mod scaling;

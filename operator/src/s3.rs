@@ -1,6 +1,9 @@
 //! Listing a fan-out source in S3.
 
+use aws_sdk_s3::primitives::ByteStream;
+
 use crate::error::{Error, Result};
+use crate::manifest;
 use crate::split::Listed;
 
 /// An S3 client shared by every reconcile.
@@ -34,7 +37,8 @@ impl S3 {
         }
     }
 
-    /// Up to 1,000 objects under `prefix` with keys after `after`.
+    /// Up to 1,000 objects under `prefix` with keys after `after`; folder
+    /// placeholders and shoal's own `_shoal/` folder are left out.
     pub async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>) -> Result<Page> {
         let answer = self
             .client
@@ -54,8 +58,8 @@ impl S3 {
                 .iter()
                 .filter_map(|o| {
                     let key = o.key()?;
-                    // "Folder" placeholders are not items.
-                    (!key.ends_with('/')).then(|| Listed {
+                    // "Folder" placeholders and manifests are not items.
+                    (!key.ends_with('/') && !manifest::is_shoal_key(prefix, key)).then(|| Listed {
                         key: key.to_owned(),
                         size: o.size().unwrap_or(0),
                     })
@@ -63,5 +67,36 @@ impl S3 {
                 .collect(),
             truncated: answer.is_truncated().unwrap_or(false),
         })
+    }
+
+    /// Every object under `prefix` (see [`S3::list`]), in key order.
+    pub async fn list_all(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list(bucket, prefix, after.as_deref()).await?;
+            after = page.objects.last().map(|o| o.key.clone()).or(after);
+            all.extend(page.objects);
+            if !page.truncated {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Stores `body` as JSON at `s3://bucket/key`.
+    pub async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| Error::Output {
+                location: format!("s3://{bucket}/{key}"),
+                reason: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+            })?;
+        Ok(())
     }
 }

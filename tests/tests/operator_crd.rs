@@ -150,7 +150,7 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
         (
             "s3 source without output",
             batchjob("no-output", &format!("{HANDLER}{S3_SOURCE}")),
-            "an s3 source needs an output: set output.bucket",
+            "an s3 or batchJob source needs an output: set output.bucket",
         ),
         (
             "empty image",

@@ -4,7 +4,9 @@
 //! itself from the Deployment the operator wrote: its pod template's
 //! command, args and environment (only the metrics port is changed, since
 //! the processes share one host). The BatchJob must reach Succeeded with
-//! every chunk accounted for and every thumbnail written.
+//! every chunk accounted for, every thumbnail written and a results
+//! manifest listing them; a second stage (`source.batchJob`) waits for it
+//! and then runs over its outputs.
 
 #![allow(
     clippy::unwrap_used,
@@ -69,6 +71,19 @@ fn start_workers(plane: &ControlPlane, deployment: &str, count: usize) -> Vec<Pr
         .collect()
 }
 
+/// The results manifest under `prefix` in bucket `photos`.
+async fn read_manifest(s3: &aws_sdk_s3::Client, prefix: &str) -> Value {
+    let object = s3
+        .get_object()
+        .bucket("photos")
+        .key(format!("{prefix}_shoal/manifest.json"))
+        .send()
+        .await
+        .unwrap();
+    let bytes = object.body.collect().await.unwrap().into_bytes();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batchjob_from_apply_to_succeeded() {
     let plane = ControlPlane::start();
@@ -124,6 +139,33 @@ spec:
 "
     );
     plane.apply_yaml(&job);
+    // A second stage, applied at once: it waits for `thumbnails`, then
+    // makes thumbnails of its thumbnails.
+    let stage = format!(
+        "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: thumbnails-small
+spec:
+  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+    command: [\"{HANDLER}\"]
+    concurrency: 2
+    env:
+{env}      - name: SHOAL_WAIT_TIME
+        value: \"1\"
+  source:
+    batchJob:
+      name: thumbnails
+      maxItemsPerChunk: 10
+  scaling:
+    maxWorkers: 1
+  output:
+    bucket: photos
+    prefix: small/
+"
+    );
+    plane.apply_yaml(&stage);
 
     let mut operator_env = stack.env();
     operator_env.push((
@@ -154,6 +196,18 @@ spec:
         log,
     );
     assert_eq!(split, "true 8 30");
+    wait_until(
+        limit,
+        "second stage waiting",
+        || {
+            let s = plane.jsonpath(
+                &["bj", "thumbnails-small"],
+                "{.status.phase} {.status.conditions[0].reason}",
+            );
+            (s == "Pending WaitingForUpstream").then_some(())
+        },
+        log,
+    );
     let replicas = wait_until(
         limit,
         "workers wanted",
@@ -189,7 +243,34 @@ spec:
     );
     assert_eq!(counts, "8 8 0 0");
     let thumbs = keys(&stack.s3, "photos", "thumbs/").await;
-    assert_eq!(thumbs.len(), 30, "{thumbs:?}");
+    assert_eq!(
+        thumbs.len(),
+        31,
+        "30 thumbnails and the manifest: {thumbs:?}"
+    );
+    // The results manifest lists every output.
+    assert_eq!(
+        plane.jsonpath(&["bj", "thumbnails"], "{.status.manifest}"),
+        "s3://photos/thumbs/_shoal/manifest.json"
+    );
+    let manifest = read_manifest(&stack.s3, "thumbs/").await;
+    assert_eq!(manifest["phase"], "Succeeded");
+    assert_eq!(manifest["input"], "s3://photos/incoming/");
+    assert_eq!(manifest["chunks"]["total"], 8);
+    assert_eq!(manifest["chunks"]["succeeded"], 8);
+    assert_eq!(manifest["items"], 30);
+    let listed: Vec<&str> = manifest["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["key"].as_str().unwrap())
+        .collect();
+    let written: Vec<&str> = thumbs
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !k.contains("_shoal/"))
+        .collect();
+    assert_eq!(listed, written);
     let table = plane.kubectl(&["get", "bj", "thumbnails"]);
     assert!(table.contains("Succeeded"), "{table}");
     // Shown with --nocapture; docs/operator.md quotes it.
@@ -198,6 +279,39 @@ spec:
         "$ kubectl get deployment thumbnails-workers\n{}",
         plane.kubectl(&["get", "deployment", "thumbnails-workers"])
     );
+
+    // The second stage runs over the 30 thumbnails (not the manifest).
+    let stage_split = wait_until(
+        limit,
+        "second stage split",
+        || {
+            let s = plane.jsonpath(
+                &["bj", "thumbnails-small"],
+                "{.status.split.done} {.status.split.chunks} {.status.split.items}",
+            );
+            s.starts_with("true").then_some(s)
+        },
+        log,
+    );
+    assert_eq!(stage_split, "true 3 30");
+    assert_eq!(
+        plane.jsonpath(&["bj", "thumbnails-small"], "{.status.input.prefix}"),
+        "thumbs/"
+    );
+    workers.extend(start_workers(&plane, "thumbnails-small-workers", 1));
+    wait_until(
+        limit,
+        "second stage Succeeded",
+        || {
+            (plane.jsonpath(&["bj", "thumbnails-small"], "{.status.phase}") == "Succeeded")
+                .then_some(())
+        },
+        || format!("{}\n{}", log(), worker_logs(&workers)),
+    );
+    let small = keys(&stack.s3, "photos", "small/").await;
+    assert_eq!(small.len(), 31, "30 thumbnails and the manifest: {small:?}");
+    assert_eq!(read_manifest(&stack.s3, "small/").await["items"], 30);
+    println!("$ kubectl get bj\n{}", plane.kubectl(&["get", "bj"]));
 
     // Each step left an Event on the BatchJob.
     let reasons = plane.kubectl(&[
@@ -217,19 +331,28 @@ spec:
 
     // ttlSecondsAfterFinished: the job is deleted, and the finalizer
     // deletes the queues the operator created for it.
-    let queues = |prefix: &'static str| {
+    let queues = || {
         let sqs = stack.sqs.clone();
         async move {
-            sqs.list_queues()
-                .queue_name_prefix(prefix)
+            let mut names: Vec<String> = sqs
+                .list_queues()
+                .queue_name_prefix("shoal-default-")
                 .send()
                 .await
                 .unwrap()
                 .queue_urls()
-                .len()
+                .iter()
+                .map(|u| u.rsplit('/').next().unwrap().to_owned())
+                .collect();
+            names.sort();
+            names.join(" ")
         }
     };
-    assert_eq!(queues("shoal-default-thumbnails").await, 2);
+    assert_eq!(
+        queues().await,
+        "shoal-default-thumbnails-dlq.fifo shoal-default-thumbnails-small-dlq.fifo \
+         shoal-default-thumbnails-small.fifo shoal-default-thumbnails.fifo"
+    );
     plane.kubectl(&[
         "patch",
         "bj",
@@ -249,7 +372,13 @@ spec:
         },
         log,
     );
-    assert_eq!(queues("shoal-default-thumbnails").await, 0, "{}", log());
+    // The second stage keeps its queues (and needs nothing more from it).
+    assert_eq!(
+        queues().await,
+        "shoal-default-thumbnails-small-dlq.fifo shoal-default-thumbnails-small.fifo",
+        "{}",
+        log()
+    );
 
     for worker in &workers {
         worker.signal("TERM");

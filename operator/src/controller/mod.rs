@@ -13,10 +13,12 @@
 //! - While a job is active it is reconciled every second, so replicas follow
 //!   a backlog change within about a second plus one `GetQueueAttributes`
 //!   round trip.
-//! - Built so far: `source.sqs` (an existing queue, runs until deleted)
-//!   and `source.s3` (queues created, prefix fanned out with checkpoints,
-//!   Succeeded or Failed from the queue counts). `source.batchJob` is not
-//!   built yet; such jobs get a `Ready=False` condition saying so.
+//! - Sources: `source.sqs` (an existing queue, runs until deleted);
+//!   `source.s3` (FIFO queues created, prefix fanned out with checkpoints,
+//!   Succeeded or Failed from the queue counts, results manifest written
+//!   at the end); `source.batchJob` (waits for the upstream to succeed,
+//!   polled every [`UPSTREAM_INTERVAL`], then as `source.s3` over its
+//!   output; see [`crate::pipeline`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,15 +35,18 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::crd::{BatchJob, BatchJobStatus, ChunkCounts, Phase};
+use crate::crd::{BatchJob, BatchJobStatus, ChunkCounts, InputLocation, Phase};
 use crate::error::{Error, Result};
 use crate::fanout;
 use crate::metrics::{JobFigures, Metrics};
 use crate::plan;
 use crate::s3::S3;
+
+mod stages;
 use crate::scaling;
 use crate::sqs::{Backlog, Sqs};
 use crate::workload::{self, Wiring};
+use stages::{Source, blocked, source, write_manifest};
 
 /// Field manager of everything the operator writes.
 pub const MANAGER: &str = "shoal-operator";
@@ -51,6 +56,9 @@ pub const FINALIZER: &str = "shoal.dev/cleanup";
 
 /// How often an active job is looked at.
 pub const ACTIVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often a pipeline stage looks at the upstream job it waits for.
+pub const UPSTREAM_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -68,7 +76,7 @@ pub struct Context {
 
 impl Context {
     /// Publishes an Event on `job`; a failure is logged, never fatal.
-    async fn event(&self, job: &BatchJob, warning: bool, reason: &str, note: String) {
+    pub(crate) async fn event(&self, job: &BatchJob, warning: bool, reason: &str, note: String) {
         let event = KubeEvent {
             type_: if warning {
                 EventType::Warning
@@ -124,7 +132,7 @@ async fn observe_deployment(
     })
 }
 
-async fn write_status(
+pub(crate) async fn write_status(
     job: &BatchJob,
     ctx: &Context,
     namespace: &str,
@@ -186,13 +194,13 @@ async fn apply_deployment(
 }
 
 /// `namespace/name`, the key of a job in the metrics' bookkeeping.
-fn job_key(job: &BatchJob) -> String {
+pub(crate) fn job_key(job: &BatchJob) -> String {
     format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())
 }
 
 /// A finished job: deleted once `ttlSecondsAfterFinished` has passed since
 /// its completion, else looked at again then.
-async fn expire(
+pub(crate) async fn expire(
     job: &BatchJob,
     ctx: &Context,
     namespace: &str,
@@ -224,7 +232,7 @@ async fn expire(
 async fn cleanup(job: &BatchJob, ctx: &Context) -> Result<Action> {
     ctx.metrics.set_job(&job_key(job), None);
     let created =
-        job.spec.source.s3.is_some() && job.spec.queue.as_ref().is_none_or(|q| q.name.is_none());
+        job.spec.source.sqs.is_none() && job.spec.queue.as_ref().is_none_or(|q| q.name.is_none());
     if created && let Some(status) = &job.status {
         for url in [&status.queue_url, &status.dead_letter_queue_url]
             .into_iter()
@@ -269,7 +277,12 @@ async fn reconcile_inner(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(e.to_string()))
+    .map_err(|e| match e {
+        // Keep the step's own error (and its metric category).
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
 }
 
 /// Reconciles a live (not deleted) `job`.
@@ -282,13 +295,32 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     let generation = job.metadata.generation;
     let mut status = previous.clone();
     status.observed_generation = generation;
+
+    // Source.
+    let spec = &job.spec;
+    let fan_out = match source(&job, &ctx, &namespace, &previous).await? {
+        Source::Queue => None,
+        Source::FanOut(s3) => Some(s3),
+        Source::Blocked {
+            fail,
+            reason,
+            message,
+        } => {
+            return blocked(&job, &ctx, &namespace, status, (fail, reason, message), now).await;
+        }
+    };
+    if spec.source.batch_job.is_some() {
+        status.input = fan_out.as_ref().map(|s3| InputLocation {
+            bucket: s3.bucket.clone(),
+            prefix: s3.prefix.clone(),
+        });
+    }
     status.start_time = previous.start_time.clone().or(Some(Time(now)));
 
     // Queues.
-    let spec = &job.spec;
     let (url, dead_letter_url) = if let Some(sqs) = &spec.source.sqs {
         (sqs.queue_url.clone(), None)
-    } else if spec.source.s3.is_some() {
+    } else {
         match (&previous.queue_url, &previous.dead_letter_queue_url) {
             (Some(url), Some(dlq)) => (url.clone(), Some(dlq.clone())),
             _ => {
@@ -312,23 +344,11 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
                 (queues.url, Some(queues.dead_letter_url))
             }
         }
-    } else {
-        status.conditions = vec![plan::condition(
-            &previous.conditions,
-            "Ready",
-            false,
-            "NotImplemented",
-            "fan-out of batchJob sources is not built yet".into(),
-            generation,
-            now,
-        )];
-        write_status(&job, &ctx, &namespace, &status).await?;
-        return Ok(Action::await_change());
     };
     status.queue_url = Some(url.clone());
 
     // Fan out (one listing page per reconcile, checkpointed per batch).
-    if let Some(source) = &spec.source.s3 {
+    if let Some(source) = &fan_out {
         let from = previous.split.clone().unwrap_or_default();
         if !from.done {
             status.phase = Phase::Splitting;
@@ -383,6 +403,28 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         scaling::decide(&policy, backlog.total(), current, below_for)
     };
 
+    status.phase = phase;
+    status.chunks = chunks;
+    status.desired_workers = decision.replicas;
+    status.ready_workers = ready;
+    status.scale_down_since = decision
+        .below_for
+        .map(|_| previous.scale_down_since.clone().unwrap_or(Time(now)));
+    status.completion_time = phase.is_finished().then_some(Time(now));
+    status.conditions = vec![plan::ready_condition(
+        &previous.conditions,
+        phase,
+        &status.chunks,
+        &url,
+        generation,
+        now,
+    )];
+
+    // The results manifest, before the status records the finish.
+    if let (true, Some(input), Some(output)) = (phase.is_finished(), &fan_out, &spec.output) {
+        status.manifest = Some(write_manifest(&job, &ctx, &status, input, output).await?);
+    }
+
     // Apply.
     let wiring = Wiring {
         queue_url: url.clone(),
@@ -418,27 +460,11 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         tracing::info!(batchjob = %job.name_any(), namespace = %namespace, phase = ?phase, "phase changed");
         let note = format!(
             "{:?}: {} of {} chunks done, {} dead-lettered",
-            phase, chunks.succeeded, chunks.total, chunks.dead_lettered
+            phase, status.chunks.succeeded, status.chunks.total, status.chunks.dead_lettered
         );
         ctx.event(&job, phase == Phase::Failed, &format!("{phase:?}"), note)
             .await;
     }
-    status.phase = phase;
-    status.chunks = chunks;
-    status.desired_workers = decision.replicas;
-    status.ready_workers = ready;
-    status.scale_down_since = decision
-        .below_for
-        .map(|_| previous.scale_down_since.clone().unwrap_or(Time(now)));
-    status.completion_time = phase.is_finished().then_some(Time(now));
-    status.conditions = vec![plan::ready_condition(
-        &previous.conditions,
-        phase,
-        &status.chunks,
-        &url,
-        generation,
-        now,
-    )];
     if status != previous {
         write_status(&job, &ctx, &namespace, &status).await?;
     }

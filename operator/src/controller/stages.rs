@@ -1,0 +1,146 @@
+//! Steps of a reconcile that depend on where the work comes from:
+//! resolving the source (a pipeline stage waits for its upstream, see
+//! [`crate::pipeline`]) and writing the results manifest when a fanned-out
+//! job finishes (see [`crate::manifest`]).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+
+use super::{Context, UPSTREAM_INTERVAL, expire, job_key, write_status};
+use crate::crd::{BatchJob, BatchJobStatus, OutputSpec, Phase, S3Source};
+use crate::error::{Error, Result};
+use crate::manifest;
+use crate::metrics::JobFigures;
+use crate::pipeline::{self, Upstream};
+use crate::plan;
+
+/// Where a job's work comes from, as of this reconcile.
+pub(super) enum Source {
+    /// An existing queue: nothing to fan out.
+    Queue,
+    /// Objects to fan out.
+    FanOut(S3Source),
+    /// A pipeline stage that cannot start (`fail`: ever).
+    Blocked {
+        fail: bool,
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// Resolves the job's source; for a `batchJob` source, from the input
+/// recorded in status or else from the upstream job.
+pub(super) async fn source(
+    job: &BatchJob,
+    ctx: &Context,
+    namespace: &str,
+    previous: &BatchJobStatus,
+) -> Result<Source> {
+    let spec = &job.spec.source;
+    if spec.sqs.is_some() {
+        return Ok(Source::Queue);
+    }
+    if let Some(s3) = &spec.s3 {
+        return Ok(Source::FanOut(s3.clone()));
+    }
+    let Some(stage) = &spec.batch_job else {
+        return Err(Error::Invalid(format!(
+            "batchjob {namespace}/{} names no source",
+            job.name_any()
+        )));
+    };
+    if let Some(input) = &previous.input {
+        return Ok(Source::FanOut(pipeline::as_s3(stage, input)));
+    }
+    let api: Api<BatchJob> = Api::namespaced(ctx.client.clone(), namespace);
+    let upstream = api.get_opt(&stage.name).await.map_err(Error::kube(format!(
+        "reading upstream batchjob {namespace}/{}",
+        stage.name
+    )))?;
+    Ok(match pipeline::resolve(stage, upstream.as_ref()) {
+        Upstream::Ready(s3) => Source::FanOut(s3),
+        Upstream::Wait(reason, message) => Source::Blocked {
+            fail: false,
+            reason,
+            message,
+        },
+        Upstream::Fail(reason, message) => Source::Blocked {
+            fail: true,
+            reason,
+            message,
+        },
+    })
+}
+
+/// A pipeline stage that cannot start: Pending and looked at again in
+/// [`UPSTREAM_INTERVAL`], or Failed for good.
+pub(super) async fn blocked(
+    job: &BatchJob,
+    ctx: &Context,
+    namespace: &str,
+    mut status: BatchJobStatus,
+    (fail, reason, message): (bool, &'static str, String),
+    now: Timestamp,
+) -> Result<Action> {
+    let previous = job.status.clone().unwrap_or_default();
+    status.phase = if fail { Phase::Failed } else { Phase::Pending };
+    status.conditions = vec![plan::condition(
+        &previous.conditions,
+        "Ready",
+        false,
+        reason,
+        message.clone(),
+        job.metadata.generation,
+        now,
+    )];
+    if fail {
+        status.completion_time = Some(Time(now));
+    }
+    let first = !previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.reason == reason);
+    if first {
+        ctx.event(job, fail, reason, message).await;
+    }
+    if status != previous {
+        write_status(job, ctx, namespace, &status).await?;
+    }
+    ctx.metrics.set_job(
+        &job_key(job),
+        Some(JobFigures {
+            backlog: 0,
+            desired: 0,
+            phase: status.phase,
+        }),
+    );
+    if fail {
+        expire(job, ctx, namespace, &status, now).await
+    } else {
+        Ok(Action::requeue(UPSTREAM_INTERVAL))
+    }
+}
+
+/// Writes the results manifest of a job that has just finished; returns
+/// its `s3://` URL.
+pub(super) async fn write_manifest(
+    job: &BatchJob,
+    ctx: &Context,
+    status: &BatchJobStatus,
+    input: &S3Source,
+    output: &OutputSpec,
+) -> Result<String> {
+    let outputs = ctx.s3.list_all(&output.bucket, &output.prefix).await?;
+    let document = manifest::build(job, status, input, output, outputs);
+    let key = manifest::key(&output.prefix);
+    let body = serde_json::to_vec_pretty(&document).map_err(|e| Error::Output {
+        location: format!("s3://{}/{key}", output.bucket),
+        reason: format!("cannot encode the manifest: {e}"),
+    })?;
+    ctx.s3.put_json(&output.bucket, &key, body).await?;
+    tracing::info!(batchjob = %job.name_any(), manifest = %key, outputs = document.outputs.len(), "results manifest written");
+    Ok(format!("s3://{}/{key}", output.bucket))
+}

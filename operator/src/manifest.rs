@@ -1,0 +1,125 @@
+//! The results manifest: `<output prefix>_shoal/manifest.json`, written
+//! once when a fanned-out BatchJob (S3 or `batchJob` source) finishes,
+//! before its status says Succeeded or Failed.
+//!
+//! Contract:
+//! - It names the job (namespace, name, uid), its final phase, start and
+//!   completion time, input and output locations, the dead-letter queue,
+//!   chunk and item counts, and every object under the output prefix
+//!   (key and size, in key order; `_shoal/` excluded) when the job
+//!   finished. It is one JSON document: a job with millions of outputs
+//!   makes a manifest of tens of MB.
+//! - Written before the status records the finish, so a finished job
+//!   always has one (`status.manifest` gives its URL); a failed write is
+//!   retried by the next reconcile.
+//! - Sources skip the `_shoal/` folder under their prefix, so a pipeline
+//!   stage never takes its upstream's manifest for an input.
+
+use serde::Serialize;
+
+use crate::crd::{BatchJob, BatchJobStatus, ChunkCounts, OutputSpec, Phase, S3Source};
+use crate::split::Listed;
+
+/// shoal's own folder under an output prefix.
+pub const FOLDER: &str = "_shoal/";
+
+/// Key of the manifest for outputs under `prefix`.
+pub fn key(prefix: &str) -> String {
+    format!("{prefix}{FOLDER}manifest.json")
+}
+
+/// Whether `key`, listed under `prefix`, is in shoal's own folder.
+pub fn is_shoal_key(prefix: &str, key: &str) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|rest| rest.starts_with(FOLDER))
+}
+
+/// One output object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutputObject {
+    /// Its key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: i64,
+}
+
+/// The manifest document.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// `shoal.dev/v1alpha1`.
+    pub api_version: &'static str,
+    /// `BatchJobManifest`.
+    pub kind: &'static str,
+    /// Namespace of the BatchJob.
+    pub namespace: String,
+    /// Name of the BatchJob.
+    pub name: String,
+    /// Its uid (tells runs of same-named jobs apart).
+    pub uid: String,
+    /// Succeeded or Failed.
+    pub phase: Phase,
+    /// RFC 3339.
+    pub start_time: Option<String>,
+    /// RFC 3339.
+    pub completion_time: Option<String>,
+    /// `s3://bucket/prefix` read.
+    pub input: String,
+    /// `s3://bucket/prefix` written.
+    pub output: String,
+    /// Where failed chunks are.
+    pub dead_letter_queue_url: Option<String>,
+    /// Chunk counts at the finish.
+    pub chunks: ChunkCounts,
+    /// Items enqueued.
+    pub items: i64,
+    /// Every object under the output prefix, in key order.
+    pub outputs: Vec<OutputObject>,
+}
+
+/// The manifest of `job`, finished with `status`, having read `input` and
+/// left `outputs` under `output`.
+pub fn build(
+    job: &BatchJob,
+    status: &BatchJobStatus,
+    input: &S3Source,
+    output: &OutputSpec,
+    outputs: Vec<Listed>,
+) -> Manifest {
+    Manifest {
+        api_version: "shoal.dev/v1alpha1",
+        kind: "BatchJobManifest",
+        namespace: job.metadata.namespace.clone().unwrap_or_default(),
+        name: job.metadata.name.clone().unwrap_or_default(),
+        uid: job.metadata.uid.clone().unwrap_or_default(),
+        phase: status.phase,
+        start_time: status.start_time.as_ref().map(|t| t.0.to_string()),
+        completion_time: status.completion_time.as_ref().map(|t| t.0.to_string()),
+        input: format!("s3://{}/{}", input.bucket, input.prefix),
+        output: format!("s3://{}/{}", output.bucket, output.prefix),
+        dead_letter_queue_url: status.dead_letter_queue_url.clone(),
+        chunks: status.chunks.clone(),
+        items: status.split.as_ref().map_or(0, |s| s.items),
+        outputs: outputs
+            .into_iter()
+            .map(|o| OutputObject {
+                key: o.key,
+                size: o.size,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_folder_right_under_the_prefix_is_shoals() {
+        assert_eq!(key("thumbs/"), "thumbs/_shoal/manifest.json");
+        assert!(is_shoal_key("thumbs/", "thumbs/_shoal/manifest.json"));
+        assert!(!is_shoal_key("thumbs/", "thumbs/a/_shoal/x.jpg"));
+        assert!(!is_shoal_key("thumbs/", "thumbs/_shoalish.jpg"));
+        assert!(is_shoal_key("", "_shoal/manifest.json"));
+    }
+}
