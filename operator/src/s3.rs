@@ -37,6 +37,11 @@ impl S3 {
         }
     }
 
+    /// Wraps a client built elsewhere.
+    pub fn from_client(client: aws_sdk_s3::Client) -> Self {
+        Self { client }
+    }
+
     /// Up to 1,000 objects under `prefix` with keys after `after`; folder
     /// placeholders and shoal's own `_shoal/` folder are left out.
     pub async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>) -> Result<Page> {

@@ -37,6 +37,11 @@ impl Sqs {
         }
     }
 
+    /// Wraps a client built elsewhere.
+    pub fn from_client(client: aws_sdk_sqs::Client) -> Self {
+        Self { client }
+    }
+
     /// The backlog of the queue at `url`.
     pub async fn backlog(&self, url: &str) -> Result<Backlog> {
         let answer = self

@@ -233,11 +233,14 @@ async fn cleanup(job: &BatchJob, ctx: &Context) -> Result<Action> {
     ctx.metrics.set_job(&job_key(job), None);
     let created =
         job.spec.source.sqs.is_none() && job.spec.queue.as_ref().is_none_or(|q| q.name.is_none());
-    if created && let Some(status) = &job.status {
-        for url in [&status.queue_url, &status.dead_letter_queue_url]
-            .into_iter()
-            .flatten()
-        {
+    let urls: Vec<&String> = job
+        .status
+        .iter()
+        .flat_map(|s| [&s.queue_url, &s.dead_letter_queue_url])
+        .flatten()
+        .collect();
+    if created && !urls.is_empty() {
+        for url in urls {
             ctx.sqs.delete_queue(url).await?;
         }
         ctx.event(
@@ -519,3 +522,6 @@ pub async fn run(client: Client, sqs: Sqs, s3: S3, metrics: Arc<Metrics>) {
         })
         .await;
 }
+
+#[cfg(test)]
+mod tests;
