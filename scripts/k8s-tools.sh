@@ -6,14 +6,21 @@
 #                            the version stamped so /version is real
 #   etcd                     go.etcd.io/etcd/server/v3 at $ETCD_VERSION
 #                            (>= 3.5.13: watch progress notifications)
+#   helm                     helm.sh/helm/v4 at $HELM_VERSION, version stamped
+#   monitoring CRDs          ServiceMonitor, PodMonitor, PrometheusRule from the
+#                            prometheus-operator module at $PROMETHEUS_OPERATOR_VERSION
+#                            (its example/ folder), so the chart's optional
+#                            objects can be checked by a real API server
 # No kubelet, no container runtime: pods never run on the test machine.
 # Sourced by install-test-deps.sh; exports SHOAL_KUBE_APISERVER,
-# SHOAL_KUBECTL and SHOAL_ETCD.
+# SHOAL_KUBECTL, SHOAL_ETCD, SHOAL_HELM and SHOAL_MONITORING_CRDS.
 set -euo pipefail
 
 SHOAL_CACHE="${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}"
 KUBERNETES_VERSION=1.34.4
 ETCD_VERSION=3.6.16
+HELM_VERSION=4.3.1
+PROMETHEUS_OPERATOR_VERSION=0.90.1
 
 # Staging modules of k8s.io/kubernetes 1.34; each is published as v0.34.x.
 K8S_STAGING=(api apiextensions-apiserver apimachinery apiserver cli-runtime
@@ -94,3 +101,38 @@ GO
   mv "$etcd_bin.tmp" "$etcd_bin"
 fi
 export SHOAL_ETCD="$etcd_bin/etcd"
+
+helm_bin="$SHOAL_CACHE/tools/helm-v$HELM_VERSION/bin"
+if [ ! -x "$helm_bin/helm" ]; then
+  echo "building helm v$HELM_VERSION into $helm_bin"
+  mod_dir="$(mktemp -d)"
+  printf 'module shoal.dev/helm\n\ngo 1.25\n' >"$mod_dir/go.mod"
+  (
+    cd "$mod_dir"
+    GOFLAGS=-mod=mod go get "helm.sh/helm/v4/cmd/helm@v$HELM_VERSION" >/dev/null 2>&1
+    mkdir -p "$helm_bin.tmp"
+    GOFLAGS=-mod=mod go build -trimpath \
+      -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=v$HELM_VERSION" \
+      -o "$helm_bin.tmp/helm" helm.sh/helm/v4/cmd/helm
+  )
+  rm -rf "$helm_bin" "$mod_dir"
+  mv "$helm_bin.tmp" "$helm_bin"
+fi
+export SHOAL_HELM="$helm_bin/helm"
+
+crd_dir="$SHOAL_CACHE/tools/monitoring-crds-v$PROMETHEUS_OPERATOR_VERSION"
+if [ ! -f "$crd_dir/monitoring.coreos.com_prometheusrules.yaml" ]; then
+  echo "fetching the monitoring CRDs of prometheus-operator v$PROMETHEUS_OPERATOR_VERSION"
+  mod_dir="$(mktemp -d)"
+  printf 'module shoal.dev/monitoring-crds\n\ngo 1.25\n' >"$mod_dir/go.mod"
+  src="$(cd "$mod_dir" && GOFLAGS=-mod=mod go mod download -json \
+    "github.com/prometheus-operator/prometheus-operator@v$PROMETHEUS_OPERATOR_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  mkdir -p "$crd_dir.tmp"
+  for kind in servicemonitors podmonitors prometheusrules; do
+    cp "$src/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$crd_dir.tmp/"
+  done
+  rm -rf "$crd_dir" "$mod_dir"
+  mv "$crd_dir.tmp" "$crd_dir"
+fi
+export SHOAL_MONITORING_CRDS="$crd_dir"

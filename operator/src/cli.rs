@@ -52,6 +52,10 @@ struct RunArgs {
     /// Name of the Lease.
     #[arg(long, env = "SHOAL_OPERATOR_LEASE", default_value = "shoal-operator")]
     lease_name: String,
+    /// Watch BatchJobs (and their Deployments) in this namespace only;
+    /// every namespace when unset.
+    #[arg(long, env = "SHOAL_OPERATOR_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
     /// Seconds a Lease stays valid without renewal.
     #[arg(long, env = "SHOAL_OPERATOR_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
     lease_seconds: u64,
@@ -150,10 +154,15 @@ fn run(args: RunArgs) -> ExitCode {
         };
         let sqs = crate::sqs::Sqs::from_env().await;
         let s3 = crate::s3::S3::from_env().await;
-        tracing::info!(metrics = %metrics_addr, "operator started");
+        tracing::info!(
+            metrics = %metrics_addr,
+            namespace = args.watch_namespace.as_deref().unwrap_or("(all)"),
+            "operator started"
+        );
         // Followers are ready too: a rolling update must not wait for a
         // replica that cannot lead until the old one is gone.
         ready.store(true, Ordering::Relaxed);
+        let scope = args.watch_namespace.clone();
         let code = if args.leader_election {
             let lock = LeaseLock::new(
                 Api::namespaced(client.clone(), &args.lease_namespace),
@@ -169,17 +178,21 @@ fn run(args: RunArgs) -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
             }
+            metrics.leader.set(1);
             let code = tokio::select! {
-                () = crate::controller::run(client, sqs, s3, metrics) => ExitCode::SUCCESS,
+                () = crate::controller::run(client, sqs, s3, metrics.clone(), scope) => ExitCode::SUCCESS,
                 lost = lock.keep() => {
                     tracing::error!(error = %lost, "stopped leading; exiting");
                     ExitCode::FAILURE
                 }
             };
+            metrics.leader.set(0);
             lock.release().await;
             code
         } else {
-            crate::controller::run(client, sqs, s3, metrics).await;
+            metrics.leader.set(1);
+            crate::controller::run(client, sqs, s3, metrics.clone(), scope).await;
+            metrics.leader.set(0);
             ExitCode::SUCCESS
         };
         ready.store(false, Ordering::Relaxed);

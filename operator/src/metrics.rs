@@ -21,8 +21,13 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// `shoal_operator_reconcile_duration_seconds`.
     pub duration: Histogram,
+    /// `shoal_operator_leader`: 1 while this replica reconciles.
+    pub leader: IntGauge,
+    /// `shoal_operator_batchjobs_finished_total{phase}`.
+    finished: IntCounterVec,
     backlog: IntGauge,
     desired: IntGauge,
+    dead_lettered: IntGauge,
     phases: IntGaugeVec,
     jobs: Mutex<HashMap<String, JobFigures>>,
 }
@@ -34,6 +39,8 @@ pub struct JobFigures {
     pub backlog: i64,
     /// Workers asked for.
     pub desired: i64,
+    /// Chunks in the dead-letter queue.
+    pub dead_lettered: i64,
     /// Phase.
     pub phase: Phase,
 }
@@ -95,12 +102,33 @@ impl Metrics {
             Opts::new("shoal_operator_batchjobs", "BatchJobs by phase"),
             &["phase"],
         )?;
+        let dead_lettered = IntGauge::new(
+            "shoal_operator_dead_lettered_chunks",
+            "Chunks in dead-letter queues, summed over all BatchJobs",
+        )?;
+        let leader = IntGauge::new(
+            "shoal_operator_leader",
+            "1 while this replica holds the leader Lease (or runs without leader election)",
+        )?;
+        let finished = IntCounterVec::new(
+            Opts::new(
+                "shoal_operator_batchjobs_finished_total",
+                "BatchJobs that reached Succeeded or Failed",
+            ),
+            &["phase"],
+        )?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(backlog.clone()))?;
         registry.register(Box::new(desired.clone()))?;
         registry.register(Box::new(phases.clone()))?;
+        registry.register(Box::new(dead_lettered.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(finished.clone()))?;
+        for phase in [Phase::Succeeded, Phase::Failed] {
+            finished.with_label_values(&[phase_label(phase)]);
+        }
         for outcome in ["success", "error"] {
             reconciles.with_label_values(&[outcome]);
         }
@@ -115,8 +143,11 @@ impl Metrics {
             reconciles,
             errors,
             duration,
+            leader,
+            finished,
             backlog,
             desired,
+            dead_lettered,
             phases,
             jobs: Mutex::new(HashMap::new()),
         })
@@ -138,11 +169,20 @@ impl Metrics {
         }
         self.backlog.set(jobs.values().map(|f| f.backlog).sum());
         self.desired.set(jobs.values().map(|f| f.desired).sum());
+        self.dead_lettered
+            .set(jobs.values().map(|f| f.dead_lettered).sum());
         for phase in PHASES {
             let count = jobs.values().filter(|f| f.phase == phase).count();
             self.phases
                 .with_label_values(&[phase_label(phase)])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Counts a job that has just reached `phase` (Succeeded or Failed).
+    pub fn finished(&self, phase: Phase) {
+        if phase.is_finished() {
+            self.finished.with_label_values(&[phase_label(phase)]).inc();
         }
     }
 
@@ -169,6 +209,7 @@ mod tests {
         let running = |backlog, desired| JobFigures {
             backlog,
             desired,
+            dead_lettered: 1,
             phase: Phase::Running,
         };
         m.set_job("media/a", Some(running(30, 3)));
@@ -181,6 +222,10 @@ mod tests {
         );
         assert!(text.contains("shoal_operator_desired_workers 3"), "{text}");
         assert!(
+            text.contains("shoal_operator_dead_lettered_chunks 2"),
+            "{text}"
+        );
+        assert!(
             text.contains("shoal_operator_batchjobs{phase=\"Running\"} 2"),
             "{text}"
         );
@@ -191,5 +236,16 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("media/"), "no object names in labels");
+        m.finished(Phase::Failed);
+        m.finished(Phase::Running);
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains("shoal_operator_batchjobs_finished_total{phase=\"Failed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shoal_operator_batchjobs_finished_total{phase=\"Succeeded\"} 0"),
+            "{text}"
+        );
     }
 }

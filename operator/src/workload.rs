@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    SecurityContext, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -54,6 +54,27 @@ pub fn content_hash(deployment: &Deployment) -> String {
 /// Name of the worker Deployment of `job`.
 pub fn deployment_name(job: &BatchJob) -> String {
     format!("{}-workers", job.name_any())
+}
+
+/// The ServiceAccount the operator creates for the workers of `job` when
+/// its handler names none: `<name>-workers`, owned by the BatchJob, with
+/// no token mounted and no role bound, so a worker pod holds no
+/// Kubernetes permission at all.
+pub fn service_account(job: &BatchJob) -> Option<ServiceAccount> {
+    if job.spec.handler.service_account_name.is_some() {
+        return None;
+    }
+    Some(ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(deployment_name(job)),
+            namespace: job.namespace(),
+            labels: Some(selector_labels(job)),
+            owner_references: job.controller_owner_ref(&()).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    })
 }
 
 /// Labels of the worker pods (also the Deployment's selector).
@@ -186,7 +207,15 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
 
     let pod = PodSpec {
         containers: vec![container],
-        service_account_name: handler.service_account_name.clone(),
+        service_account_name: Some(
+            handler
+                .service_account_name
+                .clone()
+                .unwrap_or_else(|| deployment_name(job)),
+        ),
+        // Workers never call the Kubernetes API. (IRSA and EKS Pod Identity
+        // mount their own token, unaffected by this.)
+        automount_service_account_token: Some(false),
         termination_grace_period_seconds: Some(termination_grace),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
@@ -359,6 +388,26 @@ mod tests {
         assert_eq!(env_value(c, "RUST_LOG"), ["debug"]);
         let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         assert_eq!(pod.service_account_name.as_deref(), Some("thumbs-s3"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert!(
+            service_account(&job()).is_none(),
+            "the user's account is used"
+        );
+    }
+
+    #[test]
+    fn without_an_account_the_workers_get_one_with_nothing() {
+        let mut j = job();
+        j.spec.handler.service_account_name = None;
+        let sa = service_account(&j).unwrap();
+        assert_eq!(sa.metadata.name.as_deref(), Some("thumbs-workers"));
+        assert_eq!(sa.automount_service_account_token, Some(false));
+        let owner = &sa.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.name, "thumbs");
+        let d = deployment(&j, &wiring());
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("thumbs-workers"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::process::Proc;
 /// The admin's bearer token (test-only).
 const ADMIN_TOKEN: &str = "shoal-test-admin-token";
 
-fn tool_from_env(var: &str) -> String {
+pub(crate) fn tool_from_env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run the tests through scripts/test-all.sh, which builds the Kubernetes test bed")
     })
@@ -172,6 +172,23 @@ current-context: test
     /// The kubeconfig file of the admin user.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// A kubeconfig that acts as `user` (impersonation by the admin, as
+    /// `kubectl --as` does), e.g. `system:serviceaccount:ns:name`, whose
+    /// requests the API server authorizes with that account's RBAC.
+    pub fn kubeconfig_as(&self, user: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.kubeconfig)
+            .unwrap_or_else(|e| panic!("read {}: {e}", self.kubeconfig.display()));
+        let text = text.replace(
+            &format!("    token: {ADMIN_TOKEN}\n"),
+            &format!("    token: {ADMIN_TOKEN}\n    as: {user}\n"),
+        );
+        let path = self
+            .dir()
+            .join(format!("kubeconfig-{}", user.replace(':', "-")));
+        write(&path, &text);
+        path
     }
 
     /// `https://127.0.0.1:PORT`.

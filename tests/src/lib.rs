@@ -3,6 +3,7 @@
 //! which cargo builds with the tests.
 
 pub mod elasticmq;
+pub mod helm;
 pub mod kube;
 pub mod moto;
 pub mod operator;

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -157,7 +158,8 @@ pub(crate) async fn write_status(
     Ok(())
 }
 
-/// Server-side applies the Deployment unless the one in the cluster was
+/// Server-side applies the Deployment (and the workers' ServiceAccount, see
+/// [`workload::service_account`]) unless the Deployment in the cluster was
 /// applied from the same content (and still has the replicas asked for).
 async fn apply_deployment(
     job: &BatchJob,
@@ -178,6 +180,20 @@ async fn apply_deployment(
         .annotations
         .get_or_insert_with(Default::default)
         .insert(workload::APPLIED_HASH.to_owned(), hash);
+    if let Some(account) = workload::service_account(job) {
+        let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
+        let name = workload::deployment_name(job);
+        accounts
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&account),
+            )
+            .await
+            .map_err(Error::kube(format!(
+                "applying service account {namespace}/{name}"
+            )))?;
+    }
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
     let name = workload::deployment_name(job);
     deployments
@@ -460,6 +476,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
 
     // Update status.
     if phase != previous.phase {
+        ctx.metrics.finished(phase);
         tracing::info!(batchjob = %job.name_any(), namespace = %namespace, phase = ?phase, "phase changed");
         let note = format!(
             "{:?}: {} of {} chunks done, {} dead-lettered",
@@ -476,6 +493,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         Some(JobFigures {
             backlog: backlog.total(),
             desired: i64::from(decision.replicas),
+            dead_lettered: status.chunks.dead_lettered,
             phase,
         }),
     );
@@ -499,10 +517,22 @@ pub fn error_policy(job: Arc<BatchJob>, error: &Error, _ctx: Arc<Context>) -> Ac
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C.
-pub async fn run(client: Client, sqs: Sqs, s3: S3, metrics: Arc<Metrics>) {
-    let jobs: Api<BatchJob> = Api::all(client.clone());
-    let deployments: Api<Deployment> = Api::all(client.clone());
+/// Runs the controller until SIGTERM or Ctrl-C, over BatchJobs in
+/// `namespace`, or in every namespace when `None`.
+pub async fn run(
+    client: Client,
+    sqs: Sqs,
+    s3: S3,
+    metrics: Arc<Metrics>,
+    namespace: Option<String>,
+) {
+    let (jobs, deployments): (Api<BatchJob>, Api<Deployment>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
     let recorder = Recorder::new(client.clone(), MANAGER.into());
     let ctx = Arc::new(Context {
         client,

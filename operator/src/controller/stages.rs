@@ -106,6 +106,9 @@ pub(super) async fn blocked(
     if first {
         ctx.event(job, fail, reason, message).await;
     }
+    if fail && !previous.phase.is_finished() {
+        ctx.metrics.finished(Phase::Failed);
+    }
     if status != previous {
         write_status(job, ctx, namespace, &status).await?;
     }
@@ -114,6 +117,7 @@ pub(super) async fn blocked(
         Some(JobFigures {
             backlog: 0,
             desired: 0,
+            dead_lettered: 0,
             phase: status.phase,
         }),
     );

@@ -1,0 +1,240 @@
+//! The Helm chart (`charts/shoal`) with helm built from its Go module,
+//! offline: lint, what it renders, the images it runs, and the alert rules
+//! and dashboard queries under promtool. `chart_cluster.rs` takes it to a
+//! real kube-apiserver.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test reports failure"
+)]
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use shoal_tests::helm::{chart, helm, helm_output, render};
+use shoal_tests::tool;
+
+/// Every optional object of the chart switched on.
+const EVERYTHING: [&str; 4] = [
+    "metrics.serviceMonitor.enabled=true",
+    "metrics.podMonitor.enabled=true",
+    "metrics.prometheusRule.enabled=true",
+    "dashboard.enabled=true",
+];
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// The YAML documents of a multi-document string, as JSON values.
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .filter_map(|doc| {
+            let value: Value = serde::Deserialize::deserialize(doc).unwrap();
+            (!value.is_null()).then_some(value)
+        })
+        .collect()
+}
+
+fn numbers_as_floats(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => serde_json::json!(n.as_f64()),
+        Value::Array(items) => Value::Array(items.iter().map(numbers_as_floats).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), numbers_as_floats(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} rendered"))
+}
+
+#[test]
+fn helm_lint_strict_passes_in_every_mode() {
+    let home = tempfile::tempdir().unwrap();
+    let chart = chart();
+    let chart = chart.to_string_lossy();
+    helm(home.path(), None, &["lint", "--strict", &chart]);
+    let mut all = vec!["lint", "--strict", &chart];
+    for set in EVERYTHING
+        .iter()
+        .chain(&["watchNamespace=media", "replicaCount=2"])
+    {
+        all.extend(["--set", set]);
+    }
+    helm(home.path(), None, &all);
+    // values.schema.json refuses a value that makes no sense.
+    let out = helm_output(
+        home.path(),
+        None,
+        &[
+            "lint",
+            "--strict",
+            &chart,
+            "--set",
+            "leaderElection.leaseSeconds=1",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("leaseSeconds"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn the_chart_crd_is_the_one_in_crds() {
+    let committed = std::fs::read_to_string(repo("crds/batchjob.yaml")).unwrap();
+    let copied = std::fs::read_to_string(chart().join("files/crds/batchjob.yaml")).unwrap();
+    assert!(
+        committed == copied,
+        "charts/shoal/files/crds/batchjob.yaml differs from crds/batchjob.yaml: \
+         run scripts/sync-chart-crds.sh"
+    );
+    let home = tempfile::tempdir().unwrap();
+    let docs = documents(&render(home.path(), "shoal", "shoal-system", &[]));
+    let rendered = find(&docs, "CustomResourceDefinition");
+    let source = &documents(&committed)[0];
+    // helm writes `minimum: 1.0` as `1`: compare numbers as numbers.
+    assert!(
+        numbers_as_floats(&rendered["spec"]) == numbers_as_floats(&source["spec"]),
+        "the CRD the chart renders differs from crds/batchjob.yaml"
+    );
+    assert_eq!(
+        rendered["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+        "uninstalling the chart keeps the CRD (and every BatchJob)"
+    );
+}
+
+#[test]
+fn the_operator_deployment_is_locked_down_and_wired() {
+    let home = tempfile::tempdir().unwrap();
+    let docs = documents(&render(
+        home.path(),
+        "shoal",
+        "shoal-system",
+        &["watchNamespace=media"],
+    ));
+    let deployment = find(&docs, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let container = &pod["containers"][0];
+    let security = &container["securityContext"];
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["capabilities"]["drop"][0], "ALL");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for arg in [
+        "--leader-election=true",
+        "--lease-name=shoal",
+        "--lease-namespace=shoal-system",
+        "--watch-namespace=media",
+    ] {
+        assert!(args.contains(&arg), "{arg} not in {args:?}");
+    }
+    // Namespaced mode: a Role in the watched namespace, no ClusterRole.
+    assert!(docs.iter().all(|d| d["kind"] != "ClusterRole"));
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == "media")
+        .expect("a Role in media");
+    assert!(!role.to_string().contains("secrets"));
+    // The images run as the user the pods are told to run as.
+    for dockerfile in ["deploy/operator.Dockerfile", "deploy/Dockerfile"] {
+        let text = std::fs::read_to_string(repo(dockerfile)).unwrap();
+        let user = text
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("USER "))
+            .unwrap_or_else(|| panic!("{dockerfile} sets no USER"));
+        assert_eq!(user.trim(), "65532:65532", "{dockerfile}");
+        assert!(text.contains(" AS build"), "{dockerfile} is multi-stage");
+    }
+}
+
+/// Writes `groups` as a Prometheus rule file in `dir`; returns its path.
+fn rule_file(dir: &Path, name: &str, groups: &Value) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let text = serde_yaml::to_string(&serde_json::json!({ "groups": groups })).unwrap();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn promtool(args: &[&str], dir: &Path) {
+    let out = Command::new(tool("promtool", "prometheus"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {args:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn alert_rules_fire_as_documented_and_dashboard_queries_parse() {
+    let home = tempfile::tempdir().unwrap();
+    let docs = documents(&render(home.path(), "shoal", "shoal-system", &EVERYTHING));
+    let rule = find(&docs, "PrometheusRule");
+    let dir = home.path();
+    rule_file(dir, "alerts.yaml", &rule["spec"]["groups"]);
+    promtool(&["check", "rules", "alerts.yaml"], dir);
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/alerts.test.yaml"),
+        dir.join("alerts.test.yaml"),
+    )
+    .unwrap();
+    promtool(&["test", "rules", "alerts.test.yaml"], dir);
+
+    // Every dashboard query, as a recording rule, must parse.
+    let config_map = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "shoal-dashboard")
+        .expect("dashboard ConfigMap");
+    let dashboard: Value =
+        serde_json::from_str(config_map["data"]["shoal.json"].as_str().unwrap()).unwrap();
+    let rules: Vec<Value> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().clone())
+        .enumerate()
+        .map(|(n, t)| {
+            serde_json::json!({
+                "record": format!("shoal:dashboard_query_{n}"),
+                "expr": t["expr"].as_str().unwrap().replace("$__rate_interval", "5m"),
+            })
+        })
+        .collect();
+    assert!(rules.len() >= 10, "{} queries", rules.len());
+    rule_file(
+        dir,
+        "dashboard.yaml",
+        &serde_json::json!([{ "name": "dashboard", "rules": rules }]),
+    );
+    promtool(&["check", "rules", "dashboard.yaml"], dir);
+}
