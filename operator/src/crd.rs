@@ -91,8 +91,9 @@ pub struct HandlerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub concurrency: Option<u32>,
-    /// Service account of the worker pods (e.g. bound to an IAM role);
-    /// the namespace's default when unset.
+    /// Service account of the worker pods (e.g. bound to an IAM role).
+    /// When unset the operator creates `<name>-workers`, with no role and
+    /// no token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
 }

@@ -41,7 +41,7 @@ app.kubernetes.io/component: operator
 - apiGroups: ["shoal.dev"]
   resources: ["batchjobs"]
   # patch: finalizer; delete: ttlSecondsAfterFinished
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: ["shoal.dev"]
   resources: ["batchjobs/status"]
   verbs: ["get", "patch"]
