@@ -98,6 +98,22 @@ pub struct HandlerSpec {
     pub service_account_name: Option<String>,
 }
 
+impl HandlerSpec {
+    /// A handler running `image`, everything else at its default.
+    pub fn image(image: impl Into<String>) -> Self {
+        Self {
+            image: image.into(),
+            command: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            memory_mib: None,
+            timeout_seconds: None,
+            concurrency: None,
+            service_account_name: None,
+        }
+    }
+}
+
 /// Where the work comes from: exactly one of the fields.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Default)]
 #[serde(rename_all = "camelCase")]

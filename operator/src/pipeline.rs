@@ -82,16 +82,7 @@ mod tests {
         let mut job = BatchJob::new(
             "thumbnails",
             BatchJobSpec {
-                handler: HandlerSpec {
-                    image: "x".into(),
-                    command: vec![],
-                    args: vec![],
-                    env: vec![],
-                    memory_mib: None,
-                    timeout_seconds: None,
-                    concurrency: None,
-                    service_account_name: None,
-                },
+                handler: HandlerSpec::image("x"),
                 source: SourceSpec::default(),
                 queue: None,
                 scaling: None,

@@ -107,6 +107,22 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// `helm install RELEASE charts/shoal` into `namespace` (created).
+fn install(plane: &ControlPlane, release: &str, namespace: &str, extra: &[&str]) {
+    let chart = chart();
+    let chart = chart.to_string_lossy();
+    let mut args = vec![
+        "install",
+        release,
+        &chart,
+        "--namespace",
+        namespace,
+        "--create-namespace",
+    ];
+    args.extend_from_slice(extra);
+    helm_in(plane, &args);
+}
+
 fn printer_columns(plane: &ControlPlane) -> String {
     plane.jsonpath(
         &["crd", "batchjobs.shoal.dev"],
@@ -118,17 +134,7 @@ fn printer_columns(plane: &ControlPlane) -> String {
 fn install_upgrade_with_a_crd_change_and_uninstall() {
     let plane = ControlPlane::start();
     let chart = chart();
-    helm_in(
-        &plane,
-        &[
-            "install",
-            "shoal",
-            &chart.to_string_lossy(),
-            "--namespace",
-            "shoal-system",
-            "--create-namespace",
-        ],
-    );
+    install(&plane, "shoal", "shoal-system", &[]);
     let get = |what: &[&str], path: &str| plane.jsonpath(what, path);
     assert_eq!(
         get(
@@ -231,18 +237,7 @@ fn can_i(plane: &ControlPlane, user: &str, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_runs_batchjobs_with_only_its_service_account_rights() {
     let plane = ControlPlane::start();
-    let chart = chart();
-    helm_in(
-        &plane,
-        &[
-            "install",
-            "shoal",
-            &chart.to_string_lossy(),
-            "--namespace",
-            "shoal-system",
-            "--create-namespace",
-        ],
-    );
+    install(&plane, "shoal", "shoal-system", &[]);
     let moto = Moto::start();
     let sqs = moto.sqs();
     let url = create_queue(&sqs, "uploads").await;
@@ -366,18 +361,11 @@ spec:
 
     // Namespaced mode: a second release watching `media` only.
     plane.kubectl(&["create", "namespace", "media"]);
-    helm_in(
+    install(
         &plane,
-        &[
-            "install",
-            "shoal-ns",
-            &chart.to_string_lossy(),
-            "--namespace",
-            "shoal-ns",
-            "--create-namespace",
-            "--set",
-            "watchNamespace=media,crds.install=false",
-        ],
+        "shoal-ns",
+        "shoal-ns",
+        &["--set", "watchNamespace=media,crds.install=false"],
     );
     let namespaced = "system:serviceaccount:shoal-ns:shoal-ns";
     for (args, answer) in [

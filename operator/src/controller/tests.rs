@@ -131,26 +131,13 @@ fn serve(
     })
 }
 
-fn handler() -> HandlerSpec {
-    HandlerSpec {
-        image: "x".into(),
-        command: vec![],
-        args: vec![],
-        env: vec![],
-        memory_mib: None,
-        timeout_seconds: None,
-        concurrency: None,
-        service_account_name: None,
-    }
-}
-
 /// BatchJob `name` in `default` with the given source and status, with the
 /// finalizer already on it unless `fresh`.
 fn job(name: &str, source: SourceSpec, status: Option<BatchJobStatus>, fresh: bool) -> BatchJob {
     let mut job = BatchJob::new(
         name,
         BatchJobSpec {
-            handler: handler(),
+            handler: HandlerSpec::image("x"),
             source,
             queue: None,
             scaling: None,
@@ -229,33 +216,40 @@ async fn a_new_batchjob_first_gets_the_cleanup_finalizer() {
     assert!(events.is_empty());
 }
 
-#[tokio::test]
-async fn a_stage_waits_for_an_upstream_that_is_still_running() {
+/// Reconciles stage `small` whose upstream GET is answered with `status`
+/// and `upstream`; the status write is the second call.
+async fn reconcile_stage(status: StatusCode, upstream: Value) -> (Action, Vec<Value>, Vec<String>) {
     let downstream = job("small", stage(), None, false);
-    let upstream = job(
-        "upstream",
-        SourceSpec::default(),
-        with_phase(Phase::Running),
-        false,
-    );
-    let (action, bodies, events) = run(
-        downstream.clone(),
+    let answer = serde_json::to_value(&downstream).unwrap();
+    run(
+        downstream,
         vec![
-            call(
-                Method::GET,
-                &format!("{JOBS}/upstream"),
-                StatusCode::OK,
-                serde_json::to_value(&upstream).unwrap(),
-            ),
+            call(Method::GET, &format!("{JOBS}/upstream"), status, upstream),
             call(
                 Method::PATCH,
                 &format!("{JOBS}/small/status"),
                 StatusCode::OK,
-                serde_json::to_value(&downstream).unwrap(),
+                answer,
             ),
         ],
     )
-    .await;
+    .await
+}
+
+fn upstream_in(phase: Phase) -> Value {
+    serde_json::to_value(job(
+        "upstream",
+        SourceSpec::default(),
+        with_phase(phase),
+        false,
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_stage_waits_for_an_upstream_that_is_still_running() {
+    let (action, bodies, events) =
+        reconcile_stage(StatusCode::OK, upstream_in(Phase::Running)).await;
     assert_eq!(action, Action::requeue(UPSTREAM_INTERVAL));
     let status = &bodies[1]["status"];
     assert_eq!(status["phase"], "Pending");
@@ -267,30 +261,12 @@ async fn a_stage_waits_for_an_upstream_that_is_still_running() {
 
 #[tokio::test]
 async fn a_stage_whose_upstream_does_not_exist_waits_for_it() {
-    let downstream = job("small", stage(), None, false);
     let not_found = json!({
         "kind": "Status", "apiVersion": "v1", "status": "Failure",
         "message": "batchjobs.shoal.dev \"upstream\" not found",
         "reason": "NotFound", "code": 404
     });
-    let (action, bodies, _) = run(
-        downstream.clone(),
-        vec![
-            call(
-                Method::GET,
-                &format!("{JOBS}/upstream"),
-                StatusCode::NOT_FOUND,
-                not_found,
-            ),
-            call(
-                Method::PATCH,
-                &format!("{JOBS}/small/status"),
-                StatusCode::OK,
-                serde_json::to_value(&downstream).unwrap(),
-            ),
-        ],
-    )
-    .await;
+    let (action, bodies, _) = reconcile_stage(StatusCode::NOT_FOUND, not_found).await;
     assert_eq!(action, Action::requeue(UPSTREAM_INTERVAL));
     assert_eq!(
         bodies[1]["status"]["conditions"][0]["reason"],
@@ -300,31 +276,8 @@ async fn a_stage_whose_upstream_does_not_exist_waits_for_it() {
 
 #[tokio::test]
 async fn a_stage_whose_upstream_failed_fails_without_creating_queues() {
-    let downstream = job("small", stage(), None, false);
-    let upstream = job(
-        "upstream",
-        SourceSpec::default(),
-        with_phase(Phase::Failed),
-        false,
-    );
-    let (action, bodies, events) = run(
-        downstream.clone(),
-        vec![
-            call(
-                Method::GET,
-                &format!("{JOBS}/upstream"),
-                StatusCode::OK,
-                serde_json::to_value(&upstream).unwrap(),
-            ),
-            call(
-                Method::PATCH,
-                &format!("{JOBS}/small/status"),
-                StatusCode::OK,
-                serde_json::to_value(&downstream).unwrap(),
-            ),
-        ],
-    )
-    .await;
+    let (action, bodies, events) =
+        reconcile_stage(StatusCode::OK, upstream_in(Phase::Failed)).await;
     // Finished without a TTL: nothing more to do until the job changes.
     assert_eq!(action, Action::await_change());
     let status = &bodies[1]["status"];
