@@ -10,7 +10,10 @@
 #   aws-lambda-rie  the AWS Lambda Runtime Interface Emulator, built from its
 #                Go module at a pinned version into a cache folder
 #   cfn-lint     CloudFormation/SAM linter from PyPI, in a cached virtualenv
-#   kube-apiserver, kubectl, etcd  built from Go modules (scripts/k8s-tools.sh)
+#   rabbitmq-server  Debian package: the AMQP broker the RabbitMQ tests start
+#                (one per test, on loopback ports, stopped afterwards)
+#   kube-apiserver, kubectl, etcd, helm  built from Go modules
+#                (scripts/k8s-tools.sh)
 # Source it to get SHOAL_MOTO_SERVER, SHOAL_ELASTICMQ_LIB, SHOAL_LAMBDA_RIE
 # and SHOAL_CFN_LINT exported; run it to just install.
 set -euo pipefail
@@ -34,13 +37,14 @@ command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   $SUDO apt-get update -qq
   # The packages would start servers; tests start their own.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if command -v systemctl >/dev/null 2>&1; then
-    $SUDO systemctl stop prometheus prometheus-pushgateway >/dev/null 2>&1 || true
+    $SUDO systemctl stop prometheus prometheus-pushgateway rabbitmq-server epmd.socket epmd >/dev/null 2>&1 || true
   fi
 fi
 

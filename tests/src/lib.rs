@@ -9,6 +9,7 @@ pub mod moto;
 pub mod operator;
 pub mod process;
 pub mod prom;
+pub mod rabbitmq;
 pub mod rie;
 pub mod sqs;
 pub mod stack;

@@ -19,7 +19,7 @@ use crate::http::{self, Readiness};
 use crate::lambda;
 use crate::local::{self, RunPaths};
 use crate::metrics::Metrics;
-use crate::queue::{self, Shutdown, SqsOptions, SqsQueue, Transport};
+use crate::queue::{self, AmqpOptions, AmqpQueue, Shutdown, SqsOptions, SqsQueue, Transport};
 use crate::retry::RetryPolicy;
 use crate::signals::Interrupts;
 use crate::store::{LocalStore, Location, ObjectStore, S3Store, s3_client, sdk_config};
@@ -279,6 +279,33 @@ where
             let input = stores.input_or_any_bucket(args.input.as_ref()).await;
             let output = stores.open_optional(args.output.as_ref()).await;
             let wait = Duration::from_secs(u64::from(args.wait_time));
+            // Receiving is latency-bound: one receive loop per concurrent
+            // invocation (up to 8), each with a batch of 10 in flight, keeps
+            // the invocations fed without holding much more than that.
+            let receivers = args
+                .receivers
+                .map_or(config.concurrency.clamp(1, 8), |n| n as usize);
+            let max_in_flight = args.max_messages_in_flight.map_or(
+                (2 * config.concurrency).max(receivers * queue::MAX_BATCH),
+                |n| n as usize,
+            );
+            let settings = queue::Settings {
+                receivers,
+                max_in_flight,
+                grace: Duration::from_secs_f64(args.shutdown_grace),
+                started,
+            };
+            if is_amqp(&args.queue) {
+                let transport = AmqpQueue::connect(AmqpOptions {
+                    url: args.queue.clone(),
+                    prefetch: u16::try_from(config.concurrency).unwrap_or(u16::MAX),
+                    wait_time: wait,
+                    max_attempts: config.retry.max_attempts,
+                })
+                .await?;
+                let engine = Engine::new(handler, input, output, config, metrics);
+                return consume(engine, transport, settings, ready).await;
+            }
             let sqs = stores.sqs(wait).await;
             let transport = SqsQueue::connect(
                 sqs,
@@ -300,41 +327,8 @@ where
                     "the visibility timeout is below 6x the invocation timeout (AWS's advice); leases are extended while items run"
                 );
             }
-            // Receiving is latency-bound: one receive loop per concurrent
-            // invocation (up to 8), each with a batch of 10 in flight, keeps
-            // the invocations fed without holding much more than that.
-            let receivers = args
-                .receivers
-                .map_or(config.concurrency.clamp(1, 8), |n| n as usize);
-            let max_in_flight = args.max_messages_in_flight.map_or(
-                (2 * config.concurrency).max(receivers * queue::MAX_BATCH),
-                |n| n as usize,
-            );
-            let settings = queue::Settings {
-                receivers,
-                max_in_flight,
-                grace: Duration::from_secs_f64(args.shutdown_grace),
-                started,
-            };
             let engine = Engine::new(handler, input, output, config, metrics);
-            let shutdown = Shutdown::default();
-            let mut signals = Interrupts::listen()?;
-            let watch = shutdown.clone();
-            let not_ready = ready.clone();
-            let listener = tokio::spawn(async move {
-                signals.next().await;
-                not_ready.set(false);
-                tracing::warn!("shutdown signal: draining (send it again to stop now)");
-                watch.drain.cancel();
-                signals.next().await;
-                tracing::warn!("second signal: stopping now");
-                watch.stop.cancel();
-            });
-            ready.set(true);
-            queue::run(engine, Arc::new(transport), settings, shutdown).await;
-            ready.set(false);
-            listener.abort();
-            Ok(exit::OK)
+            consume(engine, transport, settings, ready).await
         }
         Command::Lambda(args) => {
             let mut config = config;
@@ -386,4 +380,36 @@ where
             Ok(if ok { exit::OK } else { exit::ITEMS_FAILED })
         }
     }
+}
+
+/// Whether `--queue` names an AMQP queue rather than an SQS queue URL.
+fn is_amqp(queue: &str) -> bool {
+    queue.starts_with("amqp://") || queue.starts_with("amqps://")
+}
+
+/// Runs the queue worker on `transport` until a signal drains it.
+async fn consume<H: Handler, T: Transport>(
+    engine: Engine<H>,
+    transport: T,
+    settings: queue::Settings,
+    ready: Readiness,
+) -> Result<u8> {
+    let shutdown = Shutdown::default();
+    let mut signals = Interrupts::listen()?;
+    let watch = shutdown.clone();
+    let not_ready = ready.clone();
+    let listener = tokio::spawn(async move {
+        signals.next().await;
+        not_ready.set(false);
+        tracing::warn!("shutdown signal: draining (send it again to stop now)");
+        watch.drain.cancel();
+        signals.next().await;
+        tracing::warn!("second signal: stopping now");
+        watch.stop.cancel();
+    });
+    ready.set(true);
+    queue::run(engine, Arc::new(transport), settings, shutdown).await;
+    ready.set(false);
+    listener.abort();
+    Ok(exit::OK)
 }

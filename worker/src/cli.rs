@@ -176,7 +176,8 @@ fn parse_percent(s: &str) -> Result<f64, String> {
 /// `worker`: a long-lived queue consumer.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// URL of the SQS queue to consume (a standard queue).
+    /// Queue to consume: an SQS queue URL (standard or FIFO), or
+    /// amqp[s]://user:password@host:port/vhost/queue for RabbitMQ.
     #[arg(long, env = "SHOAL_QUEUE")]
     pub queue: String,
 

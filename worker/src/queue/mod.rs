@@ -16,6 +16,7 @@
 //! period, cuts the invocations in flight short and gives their items back
 //! too.
 
+mod amqp;
 mod settle;
 mod sqs;
 mod transport;
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+pub use amqp::{AmqpOptions, AmqpQueue, parse_target};
 pub use settle::{DeadItem, ItemResult, Plan, Then, decide};
 pub use sqs::{SqsOptions, SqsQueue};
 pub use transport::{DeadLetter, Delivery, Transport, TransportError};

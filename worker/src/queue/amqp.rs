@@ -1,0 +1,723 @@
+//! RabbitMQ (AMQP 0-9-1, with lapin) as a [`Transport`].
+//!
+//! `--queue amqp://user:password@host:port/vhost/queue` (`amqps://` for
+//! TLS; the vhost percent-encoded, `%2f` for `/`; without a vhost segment
+//! the default vhost).
+//!
+//! Contract:
+//! - **Topology, declared when missing** (so a fresh broker just works):
+//!   the durable quorum queue `Q` with `x-dead-letter-exchange: Q.dlx` and
+//!   `x-delivery-limit` = the attempt limit (the broker's own backstop for
+//!   messages whose worker keeps dying); the fanout exchange `Q.dlx` and
+//!   the quorum queue `Q.dlq` bound to it; retry queues `Q.retry.<n>s`
+//!   (below). A queue that already exists with other arguments is used as
+//!   it is.
+//! - **Consuming**: prefetch = the worker's concurrency, manual acks; a
+//!   message is acked only once every item in it is done.
+//! - **Attempts**: the quorum queue's `x-delivery-count` header counts
+//!   earlier deliveries of the same message; copies shoal sends carry
+//!   `shoal.attempts`.
+//! - **Retry with backoff**: AMQP has no per-message delay, so a message
+//!   retried after a delay is published, with confirms, to the retry queue
+//!   whose TTL is the delay rounded up to a power of two seconds (1 s to
+//!   1,024 s; one TTL per queue, so a long delay never holds up a short
+//!   one), which dead-letters it back to `Q` when it expires; then the
+//!   original is acked. A retry without delay is a `basic.nack` with
+//!   requeue.
+//! - **Dead letters** are published with confirms to `Q.dlx` with the same
+//!   `shoal.*` headers as on SQS (reason, cause, category, attempts, source
+//!   queue and message id, pending items); then the original is acked.
+//! - **Leases**: an unacked delivery stays with this consumer until its
+//!   channel closes (or the broker's `consumer_timeout`, 30 minutes by
+//!   default, runs out); there is nothing to extend.
+//! - **Reconnect**: when the connection drops (broker restart, network),
+//!   deliveries not yet acked go back to the queue (the broker does that),
+//!   acks for them fail and are reported as such, and the worker connects
+//!   again with backoff (100 ms doubling, at most 1 s between tries).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lapin::Acker;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use tokio::sync::{Mutex, RwLock, mpsc};
+use tracing::{info, warn};
+
+use super::sqs::{
+    ATTEMPTS, CATEGORY, CAUSE, PENDING, REASON, SOURCE_MESSAGE_ID, SOURCE_QUEUE, decode_indices,
+};
+use super::transport::{DeadLetter, Delivery, Transport, TransportError};
+use crate::error::{Error, Result};
+
+/// What the broker says when a delivery's channel is gone.
+const LOST: &str = "its connection was lost; the broker delivers the message again";
+/// Lease reported to the runner: RabbitMQ's default `consumer_timeout`.
+const LEASE: Duration = Duration::from_secs(30 * 60);
+/// Retry queue TTLs: powers of two seconds up to this.
+const MAX_RETRY_S: u64 = 1024;
+
+/// How to consume an AMQP queue.
+#[derive(Debug, Clone)]
+pub struct AmqpOptions {
+    /// `amqp://user:password@host:port/vhost/queue`.
+    pub url: String,
+    /// Unacked deliveries at most (the worker's concurrency).
+    pub prefetch: u16,
+    /// How long `receive` waits for a first message.
+    pub wait_time: Duration,
+    /// Attempts per message before it is dead-lettered.
+    pub max_attempts: u32,
+}
+
+/// Where to connect and what to consume, from a `--queue` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The connection URI (scheme, credentials, host, port, vhost).
+    pub uri: String,
+    /// The queue's name.
+    pub queue: String,
+}
+
+/// Splits `amqp[s]://…/vhost/queue` into connection URI and queue name.
+pub fn parse_target(url: &str) -> std::result::Result<Target, String> {
+    let rest = url
+        .strip_prefix("amqp://")
+        .or_else(|| url.strip_prefix("amqps://"))
+        .ok_or_else(|| "not an amqp:// or amqps:// URL".to_owned())?;
+    let scheme_len = url.len() - rest.len();
+    let (authority, path) = rest
+        .split_once('/')
+        .ok_or_else(|| "no queue name: expected amqp://host/vhost/queue".to_owned())?;
+    let (vhost, queue) = match path.rsplit_once('/') {
+        Some((vhost, queue)) => (Some(vhost), queue),
+        None => (None, path),
+    };
+    let queue = percent_encoding::percent_decode_str(queue)
+        .decode_utf8()
+        .map_err(|e| format!("queue name is not UTF-8: {e}"))?
+        .into_owned();
+    if queue.is_empty() {
+        return Err("no queue name: expected amqp://host/vhost/queue".into());
+    }
+    let mut uri = format!("{}{authority}", &url[..scheme_len]);
+    if let Some(vhost) = vhost {
+        uri.push('/');
+        uri.push_str(vhost);
+    }
+    Ok(Target { uri, queue })
+}
+
+/// The retry queue for `delay`: its TTL in seconds (a power of two).
+pub fn retry_bucket(delay: Duration) -> u64 {
+    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    secs.max(1).next_power_of_two().min(MAX_RETRY_S)
+}
+
+/// The connection in use: its publishing channel.
+struct Live {
+    publisher: Channel,
+}
+
+struct Shared {
+    target: Target,
+    options: AmqpOptions,
+    live: RwLock<Option<Live>>,
+    ackers: SyncMutex<HashMap<String, Acker>>,
+    retry_queues: Mutex<HashSet<u64>>,
+}
+
+/// An AMQP queue, its dead-letter exchange and retry queues, consumed
+/// over a connection that is re-established when it drops.
+pub struct AmqpQueue {
+    shared: Arc<Shared>,
+    inbox: Mutex<mpsc::Receiver<Delivery>>,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AmqpQueue {
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
+}
+
+fn amqp_error(operation: &'static str, queue: &str, e: impl std::fmt::Display) -> TransportError {
+    TransportError {
+        operation,
+        queue: queue.to_owned(),
+        source: e.to_string().into(),
+    }
+}
+
+fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in entries {
+        table.insert(ShortString::from(*name), value.clone());
+    }
+    table
+}
+
+fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+/// A header as text, whatever its AMQP type.
+fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    let value = headers?.inner().get(name)?;
+    Some(match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::ShortShortInt(n) => n.to_string(),
+        AMQPValue::ShortShortUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::ShortUInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        _ => return None,
+    })
+}
+
+impl AmqpQueue {
+    /// Connects, declares the topology and starts consuming; the first
+    /// connection must succeed (a wrong URL fails here, clearly), later
+    /// ones are retried for ever.
+    pub async fn connect(options: AmqpOptions) -> Result<Self> {
+        let target = parse_target(&options.url).map_err(|reason| Error::Queue {
+            queue: options.url.clone(),
+            reason,
+        })?;
+        let shared = Arc::new(Shared {
+            target,
+            options,
+            live: RwLock::new(None),
+            ackers: SyncMutex::new(HashMap::new()),
+            retry_queues: Mutex::new(HashSet::new()),
+        });
+        let (tx, inbox) = mpsc::channel(usize::from(shared.options.prefetch.max(1)));
+        let first = session_start(&shared, 1).await.map_err(|e| Error::Queue {
+            queue: shared.target.queue.clone(),
+            reason: format!("cannot connect and consume: {e}"),
+        })?;
+        info!(queue = %shared.target.queue, prefetch = shared.options.prefetch, "queue connected");
+        let supervisor = tokio::spawn(supervise(shared.clone(), tx, first));
+        Ok(Self {
+            shared,
+            inbox: Mutex::new(inbox),
+            supervisor,
+        })
+    }
+}
+
+/// A connection with its consumer, ready to deliver.
+struct Session {
+    _connection: Connection,
+    consumer: lapin::Consumer,
+    generation: u64,
+}
+
+/// Connects, opens a consuming and a publishing (confirm mode) channel,
+/// declares the topology and starts the consumer.
+async fn session_start(shared: &Shared, generation: u64) -> lapin::Result<Session> {
+    let queue = &shared.target.queue;
+    let connection = Connection::connect(
+        &shared.target.uri,
+        ConnectionProperties::default().with_connection_name("shoal-worker".into()),
+    )
+    .await?;
+    let publisher = connection.create_channel().await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    declare(&connection, &publisher, queue, shared.options.max_attempts).await?;
+    let consumer_channel = connection.create_channel().await?;
+    consumer_channel
+        .basic_qos(shared.options.prefetch.max(1), BasicQosOptions::default())
+        .await?;
+    let consumer = consumer_channel
+        .basic_consume(
+            queue.as_str().into(),
+            "shoal-worker".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    shared.retry_queues.lock().await.clear();
+    *shared.live.write().await = Some(Live { publisher });
+    Ok(Session {
+        _connection: connection,
+        consumer,
+        generation,
+    })
+}
+
+/// Declares `queue` (quorum, dead-lettering to `queue.dlx`), the exchange
+/// and the dead-letter queue; an existing `queue` declared with other
+/// arguments is used as it is.
+async fn declare(
+    connection: &Connection,
+    channel: &Channel,
+    queue: &str,
+    max_attempts: u32,
+) -> lapin::Result<()> {
+    let dlx = format!("{queue}.dlx");
+    let dlq = format!("{queue}.dlq");
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let quorum = || long_string("quorum");
+    channel
+        .exchange_declare(
+            dlx.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(
+            dlq.as_str().into(),
+            durable,
+            table(&[("x-queue-type", quorum())]),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            dlq.as_str().into(),
+            dlx.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let arguments = table(&[
+        ("x-queue-type", quorum()),
+        ("x-dead-letter-exchange", long_string(&dlx)),
+        (
+            "x-delivery-limit",
+            AMQPValue::LongInt(i32::try_from(max_attempts).unwrap_or(i32::MAX)),
+        ),
+    ]);
+    if let Err(e) = channel
+        .queue_declare(queue.into(), durable, arguments)
+        .await
+    {
+        // PRECONDITION_FAILED closes the channel: look with a new one.
+        warn!(queue, error = %e, "the queue exists with other arguments; using it as it is");
+        let probe = connection.create_channel().await?;
+        probe
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Feeds deliveries to the runner and reconnects when the connection
+/// drops, until the runner is gone.
+async fn supervise(shared: Arc<Shared>, tx: mpsc::Sender<Delivery>, first: Session) {
+    let mut session = Some(first);
+    let mut generation = 1;
+    let mut failures: u32 = 0;
+    loop {
+        if let Some(mut current) = session.take() {
+            failures = 0;
+            while let Some(next) = current.consumer.next().await {
+                match next {
+                    Ok(message) => {
+                        let delivery = to_delivery(&shared, current.generation, message);
+                        if tx.send(delivery).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(queue = %shared.target.queue, error = %e, "connection lost; reconnecting");
+                        break;
+                    }
+                }
+            }
+            *shared.live.write().await = None;
+            if let Ok(mut ackers) = shared.ackers.lock() {
+                ackers.clear();
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+        let wait = Duration::from_millis(100)
+            .saturating_mul(1 << failures.min(4))
+            .min(Duration::from_secs(1));
+        tokio::time::sleep(wait).await;
+        generation += 1;
+        match session_start(&shared, generation).await {
+            Ok(next) => {
+                info!(queue = %shared.target.queue, "reconnected");
+                session = Some(next);
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                if failures == 1 || failures.is_multiple_of(10) {
+                    warn!(queue = %shared.target.queue, error = %e, failures, "cannot reconnect yet");
+                }
+            }
+        }
+    }
+}
+
+fn to_delivery(shared: &Shared, generation: u64, message: lapin::message::Delivery) -> Delivery {
+    let receipt = format!("{generation}-{}", message.delivery_tag);
+    let headers = message.properties.headers().as_ref();
+    let earlier = header_text(headers, "x-delivery-count").and_then(|v| v.parse::<u32>().ok());
+    let receive_count = match earlier {
+        Some(n) => n.saturating_add(1),
+        None if message.redelivered => 2,
+        None => 1,
+    };
+    let message_id = message
+        .properties
+        .message_id()
+        .as_ref()
+        .map_or_else(|| receipt.clone(), |id| id.as_str().to_owned());
+    let sent_at = message
+        .properties
+        .timestamp()
+        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
+    let pending = header_text(headers, PENDING).and_then(|v| decode_indices(&v));
+    let carried_attempts = header_text(headers, ATTEMPTS)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if let Ok(mut ackers) = shared.ackers.lock() {
+        ackers.insert(receipt.clone(), message.acker);
+    }
+    Delivery {
+        message_id,
+        body: Bytes::from(message.data),
+        receipt,
+        receive_count,
+        sent_at,
+        pending,
+        carried_attempts,
+        group: None,
+    }
+}
+
+impl AmqpQueue {
+    fn take_acker(
+        &self,
+        delivery: &Delivery,
+        operation: &'static str,
+    ) -> Result<Acker, TransportError> {
+        self.shared
+            .ackers
+            .lock()
+            .ok()
+            .and_then(|mut ackers| ackers.remove(&delivery.receipt))
+            .ok_or_else(|| amqp_error(operation, &self.shared.target.queue, LOST))
+    }
+
+    /// Publishes `delivery`'s body with `headers` to `exchange`/`routing_key`
+    /// and waits for the broker's confirm.
+    async fn publish(
+        &self,
+        operation: &'static str,
+        exchange: &str,
+        routing_key: &str,
+        delivery: &Delivery,
+        headers: FieldTable,
+    ) -> Result<(), TransportError> {
+        let queue = &self.shared.target.queue;
+        let live = self.shared.live.read().await;
+        let Some(live) = live.as_ref() else {
+            return Err(amqp_error(operation, queue, "not connected"));
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(delivery.message_id.as_str().into())
+            .with_timestamp(now)
+            .with_headers(headers);
+        let confirm = live
+            .publisher
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &delivery.body,
+                properties,
+            )
+            .await
+            .map_err(|e| amqp_error(operation, queue, e))?
+            .await
+            .map_err(|e| amqp_error(operation, queue, e))?;
+        match confirm {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(amqp_error(
+                operation,
+                queue,
+                format!("no queue is bound to {exchange:?} / {routing_key:?}"),
+            )),
+            other => Err(amqp_error(
+                operation,
+                queue,
+                format!("the broker refused the message: {other:?}"),
+            )),
+        }
+    }
+
+    /// Publishes a copy of `delivery` back to the queue, after `delay`
+    /// through a retry queue.
+    async fn send_copy(
+        &self,
+        operation: &'static str,
+        delivery: &Delivery,
+        pending: Option<&[usize]>,
+        attempts: u32,
+        delay: Duration,
+    ) -> Result<(), TransportError> {
+        let queue = self.shared.target.queue.clone();
+        let mut entries = vec![(ATTEMPTS, long_string(&attempts.to_string()))];
+        if let Some(pending) = pending {
+            let text = pending
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            entries.push((PENDING, long_string(&text)));
+        }
+        let headers = table(&entries);
+        if delay.is_zero() {
+            return self.publish(operation, "", &queue, delivery, headers).await;
+        }
+        let bucket = retry_bucket(delay);
+        let retry = format!("{queue}.retry.{bucket}s");
+        self.ensure_retry_queue(operation, bucket, &retry).await?;
+        self.publish(operation, "", &retry, delivery, headers).await
+    }
+
+    async fn ensure_retry_queue(
+        &self,
+        operation: &'static str,
+        bucket: u64,
+        name: &str,
+    ) -> Result<(), TransportError> {
+        let queue = &self.shared.target.queue;
+        let mut declared = self.shared.retry_queues.lock().await;
+        if declared.contains(&bucket) {
+            return Ok(());
+        }
+        let live = self.shared.live.read().await;
+        let Some(live) = live.as_ref() else {
+            return Err(amqp_error(operation, queue, "not connected"));
+        };
+        live.publisher
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                table(&[
+                    (
+                        "x-message-ttl",
+                        AMQPValue::LongLongInt(i64::try_from(bucket * 1000).unwrap_or(i64::MAX)),
+                    ),
+                    ("x-dead-letter-exchange", long_string("")),
+                    ("x-dead-letter-routing-key", long_string(queue)),
+                ]),
+            )
+            .await
+            .map_err(|e| amqp_error(operation, queue, e))?;
+        declared.insert(bucket);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Transport for AmqpQueue {
+    fn queue(&self) -> &str {
+        &self.shared.target.queue
+    }
+
+    fn visibility(&self) -> Duration {
+        LEASE
+    }
+
+    fn max_attempts(&self) -> u32 {
+        self.shared.options.max_attempts.max(1)
+    }
+
+    async fn receive(&self, max: usize) -> Result<Vec<Delivery>, TransportError> {
+        let mut inbox = self.inbox.lock().await;
+        let first = match tokio::time::timeout(self.shared.options.wait_time, inbox.recv()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(None) => {
+                return Err(amqp_error(
+                    "receive",
+                    &self.shared.target.queue,
+                    "the connection supervisor has stopped",
+                ));
+            }
+            Ok(Some(first)) => first,
+        };
+        let mut out = vec![first];
+        while out.len() < max.max(1) {
+            match inbox.try_recv() {
+                Ok(next) => out.push(next),
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, delivery: &Delivery) -> Result<(), TransportError> {
+        let acker = self.take_acker(delivery, "delete")?;
+        let done = acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(|e| amqp_error("delete", &self.shared.target.queue, e))?;
+        if done {
+            Ok(())
+        } else {
+            Err(amqp_error("delete", &self.shared.target.queue, LOST))
+        }
+    }
+
+    async fn extend(&self, _delivery: &Delivery) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    async fn release(&self, delivery: &Delivery, delay: Duration) -> Result<(), TransportError> {
+        if !delay.is_zero() {
+            let copy = self
+                .send_copy(
+                    "release",
+                    delivery,
+                    delivery.pending.as_deref(),
+                    delivery.attempt(),
+                    delay,
+                )
+                .await;
+            match copy {
+                Ok(()) => return self.delete(delivery).await,
+                Err(e) => {
+                    warn!(message_id = %delivery.message_id, error = %e, "cannot delay the retry; requeueing at once")
+                }
+            }
+        }
+        let acker = self.take_acker(delivery, "release")?;
+        let done = acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await
+            .map_err(|e| amqp_error("release", &self.shared.target.queue, e))?;
+        if done {
+            Ok(())
+        } else {
+            Err(amqp_error("release", &self.shared.target.queue, LOST))
+        }
+    }
+
+    async fn requeue(
+        &self,
+        delivery: &Delivery,
+        pending: &[usize],
+        attempts: u32,
+        delay: Duration,
+    ) -> Result<(), TransportError> {
+        self.send_copy("requeue", delivery, Some(pending), attempts, delay)
+            .await
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        letter: &DeadLetter,
+    ) -> Result<(), TransportError> {
+        let queue = self.shared.target.queue.clone();
+        let mut entries = vec![
+            (REASON, long_string(&letter.reason)),
+            (CAUSE, long_string(letter.cause.as_str())),
+            (CATEGORY, long_string(letter.category.as_str())),
+            (ATTEMPTS, long_string(&letter.attempts.to_string())),
+            (SOURCE_QUEUE, long_string(&queue)),
+            (SOURCE_MESSAGE_ID, long_string(&delivery.message_id)),
+        ];
+        if let Some(items) = &letter.items {
+            let text = items
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            entries.push((PENDING, long_string(&text)));
+        }
+        let dlx = format!("{queue}.dlx");
+        self.publish("dead_letter", &dlx, "", delivery, table(&entries))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_urls_split_into_connection_and_queue() {
+        assert_eq!(
+            parse_target("amqp://shoal:secret@127.0.0.1:5672/%2f/thumbnails"),
+            Ok(Target {
+                uri: "amqp://shoal:secret@127.0.0.1:5672/%2f".into(),
+                queue: "thumbnails".into(),
+            })
+        );
+        assert_eq!(
+            parse_target("amqps://broker/jobs"),
+            Ok(Target {
+                uri: "amqps://broker".into(),
+                queue: "jobs".into(),
+            })
+        );
+        assert_eq!(
+            parse_target("amqp://u@h/media/photo%20jobs").map(|t| t.queue),
+            Ok("photo jobs".to_owned())
+        );
+        assert!(parse_target("https://sqs/jobs").is_err());
+        assert!(parse_target("amqp://host").is_err());
+        assert!(parse_target("amqp://host/vhost/").is_err());
+    }
+
+    #[test]
+    fn retry_delays_round_up_to_a_power_of_two_seconds() {
+        assert_eq!(retry_bucket(Duration::from_millis(200)), 1);
+        assert_eq!(retry_bucket(Duration::from_secs(1)), 1);
+        assert_eq!(retry_bucket(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_bucket(Duration::from_secs(5)), 8);
+        assert_eq!(retry_bucket(Duration::from_secs(5000)), MAX_RETRY_S);
+    }
+}
