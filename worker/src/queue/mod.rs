@@ -17,6 +17,7 @@
 //! too.
 
 mod amqp;
+mod headers;
 mod settle;
 mod sqs;
 mod transport;

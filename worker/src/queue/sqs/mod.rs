@@ -28,32 +28,21 @@ use std::time::{Duration, UNIX_EPOCH};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{BuildError, DisplayErrorContext};
-use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName,
-};
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::MAX_BATCH;
+use super::headers::{
+    ATTEMPTS, CATEGORY, CAUSE, PENDING, REASON, SOURCE_MESSAGE_ID, SOURCE_QUEUE, decode_indices,
+    encode_indices,
+};
 use super::transport::{DeadLetter, Delivery, Transport, TransportError};
 use crate::error::{Error, Result};
 
-/// Attribute with the indices of the items still to do.
-pub const PENDING: &str = "shoal.pending";
-/// Attribute with the attempts spent on earlier copies.
-pub const ATTEMPTS: &str = "shoal.attempts";
-/// Attribute with the dead-letter reason.
-pub const REASON: &str = "shoal.reason";
-/// Attribute with the dead-letter cause (`permanent`, `exhausted`).
-pub const CAUSE: &str = "shoal.cause";
-/// Attribute with the error category of a dead letter.
-pub const CATEGORY: &str = "shoal.category";
-/// Attribute with the queue a dead letter came from.
-pub const SOURCE_QUEUE: &str = "shoal.source-queue";
-/// Attribute with the message id a dead letter came from.
-pub const SOURCE_MESSAGE_ID: &str = "shoal.source-message-id";
+mod deletes;
+use deletes::delete_batcher;
 
 /// SQS's limits: a message attribute value and a delay.
 const MAX_REASON_BYTES: usize = 16 * 1024;
@@ -125,23 +114,6 @@ fn attributes(
                 .build()?;
             Ok(((*name).to_owned(), value))
         })
-        .collect()
-}
-
-fn encode_indices(indices: &[usize]) -> String {
-    indices
-        .iter()
-        .map(usize::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Parses `shoal.pending`; `None` (do every item) if it is not a list of
-/// indices, so a damaged attribute redoes work rather than losing it.
-pub fn decode_indices(value: &str) -> Option<Vec<usize>> {
-    value
-        .split(',')
-        .map(|part| part.trim().parse().ok())
         .collect()
 }
 
@@ -340,85 +312,6 @@ fn parse_redrive(policy: &str) -> std::result::Result<(String, u32), String> {
     .and_then(|n| u32::try_from(n).ok())
     .ok_or_else(|| format!("its redrive policy has no valid maxReceiveCount: {policy}"))?;
     Ok((target.to_owned(), count))
-}
-
-/// Gathers deletes into `DeleteMessageBatch` calls: a call goes out when 10
-/// deletes are waiting or [`DELETE_LINGER`] after the first one, so a busy
-/// worker deletes in full batches and an idle one with little delay.
-async fn delete_batcher(
-    client: Client,
-    url: String,
-    mut requests: mpsc::UnboundedReceiver<DeleteRequest>,
-) {
-    let mut batch: Vec<DeleteRequest> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = requests.recv().await {
-        batch.push(first);
-        let linger = tokio::time::sleep(DELETE_LINGER);
-        tokio::pin!(linger);
-        while batch.len() < MAX_BATCH {
-            tokio::select! {
-                request = requests.recv() => match request {
-                    Some(request) => batch.push(request),
-                    None => break,
-                },
-                () = &mut linger => break,
-            }
-        }
-        let entries: Vec<DeleteRequest> = std::mem::take(&mut batch);
-        tokio::spawn(delete_batch(client.clone(), url.clone(), entries));
-    }
-}
-
-async fn delete_batch(client: Client, url: String, entries: Vec<DeleteRequest>) {
-    let mut call = client.delete_message_batch().queue_url(&url);
-    for (id, (receipt, _)) in entries.iter().enumerate() {
-        match DeleteMessageBatchRequestEntry::builder()
-            .id(id.to_string())
-            .receipt_handle(receipt)
-            .build()
-        {
-            Ok(entry) => call = call.entries(entry),
-            Err(e) => warn!(error = %e, "cannot build a delete entry"),
-        }
-    }
-    let name = queue_name(&url);
-    match call.send().await {
-        Ok(output) => {
-            let mut replies: Vec<Option<oneshot::Sender<_>>> =
-                entries.into_iter().map(|(_, reply)| Some(reply)).collect();
-            for failed in output.failed() {
-                let index: Option<usize> = failed.id().parse().ok();
-                if let Some(reply) = index
-                    .and_then(|i| replies.get_mut(i))
-                    .and_then(Option::take)
-                {
-                    let _ = reply.send(Err(TransportError {
-                        operation: "delete",
-                        queue: name.to_owned(),
-                        source: format!(
-                            "{}: {}",
-                            failed.code(),
-                            failed.message().unwrap_or("no message")
-                        )
-                        .into(),
-                    }));
-                }
-            }
-            for reply in replies.into_iter().flatten() {
-                let _ = reply.send(Ok(()));
-            }
-        }
-        Err(e) => {
-            let reason = DisplayErrorContext(e).to_string();
-            for (_, reply) in entries {
-                let _ = reply.send(Err(TransportError {
-                    operation: "delete",
-                    queue: name.to_owned(),
-                    source: reason.clone().into(),
-                }));
-            }
-        }
-    }
 }
 
 #[async_trait]

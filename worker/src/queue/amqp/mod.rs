@@ -45,27 +45,28 @@ use futures_util::StreamExt;
 use lapin::Acker;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::{Mutex, RwLock, mpsc};
 use tracing::{info, warn};
 
-use super::sqs::{
+use super::headers::{
     ATTEMPTS, CATEGORY, CAUSE, PENDING, REASON, SOURCE_MESSAGE_ID, SOURCE_QUEUE, decode_indices,
+    encode_indices,
 };
 use super::transport::{DeadLetter, Delivery, Transport, TransportError};
 use crate::error::{Error, Result};
+
+mod topology;
+pub use topology::{Target, parse_target, retry_bucket};
+use topology::{declare, long_string, table};
 
 /// What the broker says when a delivery's channel is gone.
 const LOST: &str = "its connection was lost; the broker delivers the message again";
 /// Lease reported to the runner: RabbitMQ's default `consumer_timeout`.
 const LEASE: Duration = Duration::from_secs(30 * 60);
-/// Retry queue TTLs: powers of two seconds up to this.
-const MAX_RETRY_S: u64 = 1024;
 
 /// How to consume an AMQP queue.
 #[derive(Debug, Clone)]
@@ -80,48 +81,21 @@ pub struct AmqpOptions {
     pub max_attempts: u32,
 }
 
-/// Where to connect and what to consume, from a `--queue` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// The connection URI (scheme, credentials, host, port, vhost).
-    pub uri: String,
-    /// The queue's name.
-    pub queue: String,
-}
-
-/// Splits `amqp[s]://…/vhost/queue` into connection URI and queue name.
-pub fn parse_target(url: &str) -> std::result::Result<Target, String> {
-    let rest = url
-        .strip_prefix("amqp://")
-        .or_else(|| url.strip_prefix("amqps://"))
-        .ok_or_else(|| "not an amqp:// or amqps:// URL".to_owned())?;
-    let scheme_len = url.len() - rest.len();
-    let (authority, path) = rest
-        .split_once('/')
-        .ok_or_else(|| "no queue name: expected amqp://host/vhost/queue".to_owned())?;
-    let (vhost, queue) = match path.rsplit_once('/') {
-        Some((vhost, queue)) => (Some(vhost), queue),
-        None => (None, path),
-    };
-    let queue = percent_encoding::percent_decode_str(queue)
-        .decode_utf8()
-        .map_err(|e| format!("queue name is not UTF-8: {e}"))?
-        .into_owned();
-    if queue.is_empty() {
-        return Err("no queue name: expected amqp://host/vhost/queue".into());
-    }
-    let mut uri = format!("{}{authority}", &url[..scheme_len]);
-    if let Some(vhost) = vhost {
-        uri.push('/');
-        uri.push_str(vhost);
-    }
-    Ok(Target { uri, queue })
-}
-
-/// The retry queue for `delay`: its TTL in seconds (a power of two).
-pub fn retry_bucket(delay: Duration) -> u64 {
-    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-    secs.max(1).next_power_of_two().min(MAX_RETRY_S)
+/// A header as text, whatever its AMQP type.
+fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    let value = headers?.inner().get(name)?;
+    Some(match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::ShortShortInt(n) => n.to_string(),
+        AMQPValue::ShortShortUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::ShortUInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        _ => return None,
+    })
 }
 
 /// The connection in use: its publishing channel.
@@ -157,35 +131,6 @@ fn amqp_error(operation: &'static str, queue: &str, e: impl std::fmt::Display) -
         queue: queue.to_owned(),
         source: e.to_string().into(),
     }
-}
-
-fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut table = FieldTable::default();
-    for (name, value) in entries {
-        table.insert(ShortString::from(*name), value.clone());
-    }
-    table
-}
-
-fn long_string(value: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(value))
-}
-
-/// A header as text, whatever its AMQP type.
-fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
-    let value = headers?.inner().get(name)?;
-    Some(match value {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::ShortString(s) => s.as_str().to_owned(),
-        AMQPValue::ShortShortInt(n) => n.to_string(),
-        AMQPValue::ShortShortUInt(n) => n.to_string(),
-        AMQPValue::ShortInt(n) => n.to_string(),
-        AMQPValue::ShortUInt(n) => n.to_string(),
-        AMQPValue::LongInt(n) => n.to_string(),
-        AMQPValue::LongUInt(n) => n.to_string(),
-        AMQPValue::LongLongInt(n) => n.to_string(),
-        _ => return None,
-    })
 }
 
 impl AmqpQueue {
@@ -259,78 +204,6 @@ async fn session_start(shared: &Shared, generation: u64) -> lapin::Result<Sessio
         consumer,
         generation,
     })
-}
-
-/// Declares `queue` (quorum, dead-lettering to `queue.dlx`), the exchange
-/// and the dead-letter queue; an existing `queue` declared with other
-/// arguments is used as it is.
-async fn declare(
-    connection: &Connection,
-    channel: &Channel,
-    queue: &str,
-    max_attempts: u32,
-) -> lapin::Result<()> {
-    let dlx = format!("{queue}.dlx");
-    let dlq = format!("{queue}.dlq");
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    let quorum = || long_string("quorum");
-    channel
-        .exchange_declare(
-            dlx.as_str().into(),
-            ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_declare(
-            dlq.as_str().into(),
-            durable,
-            table(&[("x-queue-type", quorum())]),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            dlq.as_str().into(),
-            dlx.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let arguments = table(&[
-        ("x-queue-type", quorum()),
-        ("x-dead-letter-exchange", long_string(&dlx)),
-        (
-            "x-delivery-limit",
-            AMQPValue::LongInt(i32::try_from(max_attempts).unwrap_or(i32::MAX)),
-        ),
-    ]);
-    if let Err(e) = channel
-        .queue_declare(queue.into(), durable, arguments)
-        .await
-    {
-        // PRECONDITION_FAILED closes the channel: look with a new one.
-        warn!(queue, error = %e, "the queue exists with other arguments; using it as it is");
-        let probe = connection.create_channel().await?;
-        probe
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-    }
-    Ok(())
 }
 
 /// Feeds deliveries to the runner and reconnects when the connection
@@ -502,11 +375,7 @@ impl AmqpQueue {
         let queue = self.shared.target.queue.clone();
         let mut entries = vec![(ATTEMPTS, long_string(&attempts.to_string()))];
         if let Some(pending) = pending {
-            let text = pending
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
+            let text = encode_indices(pending);
             entries.push((PENDING, long_string(&text)));
         }
         let headers = table(&entries);
@@ -670,54 +539,11 @@ impl Transport for AmqpQueue {
             (SOURCE_MESSAGE_ID, long_string(&delivery.message_id)),
         ];
         if let Some(items) = &letter.items {
-            let text = items
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
+            let text = encode_indices(items);
             entries.push((PENDING, long_string(&text)));
         }
         let dlx = format!("{queue}.dlx");
         self.publish("dead_letter", &dlx, "", delivery, table(&entries))
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queue_urls_split_into_connection_and_queue() {
-        assert_eq!(
-            parse_target("amqp://shoal:secret@127.0.0.1:5672/%2f/thumbnails"),
-            Ok(Target {
-                uri: "amqp://shoal:secret@127.0.0.1:5672/%2f".into(),
-                queue: "thumbnails".into(),
-            })
-        );
-        assert_eq!(
-            parse_target("amqps://broker/jobs"),
-            Ok(Target {
-                uri: "amqps://broker".into(),
-                queue: "jobs".into(),
-            })
-        );
-        assert_eq!(
-            parse_target("amqp://u@h/media/photo%20jobs").map(|t| t.queue),
-            Ok("photo jobs".to_owned())
-        );
-        assert!(parse_target("https://sqs/jobs").is_err());
-        assert!(parse_target("amqp://host").is_err());
-        assert!(parse_target("amqp://host/vhost/").is_err());
-    }
-
-    #[test]
-    fn retry_delays_round_up_to_a_power_of_two_seconds() {
-        assert_eq!(retry_bucket(Duration::from_millis(200)), 1);
-        assert_eq!(retry_bucket(Duration::from_secs(1)), 1);
-        assert_eq!(retry_bucket(Duration::from_millis(1500)), 2);
-        assert_eq!(retry_bucket(Duration::from_secs(5)), 8);
-        assert_eq!(retry_bucket(Duration::from_secs(5000)), MAX_RETRY_S);
     }
 }

@@ -1,0 +1,180 @@
+//! The AMQP side of a `--queue` URL and the topology shoal declares: the
+//! quorum queue, its dead-letter exchange and queue, and retry queues with
+//! one TTL each.
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, Connection, ExchangeKind};
+use tracing::warn;
+
+/// Retry queue TTLs: powers of two seconds up to this.
+pub const MAX_RETRY_S: u64 = 1024;
+
+/// Where to connect and what to consume, from a `--queue` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The connection URI (scheme, credentials, host, port, vhost).
+    pub uri: String,
+    /// The queue's name.
+    pub queue: String,
+}
+
+/// Splits `amqp[s]://…/vhost/queue` into connection URI and queue name.
+pub fn parse_target(url: &str) -> std::result::Result<Target, String> {
+    let rest = url
+        .strip_prefix("amqp://")
+        .or_else(|| url.strip_prefix("amqps://"))
+        .ok_or_else(|| "not an amqp:// or amqps:// URL".to_owned())?;
+    let scheme_len = url.len() - rest.len();
+    let (authority, path) = rest
+        .split_once('/')
+        .ok_or_else(|| "no queue name: expected amqp://host/vhost/queue".to_owned())?;
+    let (vhost, queue) = match path.rsplit_once('/') {
+        Some((vhost, queue)) => (Some(vhost), queue),
+        None => (None, path),
+    };
+    let queue = percent_encoding::percent_decode_str(queue)
+        .decode_utf8()
+        .map_err(|e| format!("queue name is not UTF-8: {e}"))?
+        .into_owned();
+    if queue.is_empty() {
+        return Err("no queue name: expected amqp://host/vhost/queue".into());
+    }
+    let mut uri = format!("{}{authority}", &url[..scheme_len]);
+    if let Some(vhost) = vhost {
+        uri.push('/');
+        uri.push_str(vhost);
+    }
+    Ok(Target { uri, queue })
+}
+
+/// The retry queue for `delay`: its TTL in seconds (a power of two).
+pub fn retry_bucket(delay: Duration) -> u64 {
+    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    secs.max(1).next_power_of_two().min(MAX_RETRY_S)
+}
+
+pub(super) fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in entries {
+        table.insert(ShortString::from(*name), value.clone());
+    }
+    table
+}
+
+pub(super) fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+/// Declares `queue` (quorum, dead-lettering to `queue.dlx`), the exchange
+/// and the dead-letter queue; an existing `queue` declared with other
+/// arguments is used as it is.
+pub(super) async fn declare(
+    connection: &Connection,
+    channel: &Channel,
+    queue: &str,
+    max_attempts: u32,
+) -> lapin::Result<()> {
+    let dlx = format!("{queue}.dlx");
+    let dlq = format!("{queue}.dlq");
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let quorum = || long_string("quorum");
+    channel
+        .exchange_declare(
+            dlx.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(
+            dlq.as_str().into(),
+            durable,
+            table(&[("x-queue-type", quorum())]),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            dlq.as_str().into(),
+            dlx.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let arguments = table(&[
+        ("x-queue-type", quorum()),
+        ("x-dead-letter-exchange", long_string(&dlx)),
+        (
+            "x-delivery-limit",
+            AMQPValue::LongInt(i32::try_from(max_attempts).unwrap_or(i32::MAX)),
+        ),
+    ]);
+    if let Err(e) = channel
+        .queue_declare(queue.into(), durable, arguments)
+        .await
+    {
+        // PRECONDITION_FAILED closes the channel: look with a new one.
+        warn!(queue, error = %e, "the queue exists with other arguments; using it as it is");
+        let probe = connection.create_channel().await?;
+        probe
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_urls_split_into_connection_and_queue() {
+        assert_eq!(
+            parse_target("amqp://shoal:secret@127.0.0.1:5672/%2f/thumbnails"),
+            Ok(Target {
+                uri: "amqp://shoal:secret@127.0.0.1:5672/%2f".into(),
+                queue: "thumbnails".into(),
+            })
+        );
+        assert_eq!(
+            parse_target("amqps://broker/jobs"),
+            Ok(Target {
+                uri: "amqps://broker".into(),
+                queue: "jobs".into(),
+            })
+        );
+        assert_eq!(
+            parse_target("amqp://u@h/media/photo%20jobs").map(|t| t.queue),
+            Ok("photo jobs".to_owned())
+        );
+        assert!(parse_target("https://sqs/jobs").is_err());
+        assert!(parse_target("amqp://host").is_err());
+        assert!(parse_target("amqp://host/vhost/").is_err());
+    }
+
+    #[test]
+    fn retry_delays_round_up_to_a_power_of_two_seconds() {
+        assert_eq!(retry_bucket(Duration::from_millis(200)), 1);
+        assert_eq!(retry_bucket(Duration::from_secs(1)), 1);
+        assert_eq!(retry_bucket(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_bucket(Duration::from_secs(5)), 8);
+        assert_eq!(retry_bucket(Duration::from_secs(5000)), MAX_RETRY_S);
+    }
+}
