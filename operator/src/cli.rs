@@ -59,6 +59,16 @@ struct RunArgs {
     /// Seconds a Lease stays valid without renewal.
     #[arg(long, env = "SHOAL_OPERATOR_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
     lease_seconds: u64,
+    /// How old RabbitMQ's management API counts can be: its
+    /// `collect_statistics_interval` plus, for quorum queues, the
+    /// `quorum_tick_interval` (5 s each by default). A job on RabbitMQ whose
+    /// queues look drained is Succeeded after twice this.
+    #[arg(
+        long,
+        env = "SHOAL_OPERATOR_AMQP_STATS_INTERVAL",
+        default_value = "10s"
+    )]
+    amqp_stats_interval: humantime::Duration,
 }
 
 /// Runs the command named by the process arguments.
@@ -154,6 +164,13 @@ fn run(args: RunArgs) -> ExitCode {
         };
         let sqs = crate::sqs::Sqs::from_env().await;
         let s3 = crate::s3::S3::from_env().await;
+        let amqp = match crate::amqp::Amqp::new(args.amqp_stats_interval.into()) {
+            Ok(amqp) => amqp,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up the RabbitMQ clients");
+                return ExitCode::FAILURE;
+            }
+        };
         tracing::info!(
             metrics = %metrics_addr,
             namespace = args.watch_namespace.as_deref().unwrap_or("(all)"),
@@ -180,7 +197,7 @@ fn run(args: RunArgs) -> ExitCode {
             }
             metrics.leader.set(1);
             let code = tokio::select! {
-                () = crate::controller::run(client, sqs, s3, metrics.clone(), scope) => ExitCode::SUCCESS,
+                () = crate::controller::run(client, sqs, s3, amqp, metrics.clone(), scope) => ExitCode::SUCCESS,
                 lost = lock.keep() => {
                     tracing::error!(error = %lost, "stopped leading; exiting");
                     ExitCode::FAILURE
@@ -191,7 +208,7 @@ fn run(args: RunArgs) -> ExitCode {
             code
         } else {
             metrics.leader.set(1);
-            crate::controller::run(client, sqs, s3, metrics.clone(), scope).await;
+            crate::controller::run(client, sqs, s3, amqp, metrics.clone(), scope).await;
             metrics.leader.set(0);
             ExitCode::SUCCESS
         };

@@ -35,6 +35,8 @@ pub const MIB_PER_CPU: u32 = 1769;
 )]
 #[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.visibilityTimeoutSeconds) || !has(self.handler.timeoutSeconds) || self.queue.visibilityTimeoutSeconds >= self.handler.timeoutSeconds").message("queue.visibilityTimeoutSeconds must be at least handler.timeoutSeconds: a message would come back while its handler still runs"))]
 #[x_kube(validation = Rule::new("!has(self.source.sqs) || !has(self.queue) || !has(self.queue.name)").message("source.sqs consumes an existing queue: leave queue.name unset"))]
+#[x_kube(validation = Rule::new("!has(self.source.amqp) || !has(self.queue)").message("source.amqp consumes its own queue: leave queue unset"))]
+#[x_kube(validation = Rule::new("!has(self.source.sqs) || !has(self.queue) || !has(self.queue.amqp)").message("source.sqs is an SQS queue: leave queue.amqp unset"))]
 #[x_kube(validation = Rule::new("!(has(self.source.s3) || has(self.source.batchJob)) || has(self.output)").message("an s3 or batchJob source needs an output: set output.bucket"))]
 #[serde(rename_all = "camelCase")]
 pub struct BatchJobSpec {
@@ -117,12 +119,16 @@ impl HandlerSpec {
 /// Where the work comes from: exactly one of the fields.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.sqs) ? 1 : 0) + (has(self.s3) ? 1 : 0) + (has(self.batchJob) ? 1 : 0) == 1").message("source must name exactly one of sqs, s3 or batchJob"))]
+#[x_kube(validation = Rule::new("(has(self.sqs) ? 1 : 0) + (has(self.amqp) ? 1 : 0) + (has(self.s3) ? 1 : 0) + (has(self.batchJob) ? 1 : 0) == 1").message("source must name exactly one of sqs, amqp, s3 or batchJob"))]
 pub struct SourceSpec {
     /// Consume an existing SQS queue (no fan-out; the job runs until
     /// deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sqs: Option<SqsSource>,
+    /// Consume a RabbitMQ queue (declared when missing; no fan-out; the
+    /// job runs until deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp: Option<AmqpSource>,
     /// Fan out every object under an S3 prefix into chunk messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Source>,
@@ -140,6 +146,47 @@ pub struct SqsSource {
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("source.sqs.queueUrl must be a queue URL (http:// or https://)"))]
     pub queue_url: String,
+}
+
+/// A RabbitMQ broker. Its URL, which holds the password, stays in a Secret:
+/// the operator reads it to publish chunks and count the backlog, and the
+/// worker pods get it from the Secret through `secretKeyRef`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AmqpConnection {
+    /// Secret in the BatchJob's namespace holding the broker URL. The
+    /// operator's RBAC must allow `get` on it (chart value
+    /// `rbac.amqpSecrets`).
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Key of the URL in the Secret:
+    /// `amqp[s]://user:password@host[:port][/vhost]`. Default `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Base URL of the broker's management API, where queue counts are
+    /// read (with the broker URL's credentials). Default:
+    /// `http://<broker host>:15672` (`https://…:15671` for `amqps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("managementUrl must be an http:// or https:// URL"))]
+    pub management_url: Option<String>,
+}
+
+impl AmqpConnection {
+    /// The Secret key of the URL.
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or("url")
+    }
+}
+
+/// An existing (or, when missing, declared) RabbitMQ queue.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AmqpSource {
+    /// The broker.
+    pub connection: AmqpConnection,
+    /// The queue's name.
+    #[schemars(length(min = 1, max = 255))]
+    pub queue: String,
 }
 
 /// An S3 prefix to fan out.
@@ -185,10 +232,17 @@ pub struct BatchJobSource {
     pub max_bytes_per_chunk: Option<i64>,
 }
 
-/// The work queue: created by the operator unless named.
+/// The work queue: created by the operator unless named. On SQS unless
+/// `amqp` names a RabbitMQ broker.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSpec {
+    /// Put the work queue on this RabbitMQ broker instead of SQS: the
+    /// operator declares a quorum queue `queue.name` (default
+    /// `shoal-<namespace>-<name>`) with its dead-letter exchange and queue,
+    /// and publishes chunks to it with publisher confirms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp: Option<AmqpConnection>,
     /// Name of the work queue (created if missing). Default:
     /// `shoal-<namespace>-<name>.fifo`. A name ending in `.fifo` is a FIFO
     /// queue, which drops chunks sent twice (see docs/operator.md).
@@ -366,6 +420,11 @@ pub struct BatchJobStatus {
     /// When the job started running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
+    /// Since when the queues have looked drained, while the operator waits
+    /// for counts that may lag (RabbitMQ's management statistics) to
+    /// confirm it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained_since: Option<Time>,
     /// When the job succeeded or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,

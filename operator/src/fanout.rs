@@ -1,7 +1,8 @@
 //! The fan-out step of a BatchJob with an S3 source: list, cut, send,
 //! checkpoint.
 //!
-//! Contract: chunks are sent in `SendMessageBatch`es of 10, and after each
+//! Contract: chunks are sent in batches of 10 (one `SendMessageBatch` on
+//! SQS, ten publishes confirmed together on RabbitMQ), and after each
 //! batch the checkpoint (last key of the last chunk sent, chunks and items
 //! so far) is written to the BatchJob's status. A restarted operator resumes
 //! after the checkpoint and cuts exactly the chunks it would have cut (see
@@ -9,15 +10,14 @@
 //! The one batch in flight when an operator dies — sent, not yet
 //! checkpointed — is sent again with the same chunk ids; the FIFO queues
 //! the operator creates drop those copies (deduplication id = chunk id, for
-//! five minutes), so each chunk is enqueued once. On a standard queue the
-//! copies stay, and at most those 10 chunks are processed twice (outputs
+//! five minutes), so each chunk is enqueued once. On a standard queue or
+//! on RabbitMQ (which has no deduplication) the copies stay, and at most those 10 chunks are processed twice (outputs
 //! are keyed by input: duplicates cost work, never correctness).
 
 use crate::crd::{S3Source, SplitCheckpoint};
 use crate::error::Result;
 use crate::s3::S3;
 use crate::split::{self, Limits, Listed};
-use crate::sqs::Sqs;
 
 /// Default bytes per chunk: 64 MiB.
 pub const DEFAULT_MAX_BYTES: i64 = 64 << 20;
@@ -33,18 +33,20 @@ pub fn limits(source: &S3Source) -> Limits {
     }
 }
 
-/// Enqueues the next listing page's chunks; calls `checkpoint` after every
-/// batch sent (and once more when the source is exhausted) with the
-/// progress to persist. Returns the progress.
-pub async fn step<F, Fut>(
+/// Enqueues the next listing page's chunks with `send` (given up to 10
+/// `(chunk id, body)` pairs; it returns once the queue has taken all of
+/// them); calls `checkpoint` after every batch sent (and once more when the
+/// source is exhausted) with the progress to persist. Returns the progress.
+pub async fn step<S, SFut, F, Fut>(
     s3: &S3,
-    sqs: &Sqs,
-    queue_url: &str,
     source: &S3Source,
     from: SplitCheckpoint,
+    mut send: S,
     mut checkpoint: F,
 ) -> Result<SplitCheckpoint>
 where
+    S: FnMut(Vec<(String, String)>) -> SFut,
+    SFut: std::future::Future<Output = Result<()>>,
     F: FnMut(SplitCheckpoint) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
@@ -76,7 +78,7 @@ where
                 (chunk.chunk_id, body)
             })
             .collect();
-        sqs.send_batch(queue_url, &bodies).await?;
+        send(bodies).await?;
         // Crash tests stop the process here: sent, not yet checkpointed.
         fail::fail_point!("fanout-sent", |_| std::process::abort());
         progress.chunks += i64::try_from(batch.len()).unwrap_or(0);

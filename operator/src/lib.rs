@@ -11,8 +11,9 @@
 //! - [`pipeline`]: when a `batchJob` source may start and what it reads.
 //! - [`manifest`]: the results manifest written when a job finishes.
 //! - [`controller`]: the reconciler (the only part that calls the API
-//!   server, with [`sqs`] for the backlog).
+//!   server, with [`sqs`] and [`amqp`] for the queues).
 
+pub mod amqp;
 pub mod cli;
 pub mod controller;
 pub mod crd;

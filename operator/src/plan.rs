@@ -80,21 +80,9 @@ pub fn condition(
 /// `queue.deadLetterQueue` or the work queue's name plus `-dlq`.
 pub fn queue_settings(job: &BatchJob, namespace: &str) -> QueueSettings {
     let spec = job.spec.queue.clone().unwrap_or_default();
-    let name = spec.name.unwrap_or_else(|| {
-        let raw = format!("shoal-{namespace}-{}", job.name_any());
-        let base: String = raw
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .take(71)
-            .collect();
-        format!("{base}.fifo")
-    });
+    let name = spec
+        .name
+        .unwrap_or_else(|| format!("{}.fifo", default_queue_base(job, namespace)));
     let fifo = name.ends_with(".fifo");
     let timeout = job
         .spec
@@ -114,6 +102,68 @@ pub fn queue_settings(job: &BatchJob, namespace: &str) -> QueueSettings {
         visibility_timeout: spec
             .visibility_timeout_seconds
             .unwrap_or_else(|| (timeout.saturating_mul(6)).clamp(30, 43_200)),
+    }
+}
+
+/// `shoal-<namespace>-<name>` in SQS's alphabet (letters, digits, `-`,
+/// `_`), cut to 71 characters.
+fn default_queue_base(job: &BatchJob, namespace: &str) -> String {
+    format!("shoal-{namespace}-{}", job.name_any())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(71)
+        .collect()
+}
+
+/// The RabbitMQ queue of `job`: `source.amqp.queue`, else `queue.name`,
+/// else `shoal-<namespace>-<name>` (no `.fifo`: RabbitMQ has no FIFO
+/// queue type, and does not deduplicate).
+pub fn amqp_queue(job: &BatchJob, namespace: &str) -> String {
+    if let Some(source) = &job.spec.source.amqp {
+        return source.queue.clone();
+    }
+    job.spec
+        .queue
+        .as_ref()
+        .and_then(|q| q.name.clone())
+        .unwrap_or_else(|| default_queue_base(job, namespace))
+}
+
+/// Deliveries of a message before it is dead-lettered: `queue.maxReceiveCount`, default 5.
+pub fn max_attempts(job: &BatchJob) -> u32 {
+    job.spec
+        .queue
+        .as_ref()
+        .and_then(|q| q.max_receive_count)
+        .unwrap_or(5)
+}
+
+/// Completion when the counts may be up to `lag` old (RabbitMQ's
+/// management statistics; zero for SQS): queues that look drained make a
+/// job Succeeded only once they have looked drained for twice `lag`, so a
+/// chunk a worker took just before the last refresh is seen first.
+/// Returns the phase and since when the queues have looked drained.
+pub fn settle(
+    phase: Phase,
+    drained_since: Option<&Time>,
+    now: Timestamp,
+    lag: Duration,
+) -> (Phase, Option<Time>) {
+    if phase != Phase::Succeeded || lag.is_zero() {
+        return (phase, None);
+    }
+    let since = drained_since.map_or(now, |t| t.0);
+    let drained_for = Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO);
+    if drained_for >= lag.saturating_mul(2) {
+        (Phase::Succeeded, Some(Time(since)))
+    } else {
+        (Phase::Running, Some(Time(since)))
     }
 }
 
@@ -328,6 +378,60 @@ mod tests {
             (q.name.as_str(), q.dead_letter_name.as_str(), q.fifo),
             ("photos", "photos-dlq", false)
         );
+    }
+
+    #[test]
+    fn rabbitmq_queues_take_the_source_the_name_or_the_job_without_fifo() {
+        let mut j = job(None, Some(1));
+        j.metadata.name = Some("thumbs.v2".into());
+        assert_eq!(amqp_queue(&j, "media"), "shoal-media-thumbs-v2");
+        j.spec.queue = Some(crate::crd::QueueSpec {
+            name: Some("photos".into()),
+            max_receive_count: Some(7),
+            ..Default::default()
+        });
+        assert_eq!(amqp_queue(&j, "media"), "photos");
+        assert_eq!(max_attempts(&j), 7);
+        j.spec.source = SourceSpec {
+            amqp: Some(crate::crd::AmqpSource {
+                connection: crate::crd::AmqpConnection {
+                    secret_name: "rabbitmq".into(),
+                    key: None,
+                    management_url: None,
+                },
+                queue: "orders".into(),
+            }),
+            ..SourceSpec::default()
+        };
+        assert_eq!(amqp_queue(&j, "media"), "orders");
+    }
+
+    #[test]
+    fn lagging_counts_make_a_drained_job_wait_twice_the_lag() {
+        let t0: Timestamp = "2026-11-27T10:00:00Z".parse().unwrap();
+        let lag = Duration::from_secs(5);
+        let at = |secs: i64| t0 + k8s_openapi::jiff::SignedDuration::from_secs(secs);
+        // SQS: no lag, done at once.
+        assert_eq!(
+            settle(Phase::Succeeded, None, t0, Duration::ZERO),
+            (Phase::Succeeded, None)
+        );
+        // First drained look: still Running, the time is kept.
+        let (phase, since) = settle(Phase::Succeeded, None, t0, lag);
+        assert_eq!(
+            (phase, since.as_ref().map(|t| t.0)),
+            (Phase::Running, Some(t0))
+        );
+        let (phase, _) = settle(Phase::Succeeded, since.as_ref(), at(9), lag);
+        assert_eq!(phase, Phase::Running);
+        let (phase, _) = settle(Phase::Succeeded, since.as_ref(), at(10), lag);
+        assert_eq!(phase, Phase::Succeeded);
+        // Work seen again: the clock starts over.
+        assert_eq!(
+            settle(Phase::Running, since.as_ref(), at(11), lag),
+            (Phase::Running, None)
+        );
+        assert_eq!(settle(Phase::Failed, None, t0, lag), (Phase::Failed, None));
     }
 
     #[test]

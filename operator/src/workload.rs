@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecurityContext, ServiceAccount, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecurityContext, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -95,11 +95,32 @@ pub fn cpu_millis(memory_mib: u32) -> u32 {
     u32::try_from(millis).unwrap_or(u32::MAX).max(50)
 }
 
+/// The queue a worker consumes, as its pod learns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerQueue {
+    /// An SQS queue URL (`SHOAL_QUEUE`).
+    Url(String),
+    /// A RabbitMQ queue: the broker URL comes from the Secret into
+    /// `SHOAL_AMQP_URL` (`secretKeyRef`, so it never appears in the
+    /// Deployment), and `SHOAL_QUEUE` is `$(SHOAL_AMQP_URL)/<queue>`,
+    /// expanded by the kubelet.
+    Amqp {
+        /// Secret holding the broker URL.
+        secret: String,
+        /// Its key.
+        key: String,
+        /// The queue's name.
+        queue: String,
+        /// Deliveries before a message is dead-lettered.
+        max_attempts: u32,
+    },
+}
+
 /// Where the worker finds its queue and output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wiring {
-    /// URL of the work queue.
-    pub queue_url: String,
+    /// The work queue.
+    pub queue: WorkerQueue,
     /// `s3://bucket/prefix` of outputs, if any.
     pub output: Option<String>,
     /// Replicas to run.
@@ -111,6 +132,41 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
         name: name.to_owned(),
         value: Some(value.into()),
         value_from: None,
+    }
+}
+
+/// The variables naming the worker's queue (see [`WorkerQueue`]).
+fn queue_env(queue: &WorkerQueue) -> Vec<EnvVar> {
+    match queue {
+        WorkerQueue::Url(url) => vec![env("SHOAL_QUEUE", url.clone())],
+        WorkerQueue::Amqp {
+            secret,
+            key,
+            queue,
+            max_attempts,
+        } => vec![
+            EnvVar {
+                name: "SHOAL_AMQP_URL".to_owned(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.clone(),
+                        key: key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+            },
+            env(
+                "SHOAL_QUEUE",
+                format!("$(SHOAL_AMQP_URL)/{}", crate::amqp::encode_queue(queue)),
+            ),
+            // The worker's own limit goes up to 100 deliveries.
+            env(
+                "SHOAL_MAX_ATTEMPTS",
+                (*max_attempts).clamp(1, 100).to_string(),
+            ),
+        ],
     }
 }
 
@@ -126,8 +182,8 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
     let termination_grace = shutdown_grace + 10;
 
     let labels = selector_labels(job);
-    let mut env_vars = vec![
-        env("SHOAL_QUEUE", wiring.queue_url.clone()),
+    let mut env_vars = queue_env(&wiring.queue);
+    env_vars.extend([
         env("SHOAL_CONCURRENCY", concurrency.to_string()),
         env("SHOAL_TIMEOUT", timeout.to_string()),
         env("SHOAL_MEMORY_MIB", memory.to_string()),
@@ -135,7 +191,7 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
         env("SHOAL_METRICS_ADDR", format!("0.0.0.0:{METRICS_PORT}")),
         env("SHOAL_SHUTDOWN_GRACE", shutdown_grace.to_string()),
         env("SHOAL_LOG_FORMAT", "json"),
-    ];
+    ]);
     if let Some(output) = &wiring.output {
         env_vars.push(env("SHOAL_OUTPUT", output.clone()));
     }
@@ -316,7 +372,7 @@ mod tests {
 
     fn wiring() -> Wiring {
         Wiring {
-            queue_url: "http://127.0.0.1:9324/000000000000/jobs".into(),
+            queue: WorkerQueue::Url("http://127.0.0.1:9324/000000000000/jobs".into()),
             output: Some("s3://thumbs/out/".into()),
             replicas: 3,
         }
@@ -393,6 +449,43 @@ mod tests {
             service_account(&job()).is_none(),
             "the user's account is used"
         );
+    }
+
+    #[test]
+    fn an_amqp_queue_reaches_the_pod_through_its_secret_only() {
+        let wiring = Wiring {
+            queue: WorkerQueue::Amqp {
+                secret: "rabbitmq".into(),
+                key: "url".into(),
+                queue: "shoal-media-thumbs".into(),
+                max_attempts: 500,
+            },
+            ..wiring()
+        };
+        let d = deployment(&job(), &wiring);
+        let c = container(&d);
+        let vars = c.env.as_ref().unwrap();
+        let position = |name: &str| vars.iter().position(|e| e.name == name).unwrap();
+        let url = &vars[position("SHOAL_AMQP_URL")];
+        assert_eq!(url.value, None, "no URL (nor password) in the Deployment");
+        let secret = url
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (secret.name.as_str(), secret.key.as_str()),
+            ("rabbitmq", "url")
+        );
+        // Kubernetes expands $(VAR) only from variables defined before.
+        assert!(position("SHOAL_AMQP_URL") < position("SHOAL_QUEUE"));
+        assert_eq!(
+            env_value(c, "SHOAL_QUEUE"),
+            ["$(SHOAL_AMQP_URL)/shoal-media-thumbs"]
+        );
+        assert_eq!(env_value(c, "SHOAL_MAX_ATTEMPTS"), ["100"]);
     }
 
     #[test]

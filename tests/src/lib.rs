@@ -7,6 +7,7 @@ pub mod helm;
 pub mod kube;
 pub mod moto;
 pub mod operator;
+pub mod pods;
 pub mod process;
 pub mod prom;
 pub mod rabbitmq;

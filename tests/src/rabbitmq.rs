@@ -1,7 +1,8 @@
 //! RabbitMQ (Debian's `rabbitmq-server`) for a test: its own node name,
 //! loopback ports, data, logs, Erlang cookie and epmd, all in a temporary
 //! folder; killed (with its epmd) when dropped. The management plugin
-//! serves queue counts over HTTP (what the operator reads).
+//! serves queue counts over HTTP (what the operator reads), refreshed at
+//! RabbitMQ's defaults (about every 5 s).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,7 @@ impl Rabbit {
         write("rabbitmq.conf", &config);
         write("enabled_plugins", "[rabbitmq_management].\n");
         write("rabbitmq-env.conf", "");
+
         // The node's port mapper, owned here (the VM would otherwise start
         // a daemon that outlives the test).
         let epmd = Command::new("epmd")
@@ -189,9 +191,9 @@ impl Rabbit {
         format!("{}/{queue}", self.uri())
     }
 
-    /// The management API's base URL (`http://127.0.0.1:port/api`).
+    /// The management API's base URL (`http://127.0.0.1:port`).
     pub fn management_url(&self) -> String {
-        format!("http://127.0.0.1:{}/api", self.management_port)
+        format!("http://127.0.0.1:{}", self.management_port)
     }
 
     /// A channel in confirm mode on a new connection.
@@ -239,6 +241,17 @@ impl Rabbit {
 
     /// Messages ready in `queue` (0 if it does not exist).
     pub async fn ready(&self, queue: &str) -> u32 {
+        self.passive(queue).await.unwrap_or(0)
+    }
+
+    /// Whether `queue` exists.
+    pub async fn exists(&self, queue: &str) -> bool {
+        self.passive(queue).await.is_some()
+    }
+
+    /// Messages ready in `queue`, from a passive declare; `None` if it
+    /// does not exist.
+    async fn passive(&self, queue: &str) -> Option<u32> {
         let (_connection, channel) = self.channel().await;
         channel
             .queue_declare(
@@ -251,7 +264,7 @@ impl Rabbit {
             )
             .await
             .map(|q| q.message_count())
-            .unwrap_or(0)
+            .ok()
     }
 }
 

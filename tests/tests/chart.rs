@@ -64,10 +64,11 @@ fn helm_lint_strict_passes_in_every_mode() {
     let chart = chart.to_string_lossy();
     helm(home.path(), None, &["lint", "--strict", &chart]);
     let mut all = vec!["lint", "--strict", &chart];
-    for set in EVERYTHING
-        .iter()
-        .chain(&["watchNamespace=media", "replicaCount=2"])
-    {
+    for set in EVERYTHING.iter().chain(&[
+        "watchNamespace=media",
+        "replicaCount=2",
+        "rbac.amqpSecrets[0].name=rabbitmq",
+    ]) {
         all.extend(["--set", set]);
     }
     helm(home.path(), None, &all);
@@ -160,6 +161,44 @@ fn the_operator_deployment_is_locked_down_and_wired() {
         .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == "media")
         .expect("a Role in media");
     assert!(!role.to_string().contains("secrets"));
+    // No Secret at all by default; one Role per granted RabbitMQ Secret,
+    // `get` on that name only.
+    let default = render(home.path(), "shoal", "shoal-system", &[]);
+    assert!(!default.contains("secrets"), "{default}");
+    let granted = documents(&render(
+        home.path(),
+        "shoal",
+        "shoal-system",
+        &[
+            "watchNamespace=media,rbac.amqpSecrets[0].name=rabbitmq,rbac.amqpSecrets[1].namespace=etl,rbac.amqpSecrets[1].name=broker",
+        ],
+    ));
+    let secret_rules: Vec<(String, String)> = granted
+        .iter()
+        .filter(|d| d["kind"] == "Role")
+        .flat_map(|d| {
+            let namespace = d["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            d["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["resources"][0] == "secrets")
+                .map(move |r| {
+                    assert_eq!(r["verbs"], serde_json::json!(["get"]));
+                    (namespace.clone(), r["resourceNames"].to_string())
+                })
+        })
+        .collect();
+    assert_eq!(
+        secret_rules,
+        [
+            ("media".to_owned(), "[\"rabbitmq\"]".to_owned()),
+            ("etl".to_owned(), "[\"broker\"]".to_owned())
+        ]
+    );
     // The images run as the user the pods are told to run as.
     for dockerfile in ["deploy/operator.Dockerfile", "deploy/Dockerfile"] {
         let text = std::fs::read_to_string(repo(dockerfile)).unwrap();

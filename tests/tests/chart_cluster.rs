@@ -18,6 +18,7 @@ use shoal_tests::kube::ControlPlane;
 use shoal_tests::moto::Moto;
 use shoal_tests::operator::{self, create_queue, send_messages};
 use shoal_tests::process::Proc;
+use shoal_tests::rabbitmq::Rabbit;
 use shoal_tests::{free_port, wait_until};
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
@@ -237,7 +238,15 @@ fn can_i(plane: &ControlPlane, user: &str, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_runs_batchjobs_with_only_its_service_account_rights() {
     let plane = ControlPlane::start();
-    install(&plane, "shoal", "shoal-system", &[]);
+    install(
+        &plane,
+        "shoal",
+        "shoal-system",
+        &[
+            "--set",
+            "rbac.amqpSecrets[0].namespace=default,rbac.amqpSecrets[0].name=rabbitmq",
+        ],
+    );
     let moto = Moto::start();
     let sqs = moto.sqs();
     let url = create_queue(&sqs, "uploads").await;
@@ -270,6 +279,35 @@ spec:
   ttlSecondsAfterFinished: 1
 ",
     );
+    // RabbitMQ jobs: one whose Secret the chart granted, one whose Secret
+    // exists but was not granted.
+    let rabbit = Rabbit::start();
+    for secret in ["rabbitmq", "not-granted"] {
+        plane.kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            secret,
+            &format!("--from-literal=url={}", rabbit.uri()),
+        ]);
+    }
+    for (job, secret) in [("orders", "rabbitmq"), ("denied", "not-granted")] {
+        plane.apply_yaml(&format!(
+            "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: {job}
+spec:
+  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+  source:
+    amqp:
+      connection: {{secretName: {secret}, managementUrl: \"{}\"}}
+      queue: {job}
+",
+            rabbit.management_url()
+        ));
+    }
 
     let mut env = moto.env();
     let kubeconfig = plane.kubeconfig_as(OPERATOR_ACCOUNT);
@@ -332,8 +370,39 @@ spec:
         .send()
         .await;
     assert!(manifest.is_ok(), "manifest written: {manifest:?}");
+    // The granted Secret was read: the queue is declared on the broker.
+    wait_until(
+        limit,
+        "the RabbitMQ job's queue declared",
+        || {
+            (!plane
+                .jsonpath(&["bj", "orders"], "{.status.queueUrl}")
+                .is_empty())
+            .then_some(())
+        },
+        log,
+    );
+    assert!(rabbit.exists("orders").await);
+    wait_until(
+        limit,
+        "the job with an ungranted Secret waiting",
+        || {
+            (plane.jsonpath(&["bj", "denied"], "{.status.conditions[0].reason}")
+                == "BrokerSecretForbidden")
+                .then_some(())
+        },
+        log,
+    );
+    assert!(!rabbit.exists("denied").await);
     let reasons = plane.kubectl(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
-    for reason in ["Scaled", "QueuesCreated", "Succeeded", "QueuesDeleted"] {
+    for reason in [
+        "Scaled",
+        "QueuesCreated",
+        "Succeeded",
+        "QueuesDeleted",
+        "QueuesDeclared",
+        "BrokerSecretForbidden",
+    ] {
         assert!(reasons.contains(reason), "{reason} not in {reasons}");
     }
     assert!(
@@ -347,6 +416,11 @@ spec:
         (&["get", "secrets", "-n", "shoal-system"][..], "no"),
         (&["list", "secrets", "--all-namespaces"][..], "no"),
         (&["get", "secrets", "-n", "default"][..], "no"),
+        (&["get", "secret/rabbitmq", "-n", "default"][..], "yes"),
+        (&["get", "secret/not-granted", "-n", "default"][..], "no"),
+        (&["get", "secret/rabbitmq", "-n", "shoal-system"][..], "no"),
+        (&["list", "secrets", "-n", "default"][..], "no"),
+        (&["watch", "secrets", "-n", "default"][..], "no"),
         (&["create", "pods", "-n", "default"][..], "no"),
         (&["delete", "deployments", "-n", "default"][..], "no"),
         (&["update", "customresourcedefinitions"][..], "no"),

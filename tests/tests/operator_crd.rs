@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use shoal_operator::crd::BatchJob;
-use shoal_operator::workload::{self, Wiring};
+use shoal_operator::workload::{self, Wiring, WorkerQueue};
 use shoal_tests::kube::ControlPlane;
 
 fn repo() -> PathBuf {
@@ -65,7 +65,12 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
     plane.install_crds();
 
     // The short name and printer columns work.
-    for example in ["thumbnails-from-s3", "existing-queue", "pipeline"] {
+    for example in [
+        "thumbnails-from-s3",
+        "existing-queue",
+        "pipeline",
+        "rabbitmq",
+    ] {
         let path = repo().join(format!("examples/batchjobs/{example}.yaml"));
         plane.kubectl(&["apply", "-f", &path.to_string_lossy()]);
     }
@@ -73,7 +78,13 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
     for column in ["NAME", "PHASE", "DONE", "TOTAL", "FAILED", "WORKERS", "AGE"] {
         assert!(listed.contains(column), "{listed}");
     }
-    for name in ["thumbnails", "uploads", "thumbnail-index"] {
+    for name in [
+        "thumbnails",
+        "uploads",
+        "thumbnail-index",
+        "orders",
+        "thumbnails-on-rabbitmq",
+    ] {
         assert!(listed.contains(name), "{listed}");
     }
 
@@ -81,7 +92,7 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
         (
             "no source",
             batchjob("no-source", &format!("{HANDLER}  source: {{}}\n")),
-            "source must name exactly one of sqs, s3 or batchJob",
+            "source must name exactly one of sqs, amqp, s3 or batchJob",
         ),
         (
             "two sources",
@@ -91,7 +102,7 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
                     "{HANDLER}{S3_SOURCE}    sqs:\n      queueUrl: https://sqs.eu-west-1.amazonaws.com/1/q\n{OUTPUT}"
                 ),
             ),
-            "source must name exactly one of sqs, s3 or batchJob",
+            "source must name exactly one of sqs, amqp, s3 or batchJob",
         ),
         (
             "min above max",
@@ -146,6 +157,36 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
                 ),
             ),
             "source.sqs consumes an existing queue: leave queue.name unset",
+        ),
+        (
+            "queue settings with an existing RabbitMQ queue",
+            batchjob(
+                "amqp-and-queue",
+                &format!(
+                    "{HANDLER}  source:\n    amqp:\n      connection:\n        secretName: rabbitmq\n      queue: orders\n  queue:\n    maxReceiveCount: 3\n"
+                ),
+            ),
+            "source.amqp consumes its own queue: leave queue unset",
+        ),
+        (
+            "a RabbitMQ work queue for an SQS source",
+            batchjob(
+                "sqs-and-amqp",
+                &format!(
+                    "{HANDLER}  source:\n    sqs:\n      queueUrl: https://sqs.eu-west-1.amazonaws.com/1/q\n  queue:\n    amqp:\n      secretName: rabbitmq\n"
+                ),
+            ),
+            "source.sqs is an SQS queue: leave queue.amqp unset",
+        ),
+        (
+            "management URL",
+            batchjob(
+                "bad-management",
+                &format!(
+                    "{HANDLER}  source:\n    amqp:\n      connection:\n        secretName: rabbitmq\n        managementUrl: rabbitmq:15672\n      queue: orders\n"
+                ),
+            ),
+            "managementUrl must be an http:// or https:// URL",
         ),
         (
             "s3 source without output",
@@ -214,7 +255,7 @@ fn the_worker_deployment_passes_the_restricted_pod_security_standard() {
     let stored = plane.kubectl(&["get", "-n", "media", "bj", "thumbnails", "-o", "json"]);
     let job: BatchJob = serde_json::from_str(&stored).unwrap();
     let wiring = Wiring {
-        queue_url: "http://127.0.0.1:9324/000000000000/thumbnails".into(),
+        queue: WorkerQueue::Url("http://127.0.0.1:9324/000000000000/thumbnails".into()),
         output: Some("s3://photos/thumbs/".into()),
         replicas: 2,
     };

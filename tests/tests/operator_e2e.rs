@@ -25,50 +25,9 @@ use shoal_tests::{free_port, wait_until};
 const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
 const HANDLER: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");
 
-/// The worker processes a pod template describes, `count` of them.
-fn start_workers(plane: &ControlPlane, deployment: &str, count: usize) -> Vec<Proc> {
-    let json = plane.kubectl(&["get", "deployment", deployment, "-o", "json"]);
-    let deployment: Value = serde_json::from_str(&json).unwrap();
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let command = strings(&container["command"]);
-    let args = strings(&container["args"]);
-    assert_eq!(command, [HANDLER], "the handler command of the BatchJob");
-    assert_eq!(args.last().map(String::as_str), Some("worker"));
-    let template_env: Vec<(String, String)> = container["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let name = e["name"].as_str().unwrap().to_owned();
-            (name, e["value"].as_str().unwrap_or_default().to_owned())
-        })
-        .filter(|(k, _)| k != "SHOAL_METRICS_ADDR")
-        .collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    (0..count)
-        .map(|n| {
-            let mut env: Vec<(&str, String)> = template_env
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.clone()))
-                .collect();
-            env.push(("SHOAL_METRICS_ADDR", format!("127.0.0.1:{}", free_port())));
-            Proc::spawn(
-                &command[0],
-                &args,
-                &env,
-                &plane.dir().join(format!("worker-{n}.log")),
-            )
-        })
-        .collect()
+/// The worker processes Deployment `name`'s pod template describes.
+fn start_workers(plane: &ControlPlane, name: &str, count: usize) -> Vec<Proc> {
+    shoal_tests::pods::start_workers(plane, name, HANDLER, count)
 }
 
 /// The results manifest under `prefix` in bucket `photos`.

@@ -13,8 +13,9 @@
 //! - While a job is active it is reconciled every second, so replicas follow
 //!   a backlog change within about a second plus one `GetQueueAttributes`
 //!   round trip.
-//! - Sources: `source.sqs` (an existing queue, runs until deleted);
-//!   `source.s3` (FIFO queues created, prefix fanned out with checkpoints,
+//! - Sources: `source.sqs` and `source.amqp` (an existing queue, runs
+//!   until deleted); `source.s3` (FIFO queues created, or RabbitMQ queues
+//!   declared with `queue.amqp`, prefix fanned out with checkpoints,
 //!   Succeeded or Failed from the queue counts, results manifest written
 //!   at the end); `source.batchJob` (waits for the upstream to succeed,
 //!   polled every [`UPSTREAM_INTERVAL`], then as `source.s3` over its
@@ -36,6 +37,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::amqp::Amqp;
 use crate::crd::{BatchJob, BatchJobStatus, ChunkCounts, InputLocation, Phase};
 use crate::error::{Error, Result};
 use crate::fanout;
@@ -43,10 +45,12 @@ use crate::metrics::{JobFigures, Metrics};
 use crate::plan;
 use crate::s3::S3;
 
+mod queues;
 mod stages;
 use crate::scaling;
-use crate::sqs::{Backlog, Sqs};
+use crate::sqs::Sqs;
 use crate::workload::{self, Wiring};
+use queues::Resolved;
 use stages::{Source, blocked, source, write_manifest};
 
 /// Field manager of everything the operator writes.
@@ -69,6 +73,8 @@ pub struct Context {
     pub sqs: Sqs,
     /// S3 client (fan-out listings).
     pub s3: S3,
+    /// RabbitMQ clients (`source.amqp`, `queue.amqp`).
+    pub amqp: Amqp,
     /// Publishes Kubernetes Events about BatchJobs.
     pub recorder: Recorder,
     /// The operator's metrics.
@@ -247,18 +253,7 @@ pub(crate) async fn expire(
 /// given): the finalizer's cleanup.
 async fn cleanup(job: &BatchJob, ctx: &Context) -> Result<Action> {
     ctx.metrics.set_job(&job_key(job), None);
-    let created =
-        job.spec.source.sqs.is_none() && job.spec.queue.as_ref().is_none_or(|q| q.name.is_none());
-    let urls: Vec<&String> = job
-        .status
-        .iter()
-        .flat_map(|s| [&s.queue_url, &s.dead_letter_queue_url])
-        .flatten()
-        .collect();
-    if created && !urls.is_empty() {
-        for url in urls {
-            ctx.sqs.delete_queue(url).await?;
-        }
+    if queues::delete_created(job, ctx).await? {
         ctx.event(
             job,
             false,
@@ -337,33 +332,21 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     status.start_time = previous.start_time.clone().or(Some(Time(now)));
 
     // Queues.
-    let (url, dead_letter_url) = if let Some(sqs) = &spec.source.sqs {
-        (sqs.queue_url.clone(), None)
-    } else {
-        match (&previous.queue_url, &previous.dead_letter_queue_url) {
-            (Some(url), Some(dlq)) => (url.clone(), Some(dlq.clone())),
-            _ => {
-                let queues = ctx
-                    .sqs
-                    .ensure_queues(&plan::queue_settings(&job, &namespace))
-                    .await?;
-                status.queue_url = Some(queues.url.clone());
-                status.dead_letter_queue_url = Some(queues.dead_letter_url.clone());
-                write_status(&job, &ctx, &namespace, &status).await?;
-                ctx.event(
-                    &job,
-                    false,
-                    "QueuesCreated",
-                    format!(
-                        "work queue {}, dead-letter queue {}",
-                        queues.url, queues.dead_letter_url
-                    ),
-                )
-                .await;
-                (queues.url, Some(queues.dead_letter_url))
-            }
+    let queue = match queues::ensure(&job, &ctx, &namespace, &mut status).await? {
+        Resolved::Ready(queue) => queue,
+        Resolved::Blocked(reason, message) => {
+            return blocked(
+                &job,
+                &ctx,
+                &namespace,
+                status,
+                (false, reason, message),
+                now,
+            )
+            .await;
         }
     };
+    let url = queue.url();
     status.queue_url = Some(url.clone());
 
     // Fan out (one listing page per reconcile, checkpointed per batch).
@@ -371,7 +354,8 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         let from = previous.split.clone().unwrap_or_default();
         if !from.done {
             status.phase = Phase::Splitting;
-            let progress = fanout::step(&ctx.s3, &ctx.sqs, &url, source, from, |progress| {
+            let send = |bodies| queue.send(&ctx, bodies);
+            let checkpoint = |progress| {
                 let mut checkpoint = status.clone();
                 checkpoint.split = Some(progress);
                 checkpoint.chunks.total = checkpoint.split.as_ref().map_or(0, |s| s.chunks);
@@ -379,24 +363,34 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
                 let ctx = ctx.clone();
                 let namespace = namespace.clone();
                 async move { write_status(&job, &ctx, &namespace, &checkpoint).await }
-            })
-            .await?;
+            };
+            let progress = fanout::step(&ctx.s3, source, from, send, checkpoint).await?;
             status.split = Some(progress);
         }
     }
 
     // Observe.
-    let backlog = ctx.sqs.backlog(&url).await?;
-    let dead = match &dead_letter_url {
-        Some(dlq) => ctx.sqs.backlog(dlq).await?,
-        None => Backlog::default(),
+    let Some((backlog, dead)) = queue.backlogs(&ctx).await? else {
+        // A queue declared moments ago has no counts yet: decide nothing
+        // from an unknown backlog, look again soon.
+        tracing::debug!(batchjob = %job.name_any(), queue = %url, "no queue counts yet");
+        if status != previous {
+            write_status(&job, &ctx, &namespace, &status).await?;
+        }
+        return Ok(Action::requeue(ACTIVE_INTERVAL));
     };
     let observed = observe_deployment(&job, &ctx, &namespace).await?;
     let (replicas, ready) = (observed.replicas, observed.ready);
 
     // Decide.
     let (chunks, phase) = match &status.split {
-        Some(split) => plan::fanout_progress(&job, split, backlog, dead),
+        Some(split) => {
+            let (chunks, phase) = plan::fanout_progress(&job, split, backlog, dead);
+            let (phase, drained_since) =
+                plan::settle(phase, previous.drained_since.as_ref(), now, queue.lag(&ctx));
+            status.drained_since = drained_since;
+            (chunks, phase)
+        }
         None => (
             ChunkCounts {
                 visible: backlog.visible,
@@ -446,7 +440,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
 
     // Apply.
     let wiring = Wiring {
-        queue_url: url.clone(),
+        queue: queue.worker_queue(&job),
         output: plan::output_location(&job),
         replicas: decision.replicas,
     };
@@ -523,6 +517,7 @@ pub async fn run(
     client: Client,
     sqs: Sqs,
     s3: S3,
+    amqp: Amqp,
     metrics: Arc<Metrics>,
     namespace: Option<String>,
 ) {
@@ -538,6 +533,7 @@ pub async fn run(
         client,
         sqs,
         s3,
+        amqp,
         recorder,
         metrics,
     });

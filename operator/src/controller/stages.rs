@@ -40,7 +40,7 @@ pub(super) async fn source(
     previous: &BatchJobStatus,
 ) -> Result<Source> {
     let spec = &job.spec.source;
-    if spec.sqs.is_some() {
+    if spec.sqs.is_some() || spec.amqp.is_some() {
         return Ok(Source::Queue);
     }
     if let Some(s3) = &spec.s3 {

@@ -73,6 +73,7 @@ fn context() -> (Arc<Context>, Handle) {
         client,
         sqs: Sqs::from_client(aws_sdk_sqs::Client::from_conf(sqs)),
         s3: S3::from_client(aws_sdk_s3::Client::from_conf(s3)),
+        amqp: crate::amqp::Amqp::new(std::time::Duration::from_secs(10)).unwrap(),
         metrics: Arc::new(Metrics::new().unwrap()),
     };
     (Arc::new(ctx), handle)

@@ -16,7 +16,7 @@
 //! period, cuts the invocations in flight short and gives their items back
 //! too.
 
-mod amqp;
+pub mod amqp;
 mod headers;
 mod settle;
 mod sqs;

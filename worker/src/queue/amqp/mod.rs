@@ -60,8 +60,11 @@ use super::transport::{DeadLetter, Delivery, Transport, TransportError};
 use crate::error::{Error, Result};
 
 mod topology;
-pub use topology::{Target, parse_target, retry_bucket};
-use topology::{declare, long_string, table};
+pub use topology::{
+    Target, dead_letter_exchange, dead_letter_queue, declare, parse_target, retry_bucket,
+    retry_queue, retry_queues,
+};
+use topology::{long_string, table};
 
 /// What the broker says when a delivery's channel is gone.
 const LOST: &str = "its connection was lost; the broker delivers the message again";
@@ -383,7 +386,7 @@ impl AmqpQueue {
             return self.publish(operation, "", &queue, delivery, headers).await;
         }
         let bucket = retry_bucket(delay);
-        let retry = format!("{queue}.retry.{bucket}s");
+        let retry = topology::retry_queue(&queue, bucket);
         self.ensure_retry_queue(operation, bucket, &retry).await?;
         self.publish(operation, "", &retry, delivery, headers).await
     }
@@ -542,7 +545,7 @@ impl Transport for AmqpQueue {
             let text = encode_indices(items);
             entries.push((PENDING, long_string(&text)));
         }
-        let dlx = format!("{queue}.dlx");
+        let dlx = topology::dead_letter_exchange(&queue);
         self.publish("dead_letter", &dlx, "", delivery, table(&entries))
             .await
     }

@@ -50,6 +50,29 @@ pub fn parse_target(url: &str) -> std::result::Result<Target, String> {
     Ok(Target { uri, queue })
 }
 
+/// Name of the retry queue of `queue` whose messages wait `bucket` seconds.
+pub fn retry_queue(queue: &str, bucket: u64) -> String {
+    format!("{queue}.retry.{bucket}s")
+}
+
+/// Every retry queue `queue` may have (one per bucket, 1 s to
+/// [`MAX_RETRY_S`]).
+pub fn retry_queues(queue: &str) -> Vec<String> {
+    std::iter::successors(Some(1_u64), |b| (*b < MAX_RETRY_S).then_some(b * 2))
+        .map(|bucket| retry_queue(queue, bucket))
+        .collect()
+}
+
+/// Name of the dead-letter exchange of `queue`.
+pub fn dead_letter_exchange(queue: &str) -> String {
+    format!("{queue}.dlx")
+}
+
+/// Name of the dead-letter queue of `queue`.
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}.dlq")
+}
+
 /// The retry queue for `delay`: its TTL in seconds (a power of two).
 pub fn retry_bucket(delay: Duration) -> u64 {
     let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
@@ -70,15 +93,16 @@ pub(super) fn long_string(value: &str) -> AMQPValue {
 
 /// Declares `queue` (quorum, dead-lettering to `queue.dlx`), the exchange
 /// and the dead-letter queue; an existing `queue` declared with other
-/// arguments is used as it is.
-pub(super) async fn declare(
+/// arguments is used as it is. Idempotent. The worker calls it when it
+/// connects; the operator calls it before it publishes chunks.
+pub async fn declare(
     connection: &Connection,
     channel: &Channel,
     queue: &str,
     max_attempts: u32,
 ) -> lapin::Result<()> {
-    let dlx = format!("{queue}.dlx");
-    let dlq = format!("{queue}.dlq");
+    let dlx = dead_letter_exchange(queue);
+    let dlq = dead_letter_queue(queue);
     let durable = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
@@ -176,5 +200,9 @@ mod tests {
         assert_eq!(retry_bucket(Duration::from_millis(1500)), 2);
         assert_eq!(retry_bucket(Duration::from_secs(5)), 8);
         assert_eq!(retry_bucket(Duration::from_secs(5000)), MAX_RETRY_S);
+        let names = retry_queues("jobs");
+        assert_eq!(names.len(), 11);
+        assert_eq!(names.first().map(String::as_str), Some("jobs.retry.1s"));
+        assert_eq!(names.last().map(String::as_str), Some("jobs.retry.1024s"));
     }
 }

@@ -1,0 +1,465 @@
+//! The operator's side of RabbitMQ: the broker named by a BatchJob's
+//! Secret, the queues it declares and deletes, chunks published with
+//! publisher confirms, and the backlog read from the management API.
+//!
+//! Contract:
+//! - The broker URL (with its password) is only held in memory: status,
+//!   events, logs and the worker Deployment carry [`Broker::public`] URLs
+//!   without credentials; the pods read the Secret themselves.
+//! - Declaring is idempotent and uses the worker's own declaration
+//!   ([`shoal_worker::queue::amqp::declare`]), so operator and workers
+//!   agree on the topology: quorum queue `Q` (delivery limit = max
+//!   attempts, dead-lettering to `Q.dlx`), fanout `Q.dlx`, quorum `Q.dlq`,
+//!   retry queues `Q.retry.<n>s` declared by the workers as needed.
+//! - A publish returns once the broker has confirmed every message; a nack
+//!   or a lost connection fails the whole batch (the fan-out sends it again
+//!   after its checkpoint, see [`crate::fanout`]).
+//! - Counts come from the management API, which RabbitMQ refreshes every
+//!   `collect_statistics_interval` (5 s by default): they can be that old.
+//!   See [`crate::plan::settle`] for how completion allows for it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
+};
+use lapin::uri::AMQPUri;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+use shoal_worker::queue::amqp as topology;
+use tokio::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::sqs::Backlog;
+
+/// A broker, from the URL in a BatchJob's Secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Broker {
+    uri: String,
+    public: String,
+    vhost: String,
+    user: String,
+    password: String,
+    management: String,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("public", &self.public)
+            .field("management", &self.management)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Checks `url` (`amqp[s]://user:password@host[:port][/vhost]`) and
+    /// derives the management API's base (`management`, or
+    /// `http://host:15672`, `https://host:15671` for `amqps`). The URL must
+    /// be one the worker can append `/<queue>` to: no query string, no
+    /// trailing slash.
+    pub fn parse(url: &str, management: Option<&str>) -> std::result::Result<Self, String> {
+        let url = url.trim();
+        let parsed: AMQPUri = url.parse().map_err(|e| format!("not an AMQP URL: {e}"))?;
+        if url.contains('?') {
+            return Err(
+                "query parameters are not supported: the workers append /<queue> to the URL".into(),
+            );
+        }
+        if url.ends_with('/') {
+            return Err("the URL ends with '/' (an empty vhost): name the vhost (%2f for the default) or leave the path out".into());
+        }
+        let uri: http::Uri = url.parse().map_err(|e| format!("not an AMQP URL: {e}"))?;
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or("the URL names no host")?;
+        let tls = url.starts_with("amqps://");
+        let scheme = if tls { "amqps" } else { "amqp" };
+        let port = uri.port_u16().unwrap_or(if tls { 5671 } else { 5672 });
+        let vhost = parsed.vhost;
+        let encoded_vhost = utf8_percent_encode(&vhost, NON_ALPHANUMERIC).to_string();
+        let management = match management {
+            Some(base) => base.trim_end_matches('/').to_owned(),
+            None if tls => format!("https://{host}:15671"),
+            None => format!("http://{host}:15672"),
+        };
+        Ok(Self {
+            uri: url.to_owned(),
+            public: format!("{scheme}://{host}:{port}/{encoded_vhost}"),
+            vhost,
+            user: parsed.authority.userinfo.username,
+            password: parsed.authority.userinfo.password,
+            management,
+        })
+    }
+
+    /// `amqp[s]://host:port/vhost`: the broker without credentials.
+    pub fn public(&self) -> &str {
+        &self.public
+    }
+
+    /// `amqp[s]://host:port/vhost/queue` without credentials (status).
+    pub fn queue_url(&self, queue: &str) -> String {
+        format!("{}/{}", self.public, encode_queue(queue))
+    }
+}
+
+/// `queue` as the last segment of a worker's `--queue` URL.
+pub fn encode_queue(queue: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    utf8_percent_encode(queue, SEGMENT).to_string()
+}
+
+/// One queue's counts in the management API; absent until the broker
+/// first publishes the queue's statistics (seconds after it is declared).
+#[derive(Debug, Deserialize)]
+struct QueueCounts {
+    name: String,
+    messages_ready: Option<i64>,
+    messages_unacknowledged: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct QueuePage {
+    items: Vec<QueueCounts>,
+}
+
+/// Sums the counts of `queue`'s family into the work queue's backlog (the
+/// queue and its retry queues: messages waiting for a retry are waiting
+/// work, as SQS counts delayed messages) and the dead-letter queue's.
+/// `None` while the work queue is missing or any member has no counts yet:
+/// an unknown backlog must not read as an empty one.
+fn backlogs(queue: &str, items: &[QueueCounts]) -> Option<(Backlog, Backlog)> {
+    if !items.iter().any(|item| item.name == queue) {
+        return None;
+    }
+    let dead_letter = topology::dead_letter_queue(queue);
+    let retry_prefix = format!("{queue}.retry.");
+    let mut work = Backlog::default();
+    let mut dead = Backlog::default();
+    for item in items {
+        let target = if item.name == queue || item.name.starts_with(&retry_prefix) {
+            &mut work
+        } else if item.name == dead_letter {
+            &mut dead
+        } else {
+            continue;
+        };
+        target.visible = target.visible.saturating_add(item.messages_ready?);
+        target.in_flight = target
+            .in_flight
+            .saturating_add(item.messages_unacknowledged?);
+    }
+    Some((work, dead))
+}
+
+/// RabbitMQ clients shared by every reconcile: one AMQP connection per
+/// broker (reopened when lost) and an HTTP client for the management API.
+pub struct Amqp {
+    connections: Mutex<HashMap<String, Arc<Connection>>>,
+    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    stats_interval: Duration,
+}
+
+impl Amqp {
+    /// Clients for brokers whose management statistics are refreshed every
+    /// `stats_interval` (RabbitMQ's `collect_statistics_interval`).
+    pub fn new(stats_interval: Duration) -> Result<Self> {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| {
+                Error::Config(format!("no TLS roots for the RabbitMQ management API: {e}"))
+            })?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Self {
+            connections: Mutex::new(HashMap::new()),
+            http: Client::builder(TokioExecutor::new()).build(connector),
+            stats_interval,
+        })
+    }
+
+    /// How old the management API's counts can be.
+    pub fn stats_interval(&self) -> Duration {
+        self.stats_interval
+    }
+
+    fn error(broker: &Broker, queue: &str, what: &'static str) -> impl FnOnce(String) -> Error {
+        let queue = broker.queue_url(queue);
+        move |reason| Error::Queue {
+            queue,
+            what,
+            reason,
+        }
+    }
+
+    /// The broker's connection (opened again when lost) and a new channel
+    /// on it in confirm mode.
+    async fn channel(
+        &self,
+        broker: &Broker,
+    ) -> std::result::Result<(Arc<Connection>, Channel), String> {
+        let connection = {
+            let mut connections = self.connections.lock().await;
+            match connections.get(&broker.uri) {
+                Some(connection) if connection.status().connected() => connection.clone(),
+                _ => {
+                    let connection =
+                        Connection::connect(&broker.uri, ConnectionProperties::default())
+                            .await
+                            .map_err(|e| format!("cannot connect to {}: {e}", broker.public))?;
+                    let connection = Arc::new(connection);
+                    connections.insert(broker.uri.clone(), connection.clone());
+                    connection
+                }
+            }
+        };
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| e.to_string())?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((connection, channel))
+    }
+
+    /// Declares `queue` and its dead-letter exchange and queue when missing
+    /// (see the module contract).
+    pub async fn ensure_queues(
+        &self,
+        broker: &Broker,
+        queue: &str,
+        max_attempts: u32,
+    ) -> Result<()> {
+        let fail = || Self::error(broker, queue, "declaring the queues");
+        let (connection, channel) = self.channel(broker).await.map_err(fail())?;
+        let declared = topology::declare(&connection, &channel, queue, max_attempts)
+            .await
+            .map_err(|e| e.to_string());
+        let _ = channel.close(200, "declared".into()).await;
+        declared.map_err(fail())
+    }
+
+    /// Publishes `bodies` (`(chunk id, body)`) to `queue` through the
+    /// default exchange, persistent, with the chunk id as message id;
+    /// returns once the broker has confirmed every one.
+    pub async fn publish(
+        &self,
+        broker: &Broker,
+        queue: &str,
+        bodies: &[(String, String)],
+    ) -> Result<()> {
+        let fail = || Self::error(broker, queue, "publishing chunks");
+        let (_, channel) = self.channel(broker).await.map_err(fail())?;
+        let mut confirms = Vec::with_capacity(bodies.len());
+        for (chunk, body) in bodies {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(chunk.as_str().into());
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    properties,
+                )
+                .await
+                .map_err(|e| fail()(format!("chunk {chunk}: {e}")))?;
+            confirms.push((chunk, confirm));
+        }
+        for (chunk, confirm) in confirms {
+            let confirmation = confirm
+                .await
+                .map_err(|e| fail()(format!("chunk {chunk}: {e}")))?;
+            if confirmation.is_nack() {
+                return Err(fail()(format!("the broker refused chunk {chunk} (nack)")));
+            }
+        }
+        let _ = channel.close(200, "published".into()).await;
+        Ok(())
+    }
+
+    /// Deletes `queue`, its retry queues, its dead-letter queue and
+    /// exchange; ones already gone are fine.
+    pub async fn delete_queues(&self, broker: &Broker, queue: &str) -> Result<()> {
+        let fail = || Self::error(broker, queue, "deleting the queues");
+        let (_, channel) = self.channel(broker).await.map_err(fail())?;
+        let mut names = vec![queue.to_owned(), topology::dead_letter_queue(queue)];
+        names.extend(topology::retry_queues(queue));
+        for name in &names {
+            channel
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(|e| fail()(format!("{name}: {e}")))?;
+        }
+        let exchange = topology::dead_letter_exchange(queue);
+        channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .map_err(|e| fail()(format!("{exchange}: {e}")))?;
+        let _ = channel.close(200, "deleted".into()).await;
+        Ok(())
+    }
+
+    /// The backlog of `queue` (ready + unacknowledged, its retry queues
+    /// included) and of its dead-letter queue, from one management API
+    /// call; `None` while the broker has not published counts for all of
+    /// them yet.
+    pub async fn backlog(
+        &self,
+        broker: &Broker,
+        queue: &str,
+    ) -> Result<Option<(Backlog, Backlog)>> {
+        let fail = || Self::error(broker, queue, "reading the backlog");
+        let pattern = format!("^{}(\\.dlq|\\.retry\\.[0-9]+s)?$", regex_escape(queue));
+        let url = format!(
+            "{}/api/queues/{}?page=1&page_size=500&use_regex=true&name={}&columns=name,messages_ready,messages_unacknowledged",
+            broker.management,
+            utf8_percent_encode(&broker.vhost, NON_ALPHANUMERIC),
+            utf8_percent_encode(&pattern, NON_ALPHANUMERIC),
+        );
+        let credentials = base64_encode(format!("{}:{}", broker.user, broker.password).as_bytes());
+        let request = http::Request::get(url.as_str())
+            .header(http::header::AUTHORIZATION, format!("Basic {credentials}"))
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| fail()(format!("building GET {}: {e}", broker.management)))?;
+        let response = tokio::time::timeout(Duration::from_secs(10), self.http.request(request))
+            .await
+            .map_err(|_| {
+                fail()(format!(
+                    "GET {}/api/queues: no answer in 10 s",
+                    broker.management
+                ))
+            })?
+            .map_err(|e| fail()(format!("GET {}/api/queues: {e}", broker.management)))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| fail()(format!("reading the management API's answer: {e}")))?
+            .to_bytes();
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            return Err(fail()(format!(
+                "GET {}/api/queues answered {status}: {}",
+                broker.management,
+                text.trim()
+            )));
+        }
+        let page: QueuePage = serde_json::from_slice(&body)
+            .map_err(|e| fail()(format!("unexpected management API answer: {e}")))?;
+        Ok(backlogs(queue, &page.items))
+    }
+}
+
+/// `text` with every regex metacharacter escaped.
+fn regex_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a panic is how a test reports failure"
+    )]
+
+    use super::*;
+
+    #[test]
+    fn broker_urls_keep_credentials_out_of_public_names() {
+        let broker = Broker::parse("amqp://shoal:s%40cret@rabbit.mq:5673/media", None).unwrap();
+        assert_eq!(broker.public(), "amqp://rabbit.mq:5673/media");
+        assert_eq!(
+            broker.queue_url("thumbs q"),
+            "amqp://rabbit.mq:5673/media/thumbs%20q"
+        );
+        assert_eq!(broker.password, "s@cret");
+        assert_eq!(broker.management, "http://rabbit.mq:15672");
+        assert!(!format!("{broker:?}").contains("cret"));
+
+        let default = Broker::parse("amqps://u:p@10.0.0.7", Some("https://mgmt:443/")).unwrap();
+        assert_eq!(default.public(), "amqps://10.0.0.7:5671/%2F");
+        assert_eq!(default.vhost, "/");
+        assert_eq!(default.management, "https://mgmt:443");
+        assert_eq!(
+            Broker::parse("amqps://u:p@broker", None)
+                .unwrap()
+                .management,
+            "https://broker:15671"
+        );
+    }
+
+    #[test]
+    fn broker_urls_the_workers_cannot_extend_are_refused() {
+        for (url, why) in [
+            ("https://broker/jobs", "not an AMQP URL"),
+            ("amqp://u:p@broker/%2f?heartbeat=10", "query"),
+            ("amqp://u:p@broker/", "ends with '/'"),
+        ] {
+            let error = Broker::parse(url, None).unwrap_err();
+            assert!(error.contains(why), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_backlog_counts_retry_queues_as_waiting_and_keeps_the_dlq_apart() {
+        let item = |name: &str, ready, unacked| QueueCounts {
+            name: name.into(),
+            messages_ready: Some(ready),
+            messages_unacknowledged: Some(unacked),
+        };
+        let items = [
+            item("jobs", 7, 3),
+            item("jobs.retry.4s", 2, 0),
+            item("jobs.dlq", 1, 0),
+            item("jobs-other", 50, 50),
+        ];
+        let (work, dead) = backlogs("jobs", &items).unwrap();
+        assert_eq!((work.visible, work.in_flight), (9, 3));
+        assert_eq!(dead.total(), 1);
+        // Counts not published yet, or no queue: unknown, not empty.
+        let fresh = [
+            item("jobs", 0, 0),
+            QueueCounts {
+                name: "jobs.retry.1s".into(),
+                messages_ready: None,
+                messages_unacknowledged: None,
+            },
+        ];
+        assert!(backlogs("jobs", &fresh).is_none());
+        assert!(backlogs("jobs", &[]).is_none());
+        assert_eq!(regex_escape("a.b-c"), "a\\.b-c");
+    }
+}

@@ -1,0 +1,284 @@
+//! The work queue of a job, on SQS or on RabbitMQ: created (or declared)
+//! when the job starts, fed by the fan-out, counted for scaling and
+//! progress, and deleted by the finalizer when the operator created it.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+
+use super::{Context, write_status};
+use crate::amqp::Broker;
+use crate::crd::{AmqpConnection, BatchJob, BatchJobStatus};
+use crate::error::{Error, Result};
+use crate::plan;
+use crate::sqs::Backlog;
+use crate::workload::WorkerQueue;
+
+/// The queue a job's chunks go through.
+pub(super) enum WorkQueue {
+    /// An SQS queue and, when the operator created it, its dead-letter
+    /// queue.
+    Sqs {
+        url: String,
+        dead_letter_url: Option<String>,
+    },
+    /// A RabbitMQ queue (its dead-letter queue is `<queue>.dlq`).
+    Amqp {
+        broker: Broker,
+        connection: AmqpConnection,
+        queue: String,
+    },
+}
+
+/// The work queue, or why the job cannot start yet.
+pub(super) enum Resolved {
+    Ready(WorkQueue),
+    Blocked(&'static str, String),
+}
+
+/// The job's RabbitMQ connection, if its queue is on RabbitMQ.
+fn amqp_connection(job: &BatchJob) -> Option<&AmqpConnection> {
+    job.spec
+        .source
+        .amqp
+        .as_ref()
+        .map(|s| &s.connection)
+        .or_else(|| job.spec.queue.as_ref().and_then(|q| q.amqp.as_ref()))
+}
+
+/// The broker named by `connection`'s Secret, or why it cannot be used
+/// (reason and message for the `Ready` condition).
+async fn broker(
+    ctx: &Context,
+    namespace: &str,
+    connection: &AmqpConnection,
+) -> Result<std::result::Result<Broker, (&'static str, String)>> {
+    let name = &connection.secret_name;
+    let key = connection.key();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = match secrets.get_opt(name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Ok(Err((
+                "BrokerSecretNotFound",
+                format!("secret {namespace}/{name} (the RabbitMQ URL) does not exist"),
+            )));
+        }
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Ok(Err((
+                "BrokerSecretForbidden",
+                format!(
+                    "the operator may not read secret {namespace}/{name}: grant it (chart value rbac.amqpSecrets)"
+                ),
+            )));
+        }
+        Err(e) => {
+            return Err(Error::Kube {
+                what: format!("reading secret {namespace}/{name}"),
+                source: e,
+            });
+        }
+    };
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| String::from_utf8(v.0.clone()));
+    let invalid = |why: String| {
+        Err((
+            "BrokerSecretInvalid",
+            format!("secret {namespace}/{name}, key {key}: {why}"),
+        ))
+    };
+    Ok(match value {
+        None => invalid("no such key".into()),
+        Some(Err(_)) => invalid("not UTF-8".into()),
+        Some(Ok(url)) => match Broker::parse(&url, connection.management_url.as_deref()) {
+            Ok(broker) => Ok(broker),
+            Err(why) => invalid(why),
+        },
+    })
+}
+
+/// The queues step: creates the SQS queues or declares the RabbitMQ ones
+/// the first time (recording their URLs in `status`), afterwards uses the
+/// URLs recorded. Idempotent.
+pub(super) async fn ensure(
+    job: &BatchJob,
+    ctx: &Context,
+    namespace: &str,
+    status: &mut BatchJobStatus,
+) -> Result<Resolved> {
+    let previous = job.status.clone().unwrap_or_default();
+    if let Some(connection) = amqp_connection(job) {
+        let broker = match broker(ctx, namespace, connection).await? {
+            Ok(broker) => broker,
+            Err((reason, message)) => return Ok(Resolved::Blocked(reason, message)),
+        };
+        let queue = plan::amqp_queue(job, namespace);
+        if previous.queue_url.is_none() {
+            ctx.amqp
+                .ensure_queues(&broker, &queue, plan::max_attempts(job))
+                .await?;
+            let dead_letter = shoal_worker::queue::amqp::dead_letter_queue(&queue);
+            status.queue_url = Some(broker.queue_url(&queue));
+            status.dead_letter_queue_url = Some(broker.queue_url(&dead_letter));
+            write_status(job, ctx, namespace, status).await?;
+            ctx.event(
+                job,
+                false,
+                "QueuesDeclared",
+                format!(
+                    "work queue {}, dead-letter queue {} on {}",
+                    queue,
+                    dead_letter,
+                    broker.public()
+                ),
+            )
+            .await;
+        }
+        return Ok(Resolved::Ready(WorkQueue::Amqp {
+            broker,
+            connection: connection.clone(),
+            queue,
+        }));
+    }
+    if let Some(sqs) = &job.spec.source.sqs {
+        return Ok(Resolved::Ready(WorkQueue::Sqs {
+            url: sqs.queue_url.clone(),
+            dead_letter_url: None,
+        }));
+    }
+    if let (Some(url), Some(dlq)) = (&previous.queue_url, &previous.dead_letter_queue_url) {
+        return Ok(Resolved::Ready(WorkQueue::Sqs {
+            url: url.clone(),
+            dead_letter_url: Some(dlq.clone()),
+        }));
+    }
+    let queues = ctx
+        .sqs
+        .ensure_queues(&plan::queue_settings(job, namespace))
+        .await?;
+    status.queue_url = Some(queues.url.clone());
+    status.dead_letter_queue_url = Some(queues.dead_letter_url.clone());
+    write_status(job, ctx, namespace, status).await?;
+    ctx.event(
+        job,
+        false,
+        "QueuesCreated",
+        format!(
+            "work queue {}, dead-letter queue {}",
+            queues.url, queues.dead_letter_url
+        ),
+    )
+    .await;
+    Ok(Resolved::Ready(WorkQueue::Sqs {
+        url: queues.url,
+        dead_letter_url: Some(queues.dead_letter_url),
+    }))
+}
+
+impl WorkQueue {
+    /// The queue's URL as status and events show it (no credentials).
+    pub(super) fn url(&self) -> String {
+        match self {
+            Self::Sqs { url, .. } => url.clone(),
+            Self::Amqp { broker, queue, .. } => broker.queue_url(queue),
+        }
+    }
+
+    /// Sends one batch of chunks (`(chunk id, body)`, at most 10).
+    pub(super) async fn send(&self, ctx: &Context, bodies: Vec<(String, String)>) -> Result<()> {
+        match self {
+            Self::Sqs { url, .. } => ctx.sqs.send_batch(url, &bodies).await,
+            Self::Amqp { broker, queue, .. } => ctx.amqp.publish(broker, queue, &bodies).await,
+        }
+    }
+
+    /// The work queue's backlog and the dead-letter queue's; `None` while
+    /// the broker has no counts for them yet.
+    pub(super) async fn backlogs(&self, ctx: &Context) -> Result<Option<(Backlog, Backlog)>> {
+        match self {
+            Self::Sqs {
+                url,
+                dead_letter_url,
+            } => {
+                let work = ctx.sqs.backlog(url).await?;
+                let dead = match dead_letter_url {
+                    Some(dlq) => ctx.sqs.backlog(dlq).await?,
+                    None => Backlog::default(),
+                };
+                Ok(Some((work, dead)))
+            }
+            Self::Amqp { broker, queue, .. } => ctx.amqp.backlog(broker, queue).await,
+        }
+    }
+
+    /// How old the counts can be (see [`plan::settle`]).
+    pub(super) fn lag(&self, ctx: &Context) -> Duration {
+        match self {
+            Self::Sqs { .. } => Duration::ZERO,
+            Self::Amqp { .. } => ctx.amqp.stats_interval(),
+        }
+    }
+
+    /// How the worker pods find the queue.
+    pub(super) fn worker_queue(&self, job: &BatchJob) -> WorkerQueue {
+        match self {
+            Self::Sqs { url, .. } => WorkerQueue::Url(url.clone()),
+            Self::Amqp {
+                connection, queue, ..
+            } => WorkerQueue::Amqp {
+                secret: connection.secret_name.clone(),
+                key: connection.key().to_owned(),
+                queue: queue.clone(),
+                max_attempts: plan::max_attempts(job),
+            },
+        }
+    }
+}
+
+/// Deletes the queues the operator created for `job` (not a queue it was
+/// given, nor one named in `queue.name`). Returns whether it deleted any.
+/// A RabbitMQ broker whose Secret is gone cannot be reached: its queues
+/// are left, with a warning Event, rather than blocking the deletion.
+pub(super) async fn delete_created(job: &BatchJob, ctx: &Context) -> Result<bool> {
+    let named = job.spec.queue.as_ref().is_some_and(|q| q.name.is_some());
+    let status = job.status.clone().unwrap_or_default();
+    if named || job.spec.source.sqs.is_some() || job.spec.source.amqp.is_some() {
+        return Ok(false);
+    }
+    if let Some(connection) = job.spec.queue.as_ref().and_then(|q| q.amqp.as_ref()) {
+        if status.queue_url.is_none() {
+            return Ok(false);
+        }
+        let namespace = job.namespace().unwrap_or_default();
+        return match broker(ctx, &namespace, connection).await? {
+            Ok(broker) => {
+                let queue = plan::amqp_queue(job, &namespace);
+                ctx.amqp.delete_queues(&broker, &queue).await?;
+                Ok(true)
+            }
+            Err((_, message)) => {
+                ctx.event(
+                    job,
+                    true,
+                    "QueuesNotDeleted",
+                    format!("cannot reach the broker to delete the queues: {message}"),
+                )
+                .await;
+                Ok(false)
+            }
+        };
+    }
+    let urls: Vec<&String> = [&status.queue_url, &status.dead_letter_queue_url]
+        .into_iter()
+        .flatten()
+        .collect();
+    for url in &urls {
+        ctx.sqs.delete_queue(url).await?;
+    }
+    Ok(!urls.is_empty())
+}

@@ -1,0 +1,359 @@
+//! The operator with RabbitMQ (Debian's rabbitmq-server) against a real
+//! kube-apiserver: the broker URL only in a Secret, replicas from the
+//! queue's ready + unacknowledged counts, and an S3 fan-out published onto
+//! RabbitMQ with confirms, run to Succeeded by worker processes started
+//! from the pod template the operator wrote (no kubelet here: the test
+//! resolves the template's `secretKeyRef` and `$(VAR)` itself, as the
+//! kubelet would).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test reports failure"
+)]
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use shoal_tests::kube::ControlPlane;
+use shoal_tests::operator::replicas;
+use shoal_tests::process::Proc;
+use shoal_tests::rabbitmq::Rabbit;
+use shoal_tests::stack::{Stack, keys, tiny_jpeg, upload};
+use shoal_tests::{free_port, wait_until};
+
+const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
+const HANDLER: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");
+
+/// Creates Secret `rabbitmq` holding the broker's URL under `url`.
+fn broker_secret(plane: &ControlPlane, rabbit: &Rabbit) {
+    plane.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "rabbitmq",
+        &format!("--from-literal=url={}", rabbit.uri()),
+    ]);
+}
+
+/// The operator as a process (defaults: counts taken as up to 10 s old).
+fn start_operator(plane: &ControlPlane, mut env: Vec<(&'static str, String)>) -> Proc {
+    env.push((
+        "KUBECONFIG",
+        plane.kubeconfig().to_string_lossy().into_owned(),
+    ));
+    let metrics = format!("127.0.0.1:{}", free_port());
+    Proc::spawn(
+        OPERATOR,
+        &["run", "--metrics-addr", &metrics],
+        &env,
+        &plane.dir().join("operator.log"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_follow_ready_plus_unacked_messages_on_rabbitmq() {
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    let rabbit = Rabbit::start();
+    broker_secret(&plane, &rabbit);
+    let management = rabbit.management_url();
+    plane.apply_yaml(&format!(
+        "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: uploads
+spec:
+  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+    concurrency: 2
+  source:
+    amqp:
+      connection:
+        secretName: rabbitmq
+        managementUrl: {management}
+      queue: uploads
+  scaling:
+    minWorkers: 0
+    maxWorkers: 5
+    targetBacklogPerWorker: 10
+    scaleDownDelaySeconds: 2
+---
+apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: orphan
+spec:
+  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+  source:
+    amqp:
+      connection:
+        secretName: missing
+      queue: orphan
+"
+    ));
+    let operator = start_operator(&plane, Vec::new());
+    let log = || operator.log_text();
+    let limit = Duration::from_secs(60);
+
+    // The queue is declared on the fresh broker; no work, no workers.
+    wait_until(
+        limit,
+        "deployment at 0 replicas",
+        || (replicas(&plane, "uploads-workers") == Some(0)).then_some(()),
+        log,
+    );
+    assert!(rabbit.exists("uploads").await, "the operator declared it");
+    assert!(rabbit.exists("uploads.dlq").await);
+    let public = rabbit
+        .uri()
+        .replace("guest:guest@", "")
+        .replace("%2f", "%2F");
+    assert_eq!(
+        plane.jsonpath(&["bj", "uploads"], "{.status.queueUrl}"),
+        format!("{public}/uploads")
+    );
+    // The workers get the URL from the Secret; the password is nowhere in
+    // the Deployment or the status.
+    let deployment = plane.kubectl(&["get", "deployment", "uploads-workers", "-o", "json"]);
+    let job = plane.kubectl(&["get", "bj", "uploads", "-o", "json"]);
+    for text in [&deployment, &job] {
+        assert!(!text.contains("guest:guest"), "credentials leaked: {text}");
+    }
+    let queue_env = |name: &str, path: &str| {
+        plane.jsonpath(
+            &["deployment", "uploads-workers"],
+            &format!("{{.spec.template.spec.containers[0].env[?(@.name==\"{name}\")].{path}}}"),
+        )
+    };
+    assert_eq!(
+        queue_env("SHOAL_QUEUE", "value"),
+        "$(SHOAL_AMQP_URL)/uploads"
+    );
+    assert_eq!(
+        queue_env("SHOAL_AMQP_URL", "valueFrom.secretKeyRef.name"),
+        "rabbitmq"
+    );
+    // A job whose Secret is missing waits, saying why.
+    wait_until(
+        limit,
+        "orphan job waiting for its secret",
+        || {
+            let s = plane.jsonpath(
+                &["bj", "orphan"],
+                "{.status.phase} {.status.conditions[0].reason}",
+            );
+            (s == "Pending BrokerSecretNotFound").then_some(())
+        },
+        log,
+    );
+
+    // 35 messages at 10 per worker: 4 workers.
+    let bodies: Vec<String> = (0..35)
+        .map(|n| format!("{{\"key\": \"photo-{n}.jpg\"}}"))
+        .collect();
+    rabbit.publish("uploads", &bodies).await;
+    wait_until(
+        limit,
+        "scaled up to 4",
+        || (replicas(&plane, "uploads-workers") == Some(4)).then_some(()),
+        log,
+    );
+
+    // A consumer takes 25 and holds them unacknowledged: still 35 to do,
+    // still 4 workers, and the status tells ready from in flight.
+    let (_connection, channel) = rabbit.channel().await;
+    channel
+        .basic_qos(25, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            "uploads".into(),
+            "holder".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    while held.len() < 25 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a delivery within 10 s")
+            .expect("the consumer is open")
+            .unwrap();
+        held.push(delivery);
+    }
+    wait_until(
+        limit,
+        "in-flight messages in the status",
+        || {
+            let s = plane.jsonpath(
+                &["bj", "uploads"],
+                "{.status.chunks.visible} {.status.chunks.inFlight} {.status.desiredWorkers}",
+            );
+            (s == "10 25 4").then_some(())
+        },
+        log,
+    );
+    assert_eq!(replicas(&plane, "uploads-workers"), Some(4));
+
+    // Everything done (the 25 held and the 10 left): back to zero after
+    // the scale-down delay.
+    for delivery in held {
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    for _ in 0..10 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a delivery within 10 s")
+            .expect("the consumer is open")
+            .unwrap();
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    wait_until(
+        limit,
+        "scaled down to 0",
+        || (replicas(&plane, "uploads-workers") == Some(0)).then_some(()),
+        log,
+    );
+    // Deleting the job leaves the queue it was given.
+    plane.kubectl(&["delete", "bj", "uploads", "--wait=true", "--timeout=60s"]);
+    assert!(rabbit.exists("uploads").await, "a given queue is kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_job_fanned_out_onto_rabbitmq_runs_to_succeeded() {
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    let rabbit = Rabbit::start();
+    broker_secret(&plane, &rabbit);
+    let stack = Stack::start();
+    stack
+        .s3
+        .create_bucket()
+        .bucket("photos")
+        .send()
+        .await
+        .unwrap();
+    let photos: Vec<String> = (0..30)
+        .map(|n| format!("incoming/photo-{n:03}.jpg"))
+        .collect();
+    upload(&stack.s3, "photos", &photos, &tiny_jpeg()).await;
+    // One input no decoder accepts: its chunk is dead-lettered.
+    upload(
+        &stack.s3,
+        "photos",
+        &["incoming/zz-broken.jpg".to_owned()],
+        b"not an image",
+    )
+    .await;
+
+    let env: String = stack
+        .env()
+        .iter()
+        .map(|(k, v)| format!("      - name: {k}\n        value: \"{v}\"\n"))
+        .collect();
+    let management = rabbit.management_url();
+    plane.apply_yaml(&format!(
+        "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: thumbnails
+spec:
+  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+    command: [\"{HANDLER}\"]
+    timeoutSeconds: 30
+    concurrency: 2
+    env:
+{env}      - name: SHOAL_RETRY_MAX_DELAY_MS
+        value: \"1000\"
+  source:
+    s3:
+      bucket: photos
+      prefix: incoming/
+      maxItemsPerChunk: 4
+  queue:
+    maxReceiveCount: 2
+    amqp:
+      secretName: rabbitmq
+      managementUrl: {management}
+  scaling:
+    maxWorkers: 2
+    targetBacklogPerWorker: 2
+    scaleDownDelaySeconds: 1
+  failurePolicy:
+    maxFailedChunks: 1
+  output:
+    bucket: photos
+    prefix: thumbs/
+"
+    ));
+    let operator = start_operator(&plane, stack.env());
+    let log = || operator.log_text();
+    let limit = Duration::from_secs(120);
+
+    // 31 objects in chunks of 4: 8 chunks, all published and confirmed.
+    let split = wait_until(
+        limit,
+        "fan-out done",
+        || {
+            let s = plane.jsonpath(
+                &["bj", "thumbnails"],
+                "{.status.split.done} {.status.split.chunks} {.status.split.items}",
+            );
+            s.starts_with("true").then_some(s)
+        },
+        log,
+    );
+    assert_eq!(split, "true 8 31");
+    let queue = "shoal-default-thumbnails";
+    assert_eq!(rabbit.ready(queue).await, 8, "every chunk is on the broker");
+    wait_until(
+        limit,
+        "workers wanted",
+        || (replicas(&plane, "thumbnails-workers") == Some(2)).then_some(()),
+        log,
+    );
+
+    let workers = shoal_tests::pods::start_workers(&plane, "thumbnails-workers", HANDLER, 2);
+    let all_logs = || {
+        let mut text = log();
+        for worker in &workers {
+            text.push_str(&worker.log_text());
+        }
+        text
+    };
+    wait_until(
+        limit,
+        "BatchJob Succeeded",
+        || (plane.jsonpath(&["bj", "thumbnails"], "{.status.phase}") == "Succeeded").then_some(()),
+        all_logs,
+    );
+    let counts = plane.jsonpath(
+        &["bj", "thumbnails"],
+        "{.status.chunks.total} {.status.chunks.succeeded} {.status.chunks.deadLettered} {.status.desiredWorkers}",
+    );
+    assert_eq!(counts, "8 7 1 0");
+    assert_eq!(rabbit.ready(&format!("{queue}.dlq")).await, 1);
+    let thumbs = keys(&stack.s3, "photos", "thumbs/").await;
+    assert_eq!(
+        thumbs.len(),
+        31,
+        "30 thumbnails and the manifest: {thumbs:?}"
+    );
+    // Succeeded means 0 replicas: the pods would be gone (else a worker
+    // would declare its queue again).
+    drop(workers);
+
+    // Deleting the job deletes the queues the operator declared.
+    plane.kubectl(&["delete", "bj", "thumbnails", "--wait=true", "--timeout=60s"]);
+    for name in [queue.to_owned(), format!("{queue}.dlq")] {
+        assert!(!rabbit.exists(&name).await, "{name} deleted");
+    }
+}
