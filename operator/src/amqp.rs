@@ -31,7 +31,7 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
 };
 use lapin::uri::AMQPUri;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use shoal_worker::queue::amqp as topology;
@@ -39,6 +39,9 @@ use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::sqs::Backlog;
+
+/// How long connecting to a broker may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A broker, from the URL in a BatchJob's Secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -65,10 +68,15 @@ impl Broker {
     /// derives the management API's base (`management`, or
     /// `http://host:15672`, `https://host:15671` for `amqps`). The URL must
     /// be one the worker can append `/<queue>` to: no query string, no
-    /// trailing slash.
+    /// trailing slash, no surrounding white space (the pods read the
+    /// Secret as it is). Messages never quote the URL: it holds a password.
     pub fn parse(url: &str, management: Option<&str>) -> std::result::Result<Self, String> {
-        let url = url.trim();
-        let parsed: AMQPUri = url.parse().map_err(|e| format!("not an AMQP URL: {e}"))?;
+        const SHAPE: &str =
+            "not an AMQP URL (expected amqp[s]://user:password@host[:port][/vhost])";
+        if url != url.trim() {
+            return Err("the URL has white space around it (a newline from --from-file?): the workers read the Secret as it is".into());
+        }
+        let parsed: AMQPUri = url.parse().map_err(|_| SHAPE.to_owned())?;
         if url.contains('?') {
             return Err(
                 "query parameters are not supported: the workers append /<queue> to the URL".into(),
@@ -77,7 +85,7 @@ impl Broker {
         if url.ends_with('/') {
             return Err("the URL ends with '/' (an empty vhost): name the vhost (%2f for the default) or leave the path out".into());
         }
-        let uri: http::Uri = url.parse().map_err(|e| format!("not an AMQP URL: {e}"))?;
+        let uri: http::Uri = url.parse().map_err(|_| SHAPE.to_owned())?;
         let host = uri
             .host()
             .filter(|h| !h.is_empty())
@@ -137,14 +145,25 @@ struct QueuePage {
     items: Vec<QueueCounts>,
 }
 
+/// What the management API says of a queue and its family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counts {
+    /// The work queue's backlog (with its retry queues) and the
+    /// dead-letter queue's.
+    Known(Backlog, Backlog),
+    /// Some member has no counts yet (declared seconds ago): unknown.
+    NotYet,
+    /// The work queue does not exist (deleted behind the operator's back).
+    Missing,
+}
+
 /// Sums the counts of `queue`'s family into the work queue's backlog (the
 /// queue and its retry queues: messages waiting for a retry are waiting
 /// work, as SQS counts delayed messages) and the dead-letter queue's.
-/// `None` while the work queue is missing or any member has no counts yet:
-/// an unknown backlog must not read as an empty one.
-fn backlogs(queue: &str, items: &[QueueCounts]) -> Option<(Backlog, Backlog)> {
+/// An unknown backlog must never read as an empty one.
+fn backlogs(queue: &str, items: &[QueueCounts]) -> Counts {
     if !items.iter().any(|item| item.name == queue) {
-        return None;
+        return Counts::Missing;
     }
     let dead_letter = topology::dead_letter_queue(queue);
     let retry_prefix = format!("{queue}.retry.");
@@ -158,12 +177,14 @@ fn backlogs(queue: &str, items: &[QueueCounts]) -> Option<(Backlog, Backlog)> {
         } else {
             continue;
         };
-        target.visible = target.visible.saturating_add(item.messages_ready?);
-        target.in_flight = target
-            .in_flight
-            .saturating_add(item.messages_unacknowledged?);
+        let (Some(ready), Some(unacked)) = (item.messages_ready, item.messages_unacknowledged)
+        else {
+            return Counts::NotYet;
+        };
+        target.visible = target.visible.saturating_add(ready);
+        target.in_flight = target.in_flight.saturating_add(unacked);
     }
-    Some((work, dead))
+    Counts::Known(work, dead)
 }
 
 /// RabbitMQ clients shared by every reconcile: one AMQP connection per
@@ -213,29 +234,41 @@ impl Amqp {
         &self,
         broker: &Broker,
     ) -> std::result::Result<(Arc<Connection>, Channel), String> {
-        let connection = {
-            let mut connections = self.connections.lock().await;
-            match connections.get(&broker.uri) {
-                Some(connection) if connection.status().connected() => connection.clone(),
-                _ => {
-                    let connection =
-                        Connection::connect(&broker.uri, ConnectionProperties::default())
-                            .await
-                            .map_err(|e| format!("cannot connect to {}: {e}", broker.public))?;
-                    let connection = Arc::new(connection);
-                    connections.insert(broker.uri.clone(), connection.clone());
-                    connection
-                }
+        let cached = self.connections.lock().await.get(&broker.uri).cloned();
+        let connection = match cached {
+            Some(connection) if connection.status().connected() => connection,
+            _ => {
+                // Not under the lock: a broker that does not answer must
+                // not hold up the others.
+                let connect = Connection::connect(&broker.uri, ConnectionProperties::default());
+                let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "no connection to {} within {CONNECT_TIMEOUT:?}",
+                            broker.public
+                        )
+                    })?
+                    .map_err(|e| format!("cannot connect to {}: {e}", broker.public))?;
+                let connection = Arc::new(connection);
+                self.connections
+                    .lock()
+                    .await
+                    .insert(broker.uri.clone(), connection.clone());
+                connection
             }
         };
         let channel = connection
             .create_channel()
             .await
             .map_err(|e| e.to_string())?;
-        channel
+        if let Err(e) = channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(|e| e.to_string())?;
+        {
+            let _ = channel.close(200, "unused".into()).await;
+            return Err(e.to_string());
+        }
         Ok((connection, channel))
     }
 
@@ -267,34 +300,9 @@ impl Amqp {
     ) -> Result<()> {
         let fail = || Self::error(broker, queue, "publishing chunks");
         let (_, channel) = self.channel(broker).await.map_err(fail())?;
-        let mut confirms = Vec::with_capacity(bodies.len());
-        for (chunk, body) in bodies {
-            let properties = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into())
-                .with_message_id(chunk.as_str().into());
-            let confirm = channel
-                .basic_publish(
-                    "".into(),
-                    queue.into(),
-                    BasicPublishOptions::default(),
-                    body.as_bytes(),
-                    properties,
-                )
-                .await
-                .map_err(|e| fail()(format!("chunk {chunk}: {e}")))?;
-            confirms.push((chunk, confirm));
-        }
-        for (chunk, confirm) in confirms {
-            let confirmation = confirm
-                .await
-                .map_err(|e| fail()(format!("chunk {chunk}: {e}")))?;
-            if confirmation.is_nack() {
-                return Err(fail()(format!("the broker refused chunk {chunk} (nack)")));
-            }
-        }
+        let published = publish_confirmed(&channel, queue, bodies).await;
         let _ = channel.close(200, "published".into()).await;
-        Ok(())
+        published.map_err(fail())
     }
 
     /// Deletes `queue`, its retry queues, its dead-letter queue and
@@ -302,32 +310,15 @@ impl Amqp {
     pub async fn delete_queues(&self, broker: &Broker, queue: &str) -> Result<()> {
         let fail = || Self::error(broker, queue, "deleting the queues");
         let (_, channel) = self.channel(broker).await.map_err(fail())?;
-        let mut names = vec![queue.to_owned(), topology::dead_letter_queue(queue)];
-        names.extend(topology::retry_queues(queue));
-        for name in &names {
-            channel
-                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                .await
-                .map_err(|e| fail()(format!("{name}: {e}")))?;
-        }
-        let exchange = topology::dead_letter_exchange(queue);
-        channel
-            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-            .await
-            .map_err(|e| fail()(format!("{exchange}: {e}")))?;
+        let deleted = delete_all(&channel, queue).await;
         let _ = channel.close(200, "deleted".into()).await;
-        Ok(())
+        deleted.map_err(fail())
     }
 
     /// The backlog of `queue` (ready + unacknowledged, its retry queues
     /// included) and of its dead-letter queue, from one management API
-    /// call; `None` while the broker has not published counts for all of
-    /// them yet.
-    pub async fn backlog(
-        &self,
-        broker: &Broker,
-        queue: &str,
-    ) -> Result<Option<(Backlog, Backlog)>> {
+    /// call.
+    pub async fn backlog(&self, broker: &Broker, queue: &str) -> Result<Counts> {
         let fail = || Self::error(broker, queue, "reading the backlog");
         let pattern = format!("^{}(\\.dlq|\\.retry\\.[0-9]+s)?$", regex_escape(queue));
         let url = format!(
@@ -369,6 +360,71 @@ impl Amqp {
             .map_err(|e| fail()(format!("unexpected management API answer: {e}")))?;
         Ok(backlogs(queue, &page.items))
     }
+}
+
+/// Publishes `bodies` to `queue` (mandatory: a message no queue takes
+/// comes back instead of vanishing) and waits for every confirm.
+async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    bodies: &[(String, String)],
+) -> std::result::Result<(), String> {
+    let mut confirms = Vec::with_capacity(bodies.len());
+    for (chunk, body) in bodies {
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(chunk.as_str().into());
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body.as_bytes(),
+                properties,
+            )
+            .await
+            .map_err(|e| format!("chunk {chunk}: {e}"))?;
+        confirms.push((chunk, confirm));
+    }
+    for (chunk, confirm) in confirms {
+        match confirm.await.map_err(|e| format!("chunk {chunk}: {e}"))? {
+            Confirmation::Ack(None) => {}
+            Confirmation::Ack(Some(_)) => {
+                return Err(format!(
+                    "chunk {chunk} was returned: no such queue (deleted, or another broker or vhost?)"
+                ));
+            }
+            Confirmation::Nack(_) => {
+                return Err(format!("the broker refused chunk {chunk} (nack)"));
+            }
+            Confirmation::NotRequested => {
+                return Err(format!("chunk {chunk}: the channel is not in confirm mode"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes `queue`'s family on `channel` (see [`Amqp::delete_queues`]).
+async fn delete_all(channel: &Channel, queue: &str) -> std::result::Result<(), String> {
+    let mut names = vec![queue.to_owned(), topology::dead_letter_queue(queue)];
+    names.extend(topology::retry_queues(queue));
+    for name in &names {
+        channel
+            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+    }
+    let exchange = topology::dead_letter_exchange(queue);
+    channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .map_err(|e| format!("{exchange}: {e}"))?;
+    Ok(())
 }
 
 /// `text` with every regex metacharacter escaped.
@@ -424,12 +480,15 @@ mod tests {
     #[test]
     fn broker_urls_the_workers_cannot_extend_are_refused() {
         for (url, why) in [
-            ("https://broker/jobs", "not an AMQP URL"),
-            ("amqp://u:p@broker/%2f?heartbeat=10", "query"),
-            ("amqp://u:p@broker/", "ends with '/'"),
+            ("https://u:hunter2@broker/jobs", "not an AMQP URL"),
+            ("amqp:u:hunter2@broker", "not an AMQP URL"),
+            ("amqp://u:hunter2@broker/%2f?heartbeat=10", "query"),
+            ("amqp://u:hunter2@broker/", "ends with '/'"),
+            ("amqp://u:hunter2@broker/%2f\n", "white space"),
         ] {
             let error = Broker::parse(url, None).unwrap_err();
             assert!(error.contains(why), "{url}: {error}");
+            assert!(!error.contains("hunter2"), "the password leaked: {error}");
         }
     }
 
@@ -446,7 +505,9 @@ mod tests {
             item("jobs.dlq", 1, 0),
             item("jobs-other", 50, 50),
         ];
-        let (work, dead) = backlogs("jobs", &items).unwrap();
+        let Counts::Known(work, dead) = backlogs("jobs", &items) else {
+            panic!("counts known");
+        };
         assert_eq!((work.visible, work.in_flight), (9, 3));
         assert_eq!(dead.total(), 1);
         // Counts not published yet, or no queue: unknown, not empty.
@@ -458,8 +519,8 @@ mod tests {
                 messages_unacknowledged: None,
             },
         ];
-        assert!(backlogs("jobs", &fresh).is_none());
-        assert!(backlogs("jobs", &[]).is_none());
+        assert_eq!(backlogs("jobs", &fresh), Counts::NotYet);
+        assert_eq!(backlogs("jobs", &[]), Counts::Missing);
         assert_eq!(regex_escape("a.b-c"), "a\\.b-c");
     }
 }

@@ -35,6 +35,7 @@ pub const MIB_PER_CPU: u32 = 1769;
 )]
 #[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.visibilityTimeoutSeconds) || !has(self.handler.timeoutSeconds) || self.queue.visibilityTimeoutSeconds >= self.handler.timeoutSeconds").message("queue.visibilityTimeoutSeconds must be at least handler.timeoutSeconds: a message would come back while its handler still runs"))]
 #[x_kube(validation = Rule::new("!has(self.source.sqs) || !has(self.queue) || !has(self.queue.name)").message("source.sqs consumes an existing queue: leave queue.name unset"))]
+#[x_kube(validation = Rule::new("has(self.queue) == has(oldSelf.queue) && (!has(self.queue) || self.queue == oldSelf.queue)").message("queue is immutable: create a new BatchJob"))]
 #[x_kube(validation = Rule::new("!has(self.source.amqp) || !has(self.queue)").message("source.amqp consumes its own queue: leave queue unset"))]
 #[x_kube(validation = Rule::new("!has(self.source.sqs) || !has(self.queue) || !has(self.queue.amqp)").message("source.sqs is an SQS queue: leave queue.amqp unset"))]
 #[x_kube(validation = Rule::new("!(has(self.source.s3) || has(self.source.batchJob)) || has(self.output)").message("an s3 or batchJob source needs an output: set output.bucket"))]
@@ -239,7 +240,7 @@ pub struct BatchJobSource {
 pub struct QueueSpec {
     /// Put the work queue on this RabbitMQ broker instead of SQS: the
     /// operator declares a quorum queue `queue.name` (default
-    /// `shoal-<namespace>-<name>`) with its dead-letter exchange and queue,
+    /// `shoal.<namespace>.<name>`) with its dead-letter exchange and queue,
     /// and publishes chunks to it with publisher confirms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amqp: Option<AmqpConnection>,

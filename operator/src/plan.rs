@@ -122,26 +122,40 @@ fn default_queue_base(job: &BatchJob, namespace: &str) -> String {
 }
 
 /// The RabbitMQ queue of `job`: `source.amqp.queue`, else `queue.name`,
-/// else `shoal-<namespace>-<name>` (no `.fifo`: RabbitMQ has no FIFO
-/// queue type, and does not deduplicate).
+/// else `shoal.<namespace>.<name>`: unique per job, since Kubernetes names
+/// hold no `.` in namespaces (no `.fifo`: RabbitMQ has no FIFO queue type,
+/// and does not deduplicate). Past 200 characters the name is cut and a
+/// hash of the whole is appended, within RabbitMQ's 255 bytes with the
+/// `.retry.1024s` suffix.
 pub fn amqp_queue(job: &BatchJob, namespace: &str) -> String {
     if let Some(source) = &job.spec.source.amqp {
         return source.queue.clone();
     }
-    job.spec
-        .queue
-        .as_ref()
-        .and_then(|q| q.name.clone())
-        .unwrap_or_else(|| default_queue_base(job, namespace))
+    if let Some(name) = job.spec.queue.as_ref().and_then(|q| q.name.clone()) {
+        return name;
+    }
+    let full = format!("shoal.{namespace}.{}", job.name_any());
+    if full.len() <= 200 {
+        return full;
+    }
+    use sha2::{Digest, Sha256};
+    let hash: String = Sha256::digest(full.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{}.{hash}", &full[..180])
 }
 
-/// Deliveries of a message before it is dead-lettered: `queue.maxReceiveCount`, default 5.
+/// Deliveries of a message before it is dead-lettered on RabbitMQ:
+/// `queue.maxReceiveCount` (default 5), at most 100 (the worker's limit).
 pub fn max_attempts(job: &BatchJob) -> u32 {
     job.spec
         .queue
         .as_ref()
         .and_then(|q| q.max_receive_count)
         .unwrap_or(5)
+        .clamp(1, 100)
 }
 
 /// Completion when the counts may be up to `lag` old (RabbitMQ's
@@ -384,14 +398,23 @@ mod tests {
     fn rabbitmq_queues_take_the_source_the_name_or_the_job_without_fifo() {
         let mut j = job(None, Some(1));
         j.metadata.name = Some("thumbs.v2".into());
-        assert_eq!(amqp_queue(&j, "media"), "shoal-media-thumbs-v2");
+        assert_eq!(amqp_queue(&j, "media"), "shoal.media.thumbs.v2");
+        // Unique where the SQS-alphabet names would collide.
+        j.metadata.name = Some("b-c".into());
+        let a = amqp_queue(&j, "a");
+        j.metadata.name = Some("c".into());
+        assert_ne!(a, amqp_queue(&j, "a-b"));
+        j.metadata.name = Some("x".repeat(253));
+        let long = amqp_queue(&j, "media");
+        assert_eq!(long.len(), 193);
+        assert!(long.starts_with("shoal.media.xxx"));
         j.spec.queue = Some(crate::crd::QueueSpec {
             name: Some("photos".into()),
-            max_receive_count: Some(7),
+            max_receive_count: Some(700),
             ..Default::default()
         });
         assert_eq!(amqp_queue(&j, "media"), "photos");
-        assert_eq!(max_attempts(&j), 7);
+        assert_eq!(max_attempts(&j), 100, "the worker's limit");
         j.spec.source = SourceSpec {
             amqp: Some(crate::crd::AmqpSource {
                 connection: crate::crd::AmqpConnection {

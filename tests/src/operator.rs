@@ -3,6 +3,28 @@
 
 use crate::kube::ControlPlane;
 
+/// Waits until BatchJob `name` has fanned out its whole source; returns
+/// `"true <chunks> <items>"` from its split checkpoint.
+pub fn split_done(
+    plane: &ControlPlane,
+    name: &str,
+    limit: std::time::Duration,
+    log: impl Fn() -> String,
+) -> String {
+    crate::wait_until(
+        limit,
+        "fan-out done",
+        || {
+            let s = plane.jsonpath(
+                &["bj", name],
+                "{.status.split.done} {.status.split.chunks} {.status.split.items}",
+            );
+            s.starts_with("true").then_some(s)
+        },
+        log,
+    )
+}
+
 /// Replicas of Deployment `name`, if it exists.
 pub fn replicas(plane: &ControlPlane, name: &str) -> Option<i64> {
     plane

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use crate::{free_port, wait_for_port};
@@ -252,18 +251,9 @@ impl Rabbit {
     /// Messages ready in `queue`, from a passive declare; `None` if it
     /// does not exist.
     async fn passive(&self, queue: &str) -> Option<u32> {
-        let (_connection, channel) = self.channel().await;
-        channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        let (connection, _channel) = self.channel().await;
+        shoal_worker::queue::amqp::ready_count(&connection, queue)
             .await
-            .map(|q| q.message_count())
             .ok()
     }
 }

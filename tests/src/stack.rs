@@ -49,6 +49,15 @@ impl Stack {
         env.push(("AWS_ENDPOINT_URL_SQS", self.sqs_server.endpoint()));
         env
     }
+
+    /// [`Stack::env`] as the items of a BatchJob's `handler.env` list
+    /// (YAML, indented for `spec.handler`).
+    pub fn env_yaml(&self) -> String {
+        self.env()
+            .iter()
+            .map(|(k, v)| format!("      - name: {k}\n        value: \"{v}\"\n"))
+            .collect()
+    }
 }
 
 /// A small JPEG (64x48 gradient), the same bytes every call.

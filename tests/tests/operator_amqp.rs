@@ -4,7 +4,8 @@
 //! RabbitMQ with confirms, run to Succeeded by worker processes started
 //! from the pod template the operator wrote (no kubelet here: the test
 //! resolves the template's `secretKeyRef` and `$(VAR)` itself, as the
-//! kubelet would).
+//! kubelet would); and a chunk published to a queue that does not exist
+//! fails the publish.
 
 #![allow(
     clippy::unwrap_used,
@@ -17,8 +18,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use shoal_operator::amqp::{Amqp, Broker};
 use shoal_tests::kube::ControlPlane;
-use shoal_tests::operator::replicas;
+use shoal_tests::operator::{self, replicas};
 use shoal_tests::process::Proc;
 use shoal_tests::rabbitmq::Rabbit;
 use shoal_tests::stack::{Stack, keys, tiny_jpeg, upload};
@@ -253,11 +255,7 @@ async fn an_s3_job_fanned_out_onto_rabbitmq_runs_to_succeeded() {
     )
     .await;
 
-    let env: String = stack
-        .env()
-        .iter()
-        .map(|(k, v)| format!("      - name: {k}\n        value: \"{v}\"\n"))
-        .collect();
+    let env = stack.env_yaml();
     let management = rabbit.management_url();
     plane.apply_yaml(&format!(
         "apiVersion: shoal.dev/v1alpha1
@@ -299,20 +297,9 @@ spec:
     let limit = Duration::from_secs(120);
 
     // 31 objects in chunks of 4: 8 chunks, all published and confirmed.
-    let split = wait_until(
-        limit,
-        "fan-out done",
-        || {
-            let s = plane.jsonpath(
-                &["bj", "thumbnails"],
-                "{.status.split.done} {.status.split.chunks} {.status.split.items}",
-            );
-            s.starts_with("true").then_some(s)
-        },
-        log,
-    );
+    let split = operator::split_done(&plane, "thumbnails", limit, log);
     assert_eq!(split, "true 8 31");
-    let queue = "shoal-default-thumbnails";
+    let queue = "shoal.default.thumbnails";
     assert_eq!(rabbit.ready(queue).await, 8, "every chunk is on the broker");
     wait_until(
         limit,
@@ -356,4 +343,22 @@ spec:
     for name in [queue.to_owned(), format!("{queue}.dlq")] {
         assert!(!rabbit.exists(&name).await, "{name} deleted");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_no_queue_takes_fail_the_publish_instead_of_vanishing() {
+    let rabbit = Rabbit::start();
+    let broker = Broker::parse(&rabbit.uri(), Some(&rabbit.management_url())).unwrap();
+    let amqp = Amqp::new(Duration::from_secs(10)).unwrap();
+    let chunks = vec![("chunk-0".to_owned(), "{}".to_owned())];
+    let error = amqp
+        .publish(&broker, "nowhere", &chunks)
+        .await
+        .expect_err("no queue named nowhere");
+    assert!(error.to_string().contains("returned"), "{error}");
+    assert!(!error.to_string().contains("guest:guest"), "{error}");
+    // Once declared, the same publish is confirmed and the chunk is there.
+    amqp.ensure_queues(&broker, "nowhere", 3).await.unwrap();
+    amqp.publish(&broker, "nowhere", &chunks).await.unwrap();
+    assert_eq!(rabbit.ready("nowhere").await, 1);
 }

@@ -235,6 +235,20 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
         refusal.contains("source is immutable: create a new BatchJob"),
         "{refusal}"
     );
+    // So is its queue: the operator keeps using the one it created.
+    for queue in ["  queue:\n    maxReceiveCount: 9\n", ""] {
+        let requeued = batchjob(
+            "thumbnails",
+            &format!(
+                "  handler:\n    image: ghcr.io/shoal-dev/thumbnail:0.1.0\n{S3_SOURCE}      maxItemsPerChunk: 20\n{queue}{OUTPUT}"
+            ),
+        );
+        let refusal = refused(&plane, &requeued);
+        assert!(
+            refusal.contains("queue is immutable: create a new BatchJob"),
+            "{refusal}"
+        );
+    }
 }
 
 #[test]

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use shoal_tests::kube::ControlPlane;
+use shoal_tests::operator;
 use shoal_tests::process::Proc;
 use shoal_tests::stack::{Stack, keys, tiny_jpeg, upload};
 use shoal_tests::{free_port, wait_until};
@@ -62,11 +63,7 @@ async fn a_batchjob_from_apply_to_succeeded() {
         .collect();
     upload(&stack.s3, "photos", &photos, &tiny_jpeg()).await;
 
-    let env: String = stack
-        .env()
-        .iter()
-        .map(|(k, v)| format!("      - name: {k}\n        value: \"{v}\"\n"))
-        .collect();
+    let env = stack.env_yaml();
     let job = format!(
         "apiVersion: shoal.dev/v1alpha1
 kind: BatchJob
@@ -142,18 +139,7 @@ spec:
     let limit = Duration::from_secs(120);
 
     // Split done: 30 photos in chunks of 4 → 8 chunks; 2 workers wanted.
-    let split = wait_until(
-        limit,
-        "fan-out done",
-        || {
-            let s = plane.jsonpath(
-                &["bj", "thumbnails"],
-                "{.status.split.done} {.status.split.chunks} {.status.split.items}",
-            );
-            (s.starts_with("true")).then_some(s)
-        },
-        log,
-    );
+    let split = operator::split_done(&plane, "thumbnails", limit, log);
     assert_eq!(split, "true 8 30");
     wait_until(
         limit,

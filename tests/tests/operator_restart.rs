@@ -16,10 +16,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use shoal_tests::free_port;
 use shoal_tests::kube::ControlPlane;
+use shoal_tests::operator;
 use shoal_tests::process::Proc;
 use shoal_tests::stack::{Stack, upload};
-use shoal_tests::{free_port, wait_until};
 use shoal_worker::message::{Chunk, ChunkItem};
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
@@ -139,18 +140,7 @@ async fn an_operator_killed_between_send_and_checkpoint_enqueues_no_chunk_twice(
 
     // Second life: resumes from the checkpoint and sends that batch again.
     let mut second = Proc::spawn(OPERATOR, &args, &env, &plane.dir().join("operator-2.log"));
-    let split = wait_until(
-        limit,
-        "fan-out done after the restart",
-        || {
-            let s = plane.jsonpath(
-                &["bj", "resume"],
-                "{.status.split.done} {.status.split.chunks} {.status.split.items}",
-            );
-            s.starts_with("true").then_some(s)
-        },
-        || second.log_text(),
-    );
+    let split = operator::split_done(&plane, "resume", limit, || second.log_text());
     assert_eq!(split, format!("true {PHOTOS} {PHOTOS}"));
 
     // The queue holds each chunk once, and together they cover every photo.

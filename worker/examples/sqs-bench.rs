@@ -9,12 +9,12 @@
 //!
 //! Each COMMAND is run through `sh -c` with `$QUEUE` set to the queue URL.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+mod bench;
+use bench::{BoxError, Report, Run};
 
 async fn fill(client: &aws_sdk_sqs::Client, url: &str, messages: usize) -> Result<(), BoxError> {
     let mut sends = tokio::task::JoinSet::new();
@@ -58,32 +58,6 @@ async fn backlog(client: &aws_sdk_sqs::Client, url: &str) -> Result<u64, BoxErro
     Ok(attrs.values().filter_map(|v| v.parse::<u64>().ok()).sum())
 }
 
-fn first_receive_ms(log: &str) -> Option<f64> {
-    let line = log.lines().find(|l| l.contains("first receive"))?;
-    let rest = &line[line.find("since_start_ms")? + "since_start_ms".len()..];
-    let number: String = rest
-        .chars()
-        .skip_while(|c| !c.is_ascii_digit())
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    number.parse().ok()
-}
-
-/// User + system CPU seconds of a running process (Linux `/proc`; the
-/// clock tick is 100 Hz on every Linux this runs on).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-    Some((ticks(11)? + ticks(12)?) / 100.0)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -92,10 +66,7 @@ async fn main() -> Result<(), BoxError> {
     };
     let messages: usize = messages.parse()?;
     let rounds: usize = rounds.parse()?;
-    let contenders: Vec<(&str, &str)> = contenders
-        .iter()
-        .map(|c| c.split_once('=').ok_or("contender must be NAME=COMMAND"))
-        .collect::<Result<_, _>>()?;
+    let contenders = bench::contenders(contenders)?;
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint.as_str())
         .load()
@@ -120,8 +91,7 @@ async fn main() -> Result<(), BoxError> {
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .ok_or("no dead-letter queue ARN")?
     };
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
-    let mut firsts: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    let mut report = Report::new(&contenders);
     // Round 0 warms the server up and is not counted.
     for round in 0..=rounds {
         for (index, (name, command)) in contenders.iter().enumerate() {
@@ -141,76 +111,21 @@ async fn main() -> Result<(), BoxError> {
                 .to_owned();
             fill(&client, &url, messages).await?;
             let log_path = std::path::Path::new(log_dir).join(format!("{queue}.log"));
-            let log = std::fs::File::create(&log_path)?;
-            let started = Instant::now();
-            let mut child = Command::new("sh")
-                .args(["-c", command])
-                .env("QUEUE", &url)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()?;
+            let mut run = Run::start(name, command, &url, log_path.clone())?;
             loop {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 if backlog(&client, &url).await? == 0 {
                     break;
                 }
-                if let Some(status) = child.try_wait()? {
-                    return Err(format!(
-                        "{name} exited early ({status}); see {}",
-                        log_path.display()
-                    )
-                    .into());
-                }
-                if started.elapsed() > Duration::from_secs(600) {
-                    let _ = child.kill();
-                    return Err(format!("{name} did not drain the queue in 600 s").into());
-                }
+                run.check()?;
             }
-            let elapsed = started.elapsed();
-            let cpu = cpu_seconds(child.id());
-            let _ = child.kill();
-            let _ = child.wait();
-            let rate = messages as f64 / elapsed.as_secs_f64();
-            let first = first_receive_ms(&std::fs::read_to_string(&log_path)?);
-            println!(
-                "round {round}{} {name:>10}: {messages} messages in {:.2} s = {rate:.0} msg/s, {} µs CPU/msg, first receive {} ms",
-                if round == 0 { " (warm-up)" } else { "" },
-                elapsed.as_secs_f64(),
-                cpu.map_or("?".into(), |s| format!("{:.0}", s * 1e6 / messages as f64)),
-                first.map_or("?".into(), |ms| format!("{ms:.1}"))
-            );
-            if round > 0 {
-                rates[index].push(rate);
-                if let Some(ms) = first {
-                    firsts[index].push(ms);
-                }
-            }
+            let elapsed = run.started.elapsed();
+            let cpu = run.cpu();
+            run.stop();
+            let log = std::fs::read_to_string(&log_path)?;
+            report.round(round, index, messages, elapsed, cpu, &log);
         }
     }
-    println!();
-    let best: Vec<f64> = rates
-        .iter()
-        .map(|r| r.iter().copied().fold(0.0, f64::max))
-        .collect();
-    for (index, (name, _)) in contenders.iter().enumerate() {
-        println!(
-            "{name:>10}: best {:.0} msg/s, median {:.0} msg/s, median start-to-first-receive {:.1} ms",
-            best[index],
-            median(rates[index].clone()),
-            median(firsts[index].clone())
-        );
-    }
-    // Every contender against the last one (the baseline).
-    if let Some(((reference, _), others)) = contenders.split_last() {
-        let last = contenders.len() - 1;
-        for (index, (name, _)) in others.iter().enumerate() {
-            println!(
-                "ratio {name}/{reference} = {:.2}x (best), {:.2}x (median)",
-                best[index] / best[last],
-                median(rates[index].clone()) / median(rates[last].clone())
-            );
-        }
-    }
+    report.print();
     Ok(())
 }

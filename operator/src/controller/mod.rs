@@ -370,9 +370,9 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     }
 
     // Observe.
-    let Some((backlog, dead)) = queue.backlogs(&ctx).await? else {
-        // A queue declared moments ago has no counts yet: decide nothing
-        // from an unknown backlog, look again soon.
+    let Some((backlog, dead)) = queue.backlogs(&ctx, &job).await? else {
+        // Counts not known yet (a queue declared moments ago): decide
+        // nothing from an unknown backlog, look again soon.
         tracing::debug!(batchjob = %job.name_any(), queue = %url, "no queue counts yet");
         if status != previous {
             write_status(&job, &ctx, &namespace, &status).await?;

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 
 use super::{Context, write_status};
-use crate::amqp::Broker;
+use crate::amqp::{Broker, Counts};
 use crate::crd::{AmqpConnection, BatchJob, BatchJobStatus};
 use crate::error::{Error, Result};
 use crate::plan;
@@ -198,8 +198,13 @@ impl WorkQueue {
     }
 
     /// The work queue's backlog and the dead-letter queue's; `None` while
-    /// the broker has no counts for them yet.
-    pub(super) async fn backlogs(&self, ctx: &Context) -> Result<Option<(Backlog, Backlog)>> {
+    /// they are unknown: the broker has no counts yet, or the queue is gone
+    /// (then it is declared again, with a warning Event).
+    pub(super) async fn backlogs(
+        &self,
+        ctx: &Context,
+        job: &BatchJob,
+    ) -> Result<Option<(Backlog, Backlog)>> {
         match self {
             Self::Sqs {
                 url,
@@ -212,7 +217,26 @@ impl WorkQueue {
                 };
                 Ok(Some((work, dead)))
             }
-            Self::Amqp { broker, queue, .. } => ctx.amqp.backlog(broker, queue).await,
+            Self::Amqp { broker, queue, .. } => match ctx.amqp.backlog(broker, queue).await? {
+                Counts::Known(work, dead) => Ok(Some((work, dead))),
+                Counts::NotYet => Ok(None),
+                Counts::Missing => {
+                    ctx.amqp
+                        .ensure_queues(broker, queue, plan::max_attempts(job))
+                        .await?;
+                    ctx.event(
+                        job,
+                        true,
+                        "QueueRedeclared",
+                        format!(
+                            "queue {queue} was missing on {}: declared it again",
+                            broker.public()
+                        ),
+                    )
+                    .await;
+                    Ok(None)
+                }
+            },
         }
     }
 

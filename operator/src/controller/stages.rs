@@ -75,8 +75,10 @@ pub(super) async fn source(
     })
 }
 
-/// A pipeline stage that cannot start: Pending and looked at again in
-/// [`UPSTREAM_INTERVAL`], or Failed for good.
+/// A job that cannot go on: a pipeline stage that cannot start, or a
+/// broker Secret that cannot be used. Pending (a job that has started
+/// keeps its phase and its workers, with `Ready=False`) and looked at
+/// again in [`UPSTREAM_INTERVAL`], or Failed for good.
 pub(super) async fn blocked(
     job: &BatchJob,
     ctx: &Context,
@@ -86,7 +88,13 @@ pub(super) async fn blocked(
     now: Timestamp,
 ) -> Result<Action> {
     let previous = job.status.clone().unwrap_or_default();
-    status.phase = if fail { Phase::Failed } else { Phase::Pending };
+    status.phase = if fail {
+        Phase::Failed
+    } else if previous.start_time.is_some() {
+        previous.phase
+    } else {
+        Phase::Pending
+    };
     status.conditions = vec![plan::condition(
         &previous.conditions,
         "Ready",
@@ -115,9 +123,12 @@ pub(super) async fn blocked(
     ctx.metrics.set_job(
         &job_key(job),
         Some(JobFigures {
-            backlog: 0,
-            desired: 0,
-            dead_lettered: 0,
+            backlog: status
+                .chunks
+                .visible
+                .saturating_add(status.chunks.in_flight),
+            desired: i64::from(status.desired_workers),
+            dead_lettered: status.chunks.dead_lettered,
             phase: status.phase,
         }),
     );

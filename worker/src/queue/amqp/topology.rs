@@ -91,6 +91,25 @@ pub(super) fn long_string(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
 }
 
+/// Messages ready in `queue`, from a passive declare on a channel of its
+/// own (an error closes the channel it happens on); an error if `queue`
+/// does not exist.
+pub async fn ready_count(connection: &Connection, queue: &str) -> lapin::Result<u32> {
+    let probe = connection.create_channel().await?;
+    let declared = probe
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    let _ = probe.close(200, "probed".into()).await;
+    declared.map(|q| q.message_count())
+}
+
 /// Declares `queue` (quorum, dead-lettering to `queue.dlx`), the exchange
 /// and the dead-letter queue; an existing `queue` declared with other
 /// arguments is used as it is. Idempotent. The worker calls it when it
@@ -149,17 +168,7 @@ pub async fn declare(
     {
         // PRECONDITION_FAILED closes the channel: look with a new one.
         warn!(queue, error = %e, "the queue exists with other arguments; using it as it is");
-        let probe = connection.create_channel().await?;
-        probe
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        ready_count(connection, queue).await?;
     }
     Ok(())
 }
