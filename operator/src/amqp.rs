@@ -27,11 +27,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
-};
+use lapin::options::{ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::uri::AMQPUri;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use shoal_worker::queue::amqp as topology;
@@ -300,7 +298,11 @@ impl Amqp {
     ) -> Result<()> {
         let fail = || Self::error(broker, queue, "publishing chunks");
         let (_, channel) = self.channel(broker).await.map_err(fail())?;
-        let published = publish_confirmed(&channel, queue, bodies).await;
+        let messages: Vec<(Option<&str>, &[u8])> = bodies
+            .iter()
+            .map(|(chunk, body)| (Some(chunk.as_str()), body.as_bytes()))
+            .collect();
+        let published = topology::publish_confirmed(&channel, queue, &messages).await;
         let _ = channel.close(200, "published".into()).await;
         published.map_err(fail())
     }
@@ -360,53 +362,6 @@ impl Amqp {
             .map_err(|e| fail()(format!("unexpected management API answer: {e}")))?;
         Ok(backlogs(queue, &page.items))
     }
-}
-
-/// Publishes `bodies` to `queue` (mandatory: a message no queue takes
-/// comes back instead of vanishing) and waits for every confirm.
-async fn publish_confirmed(
-    channel: &Channel,
-    queue: &str,
-    bodies: &[(String, String)],
-) -> std::result::Result<(), String> {
-    let mut confirms = Vec::with_capacity(bodies.len());
-    for (chunk, body) in bodies {
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(chunk.as_str().into());
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body.as_bytes(),
-                properties,
-            )
-            .await
-            .map_err(|e| format!("chunk {chunk}: {e}"))?;
-        confirms.push((chunk, confirm));
-    }
-    for (chunk, confirm) in confirms {
-        match confirm.await.map_err(|e| format!("chunk {chunk}: {e}"))? {
-            Confirmation::Ack(None) => {}
-            Confirmation::Ack(Some(_)) => {
-                return Err(format!(
-                    "chunk {chunk} was returned: no such queue (deleted, or another broker or vhost?)"
-                ));
-            }
-            Confirmation::Nack(_) => {
-                return Err(format!("the broker refused chunk {chunk} (nack)"));
-            }
-            Confirmation::NotRequested => {
-                return Err(format!("chunk {chunk}: the channel is not in confirm mode"));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Deletes `queue`'s family on `channel` (see [`Amqp::delete_queues`]).

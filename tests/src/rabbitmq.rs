@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection, ConnectionProperties};
 
 use crate::{free_port, wait_for_port};
 
@@ -215,27 +215,11 @@ impl Rabbit {
     /// waiting for every confirm.
     pub async fn publish(&self, queue: &str, bodies: &[String]) {
         let (_connection, channel) = self.channel().await;
-        let mut confirms = Vec::with_capacity(bodies.len());
-        for body in bodies {
-            confirms.push(
-                channel
-                    .basic_publish(
-                        "".into(),
-                        queue.into(),
-                        BasicPublishOptions::default(),
-                        body.as_bytes(),
-                        BasicProperties::default().with_delivery_mode(2),
-                    )
-                    .await
-                    .unwrap_or_else(|e| panic!("publish to {queue}: {e}")),
-            );
-        }
-        for confirm in confirms {
-            let confirmation = confirm
-                .await
-                .unwrap_or_else(|e| panic!("confirm from {queue}: {e}"));
-            assert!(confirmation.is_ack(), "the broker refused a message");
-        }
+        let messages: Vec<(Option<&str>, &[u8])> =
+            bodies.iter().map(|b| (None, b.as_bytes())).collect();
+        shoal_worker::queue::amqp::publish_confirmed(&channel, queue, &messages)
+            .await
+            .unwrap_or_else(|e| panic!("publish to {queue}: {e}"));
     }
 
     /// Messages ready in `queue` (0 if it does not exist).

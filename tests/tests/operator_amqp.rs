@@ -235,13 +235,6 @@ async fn an_s3_job_fanned_out_onto_rabbitmq_runs_to_succeeded() {
     let rabbit = Rabbit::start();
     broker_secret(&plane, &rabbit);
     let stack = Stack::start();
-    stack
-        .s3
-        .create_bucket()
-        .bucket("photos")
-        .send()
-        .await
-        .unwrap();
     let photos: Vec<String> = (0..30)
         .map(|n| format!("incoming/photo-{n:03}.jpg"))
         .collect();

@@ -49,15 +49,6 @@ async fn a_batchjob_from_apply_to_succeeded() {
     let plane = ControlPlane::start();
     plane.install_crds();
     let stack = Stack::start();
-    for bucket in ["photos"] {
-        stack
-            .s3
-            .create_bucket()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap();
-    }
     let photos: Vec<String> = (0..30)
         .map(|n| format!("incoming/photo-{n:03}.jpg"))
         .collect();

@@ -91,13 +91,6 @@ async fn an_operator_killed_between_send_and_checkpoint_enqueues_no_chunk_twice(
     let plane = ControlPlane::start();
     plane.install_crds();
     let stack = Stack::start();
-    stack
-        .s3
-        .create_bucket()
-        .bucket("photos")
-        .send()
-        .await
-        .unwrap();
     let photos: Vec<String> = (0..PHOTOS)
         .map(|n| format!("incoming/photo-{n:03}.jpg"))
         .collect();

@@ -15,33 +15,18 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection, ConnectionProperties};
 
 mod bench;
 use bench::{BoxError, Report, Run};
 
 async fn fill(channel: &Channel, queue: &str, messages: usize) -> Result<(), BoxError> {
-    let mut confirms = Vec::with_capacity(1000);
-    for n in 0..messages {
-        confirms.push(
-            channel
-                .basic_publish(
-                    "".into(),
-                    queue.into(),
-                    BasicPublishOptions::default(),
-                    format!("{{\"n\":{n}}}").as_bytes(),
-                    BasicProperties::default().with_delivery_mode(2),
-                )
-                .await?,
-        );
-        if confirms.len() == 1000 || n + 1 == messages {
-            for confirm in confirms.drain(..) {
-                if !confirm.await?.is_ack() {
-                    return Err("the broker refused a message".into());
-                }
-            }
-        }
+    let bodies: Vec<String> = (0..messages).map(|n| format!("{{\"n\":{n}}}")).collect();
+    for window in bodies.chunks(1000) {
+        let window: Vec<(Option<&str>, &[u8])> =
+            window.iter().map(|b| (None, b.as_bytes())).collect();
+        shoal_worker::queue::amqp::publish_confirmed(channel, queue, &window).await?;
     }
     Ok(())
 }

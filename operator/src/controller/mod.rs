@@ -332,7 +332,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     status.start_time = previous.start_time.clone().or(Some(Time(now)));
 
     // Queues.
-    let queue = match queues::ensure(&job, &ctx, &namespace, &mut status).await? {
+    let queue = match queues::ensure(&job, &ctx, &namespace, &previous, &mut status).await? {
         Resolved::Ready(queue) => queue,
         Resolved::Blocked(reason, message) => {
             return blocked(

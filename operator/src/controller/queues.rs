@@ -109,9 +109,9 @@ pub(super) async fn ensure(
     job: &BatchJob,
     ctx: &Context,
     namespace: &str,
+    previous: &BatchJobStatus,
     status: &mut BatchJobStatus,
 ) -> Result<Resolved> {
-    let previous = job.status.clone().unwrap_or_default();
     if let Some(connection) = amqp_connection(job) {
         let broker = match broker(ctx, namespace, connection).await? {
             Ok(broker) => broker,

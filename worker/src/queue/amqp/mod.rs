@@ -61,8 +61,8 @@ use crate::error::{Error, Result};
 
 mod topology;
 pub use topology::{
-    Target, dead_letter_exchange, dead_letter_queue, declare, parse_target, ready_count,
-    retry_bucket, retry_queue, retry_queues,
+    Target, dead_letter_exchange, dead_letter_queue, declare, parse_target, publish_confirmed,
+    ready_count, retry_bucket, retry_queue, retry_queues,
 };
 use topology::{long_string, table};
 

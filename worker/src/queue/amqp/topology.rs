@@ -1,12 +1,16 @@
 //! The AMQP side of a `--queue` URL and the topology shoal declares: the
 //! quorum queue, its dead-letter exchange and queue, and retry queues with
-//! one TTL each.
+//! one TTL each; and the two broker calls the operator, the test harness
+//! and the benchmark share with the worker (a passive count, confirmed
+//! publishes).
 
 use std::time::Duration;
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, Connection, ExchangeKind};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 use tracing::warn;
 
 /// Retry queue TTLs: powers of two seconds up to this.
@@ -108,6 +112,50 @@ pub async fn ready_count(connection: &Connection, queue: &str) -> lapin::Result<
         .await;
     let _ = probe.close(200, "probed".into()).await;
     declared.map(|q| q.message_count())
+}
+
+/// Publishes `messages` (`(message id, body)`) to `queue` through the
+/// default exchange, persistent and mandatory, and waits for every confirm
+/// (the channel must be in confirm mode). Fails on a nack, and on a
+/// message no queue took (returned: the queue does not exist), instead of
+/// letting it vanish.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    messages: &[(Option<&str>, &[u8])],
+) -> std::result::Result<(), String> {
+    let mut confirms = Vec::with_capacity(messages.len());
+    for &(id, body) in messages {
+        let mut properties = BasicProperties::default().with_delivery_mode(2);
+        if let Some(id) = id {
+            properties = properties.with_message_id(id.into());
+        }
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let confirm = channel
+            .basic_publish("".into(), queue.into(), options, body, properties)
+            .await
+            .map_err(|e| format!("message {}: {e}", id.unwrap_or("?")))?;
+        confirms.push((id, confirm));
+    }
+    for (id, confirm) in confirms {
+        let id = id.unwrap_or("?");
+        match confirm.await.map_err(|e| format!("message {id}: {e}"))? {
+            Confirmation::Ack(None) => {}
+            Confirmation::Ack(Some(_)) => {
+                return Err(format!(
+                    "message {id} was returned: no queue {queue} (deleted, or another broker or vhost?)"
+                ));
+            }
+            Confirmation::Nack(_) => return Err(format!("the broker refused message {id} (nack)")),
+            Confirmation::NotRequested => {
+                return Err(format!("message {id}: the channel is not in confirm mode"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Declares `queue` (quorum, dead-lettering to `queue.dlx`), the exchange
