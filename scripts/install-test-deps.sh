@@ -10,17 +10,20 @@
 #   aws-lambda-rie  the AWS Lambda Runtime Interface Emulator, built from its
 #                Go module at a pinned version into a cache folder
 #   cfn-lint     CloudFormation/SAM linter from PyPI, in a cached virtualenv
+#   cargo-lambda the Runtime API emulator Rust Lambda users test with
+#                (`cargo lambda watch`), from PyPI, in a cached virtualenv
 #   rabbitmq-server  Debian package: the AMQP broker the RabbitMQ tests start
 #                (one per test, on loopback ports, stopped afterwards)
 #   kube-apiserver, kubectl, etcd, helm  built from Go modules
 #                (scripts/k8s-tools.sh)
-# Source it to get SHOAL_MOTO_SERVER, SHOAL_ELASTICMQ_LIB, SHOAL_LAMBDA_RIE
-# and SHOAL_CFN_LINT exported; run it to just install.
+# Source it to get SHOAL_MOTO_SERVER, SHOAL_ELASTICMQ_LIB, SHOAL_LAMBDA_RIE,
+# SHOAL_CFN_LINT and SHOAL_CARGO_LAMBDA exported; run it to just install.
 set -euo pipefail
 
 SHOAL_CACHE="${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}"
 MOTO_VERSION=5.2.5
 CFN_LINT_VERSION=1.58.0
+CARGO_LAMBDA_VERSION=1.9.2
 ELASTICMQ_VERSION=1.7.1
 # The emulator publishes no module tags; this is its commit of 2026-10-30.
 RIE_VERSION=v0.0.0-20261030222936-bef5c4ba774d
@@ -66,6 +69,8 @@ SHOAL_MOTO_SERVER="$(pip_tool "moto-$MOTO_VERSION" "moto[server]==$MOTO_VERSION"
 export SHOAL_MOTO_SERVER
 SHOAL_CFN_LINT="$(pip_tool "cfn-lint-$CFN_LINT_VERSION" "cfn-lint==$CFN_LINT_VERSION")/bin/cfn-lint"
 export SHOAL_CFN_LINT
+SHOAL_CARGO_LAMBDA="$(pip_tool "cargo-lambda-$CARGO_LAMBDA_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION")/bin/cargo-lambda"
+export SHOAL_CARGO_LAMBDA
 
 elasticmq_lib="$SHOAL_CACHE/tools/elasticmq-$ELASTICMQ_VERSION/lib"
 if [ ! -f "$elasticmq_lib/elasticmq-server_2.13-$ELASTICMQ_VERSION.jar" ]; then

@@ -2,6 +2,7 @@
 //! they drive. The binary under test is `thumbnail-e2e` (see `src/bin`),
 //! which cargo builds with the tests.
 
+pub mod cargo_lambda;
 pub mod elasticmq;
 pub mod helm;
 pub mod kube;

@@ -15,6 +15,7 @@ use lapin::{Channel, Connection, ConnectionProperties};
 use crate::{free_port, wait_for_port};
 
 const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
 
 /// A running broker.
 pub struct Rabbit {
@@ -162,6 +163,24 @@ impl Rabbit {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Closes every client connection from the broker's side (the broker
+    /// keeps running): what a worker sees when its connection drops, and
+    /// the broker requeues the deliveries it held.
+    pub fn close_connections(&self) {
+        let output = Command::new(CTL)
+            .envs(self.env())
+            .args(["close_all_connections", "closed by the test"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {CTL}: {e}"));
+        assert!(
+            output.status.success(),
+            "rabbitmqctl close_all_connections: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     fn startups(&self) -> usize {

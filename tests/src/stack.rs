@@ -62,8 +62,18 @@ impl Stack {
 
 /// A small JPEG (64x48 gradient), the same bytes every call.
 pub fn tiny_jpeg() -> Vec<u8> {
+    sample("photo-0000.jpg")
+}
+
+/// The shipped sample no decoder reads (a truncated JPEG): a poison item.
+pub fn corrupt_jpeg() -> Vec<u8> {
+    sample("corrupt.jpg")
+}
+
+fn sample(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/thumbnail/samples/photo-0000.jpg");
+        .join("../examples/thumbnail/samples")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
@@ -150,4 +160,19 @@ pub async fn photos_and_thumbs(s3: &aws_sdk_s3::Client, key: &str) {
         .send()
         .await
         .unwrap_or_else(|e| panic!("put s3://photos/{key}: {e:?}"));
+}
+
+/// One record of a Lambda SQS event, as the SQS event source sends it.
+pub fn sqs_record(id: &str, body: &str) -> serde_json::Value {
+    serde_json::json!({
+        "messageId": id,
+        "receiptHandle": format!("receipt-{id}"),
+        "body": body,
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1764230400000"},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs",
+        "awsRegion": "us-east-1"
+    })
 }

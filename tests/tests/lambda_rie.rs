@@ -13,7 +13,7 @@ use serde_json::json;
 use shoal_tests::moto::Moto;
 use shoal_tests::prom::{Pushgateway, promtool_check, sample_with};
 use shoal_tests::rie::Rie;
-use shoal_tests::stack::{keys, photos_and_thumbs, tiny_jpeg};
+use shoal_tests::stack::{keys, photos_and_thumbs, sqs_record, tiny_jpeg};
 
 const BIN: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");
 
@@ -28,20 +28,6 @@ fn function_env(moto: &Moto, extra: &[(&'static str, &str)]) -> Vec<(&'static st
     env.push(("SHOAL_OUTPUT", "s3://thumbs/".into()));
     env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     env
-}
-
-fn sqs_record(id: &str, body: &str) -> serde_json::Value {
-    json!({
-        "messageId": id,
-        "receiptHandle": format!("receipt-{id}"),
-        "body": body,
-        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1764230400000"},
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs",
-        "awsRegion": "us-east-1"
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

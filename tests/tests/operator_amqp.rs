@@ -183,9 +183,9 @@ spec:
         .unwrap();
     let mut held = Vec::new();
     while held.len() < 25 {
-        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        let delivery = tokio::time::timeout(Duration::from_secs(60), consumer.next())
             .await
-            .expect("a delivery within 10 s")
+            .expect("a delivery within 60 s")
             .expect("the consumer is open")
             .unwrap();
         held.push(delivery);
@@ -210,9 +210,9 @@ spec:
         delivery.ack(BasicAckOptions::default()).await.unwrap();
     }
     for _ in 0..10 {
-        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        let delivery = tokio::time::timeout(Duration::from_secs(60), consumer.next())
             .await
-            .expect("a delivery within 10 s")
+            .expect("a delivery within 60 s")
             .expect("the consumer is open")
             .unwrap();
         delivery.ack(BasicAckOptions::default()).await.unwrap();

@@ -15,7 +15,7 @@ use shoal_tests::free_port;
 use shoal_tests::process::Proc;
 use shoal_tests::prom::{http_get, promtool_check, sample};
 use shoal_tests::sqs::{Queues, counts, create_queues, send_all, take_all, wait_for};
-use shoal_tests::stack::{Stack, chunk_body, keys, tiny_jpeg, upload};
+use shoal_tests::stack::{Stack, chunk_body, corrupt_jpeg, keys, tiny_jpeg, upload};
 
 const BIN: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");
 
@@ -229,11 +229,7 @@ async fn poison_messages(queue: &str) {
     let dir = tempfile::tempdir().unwrap();
     let good = names("good-", 4);
     upload_inputs(&stack, &good).await;
-    let corrupt = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/thumbnail/samples/corrupt.jpg"
-    ))
-    .unwrap();
+    let corrupt = corrupt_jpeg();
     stack
         .s3
         .put_object()

@@ -157,6 +157,14 @@ fn request_id() -> String {
         .to_string()
 }
 
+/// Resolves when `token` is cancelled; never without one.
+async fn cancelled(token: Option<&CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The message of a panic payload (`panic!` with a literal or a format).
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -247,7 +255,7 @@ impl<H: Handler> Engine<H> {
     /// Runs one attempt of `item`, waiting for a free concurrency slot first.
     pub async fn attempt(&self, item: &RawItem, attempt: u32) -> Attempt {
         let running = self.acquire().await;
-        self.attempt_in(running, item, attempt, self.config.timeout)
+        self.attempt_in(running, item, attempt, self.config.timeout, None)
             .await
     }
 
@@ -256,19 +264,28 @@ impl<H: Handler> Engine<H> {
     pub async fn attempt_within(&self, item: &RawItem, attempt: u32, limit: Duration) -> Attempt {
         let running = self.acquire().await;
         let timeout = self.config.timeout.min(limit);
-        self.attempt_in(running, item, attempt, timeout).await
+        self.attempt_in(running, item, attempt, timeout, None).await
     }
 
-    /// Runs one attempt of `item` unless [`Engine::drain`] is called before
-    /// a concurrency slot frees up; `None` means the attempt never started.
-    pub async fn attempt_unless_draining(&self, item: &RawItem, attempt: u32) -> Option<Attempt> {
+    /// Runs one attempt of `item` unless [`Engine::drain`] is called, or
+    /// `cancel` is cancelled, before a concurrency slot frees up; `None`
+    /// means the attempt never started. Cancelling `cancel` later ends the
+    /// attempt at once as a retryable failure (its context is cancelled
+    /// and its task aborted), with its END and REPORT lines as always.
+    pub async fn attempt_unless_draining(
+        &self,
+        item: &RawItem,
+        attempt: u32,
+        cancel: Option<&CancellationToken>,
+    ) -> Option<Attempt> {
         let running = tokio::select! {
             biased;
             () = self.draining.cancelled() => return None,
+            () = cancelled(cancel) => return None,
             running = self.acquire() => running,
         };
         Some(
-            self.attempt_in(running, item, attempt, self.config.timeout)
+            self.attempt_in(running, item, attempt, self.config.timeout, cancel)
                 .await,
         )
     }
@@ -280,11 +297,14 @@ impl<H: Handler> Engine<H> {
         item: &RawItem,
         attempt: u32,
         timeout: Duration,
+        stop: Option<&CancellationToken>,
     ) -> Attempt {
         let request_id = request_id();
         info!(target: platform::TARGET, "{}", platform::start_line(&request_id));
         let started = Instant::now();
-        let result = self.run_attempt(item, attempt, &request_id, timeout).await;
+        let result = self
+            .run_attempt(item, attempt, &request_id, timeout, stop)
+            .await;
         let duration = started.elapsed();
         info!(target: platform::TARGET, "{}", platform::end_line(&request_id));
         info!(
@@ -333,6 +353,7 @@ impl<H: Handler> Engine<H> {
         attempt: u32,
         request_id: &str,
         timeout: Duration,
+        stop: Option<&CancellationToken>,
     ) -> Result<Success, Failure> {
         let cancel = self.abort.child_token();
         let ctx = Context::new(
@@ -366,7 +387,20 @@ impl<H: Handler> Engine<H> {
             kind: ErrorKind::Retryable,
             reason: format!("Task timed out after {:.2} seconds", timeout.as_secs_f64()),
         };
-        let blob = match tokio::time::timeout_at(deadline.into(), task).await {
+        let joined = tokio::select! {
+            biased;
+            joined = tokio::time::timeout_at(deadline.into(), task) => joined,
+            () = cancelled(stop) => {
+                cancel.cancel();
+                abort.abort();
+                return Err(Failure {
+                    category: ErrorCategory::Handler,
+                    kind: ErrorKind::Retryable,
+                    reason: "invocation cancelled before it finished".into(),
+                });
+            }
+        };
+        let blob = match joined {
             Err(_) => {
                 cancel.cancel();
                 abort.abort();
@@ -425,7 +459,7 @@ impl<H: Handler> Engine<H> {
         let mut durations = Vec::with_capacity(1);
         let mut attempt = 1;
         loop {
-            let Some(record) = self.attempt_unless_draining(item, attempt).await else {
+            let Some(record) = self.attempt_unless_draining(item, attempt, None).await else {
                 return ItemReport {
                     id: item.id.clone(),
                     attempts: attempt - 1,

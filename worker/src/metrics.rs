@@ -111,6 +111,8 @@ pub struct QueueMetrics {
     pub requeued: IntCounter,
     /// `shoal_messages_dead_lettered_total`.
     pub dead_lettered: IntCounter,
+    /// `shoal_messages_revoked_total`.
+    pub revoked: IntCounter,
     /// `shoal_messages_in_flight`.
     pub in_flight: IntGauge,
     /// `shoal_message_age_seconds`.
@@ -175,6 +177,10 @@ impl QueueMetrics {
                 "shoal_messages_dead_lettered_total",
                 "Messages (or parts of them) sent to the dead-letter queue.",
             )?,
+            revoked: counter(
+                "shoal_messages_revoked_total",
+                "Messages the broker took back before they were settled (connection lost); delivered again.",
+            )?,
             in_flight: IntGauge::new(
                 "shoal_messages_in_flight",
                 "Messages received and not yet settled.",
@@ -208,6 +214,7 @@ impl QueueMetrics {
             Box::new(self.released.clone()),
             Box::new(self.requeued.clone()),
             Box::new(self.dead_lettered.clone()),
+            Box::new(self.revoked.clone()),
             Box::new(self.in_flight.clone()),
             Box::new(self.age.clone()),
             Box::new(self.errors.clone()),

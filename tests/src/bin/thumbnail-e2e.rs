@@ -3,7 +3,8 @@
 //! (`CARGO_BIN_EXE_thumbnail-e2e`). Identical to `examples/thumbnail`'s
 //! main, except that `SHOAL_E2E_DELAY_MS` (tests only) makes every
 //! invocation take at least that long, so a test can act while items are
-//! in flight.
+//! in flight (only first attempts with `SHOAL_E2E_DELAY_FIRST_ATTEMPT=1`,
+//! so a redelivered item runs at once).
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use thumbnail::Thumbnailer;
 struct Paced {
     inner: Thumbnailer,
     delay: Duration,
+    first_attempt_only: bool,
 }
 
 impl Handler for Paced {
@@ -21,8 +23,13 @@ impl Handler for Paced {
     type Output = Blob;
 
     async fn call(&self, item: Item<Object>, ctx: Context) -> Result<Blob, HandlerError> {
+        let delay = if self.first_attempt_only && ctx.attempt > 1 {
+            Duration::ZERO
+        } else {
+            self.delay
+        };
         tokio::select! {
-            () = tokio::time::sleep(self.delay) => {}
+            () = tokio::time::sleep(delay) => {}
             () = ctx.cancellation().cancelled() => {
                 return Err(HandlerError::retryable("cancelled"));
             }
@@ -37,6 +44,12 @@ fn main() -> std::process::ExitCode {
             .ok()
             .and_then(|ms| ms.parse().ok())
             .map_or(Duration::ZERO, Duration::from_millis);
-        Thumbnailer::from_env().map(|inner| Paced { inner, delay })
+        let first_attempt_only =
+            std::env::var("SHOAL_E2E_DELAY_FIRST_ATTEMPT").is_ok_and(|v| v == "1");
+        Thumbnailer::from_env().map(|inner| Paced {
+            inner,
+            delay,
+            first_attempt_only,
+        })
     })
 }

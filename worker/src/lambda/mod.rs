@@ -11,7 +11,10 @@
 //!   retries and on-failure destination apply.
 //! - Each item runs once per invocation (retries belong to the event
 //!   source), bounded by the invocation's deadline as well as
-//!   `SHOAL_TIMEOUT`.
+//!   `SHOAL_TIMEOUT`. A deadline that cannot be a wall-clock time (cargo
+//!   lambda's emulator sends the function timeout, `600000`, instead of
+//!   epoch milliseconds) is ignored, with one warning: `SHOAL_TIMEOUT`
+//!   (900 s when unset) bounds each item alone.
 //!
 //! Lambda writes the START/END/REPORT lines of each invocation itself, so
 //! the engine's per-item lines are off in this mode.
@@ -19,6 +22,7 @@
 mod event;
 mod push;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -42,12 +46,19 @@ pub fn detected() -> bool {
     std::env::var_os(RUNTIME_API).is_some_and(|v| !v.is_empty())
 }
 
-/// Time left before `deadline_ms` (milliseconds since the epoch).
-fn remaining(deadline_ms: u64) -> Duration {
+/// The earliest `Lambda-Runtime-Deadline-Ms` taken as a wall-clock time
+/// (2020-01-01). Lambda sends epoch milliseconds; an emulator that sends a
+/// duration instead (cargo-lambda: `600000`) lands in January 1970.
+const EARLIEST_DEADLINE_MS: u64 = 1_577_836_800_000;
+
+/// Time left at `now` before `deadline_ms` (milliseconds since the epoch),
+/// or `None` when the value cannot be an epoch time.
+fn remaining(deadline_ms: u64, now: SystemTime) -> Option<Duration> {
+    if deadline_ms < EARLIEST_DEADLINE_MS {
+        return None;
+    }
     let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
-    deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
+    Some(deadline.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Variables the Lambda service always sets and `lambda_runtime` requires
@@ -95,8 +106,19 @@ pub async fn run<H: Handler>(engine: Engine<H>, push: Option<Pushgateway>) -> Re
     check_environment()?;
     let engine = &engine;
     let push = &push;
+    let warned = &AtomicBool::new(false);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let limit = remaining(event.context.deadline);
+        let deadline_ms = event.context.deadline;
+        let limit = remaining(deadline_ms, SystemTime::now()).unwrap_or_else(|| {
+            if !warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    deadline_ms,
+                    timeout_s = engine.config().timeout.as_secs_f64(),
+                    "the Runtime API sent a deadline that is not a wall-clock time (an emulator's); items are bounded by the configured timeout instead"
+                );
+            }
+            engine.config().timeout
+        });
         let response = invoke(engine, event.payload, limit).await;
         if let Some(push) = push
             && let Err(e) = push.push(engine.metrics()).await
@@ -190,5 +212,29 @@ pub async fn invoke<H: Handler>(
             )
             .into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_epoch_deadline_gives_the_time_left_and_a_passed_one_none_left() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
+        assert_eq!(
+            remaining(1_800_000_002_500, now),
+            Some(Duration::from_millis(2_500))
+        );
+        assert_eq!(remaining(1_799_999_999_000, now), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_deadline_that_cannot_be_an_epoch_time_is_not_used() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
+        // cargo-lambda's emulator: the function timeout, in milliseconds.
+        assert_eq!(remaining(600_000, now), None);
+        assert_eq!(remaining(0, now), None);
+        assert_eq!(remaining(EARLIEST_DEADLINE_MS - 1, now), None);
     }
 }

@@ -10,11 +10,16 @@
 //! in it is done (succeeded, or dead-lettered with its reason). Outputs
 //! have deterministic keys, so a redelivered item overwrites its output.
 //!
+//! A delivery the broker takes back ([`Delivery::revoked`]: its AMQP
+//! connection dropped) is no longer held: its invocations are cancelled
+//! and it is not settled, since the broker delivers it again.
+//!
 //! Shutdown (first SIGTERM/Ctrl-C): stop receiving at once, let started
 //! invocations finish within the grace period, give every other item back
-//! (released or re-sent, at once). A second signal, or the end of the grace
-//! period, cuts the invocations in flight short and gives their items back
-//! too.
+//! (released or re-sent, at once); the runner returns as soon as nothing is
+//! held. A second signal, or the end of the grace period, cuts the
+//! invocations in flight short and gives their items back too, within
+//! [`SETTLE_AFTER_STOP`]: the runner returns then whatever the broker does.
 
 pub mod amqp;
 mod headers;
@@ -47,6 +52,12 @@ use crate::metrics::{DeadLetterCause, ErrorCategory};
 
 /// Most messages one receive call returns (SQS's limit).
 pub const MAX_BATCH: usize = 10;
+
+/// How long, after the grace period (or a second signal), the runner gives
+/// the messages it still holds back before it returns regardless. It fits
+/// in the 10 s the operator adds to a pod's termination grace period on
+/// top of `SHOAL_SHUTDOWN_GRACE`, so the kubelet never has to SIGKILL.
+pub const SETTLE_AFTER_STOP: Duration = Duration::from_secs(5);
 
 /// How the runner consumes.
 #[derive(Debug, Clone)]
@@ -131,11 +142,15 @@ pub async fn run<H: Handler, T: Transport>(
         engine.abort();
         // Settling is a few broker calls per message; do not hang on a
         // broker that is gone (its leases run out and it redelivers).
-        if tokio::time::timeout(Duration::from_secs(15), tracker.wait())
+        if tokio::time::timeout(SETTLE_AFTER_STOP, tracker.wait())
             .await
             .is_err()
         {
-            error!("messages still unsettled after 15 s; the queue will redeliver them");
+            error!(
+                held_messages = engine.metrics().queue.in_flight.get(),
+                "messages still unsettled {} s after stopping; the queue will deliver them again",
+                SETTLE_AFTER_STOP.as_secs()
+            );
         }
     }
     info!(queue = shared.transport.queue(), "worker stopped");
@@ -236,6 +251,10 @@ async fn handle<H: Handler, T: Transport>(
     {
         metrics.age.observe(age.as_secs_f64());
     }
+    if delivery.revoked.is_cancelled() {
+        let_go(&shared, &delivery);
+        return;
+    }
     let attempt = delivery.attempt();
     let items = match message::parse(&delivery.body, &delivery.message_id) {
         Ok(items) => items,
@@ -273,6 +292,10 @@ async fn handle<H: Handler, T: Transport>(
         })
         .collect();
     let results = run_items(&shared, &delivery, chosen, attempt).await;
+    if delivery.revoked.is_cancelled() {
+        let_go(&shared, &delivery);
+        return;
+    }
     let retry_delay = shared.engine.config().retry.backoff(attempt);
     let plan = decide(
         &results,
@@ -300,7 +323,13 @@ async fn run_items<H: Handler, T: Transport>(
         .into_iter()
         .map(|(index, item)| {
             let engine = &shared.engine;
-            async move { (index, engine.attempt_unless_draining(&item, attempt).await) }
+            let revoked = &delivery.revoked;
+            async move {
+                let record = engine
+                    .attempt_unless_draining(&item, attempt, Some(revoked))
+                    .await;
+                (index, record)
+            }
         })
         .collect();
     let half = (shared.transport.visibility() / 2).max(Duration::from_millis(500));
@@ -410,6 +439,16 @@ async fn settle<H: Handler, T: Transport>(
             }
         }
     }
+}
+
+/// Forgets a delivery the broker took back: nothing can settle it, and the
+/// broker delivers it again.
+fn let_go<H: Handler, T: Transport>(shared: &Shared<H, T>, delivery: &Delivery) {
+    shared.engine.metrics().queue.revoked.inc();
+    info!(
+        message_id = %delivery.message_id,
+        "the queue took the message back (connection lost); it will be delivered again"
+    );
 }
 
 /// Sends `letter` to the dead-letter queue; on failure releases the

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{DeadLetterCause, ErrorCategory};
 
@@ -30,6 +31,12 @@ pub struct Delivery {
     /// Ordering group of the message (SQS FIFO `MessageGroupId`); copies
     /// the runner sends keep it.
     pub group: Option<String>,
+    /// Cancelled when the broker has taken the delivery back before this
+    /// worker settled it (AMQP: the connection it came on is gone, and the
+    /// broker requeued it). Nothing can settle it any more and it will be
+    /// delivered again, so the runner stops its items and lets it go.
+    /// Brokers whose leases end only by time (SQS) never cancel it.
+    pub revoked: CancellationToken,
 }
 
 impl Delivery {
@@ -72,9 +79,11 @@ pub struct TransportError {
 /// A message broker seen by the runner.
 ///
 /// Contract: a delivery stays invisible to other consumers until its lease
-/// ends or it is settled; `requeue` and `dead_letter` only add messages
-/// (the runner deletes the original afterwards), so a crash between the
-/// two duplicates work instead of losing it.
+/// ends, it is settled, or the broker revokes it ([`Delivery::revoked`]);
+/// `requeue` and `dead_letter` only add messages (the runner deletes the
+/// original afterwards), so a crash between the two duplicates work instead
+/// of losing it. Every call returns: a broker that does not answer, or a
+/// delivery revoked while a call waits, is an error, never a hang.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// Printable queue name, for logs.

@@ -31,9 +31,14 @@
 //!   channel closes (or the broker's `consumer_timeout`, 30 minutes by
 //!   default, runs out); there is nothing to extend.
 //! - **Reconnect**: when the connection drops (broker restart, network),
-//!   deliveries not yet acked go back to the queue (the broker does that),
-//!   acks for them fail and are reported as such, and the worker connects
-//!   again with backoff (100 ms doubling, at most 1 s between tries).
+//!   deliveries not yet acked go back to the queue (the broker does that):
+//!   each of them is revoked ([`Delivery::revoked`]), so the runner stops
+//!   its items and no longer holds it, and any call still waiting on it
+//!   fails at once. The worker connects again with backoff (100 ms
+//!   doubling, at most 1 s between tries).
+//! - **Bounded calls**: every ack, nack, declare and confirmed publish
+//!   fails after [`CALL_TIMEOUT`] or as soon as its connection is lost;
+//!   none waits on a dead connection.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex as SyncMutex};
@@ -50,6 +55,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::{Mutex, RwLock, mpsc};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::headers::{
@@ -70,6 +76,9 @@ use topology::{long_string, table};
 const LOST: &str = "its connection was lost; the broker delivers the message again";
 /// Lease reported to the runner: RabbitMQ's default `consumer_timeout`.
 const LEASE: Duration = Duration::from_secs(30 * 60);
+/// Longest wait for the broker's answer to one call (ack, declare,
+/// publish confirm) on a connection that still looks alive.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How to consume an AMQP queue.
 #[derive(Debug, Clone)]
@@ -101,9 +110,12 @@ fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
     })
 }
 
-/// The connection in use: its publishing channel.
+/// The connection in use: its publishing channel, and the token cancelled
+/// when that connection is lost.
+#[derive(Clone)]
 struct Live {
     publisher: Channel,
+    lost: CancellationToken,
 }
 
 struct Shared {
@@ -133,6 +145,30 @@ fn amqp_error(operation: &'static str, queue: &str, e: impl std::fmt::Display) -
         operation,
         queue: queue.to_owned(),
         source: e.to_string().into(),
+    }
+}
+
+/// Runs one broker call, failing it after [`CALL_TIMEOUT`] or as soon as
+/// `lost` (its connection is gone) is cancelled: lapin does not always
+/// answer a call made on a connection that died under it.
+async fn bounded<T, E: std::fmt::Display>(
+    operation: &'static str,
+    queue: &str,
+    lost: &CancellationToken,
+    call: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> Result<T, TransportError> {
+    tokio::select! {
+        biased;
+        outcome = tokio::time::timeout(CALL_TIMEOUT, call) => match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(amqp_error(operation, queue, e)),
+            Err(_) => Err(amqp_error(
+                operation,
+                queue,
+                format!("no answer from the broker within {} s", CALL_TIMEOUT.as_secs()),
+            )),
+        },
+        () = lost.cancelled() => Err(amqp_error(operation, queue, LOST)),
     }
 }
 
@@ -172,6 +208,8 @@ struct Session {
     _connection: Connection,
     consumer: lapin::Consumer,
     generation: u64,
+    /// Cancelled when this connection is gone: revokes its deliveries.
+    lost: CancellationToken,
 }
 
 /// Connects, opens a consuming and a publishing (confirm mode) channel,
@@ -201,11 +239,16 @@ async fn session_start(shared: &Shared, generation: u64) -> lapin::Result<Sessio
         )
         .await?;
     shared.retry_queues.lock().await.clear();
-    *shared.live.write().await = Some(Live { publisher });
+    let lost = CancellationToken::new();
+    *shared.live.write().await = Some(Live {
+        publisher,
+        lost: lost.clone(),
+    });
     Ok(Session {
         _connection: connection,
         consumer,
         generation,
+        lost,
     })
 }
 
@@ -221,7 +264,8 @@ async fn supervise(shared: Arc<Shared>, tx: mpsc::Sender<Delivery>, first: Sessi
             while let Some(next) = current.consumer.next().await {
                 match next {
                     Ok(message) => {
-                        let delivery = to_delivery(&shared, current.generation, message);
+                        let delivery =
+                            to_delivery(&shared, current.generation, &current.lost, message);
                         if tx.send(delivery).await.is_err() {
                             return;
                         }
@@ -232,18 +276,19 @@ async fn supervise(shared: Arc<Shared>, tx: mpsc::Sender<Delivery>, first: Sessi
                     }
                 }
             }
-            *shared.live.write().await = None;
+            // The broker requeues every unacked delivery of a lost
+            // connection: revoke them here (the runner lets them go, calls
+            // waiting on them fail) before anything else can block.
+            current.lost.cancel();
             if let Ok(mut ackers) = shared.ackers.lock() {
                 ackers.clear();
             }
+            *shared.live.write().await = None;
         }
         if tx.is_closed() {
             return;
         }
-        let wait = Duration::from_millis(100)
-            .saturating_mul(1 << failures.min(4))
-            .min(Duration::from_secs(1));
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(reconnect_delay(failures)).await;
         generation += 1;
         match session_start(&shared, generation).await {
             Ok(next) => {
@@ -260,7 +305,21 @@ async fn supervise(shared: Arc<Shared>, tx: mpsc::Sender<Delivery>, first: Sessi
     }
 }
 
-fn to_delivery(shared: &Shared, generation: u64, message: lapin::message::Delivery) -> Delivery {
+/// Wait before the next connection attempt after `failures` failed ones:
+/// 100 ms doubling, never more than 1 s, so a broker that is back is used
+/// again within about a second.
+fn reconnect_delay(failures: u32) -> Duration {
+    Duration::from_millis(100)
+        .saturating_mul(1 << failures.min(4))
+        .min(Duration::from_secs(1))
+}
+
+fn to_delivery(
+    shared: &Shared,
+    generation: u64,
+    lost: &CancellationToken,
+    message: lapin::message::Delivery,
+) -> Delivery {
     let receipt = format!("{generation}-{}", message.delivery_tag);
     let headers = message.properties.headers().as_ref();
     let earlier = header_text(headers, "x-delivery-count").and_then(|v| v.parse::<u32>().ok());
@@ -294,6 +353,7 @@ fn to_delivery(shared: &Shared, generation: u64, message: lapin::message::Delive
         pending,
         carried_attempts,
         group: None,
+        revoked: lost.clone(),
     }
 }
 
@@ -303,12 +363,26 @@ impl AmqpQueue {
         delivery: &Delivery,
         operation: &'static str,
     ) -> Result<Acker, TransportError> {
+        if delivery.revoked.is_cancelled() {
+            return Err(amqp_error(operation, &self.shared.target.queue, LOST));
+        }
         self.shared
             .ackers
             .lock()
             .ok()
             .and_then(|mut ackers| ackers.remove(&delivery.receipt))
             .ok_or_else(|| amqp_error(operation, &self.shared.target.queue, LOST))
+    }
+
+    /// The connection in use, copied out so that no lock is held while a
+    /// call waits on the broker.
+    async fn live(&self, operation: &'static str) -> Result<Live, TransportError> {
+        self.shared
+            .live
+            .read()
+            .await
+            .clone()
+            .ok_or_else(|| amqp_error(operation, &self.shared.target.queue, "not connected"))
     }
 
     /// Publishes `delivery`'s body with `headers` to `exchange`/`routing_key`
@@ -322,10 +396,7 @@ impl AmqpQueue {
         headers: FieldTable,
     ) -> Result<(), TransportError> {
         let queue = &self.shared.target.queue;
-        let live = self.shared.live.read().await;
-        let Some(live) = live.as_ref() else {
-            return Err(amqp_error(operation, queue, "not connected"));
-        };
+        let live = self.live(operation).await?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -334,22 +405,22 @@ impl AmqpQueue {
             .with_message_id(delivery.message_id.as_str().into())
             .with_timestamp(now)
             .with_headers(headers);
-        let confirm = live
-            .publisher
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &delivery.body,
-                properties,
-            )
-            .await
-            .map_err(|e| amqp_error(operation, queue, e))?
-            .await
-            .map_err(|e| amqp_error(operation, queue, e))?;
+        let confirm = bounded(operation, queue, &live.lost, async {
+            live.publisher
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &delivery.body,
+                    properties,
+                )
+                .await?
+                .await
+        })
+        .await?;
         match confirm {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) => Err(amqp_error(
@@ -402,28 +473,23 @@ impl AmqpQueue {
         if declared.contains(&bucket) {
             return Ok(());
         }
-        let live = self.shared.live.read().await;
-        let Some(live) = live.as_ref() else {
-            return Err(amqp_error(operation, queue, "not connected"));
-        };
-        live.publisher
-            .queue_declare(
-                name.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                table(&[
-                    (
-                        "x-message-ttl",
-                        AMQPValue::LongLongInt(i64::try_from(bucket * 1000).unwrap_or(i64::MAX)),
-                    ),
-                    ("x-dead-letter-exchange", long_string("")),
-                    ("x-dead-letter-routing-key", long_string(queue)),
-                ]),
-            )
-            .await
-            .map_err(|e| amqp_error(operation, queue, e))?;
+        let live = self.live(operation).await?;
+        let declaring = live.publisher.queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            table(&[
+                (
+                    "x-message-ttl",
+                    AMQPValue::LongLongInt(i64::try_from(bucket * 1000).unwrap_or(i64::MAX)),
+                ),
+                ("x-dead-letter-exchange", long_string("")),
+                ("x-dead-letter-routing-key", long_string(queue)),
+            ]),
+        );
+        bounded(operation, queue, &live.lost, declaring).await?;
         declared.insert(bucket);
         Ok(())
     }
@@ -467,15 +533,19 @@ impl Transport for AmqpQueue {
     }
 
     async fn delete(&self, delivery: &Delivery) -> Result<(), TransportError> {
+        let queue = &self.shared.target.queue;
         let acker = self.take_acker(delivery, "delete")?;
-        let done = acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map_err(|e| amqp_error("delete", &self.shared.target.queue, e))?;
+        let done = bounded(
+            "delete",
+            queue,
+            &delivery.revoked,
+            acker.ack(BasicAckOptions::default()),
+        )
+        .await?;
         if done {
             Ok(())
         } else {
-            Err(amqp_error("delete", &self.shared.target.queue, LOST))
+            Err(amqp_error("delete", queue, LOST))
         }
     }
 
@@ -501,18 +571,16 @@ impl Transport for AmqpQueue {
                 }
             }
         }
+        let queue = &self.shared.target.queue;
         let acker = self.take_acker(delivery, "release")?;
-        let done = acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            })
-            .await
-            .map_err(|e| amqp_error("release", &self.shared.target.queue, e))?;
-        if done {
+        let nack = acker.nack(BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        });
+        if bounded("release", queue, &delivery.revoked, nack).await? {
             Ok(())
         } else {
-            Err(amqp_error("release", &self.shared.target.queue, LOST))
+            Err(amqp_error("release", queue, LOST))
         }
     }
 
@@ -548,5 +616,44 @@ impl Transport for AmqpQueue {
         let dlx = topology::dead_letter_exchange(&queue);
         self.publish("dead_letter", &dlx, "", delivery, table(&entries))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_attempts_double_from_100_ms_and_never_wait_more_than_1_s() {
+        let delays: Vec<u64> = (0..8)
+            .map(|n| reconnect_delay(n).as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000, 1000, 1000]);
+        assert_eq!(reconnect_delay(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_call_waiting_on_a_lost_connection_fails_at_once() {
+        let lost = CancellationToken::new();
+        lost.cancel();
+        let never = std::future::pending::<std::result::Result<(), String>>();
+        let err = bounded("delete", "jobs", &lost, never)
+            .await
+            .expect_err("a lost connection fails the call");
+        assert_eq!(err.operation, "delete");
+        assert!(err.to_string().contains("connection was lost"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_the_broker_never_answers_fails_after_the_call_timeout() {
+        let alive = CancellationToken::new();
+        let never = std::future::pending::<std::result::Result<(), String>>();
+        let err = bounded("dead_letter", "jobs", &alive, never)
+            .await
+            .expect_err("no answer is an error");
+        assert!(
+            err.to_string().contains("no answer from the broker"),
+            "{err}"
+        );
     }
 }

@@ -31,6 +31,7 @@ use aws_sdk_sqs::error::{BuildError, DisplayErrorContext};
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::MAX_BATCH;
@@ -83,6 +84,8 @@ pub struct SqsQueue {
     wait_time_s: i32,
     max_attempts: u32,
     deletes: mpsc::UnboundedSender<DeleteRequest>,
+    /// Shared by every delivery (see [`Delivery::revoked`]).
+    never_revoked: CancellationToken,
 }
 
 fn sdk_error<E>(operation: &'static str, queue: &str, err: E) -> TransportError
@@ -223,6 +226,7 @@ impl SqsQueue {
             wait_time_s: seconds_up(options.wait_time, 20),
             max_attempts,
             deletes,
+            never_revoked: CancellationToken::new(),
         })
     }
 
@@ -270,6 +274,8 @@ impl SqsQueue {
             pending,
             carried_attempts,
             group,
+            // SQS leases end only by time: never revoked.
+            revoked: self.never_revoked.clone(),
         })
     }
 }
@@ -516,6 +522,7 @@ mod tests {
             pending: None,
             carried_attempts: 0,
             group: Some("c-abc".into()),
+            revoked: tokio_util::sync::CancellationToken::new(),
         };
         assert_eq!(
             fifo_ids(&delivery, "requeue"),
