@@ -14,6 +14,9 @@
 #                (`cargo lambda watch`), from PyPI, in a cached virtualenv
 #   rabbitmq-server  Debian package: the AMQP broker the RabbitMQ tests start
 #                (one per test, on loopback ports, stopped afterwards)
+#   containerd, runc, containernetworking-plugins, iptables, conntrack
+#                Debian packages: the real node's container runtime, pod
+#                network and kube-proxy's tools (tests/src/node)
 #   kube-apiserver, kubectl, etcd, helm  built from Go modules
 #                (scripts/k8s-tools.sh)
 # Source it to get SHOAL_MOTO_SERVER, SHOAL_ELASTICMQ_LIB, SHOAL_LAMBDA_RIE,
@@ -41,13 +44,19 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   $SUDO apt-get update -qq
   # The packages would start servers; tests start their own.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if command -v systemctl >/dev/null 2>&1; then
-    $SUDO systemctl stop prometheus prometheus-pushgateway rabbitmq-server epmd.socket epmd >/dev/null 2>&1 || true
+    $SUDO systemctl stop prometheus prometheus-pushgateway rabbitmq-server epmd.socket epmd containerd >/dev/null 2>&1 || true
   fi
 fi
 

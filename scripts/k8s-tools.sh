@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes test bed from Go modules, once per version, into
 # $SHOAL_CACHE/tools (outside the clone):
-#   kube-apiserver, kubectl  k8s.io/kubernetes at $KUBERNETES_VERSION, with
-#                            every staging module pinned by a replace line and
-#                            the version stamped so /version is real
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
+#   kube-proxy, kubectl      k8s.io/kubernetes at $KUBERNETES_VERSION, as one
+#                            binary (tools/kube/main.go) with symlinks, every
+#                            staging module pinned by a replace line and the
+#                            version stamped so /version is real
 #   etcd                     go.etcd.io/etcd/server/v3 at $ETCD_VERSION
 #                            (>= 3.5.13: watch progress notifications)
 #   helm                     helm.sh/helm/v4 at $HELM_VERSION, version stamped
@@ -11,9 +13,12 @@
 #                            prometheus-operator module at $PROMETHEUS_OPERATOR_VERSION
 #                            (its example/ folder), so the chart's optional
 #                            objects can be checked by a real API server
-# No kubelet, no container runtime: pods never run on the test machine.
+# The container runtime of the real node (containerd, runc, CNI plugins)
+# comes from Debian's packages (install-test-deps.sh).
 # Sourced by install-test-deps.sh; exports SHOAL_KUBE_APISERVER,
-# SHOAL_KUBECTL, SHOAL_ETCD, SHOAL_HELM and SHOAL_MONITORING_CRDS.
+# SHOAL_KUBE_CONTROLLER_MANAGER, SHOAL_KUBE_SCHEDULER, SHOAL_KUBELET,
+# SHOAL_KUBE_PROXY, SHOAL_KUBECTL, SHOAL_ETCD, SHOAL_HELM and
+# SHOAL_MONITORING_CRDS.
 set -euo pipefail
 
 SHOAL_CACHE="${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}"
@@ -31,9 +36,12 @@ K8S_STAGING=(api apiextensions-apiserver apimachinery apiserver cli-runtime
   mount-utils pod-security-admission sample-apiserver sample-cli-plugin
   sample-controller)
 
-k8s_bin="$SHOAL_CACHE/tools/kubernetes-v$KUBERNETES_VERSION/bin"
-if [ ! -x "$k8s_bin/kube-apiserver" ] || [ ! -x "$k8s_bin/kubectl" ]; then
-  echo "building kube-apiserver and kubectl v$KUBERNETES_VERSION into $k8s_bin (takes a while once)"
+# Every component in one binary (tools/kube/main.go dispatches on the name
+# it is called by): one link instead of six.
+k8s_bin="$SHOAL_CACHE/tools/kubernetes-v$KUBERNETES_VERSION-aio/bin"
+K8S_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+if [ ! -x "$k8s_bin/kube" ]; then
+  echo "building kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl v$KUBERNETES_VERSION (one binary) into $k8s_bin (takes a while once)"
   mod_dir="$(mktemp -d)"
   staging_version="v0.${KUBERNETES_VERSION#1.}"
   {
@@ -47,6 +55,7 @@ if [ ! -x "$k8s_bin/kube-apiserver" ] || [ ! -x "$k8s_bin/kubectl" ]; then
     done
     echo ")"
   } >"$mod_dir/go.mod"
+  cp "$(dirname "${BASH_SOURCE[0]}")/../tools/kube/main.go" "$mod_dir/main.go"
   ldflags="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags="$ldflags -X $pkg.gitVersion=v$KUBERNETES_VERSION"
@@ -55,19 +64,26 @@ if [ ! -x "$k8s_bin/kube-apiserver" ] || [ ! -x "$k8s_bin/kubectl" ]; then
   done
   (
     cd "$mod_dir"
-    GOFLAGS=-mod=mod go get "k8s.io/kubernetes@v$KUBERNETES_VERSION" \
-      "k8s.io/kubernetes/cmd/kube-apiserver@v$KUBERNETES_VERSION" \
-      "k8s.io/kubernetes/cmd/kubectl@v$KUBERNETES_VERSION" >/dev/null 2>&1 ||
-      GOFLAGS=-mod=mod go get "k8s.io/kubernetes@v$KUBERNETES_VERSION"
+    # Quiet unless it fails: module resolution prints a line per module.
+    if ! { GOFLAGS=-mod=mod go get "k8s.io/kubernetes@v$KUBERNETES_VERSION" &&
+      GOFLAGS=-mod=mod go mod tidy; } >resolve.log 2>&1; then
+      cat resolve.log >&2
+      exit 1
+    fi
     mkdir -p "$k8s_bin.tmp"
-    # One link at a time: the linker wants several GB.
-    GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$k8s_bin.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-    GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$k8s_bin.tmp/kubectl" k8s.io/kubernetes/cmd/kubectl
+    # No cgo: the kubelet runs without it here, and the binary needs no C
+    # toolchain at run time.
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$k8s_bin.tmp/kube" .
+    for c in "${K8S_COMPONENTS[@]}"; do ln -s kube "$k8s_bin.tmp/$c"; done
   )
   rm -rf "$k8s_bin" "$mod_dir"
   mv "$k8s_bin.tmp" "$k8s_bin"
 fi
 export SHOAL_KUBE_APISERVER="$k8s_bin/kube-apiserver"
+export SHOAL_KUBE_CONTROLLER_MANAGER="$k8s_bin/kube-controller-manager"
+export SHOAL_KUBE_SCHEDULER="$k8s_bin/kube-scheduler"
+export SHOAL_KUBELET="$k8s_bin/kubelet"
+export SHOAL_KUBE_PROXY="$k8s_bin/kube-proxy"
 export SHOAL_KUBECTL="$k8s_bin/kubectl"
 
 etcd_bin="$SHOAL_CACHE/tools/etcd-v$ETCD_VERSION/bin"

@@ -3,6 +3,9 @@
 # test of the workspace. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each phase's start in seconds since this script began: where a cold run's
+# time goes.
+phase() { echo "== $1 (${SECONDS} s)"; }
 
 # Installs promtool and moto, exports SHOAL_MOTO_SERVER.
 source ./scripts/install-test-deps.sh
@@ -14,9 +17,16 @@ export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-echo "== cargo fmt --check"
+phase "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+phase "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test"
-cargo test --workspace --locked --no-fail-fast
+phase "container images"
+# The real node's tests run them (tests/tests/real_node.rs).
+export SHOAL_IMAGES="$SHOAL_CACHE/images"
+./scripts/build-images.sh "$SHOAL_IMAGES"
+phase "cargo test"
+status=0
+cargo test --workspace --locked --no-fail-fast || status=$?
+phase "done, status $status"
+exit "$status"

@@ -10,6 +10,7 @@
 //! - [`split`]: cutting a listing into chunks.
 //! - [`pipeline`]: when a `batchJob` source may start and what it reads.
 //! - [`manifest`]: the results manifest written when a job finishes.
+//! - [`health`]: why worker pods cannot run, from their status.
 //! - [`controller`]: the reconciler (the only part that calls the API
 //!   server, with [`sqs`] and [`amqp`] for the queues).
 
@@ -19,6 +20,7 @@ pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod fanout;
+pub mod health;
 pub mod http;
 pub mod leader;
 pub mod manifest;

@@ -11,6 +11,7 @@ use crate::{free_port, tool};
 /// A running ElasticMQ; killed on drop.
 pub struct ElasticMq {
     child: Option<Child>,
+    address: String,
     port: u16,
     state: tempfile::TempDir,
 }
@@ -30,10 +31,17 @@ fn classpath() -> String {
 }
 
 impl ElasticMq {
-    /// Starts a server and waits until it answers.
+    /// Starts a server on loopback and waits until it answers.
     pub fn start() -> Self {
+        Self::start_at("127.0.0.1")
+    }
+
+    /// Starts a server bound to `address` (queue URLs name it too), e.g.
+    /// a real node's address that its pods reach.
+    pub fn start_at(address: &str) -> Self {
         let mut server = Self {
             child: None,
+            address: address.to_owned(),
             port: free_port(),
             state: tempfile::tempdir().unwrap_or_else(|e| panic!("no temp dir: {e}")),
         };
@@ -45,13 +53,13 @@ impl ElasticMq {
         let java = tool("java", "a Java runtime (OpenJDK)");
         let dir = self.state.path();
         let config = dir.join("elasticmq.conf");
-        let port = self.port;
+        let (address, port) = (self.address.as_str(), self.port);
         std::fs::write(
             &config,
             format!(
                 r#"include classpath("application.conf")
-node-address {{ protocol = http, host = "127.0.0.1", port = {port}, context-path = "" }}
-rest-sqs {{ enabled = true, bind-port = {port}, bind-hostname = "127.0.0.1", sqs-limits = strict }}
+node-address {{ protocol = http, host = "{address}", port = {port}, context-path = "" }}
+rest-sqs {{ enabled = true, bind-port = {port}, bind-hostname = "{address}", sqs-limits = strict }}
 rest-stats {{ enabled = false }}
 queues-storage {{ enabled = true, path = "{queues}" }}
 messages-storage {{ enabled = true, uri = "jdbc:h2:{messages}" }}
@@ -76,14 +84,17 @@ messages-storage {{ enabled = true, uri = "jdbc:h2:{messages}" }}
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start ElasticMQ: {e}"));
         self.child = Some(child);
-        crate::wait_for_port(port, "ElasticMQ", Duration::from_secs(90), || {
-            std::fs::read_to_string(dir.join("elasticmq.log")).unwrap_or_default()
-        });
+        crate::wait_for_addr(
+            &format!("{address}:{port}"),
+            "ElasticMQ",
+            Duration::from_secs(90),
+            || std::fs::read_to_string(dir.join("elasticmq.log")).unwrap_or_default(),
+        );
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://ADDRESS:PORT`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.address, self.port)
     }
 
     /// Kills the server (SIGKILL), as a crash would.

@@ -1,8 +1,9 @@
 //! A real Kubernetes control plane for tests: etcd and kube-apiserver
 //! (built from their Go modules by `scripts/k8s-tools.sh`) on free loopback
-//! ports, with data in a temp dir; stopped when the handle drops. There is
-//! no kubelet, scheduler or controller-manager: objects are stored and
-//! validated, pods never run.
+//! ports, with data in a temp dir; stopped when the handle drops. By itself
+//! there is no kubelet, scheduler or controller-manager: objects are stored
+//! and validated, pods never run. [`crate::node`] starts one with
+//! [`PlaneOptions`] for a real node, which adds them.
 //!
 //! The test gets a kubeconfig (admin token, `system:masters`) of its own:
 //! nothing here reads or touches the kubeconfig of the machine.
@@ -27,6 +28,39 @@ fn wait_for_port(port: u16, what: &str, log: &Proc) {
     crate::wait_for_port(port, what, Duration::from_secs(60), || log.log_text());
 }
 
+/// How the API server of a [`ControlPlane`] differs from the default
+/// (loopback, self-signed, no node).
+#[derive(Debug, Clone, Default)]
+pub struct PlaneOptions {
+    /// Folder to make the control plane's own folder in (default: the
+    /// temporary folder).
+    pub parent: Option<PathBuf>,
+    /// Address bound and advertised, and the port; default 127.0.0.1 and
+    /// a free port.
+    pub address: Option<(String, u16)>,
+    /// Serving certificate and key, and the CA that signed them (also the
+    /// CA of client certificates); default: self-signed.
+    pub tls: Option<Tls>,
+    /// More static bearer tokens: `(token, user, comma-separated groups)`.
+    pub tokens: Vec<(String, String, String)>,
+    /// Service IP range; default 10.0.0.0/24.
+    pub service_cidr: Option<String>,
+    /// A cluster with nodes: the ServiceAccount admission plugin (pods get
+    /// tokens) and the Node authorizer on.
+    pub nodes: bool,
+}
+
+/// Certificates of an API server that kubelets and pods trust.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The serving certificate and key.
+    pub serving: (PathBuf, PathBuf),
+    /// The client certificate and key the API server shows kubelets.
+    pub kubelet_client: (PathBuf, PathBuf),
+}
+
 /// A running etcd + kube-apiserver pair.
 pub struct ControlPlane {
     // Dropped in field order: the API server before etcd.
@@ -40,9 +74,18 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts etcd and the API server and waits until `/readyz` answers.
     pub fn start() -> Self {
+        Self::start_with(&PlaneOptions::default())
+    }
+
+    /// [`ControlPlane::start`] with `options`.
+    pub fn start_with(options: &PlaneOptions) -> Self {
         let etcd_bin = tool_from_env("SHOAL_ETCD");
         let apiserver_bin = tool_from_env("SHOAL_KUBE_APISERVER");
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let dir = match &options.parent {
+            Some(parent) => tempfile::tempdir_in(parent),
+            None => tempfile::tempdir(),
+        }
+        .unwrap_or_else(|e| panic!("temp dir: {e}"));
         let root = dir.path();
 
         let client = free_port();
@@ -90,36 +133,67 @@ impl ControlPlane {
                 .arg(&public),
         );
         let tokens = root.join("tokens.csv");
-        write(
-            &tokens,
-            &format!("{ADMIN_TOKEN},shoal-admin,1,\"system:masters\"\n"),
-        );
+        let mut token_lines = format!("{ADMIN_TOKEN},shoal-admin,1,\"system:masters\"\n");
+        for (n, (token, user, groups)) in options.tokens.iter().enumerate() {
+            token_lines.push_str(&format!("{token},{user},{},\"{groups}\"\n", n + 2));
+        }
+        write(&tokens, &token_lines);
 
-        let port = free_port();
-        let apiserver = Proc::spawn(
-            &apiserver_bin,
-            &[
-                &format!("--etcd-servers={client_url}"),
-                &format!("--cert-dir={}", root.join("certs").display()),
-                &format!("--secure-port={port}"),
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--service-account-issuer=https://kubernetes.default.svc",
-                &format!("--service-account-key-file={}", public.display()),
-                &format!("--service-account-signing-key-file={}", key.display()),
-                &format!("--token-auth-file={}", tokens.display()),
-                "--authorization-mode=RBAC",
-                "--allow-privileged=true",
-                "--disable-admission-plugins=ServiceAccount",
-                "--enable-priority-and-fairness=false",
-                "--v=1",
-            ],
-            &[],
-            &root.join("kube-apiserver.log"),
+        let (address, port) = options
+            .address
+            .clone()
+            .unwrap_or_else(|| ("127.0.0.1".to_owned(), free_port()));
+        let mut args = vec![
+            format!("--etcd-servers={client_url}"),
+            format!("--secure-port={port}"),
+            format!("--bind-address={address}"),
+            format!("--advertise-address={address}"),
+            format!(
+                "--service-cluster-ip-range={}",
+                options.service_cidr.as_deref().unwrap_or("10.0.0.0/24")
+            ),
+            "--service-account-issuer=https://kubernetes.default.svc".to_owned(),
+            format!("--service-account-key-file={}", public.display()),
+            format!("--service-account-signing-key-file={}", key.display()),
+            format!("--token-auth-file={}", tokens.display()),
+            "--allow-privileged=true".to_owned(),
+            "--enable-priority-and-fairness=false".to_owned(),
+            "--v=1".to_owned(),
+        ];
+        match &options.tls {
+            Some(tls) => args.extend([
+                format!("--tls-cert-file={}", tls.serving.0.display()),
+                format!("--tls-private-key-file={}", tls.serving.1.display()),
+                format!("--client-ca-file={}", tls.ca.display()),
+                format!(
+                    "--kubelet-client-certificate={}",
+                    tls.kubelet_client.0.display()
+                ),
+                format!("--kubelet-client-key={}", tls.kubelet_client.1.display()),
+                "--kubelet-preferred-address-types=InternalIP".to_owned(),
+            ]),
+            None => args.push(format!("--cert-dir={}", root.join("certs").display())),
+        }
+        if options.nodes {
+            args.extend([
+                "--authorization-mode=Node,RBAC".to_owned(),
+                "--enable-admission-plugins=NodeRestriction".to_owned(),
+            ]);
+        } else {
+            args.extend([
+                "--authorization-mode=RBAC".to_owned(),
+                "--disable-admission-plugins=ServiceAccount".to_owned(),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let apiserver = Proc::spawn(&apiserver_bin, &args, &[], &root.join("kube-apiserver.log"));
+        crate::wait_for_addr(
+            &format!("{address}:{port}"),
+            "kube-apiserver",
+            Duration::from_secs(60),
+            || apiserver.log_text(),
         );
-        wait_for_port(port, "kube-apiserver", &apiserver);
-        let url = format!("https://127.0.0.1:{port}");
+        let url = format!("https://{address}:{port}");
         let kubeconfig = root.join("kubeconfig");
         write(
             &kubeconfig,

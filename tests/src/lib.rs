@@ -7,6 +7,7 @@ pub mod elasticmq;
 pub mod helm;
 pub mod kube;
 pub mod moto;
+pub mod node;
 pub mod operator;
 pub mod pods;
 pub mod process;
@@ -45,7 +46,29 @@ pub fn free_port() -> u16 {
 /// Waits until something listens on loopback `port`; after `limit`, panics
 /// with `what` and the text `log` gives (the server's log so far).
 pub fn wait_for_port(port: u16, what: &str, limit: Duration, log: impl Fn() -> String) {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    wait_for_socket(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        what,
+        limit,
+        log,
+    );
+}
+
+/// [`wait_for_port`] at `addr` (`ip:port`).
+pub fn wait_for_addr(addr: &str, what: &str, limit: Duration, log: impl Fn() -> String) {
+    let addr: SocketAddr = addr
+        .parse()
+        .unwrap_or_else(|e| panic!("{what}: bad address {addr}: {e}"));
+    // A server bound to every address answers on loopback too.
+    let addr = if addr.ip().is_unspecified() {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+    } else {
+        addr
+    };
+    wait_for_socket(addr, what, limit, log);
+}
+
+fn wait_for_socket(addr: SocketAddr, what: &str, limit: Duration, log: impl Fn() -> String) {
     let started = Instant::now();
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         assert!(

@@ -21,12 +21,18 @@ impl Moto {
     /// The binary is `$SHOAL_MOTO_SERVER` (set by `scripts/test-all.sh`,
     /// which installs moto into a cached virtualenv) or `moto_server` on PATH.
     pub fn start() -> Self {
+        Self::start_at("127.0.0.1")
+    }
+
+    /// [`Moto::start`] bound to `address`, e.g. a real node's address that
+    /// its pods reach.
+    pub fn start_at(address: &str) -> Self {
         let server = std::env::var_os("SHOAL_MOTO_SERVER")
             .map(PathBuf::from)
             .unwrap_or_else(|| tool("moto_server", "moto[server] from PyPI"));
         let port = free_port();
         let child = Command::new(&server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-H", address, "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -34,13 +40,18 @@ impl Moto {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
         let moto = Self {
             child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("http://{address}:{port}"),
         };
-        crate::wait_for_port(port, "moto", Duration::from_secs(60), String::new);
+        crate::wait_for_addr(
+            &format!("{address}:{port}"),
+            "moto",
+            Duration::from_secs(60),
+            String::new,
+        );
         moto
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://ADDRESS:PORT`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }

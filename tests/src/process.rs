@@ -74,6 +74,11 @@ impl Proc {
         }
     }
 
+    /// Whether the process has not exited yet.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// kill -9 and reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

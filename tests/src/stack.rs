@@ -22,10 +22,15 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts both servers.
+    /// Starts both servers on loopback.
     pub fn start() -> Self {
-        let sqs_server = ElasticMq::start();
-        let s3_server = Moto::start();
+        Self::start_at("127.0.0.1")
+    }
+
+    /// Starts both servers bound to `address`.
+    pub fn start_at(address: &str) -> Self {
+        let sqs_server = ElasticMq::start_at(address);
+        let s3_server = Moto::start_at(address);
         let sqs = crate::sqs::client(&sqs_server.endpoint());
         let s3 = s3_server.s3();
         Self {

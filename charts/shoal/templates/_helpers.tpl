@@ -59,4 +59,8 @@ app.kubernetes.io/component: operator
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+- apiGroups: [""]
+  # why worker pods cannot run (image pull, crash loop), for status and Events
+  resources: ["pods"]
+  verbs: ["list"]
 {{- end -}}

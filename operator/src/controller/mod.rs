@@ -26,10 +26,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -41,6 +41,7 @@ use crate::amqp::Amqp;
 use crate::crd::{BatchJob, BatchJobStatus, ChunkCounts, InputLocation, Phase};
 use crate::error::{Error, Result};
 use crate::fanout;
+use crate::health::{self, Stuck};
 use crate::metrics::{JobFigures, Metrics};
 use crate::plan;
 use crate::s3::S3;
@@ -137,6 +138,35 @@ async fn observe_deployment(
             .and_then(|a| a.get(workload::APPLIED_HASH))
             .cloned(),
     })
+}
+
+/// The worker pods that cannot run, looked for only when fewer workers
+/// are ready than the Deployment asks for (one pod list then; none when
+/// all is well). Returns them with the number of worker pods.
+async fn observe_stuck_pods(
+    job: &BatchJob,
+    ctx: &Context,
+    namespace: &str,
+    observed: &ObservedDeployment,
+) -> Result<(Vec<Stuck>, usize)> {
+    if observed.replicas.unwrap_or(0) <= observed.ready {
+        return Ok((Vec::new(), 0));
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = workload::selector_labels(job)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube(format!(
+            "listing the worker pods of batchjob {namespace}/{}",
+            job.name_any()
+        )))?;
+    let stuck = list.items.iter().filter_map(health::stuck).collect();
+    Ok((stuck, list.items.len()))
 }
 
 pub(crate) async fn write_status(
@@ -381,6 +411,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     };
     let observed = observe_deployment(&job, &ctx, &namespace).await?;
     let (replicas, ready) = (observed.replicas, observed.ready);
+    let (stuck, pods) = observe_stuck_pods(&job, &ctx, &namespace, &observed).await?;
 
     // Decide.
     let (chunks, phase) = match &status.split {
@@ -424,14 +455,26 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         .below_for
         .map(|_| previous.scale_down_since.clone().unwrap_or(Time(now)));
     status.completion_time = phase.is_finished().then_some(Time(now));
-    status.conditions = vec![plan::ready_condition(
-        &previous.conditions,
-        phase,
-        &status.chunks,
-        &url,
-        generation,
-        now,
-    )];
+    let workers = health::workers_condition(&previous.conditions, &stuck, pods, generation, now);
+    let newly_stuck = workers.status == "False"
+        && !previous.conditions.iter().any(|c| {
+            c.type_ == health::CONDITION && c.status == "False" && c.reason == workers.reason
+        });
+    if newly_stuck {
+        ctx.event(&job, true, "WorkersCannotRun", workers.message.clone())
+            .await;
+    }
+    status.conditions = vec![
+        plan::ready_condition(
+            &previous.conditions,
+            phase,
+            &status.chunks,
+            &url,
+            generation,
+            now,
+        ),
+        workers,
+    ];
 
     // The results manifest, before the status records the finish.
     if let (true, Some(input), Some(output)) = (phase.is_finished(), &fan_out, &spec.output) {

@@ -1,0 +1,522 @@
+//! shoal on a real Kubernetes node: kubelet, containerd, runc and the
+//! bridge CNI, with the control plane, all inside a network namespace of
+//! the test's own (`shoal_tests::node`). The operator runs as a pod that
+//! `helm install` of `charts/shoal` creates from the image
+//! `scripts/build-images.sh` built; BatchJobs run real worker pods of the
+//! release thumbnail image, which read from moto (S3) and ElasticMQ (SQS)
+//! listening on the node's address.
+//!
+//! One test, its scenarios in order on one node (starting a node takes a
+//! minute): the chart's operator becomes Ready; an S3 job of a few hundred
+//! images succeeds with every thumbnail once, scales to zero and is
+//! deleted by its TTL; a scale-down mid-work drains the pods the kubelet
+//! stops; a worker pod force-deleted and the operator pod deleted in the
+//! middle of a fan-out lose nothing; an SQS-source job scales 0 -> N -> 0;
+//! worker pods that cannot start (no such image, a crashing handler) show
+//! in the job's status and Events. The node is torn down at the end and
+//! the machine checked to be as it was.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test reports failure"
+)]
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shoal_tests::kube::ControlPlane;
+use shoal_tests::node::bed::{Bed, LIMIT, TAG};
+use shoal_tests::node::{Node, image_archives, with_node};
+use shoal_tests::process::Proc;
+use shoal_tests::sqs::create_queues;
+use shoal_tests::stack::tiny_jpeg;
+use shoal_tests::wait_until;
+
+#[test]
+fn batchjobs_run_as_real_pods_on_a_real_node() {
+    let before = shoal_tests::node::host::HostState::record();
+    let had_run_netns = std::path::Path::new("/run/netns").exists();
+    let problems = with_node(image_archives(), |node, runtime| {
+        runtime.block_on(scenarios(node));
+    });
+    assert!(problems.is_empty(), "teardown: {problems:#?}");
+    assert_eq!(
+        format!("{before:?}"),
+        format!("{:?}", shoal_tests::node::host::HostState::record()),
+        "the machine is as it was"
+    );
+    assert_eq!(std::path::Path::new("/run/netns").exists(), had_run_netns);
+}
+
+/// Waits until every item has its thumbnail under `out/<job>/` (keyed by
+/// the item's key as its chunk names it), then checks there is exactly
+/// one per item.
+async fn expect_outputs(bed: &Bed<'_>, job: &str, items: &BTreeSet<String>) {
+    let want: BTreeSet<String> = items.iter().map(|k| format!("out/{job}/{k}")).collect();
+    let started = Instant::now();
+    loop {
+        let got = bed.outputs(job).await;
+        if got.len() >= want.len() {
+            assert_eq!(got, want, "one thumbnail per image, no more, no less");
+            return;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "{} of {} thumbnails\n{}",
+            got.len(),
+            want.len(),
+            bed.context()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn scenarios(node: &Node) {
+    let bed = Bed::start(node);
+    println!(
+        "node up:\n{}",
+        bed.plane().kubectl(&["get", "nodes", "-o", "wide"])
+    );
+    install_the_chart(&bed);
+    s3_job_succeeds_and_scales_to_zero(&bed).await;
+    scale_down_mid_work_drains(&bed).await;
+    operator_and_worker_pod_deleted_mid_run(&bed).await;
+    sqs_source_scales_from_zero_and_back(&bed).await;
+    pods_that_cannot_start_are_reported(&bed).await;
+}
+
+/// `helm install` of the chart with the operator image built here: the pod
+/// becomes Ready under the chart's security context and reaches the API
+/// server through the `kubernetes` Service.
+fn install_the_chart(bed: &Bed<'_>) {
+    bed.install_operator();
+    let plane = bed.plane();
+    let pod: Value = serde_json::from_str(&plane.kubectl(&[
+        "-n",
+        "shoal-system",
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=shoal",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let pod = &pod["items"][0];
+    assert_eq!(pod["status"]["phase"], "Running", "{pod}");
+    let container = &pod["spec"]["containers"][0];
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true, "{container}");
+    assert_eq!(security["runAsNonRoot"], true, "{container}");
+    assert_eq!(security["allowPrivilegeEscalation"], false, "{container}");
+    assert_eq!(
+        container["image"],
+        format!("shoal-operator:{TAG}"),
+        "the image built here"
+    );
+    // It watches BatchJobs through the Service: its log says so, and it
+    // answers on its metrics port.
+    let logs = plane.kubectl(&["-n", "shoal-system", "logs", "deployment/shoal"]);
+    assert!(!logs.contains("error"), "{logs}");
+    println!(
+        "{}",
+        plane.kubectl(&["-n", "shoal-system", "get", "deploy,pods", "-o", "wide"])
+    );
+}
+
+/// The seed story as real pods: a few hundred images in S3, a BatchJob,
+/// worker pods scheduled and Ready, one thumbnail per image, Succeeded,
+/// scaled to zero, deleted by its TTL. Its images (`in/`) stay for the
+/// SQS scenario.
+async fn s3_job_succeeds_and_scales_to_zero(bed: &Bed<'_>) {
+    let photos = bed.upload_photos("in/", 300, &tiny_jpeg()).await;
+    let job = bed
+        .s3_job(
+            "thumbs",
+            "in/",
+            "    concurrency: 2\n",
+            "    maxWorkers: 3\n    targetBacklogPerWorker: 5\n    scaleDownDelaySeconds: 2\n",
+        )
+        .replace("output:", "ttlSecondsAfterFinished: 20\n  output:");
+    bed.apply(&job);
+    wait_until(
+        LIMIT,
+        "a Ready worker pod",
+        || (!bed.ready_pods("thumbs").is_empty()).then_some(()),
+        || bed.context(),
+    );
+    println!(
+        "{}",
+        bed.plane()
+            .kubectl(&["get", "bj,deploy,pods", "-o", "wide"])
+    );
+    expect_outputs(bed, "thumbs", &photos).await;
+    bed.wait_phase("thumbs", "Succeeded");
+    let counts = bed.plane().jsonpath(
+        &["bj", "thumbs"],
+        "{.status.chunks.total} {.status.chunks.succeeded} {.status.chunks.deadLettered}",
+    );
+    assert_eq!(counts, "30 30 0", "300 images in chunks of 10");
+    println!(
+        "{}",
+        bed.plane()
+            .kubectl(&["get", "bj,deploy,pods", "-o", "wide"])
+    );
+    wait_until(
+        LIMIT,
+        "no worker pods left",
+        || (bed.pod_count("thumbs") == 0).then_some(()),
+        || bed.context(),
+    );
+    wait_until(
+        LIMIT,
+        "the job deleted by its TTL",
+        || {
+            bed.plane()
+                .jsonpath(&["bj", "thumbs"], "{.metadata.name}")
+                .is_empty()
+                .then_some(())
+        },
+        || bed.context(),
+    );
+}
+
+/// Slow items (2400x1800 images made into 2000 px thumbnails under a CPU
+/// limit of 145 millicores: 256 MiB, as Lambda sizes CPU) on four
+/// workers; the job is then capped at one worker, so the kubelet stops
+/// three pods with items in flight. Each drains: its container exits 0
+/// within the grace period, and every image still gets exactly one
+/// thumbnail, none dead-lettered.
+async fn scale_down_mid_work_drains(bed: &Bed<'_>) {
+    let photos = bed.upload_photos("big/", 100, &big_jpeg()).await;
+    let scaling = |max: u32| {
+        format!(
+            "    maxWorkers: {max}\n    targetBacklogPerWorker: 1\n    scaleDownDelaySeconds: 1\n"
+        )
+    };
+    let job = bed
+        .s3_job(
+            "drain",
+            "big/",
+            "    memoryMiB: 256\n    concurrency: 1\n",
+            &scaling(4),
+        )
+        .replace(
+            "prefix: big/\n",
+            "prefix: big/\n      maxItemsPerChunk: 1\n",
+        )
+        .replace(
+            "    env:\n",
+            "    env:\n      - name: THUMBNAIL_MAX_EDGE\n        value: \"2000\"\n",
+        );
+    bed.apply(&job);
+    let watch = PodWatch::start(bed.plane(), "drain");
+    wait_until(
+        LIMIT,
+        "four Ready workers",
+        || (bed.ready_pods("drain").len() == 4).then_some(()),
+        || bed.context(),
+    );
+    let before: BTreeSet<String> = bed.ready_pods("drain").into_iter().collect();
+    bed.apply(&job.replace(&scaling(4), &scaling(1)));
+    let done = bed.outputs("drain").await.len();
+    println!("capped at one worker with {done} of 100 thumbnails made");
+    assert!(done < 100, "the scale-down came after the work was done");
+    wait_until(
+        LIMIT,
+        "one worker left",
+        || (bed.pod_count("drain") == 1).then_some(()),
+        || bed.context(),
+    );
+    let kept: BTreeSet<String> = bed.ready_pods("drain").into_iter().collect();
+    let stopped: Vec<&String> = before.difference(&kept).collect();
+    assert_eq!(stopped.len(), 3, "{before:?} -> {kept:?}");
+    for pod in stopped {
+        let exit = watch.last_exit(pod);
+        assert_eq!(
+            exit,
+            Some(0),
+            "pod {pod} drained and exited 0 on the kubelet's SIGTERM\n{}",
+            watch.text()
+        );
+    }
+    expect_outputs(bed, "drain", &photos).await;
+    bed.wait_phase("drain", "Succeeded");
+    assert_eq!(
+        bed.plane()
+            .jsonpath(&["bj", "drain"], "{.status.chunks.deadLettered}"),
+        "0"
+    );
+    bed.plane()
+        .kubectl(&["delete", "bj", "drain", "--wait=true"]);
+}
+
+/// The operator pod deleted while it fans 1,500 images out one per chunk,
+/// and a worker pod force-deleted while it runs items: the job still
+/// succeeds, with one thumbnail per image.
+async fn operator_and_worker_pod_deleted_mid_run(bed: &Bed<'_>) {
+    let photos = bed.upload_photos("many/", 1500, &tiny_jpeg()).await;
+    let job = bed
+        .s3_job(
+            "many",
+            "many/",
+            "    concurrency: 2\n",
+            "    maxWorkers: 3\n    targetBacklogPerWorker: 50\n    scaleDownDelaySeconds: 2\n",
+        )
+        .replace(
+            "prefix: many/\n",
+            "prefix: many/\n      maxItemsPerChunk: 1\n",
+        );
+    bed.apply(&job);
+    let plane = bed.plane();
+    let mid_split = wait_until(
+        LIMIT,
+        "the fan-out under way",
+        || {
+            let s = plane.jsonpath(
+                &["bj", "many"],
+                "{.status.split.done} {.status.split.chunks}",
+            );
+            let mut parts = s.split_whitespace();
+            let done = parts.next()?;
+            let chunks: i64 = parts.next()?.parse().ok()?;
+            (chunks >= 50).then(|| (done.to_owned(), chunks))
+        },
+        || bed.context(),
+    );
+    assert_eq!(
+        mid_split.0, "false",
+        "the fan-out must still be running when the operator pod is deleted (it had sent {} chunks)",
+        mid_split.1
+    );
+    plane.kubectl(&[
+        "-n",
+        "shoal-system",
+        "delete",
+        "pod",
+        "-l",
+        "app.kubernetes.io/name=shoal",
+        "--wait=false",
+    ]);
+    println!("operator pod deleted after {} chunks", mid_split.1);
+    let victim = wait_until(
+        LIMIT,
+        "a Ready worker of the job",
+        || bed.ready_pods("many").into_iter().next(),
+        || bed.context(),
+    );
+    plane.kubectl(&["delete", "pod", &victim, "--grace-period=0", "--force"]);
+    println!("worker pod {victim} force-deleted");
+    expect_outputs(bed, "many", &photos).await;
+    bed.wait_phase("many", "Succeeded");
+    assert_eq!(
+        plane.jsonpath(
+            &["bj", "many"],
+            "{.status.chunks.total} {.status.chunks.deadLettered}"
+        ),
+        "1500 0",
+        "every chunk enqueued once, none dead-lettered"
+    );
+    plane.kubectl(&["delete", "bj", "many", "--wait=true"]);
+}
+
+/// A job consuming an existing SQS queue: messages arrive, worker pods go
+/// from zero to several, every message is processed, and they go back to
+/// zero.
+async fn sqs_source_scales_from_zero_and_back(bed: &Bed<'_>) {
+    let queues = create_queues(&bed.stack.sqs, "uploads", 30, 3).await;
+    let job = format!(
+        "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: uploads
+spec:
+  handler:
+    image: shoal-thumbnail:{TAG}
+    concurrency: 2
+    env:
+{env}      - name: SHOAL_INPUT
+        value: s3://photos/in/
+      - name: SHOAL_OUTPUT
+        value: s3://photos/out/uploads/
+  source:
+    sqs:
+      queueUrl: {url}
+  scaling:
+    minWorkers: 0
+    maxWorkers: 3
+    targetBacklogPerWorker: 5
+    scaleDownDelaySeconds: 2
+",
+        env = bed.env_yaml(),
+        url = queues.url
+    );
+    bed.apply(&job);
+    wait_until(
+        LIMIT,
+        "no workers while the queue is empty",
+        || (bed.replicas("uploads") == Some(0)).then_some(()),
+        || bed.context(),
+    );
+    let photos: Vec<String> = (0..40).map(|n| format!("p{n:05}.jpg")).collect();
+    let bodies: Vec<String> = photos
+        .chunks(2)
+        .map(shoal_tests::stack::chunk_body)
+        .collect();
+    shoal_tests::sqs::send_all(&bed.stack.sqs, &queues.url, &bodies).await;
+    let most = wait_until(
+        LIMIT,
+        "workers for the backlog",
+        || {
+            let ready = bed.ready_pods("uploads").len();
+            (ready >= 2).then_some(ready)
+        },
+        || bed.context(),
+    );
+    println!("{most} worker pods Ready for 20 messages");
+    expect_outputs(bed, "uploads", &photos.into_iter().collect()).await;
+    wait_until(
+        LIMIT,
+        "back to zero workers",
+        || (bed.replicas("uploads") == Some(0) && bed.pod_count("uploads") == 0).then_some(()),
+        || bed.context(),
+    );
+    assert_eq!(
+        bed.phase("uploads"),
+        "Running",
+        "an SQS source runs until deleted"
+    );
+    bed.plane()
+        .kubectl(&["delete", "bj", "uploads", "--wait=true"]);
+}
+
+/// An image that does not exist, and a handler that exits at once: the
+/// job's `WorkersHealthy` condition and a Warning Event say why, instead
+/// of a job that waits silently.
+async fn pods_that_cannot_start_are_reported(bed: &Bed<'_>) {
+    bed.upload_photos("few/", 4, &tiny_jpeg()).await;
+    let missing = bed
+        .s3_job("noimage", "few/", "", "    maxWorkers: 1\n")
+        .replace(
+            &format!("shoal-thumbnail:{TAG}"),
+            &format!("shoal-no-such-image:{TAG}"),
+        );
+    bed.apply(&missing);
+    let crashing = bed.s3_job(
+        "crashing",
+        "few/",
+        "    args: [\"--no-such-flag\"]\n",
+        "    maxWorkers: 1\n",
+    );
+    bed.apply(&crashing);
+    for (job, reasons) in [
+        ("noimage", &["ErrImagePull", "ImagePullBackOff"][..]),
+        ("crashing", &["CrashLoopBackOff"][..]),
+    ] {
+        let (reason, message) = wait_until(
+            LIMIT,
+            &format!("{job}: WorkersHealthy False"),
+            || {
+                let s = bed.plane().jsonpath(
+                    &["bj", job],
+                    r#"{.status.conditions[?(@.type=="WorkersHealthy")].status}|{.status.conditions[?(@.type=="WorkersHealthy")].reason}|{.status.conditions[?(@.type=="WorkersHealthy")].message}"#,
+                );
+                let mut parts = s.splitn(3, '|');
+                let (status, reason, message) = (parts.next()?, parts.next()?, parts.next()?);
+                (status == "False" && reasons.contains(&reason))
+                    .then(|| (reason.to_owned(), message.to_owned()))
+            },
+            || bed.context(),
+        );
+        println!("{job}: {reason}: {message}");
+        let events = bed.plane().kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={job},reason=WorkersCannotRun"),
+            "-o",
+            "jsonpath={.items[*].note}{.items[*].message}",
+        ]);
+        assert!(events.contains("cannot run"), "{job}: Event: {events:?}");
+        if job == "crashing" {
+            assert!(message.contains("last exit"), "{message}");
+        } else {
+            assert!(message.contains("shoal-no-such-image"), "{message}");
+        }
+        bed.plane().kubectl(&["delete", "bj", job, "--wait=true"]);
+    }
+}
+
+/// A 2400x1800 JPEG with detail (a slow item under a small CPU limit).
+fn big_jpeg() -> Vec<u8> {
+    let image = image::RgbImage::from_fn(2400, 1800, |x, y| {
+        let v = (x ^ y).wrapping_mul(2654435761) >> 24;
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, v as u8])
+    });
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
+        .encode_image(&image)
+        .unwrap();
+    bytes
+}
+
+/// `kubectl get pods -w -o json` of a job's pods, to a file: every state
+/// a pod went through, including the last one of a pod since deleted.
+struct PodWatch {
+    process: Proc,
+}
+
+impl PodWatch {
+    fn start(plane: &ControlPlane, job: &str) -> Self {
+        let kubectl = std::env::var("SHOAL_KUBECTL").unwrap();
+        let log = plane.dir().join(format!("watch-{job}.json"));
+        let process = Proc::spawn(
+            &kubectl,
+            &[
+                "--kubeconfig",
+                &plane.kubeconfig().to_string_lossy(),
+                "get",
+                "pods",
+                "-l",
+                &format!("shoal.dev/batchjob={job}"),
+                "--watch",
+                "-o",
+                "json",
+            ],
+            &[],
+            &log,
+        );
+        Self { process }
+    }
+
+    fn text(&self) -> String {
+        self.process.log_text()
+    }
+
+    /// The exit code of `pod`'s worker container in the last state seen.
+    fn last_exit(&self, pod: &str) -> Option<i64> {
+        let started = Instant::now();
+        loop {
+            let text = self.text();
+            let mut last = None;
+            for value in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
+                let Ok(value) = value else { break };
+                if value["metadata"]["name"] != pod {
+                    continue;
+                }
+                if let Some(code) =
+                    value["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"]
+                        .as_i64()
+                {
+                    last = Some(code);
+                }
+            }
+            if last.is_some() || started.elapsed() > Duration::from_secs(60) {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
