@@ -436,7 +436,8 @@ pub struct BatchJobStatus {
     /// `s3://` URL of the results manifest, once written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
-    /// Ready, Split, Complete, Failed conditions.
+    /// `Ready` (the job's state, with why when it is not running) and
+    /// `WorkersHealthy` (whether its worker pods can run).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -1,9 +1,16 @@
 //! Worker pods that cannot run, read from their status: an image that
 //! cannot be pulled, a handler that crashes on start, a pod no node can
 //! take. A Deployment shows none of this until its progress deadline (ten
-//! minutes), so the operator looks at the pods themselves whenever fewer
-//! are ready than asked for, and reports the first cause in the
-//! `WorkersHealthy` condition and a Warning Event. Pure: no API calls.
+//! minutes), so the operator looks at the pods themselves while fewer are
+//! ready than asked for (at most once per [`LOOK_EVERY`] per job, from the
+//! API server's watch cache), and reports the first cause in the
+//! `WorkersHealthy` condition, with a Warning Event when the condition
+//! turns False. Pure, apart from the per-job clock of [`Looks`]: no API
+//! calls.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -11,6 +18,47 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::plan::condition;
+
+/// How often, at most, the pods of one job are listed.
+pub const LOOK_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a pod may wait for a node before it counts as stuck: a
+/// cluster autoscaler adding a node takes minutes, and that is not a
+/// fault.
+pub const UNSCHEDULABLE_AFTER: Duration = Duration::from_secs(180);
+
+/// When each job's pods were last listed, so a job whose workers are not
+/// all ready costs one pod list per [`LOOK_EVERY`], not one per reconcile.
+/// Entries older than twice that are dropped on every use: the map holds
+/// only jobs looked at recently.
+#[derive(Debug, Default)]
+pub struct Looks {
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl Looks {
+    /// Whether the job keyed `key` (namespace/name/uid) is due a look at
+    /// `now`; if so, records it.
+    pub fn due(&self, key: &str, now: Instant) -> bool {
+        // A poisoned lock only means another reconcile panicked mid-update
+        // of a timestamp map: its data is still usable.
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.retain(|_, at| now.saturating_duration_since(*at) < 2 * LOOK_EVERY);
+        match last.get(key) {
+            Some(at) if now.saturating_duration_since(*at) < LOOK_EVERY => false,
+            _ => {
+                last.insert(key.to_owned(), now);
+                true
+            }
+        }
+    }
+
+    /// Forgets `key`: its next look is due at once.
+    pub fn forget(&self, key: &str) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.remove(key);
+    }
+}
 
 /// Type of the condition this module sets.
 pub const CONDITION: &str = "WorkersHealthy";
@@ -53,31 +101,83 @@ fn cut(text: &str) -> String {
     format!("{}...", &text[..end])
 }
 
-fn container_problem(status: &ContainerStatus) -> Option<(String, String)> {
-    let waiting = status.state.as_ref()?.waiting.as_ref()?;
-    let reason = waiting.reason.as_deref()?;
-    if !STUCK_WAITING.contains(&reason) {
-        return None;
-    }
-    let mut message = waiting.message.clone().unwrap_or_default();
-    if let Some(last) = status
-        .last_state
-        .as_ref()
-        .and_then(|s| s.terminated.as_ref())
-    {
-        let how = last.reason.as_deref().unwrap_or("Error");
-        let exit = format!("last exit: {how} (code {})", last.exit_code);
-        message = if message.is_empty() {
-            exit
-        } else {
-            format!("{exit}; {message}")
-        };
-    }
-    Some((reason.to_owned(), message))
+/// The last exit of a container that has exited before, as the kubelet
+/// reports it.
+fn last_exit(status: &ContainerStatus) -> Option<(String, i32)> {
+    let last = status.last_state.as_ref()?.terminated.as_ref()?;
+    let how = last.reason.as_deref().unwrap_or("Error").to_owned();
+    Some((how, last.exit_code))
 }
 
-/// Why `pod` cannot run, if it is stuck.
-pub fn stuck(pod: &Pod) -> Option<Stuck> {
+fn container_problem(status: &ContainerStatus) -> Option<(String, String)> {
+    let state = status.state.as_ref()?;
+    let last = last_exit(status);
+    let exit = last
+        .as_ref()
+        .map(|(how, code)| format!("last exit: {how} (code {code})"));
+    if let Some(waiting) = &state.waiting {
+        let reason = waiting.reason.as_deref()?;
+        if !STUCK_WAITING.contains(&reason) {
+            return None;
+        }
+        // One reason for a pull that fails: the kubelet alternates the
+        // two on every retry, and the condition should not flap.
+        let reason = if reason == "ImagePullBackOff" {
+            "ErrImagePull"
+        } else {
+            reason
+        };
+        let message = waiting.message.clone().unwrap_or_default();
+        let message = match exit {
+            Some(exit) if message.is_empty() => exit,
+            Some(exit) => format!("{exit}; {message}"),
+            None => message,
+        };
+        return Some((reason.to_owned(), message));
+    }
+    // Between two crashes of a crash loop the container runs (or has just
+    // exited) without being ready: still the same crash loop.
+    let crashed = matches!(&last, Some((_, code)) if *code != 0);
+    if crashed && !status.ready && status.restart_count > 0 {
+        return Some((
+            "CrashLoopBackOff".to_owned(),
+            format!(
+                "{}; restarted {} times",
+                exit.unwrap_or_default(),
+                status.restart_count
+            ),
+        ));
+    }
+    None
+}
+
+/// The pod's `Unschedulable` message, once it has waited for a node
+/// longer than [`UNSCHEDULABLE_AFTER`] at `now`.
+fn unschedulable(pod: &Pod, now: Timestamp) -> Option<(String, String)> {
+    let scheduled = pod
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled")?;
+    if scheduled.status != "False" || scheduled.reason.as_deref() != Some("Unschedulable") {
+        return None;
+    }
+    let since = scheduled.last_transition_time.as_ref().map(|t| t.0);
+    let waited = since.map_or(Duration::ZERO, |since| {
+        Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO)
+    });
+    (waited >= UNSCHEDULABLE_AFTER).then(|| {
+        (
+            "Unschedulable".to_owned(),
+            scheduled.message.clone().unwrap_or_default(),
+        )
+    })
+}
+
+/// Why `pod` cannot run at `now`, if it is stuck.
+pub fn stuck(pod: &Pod, now: Timestamp) -> Option<Stuck> {
     if pod.metadata.deletion_timestamp.is_some() {
         return None;
     }
@@ -90,28 +190,23 @@ pub fn stuck(pod: &Pod) -> Option<Stuck> {
     let found = containers
         .filter_map(container_problem)
         .next()
-        .or_else(|| {
-            status
-                .conditions
-                .iter()
-                .flatten()
-                .find(|c| {
-                    c.type_ == "PodScheduled"
-                        && c.status == "False"
-                        && c.reason.as_deref() == Some("Unschedulable")
-                })
-                .map(|c| {
-                    (
-                        "Unschedulable".to_owned(),
-                        c.message.clone().unwrap_or_default(),
-                    )
-                })
-        })?;
+        .or_else(|| unschedulable(pod, now))?;
     Some(Stuck {
         pod: pod.name_any(),
         reason: found.0,
         message: cut(&found.1),
     })
+}
+
+/// Whether `condition` turns the job's `WorkersHealthy` False where it was
+/// True or absent in `previous`: the moment for one Warning Event (a
+/// reason that changes while it stays False is no new fault).
+pub fn turned_unhealthy(previous: &[Condition], condition: &Condition) -> bool {
+    condition.type_ == CONDITION
+        && condition.status == "False"
+        && !previous
+            .iter()
+            .any(|c| c.type_ == CONDITION && c.status == "False")
 }
 
 /// The `WorkersHealthy` condition from the stuck pods among `pods` (the
@@ -156,7 +251,8 @@ pub fn workers_condition(
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
-        ContainerState, ContainerStateTerminated, ContainerStateWaiting, PodCondition, PodStatus,
+        ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+        PodCondition, PodStatus,
     };
     use kube::api::ObjectMeta;
 
@@ -193,7 +289,7 @@ mod tests {
     }
 
     #[test]
-    fn an_image_that_cannot_be_pulled_is_stuck_with_the_kubelets_words() {
+    fn an_image_that_cannot_be_pulled_is_stuck_with_the_kubelets_words_under_one_reason() {
         let p = pod(
             "w-1",
             with_containers(vec![waiting(
@@ -202,10 +298,10 @@ mod tests {
             )]),
         );
         assert_eq!(
-            stuck(&p),
+            stuck(&p, Timestamp::UNIX_EPOCH),
             Some(Stuck {
                 pod: "w-1".into(),
-                reason: "ImagePullBackOff".into(),
+                reason: "ErrImagePull".into(),
                 message: "Back-off pulling image \"nope:1\"".into(),
             })
         );
@@ -225,7 +321,11 @@ mod tests {
             }),
             ..ContainerState::default()
         });
-        let found = stuck(&pod("w-2", with_containers(vec![status]))).unwrap();
+        let found = stuck(
+            &pod("w-2", with_containers(vec![status])),
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap();
         assert_eq!(found.reason, "CrashLoopBackOff");
         assert!(
             found
@@ -240,7 +340,7 @@ mod tests {
             "w-3",
             with_containers(vec![waiting("ContainerCreating", "")]),
         );
-        assert_eq!(stuck(&creating), None);
+        assert_eq!(stuck(&creating, Timestamp::UNIX_EPOCH), None);
         let mut leaving = pod(
             "w-4",
             with_containers(vec![waiting("ImagePullBackOff", "x")]),
@@ -248,11 +348,71 @@ mod tests {
         leaving.metadata.deletion_timestamp = Some(
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::UNIX_EPOCH),
         );
-        assert_eq!(stuck(&leaving), None);
+        assert_eq!(stuck(&leaving, Timestamp::UNIX_EPOCH), None);
     }
 
     #[test]
-    fn an_unschedulable_pod_is_stuck() {
+    fn a_crash_loop_between_two_crashes_is_still_stuck() {
+        let status = ContainerStatus {
+            name: "worker".into(),
+            ready: false,
+            restart_count: 3,
+            state: Some(ContainerState {
+                running: Some(ContainerStateRunning::default()),
+                ..ContainerState::default()
+            }),
+            last_state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 2,
+                    reason: Some("Error".into()),
+                    ..ContainerStateTerminated::default()
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        };
+        let found = stuck(
+            &pod("w-6", with_containers(vec![status.clone()])),
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap();
+        assert_eq!(found.reason, "CrashLoopBackOff");
+        assert_eq!(
+            found.message,
+            "last exit: Error (code 2); restarted 3 times"
+        );
+        // Ready again, or restarted after a clean exit: not stuck.
+        let ready = ContainerStatus {
+            ready: true,
+            ..status.clone()
+        };
+        assert_eq!(
+            stuck(
+                &pod("w-6", with_containers(vec![ready])),
+                Timestamp::UNIX_EPOCH
+            ),
+            None
+        );
+        let mut clean = status;
+        if let Some(t) = clean
+            .last_state
+            .as_mut()
+            .and_then(|s| s.terminated.as_mut())
+        {
+            t.exit_code = 0;
+        }
+        assert_eq!(
+            stuck(
+                &pod("w-6", with_containers(vec![clean])),
+                Timestamp::UNIX_EPOCH
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_pod_waiting_for_a_node_is_stuck_only_after_the_grace() {
+        let since = Timestamp::from_second(1_000).unwrap();
         let p = pod(
             "w-5",
             PodStatus {
@@ -261,12 +421,58 @@ mod tests {
                     status: "False".into(),
                     reason: Some("Unschedulable".into()),
                     message: Some("0/1 nodes are available: 1 Insufficient memory.".into()),
+                    last_transition_time: Some(
+                        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(since),
+                    ),
                     ..PodCondition::default()
                 }]),
                 ..PodStatus::default()
             },
         );
-        assert_eq!(stuck(&p).unwrap().reason, "Unschedulable");
+        let soon = Timestamp::from_second(1_000 + 179).unwrap();
+        assert_eq!(stuck(&p, soon), None, "an autoscaler may be adding a node");
+        let later = Timestamp::from_second(1_000 + 180).unwrap();
+        assert_eq!(stuck(&p, later).unwrap().reason, "Unschedulable");
+    }
+
+    #[test]
+    fn one_warning_when_the_condition_turns_false_not_per_reason() {
+        let t0 = Timestamp::UNIX_EPOCH;
+        let pull = |reason: &str| Stuck {
+            pod: "w-1".into(),
+            reason: reason.into(),
+            message: "x".into(),
+        };
+        let first = workers_condition(&[], &[pull("ErrImagePull")], 1, Some(1), t0);
+        assert!(turned_unhealthy(&[], &first));
+        let crash = workers_condition(
+            std::slice::from_ref(&first),
+            &[pull("CrashLoopBackOff")],
+            1,
+            Some(1),
+            t0,
+        );
+        assert!(!turned_unhealthy(std::slice::from_ref(&first), &crash));
+        let healed = workers_condition(std::slice::from_ref(&crash), &[], 1, Some(1), t0);
+        assert!(!turned_unhealthy(std::slice::from_ref(&crash), &healed));
+        let again = workers_condition(std::slice::from_ref(&healed), &[pull("X")], 1, Some(1), t0);
+        assert!(turned_unhealthy(std::slice::from_ref(&healed), &again));
+    }
+
+    #[test]
+    fn pods_of_a_job_are_looked_at_once_per_interval() {
+        let looks = Looks::default();
+        let t0 = Instant::now();
+        assert!(looks.due("ns/a/1", t0));
+        assert!(!looks.due("ns/a/1", t0 + LOOK_EVERY / 2));
+        assert!(looks.due("ns/b/2", t0 + LOOK_EVERY / 2), "per job");
+        assert!(looks.due("ns/a/1", t0 + LOOK_EVERY));
+        looks.forget("ns/a/1");
+        assert!(looks.due("ns/a/1", t0 + LOOK_EVERY));
+        // Jobs not looked at for a while leave the map.
+        assert!(looks.due("ns/c/3", t0 + 5 * LOOK_EVERY));
+        let kept = looks.last.lock().unwrap().len();
+        assert_eq!(kept, 1);
     }
 
     #[test]

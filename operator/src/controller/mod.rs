@@ -80,6 +80,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
+    /// When each job's worker pods were last looked at (`WorkersHealthy`).
+    pub pod_looks: health::Looks,
 }
 
 impl Context {
@@ -140,17 +142,30 @@ async fn observe_deployment(
     })
 }
 
-/// The worker pods that cannot run, looked for only when fewer workers
-/// are ready than the Deployment asks for (one pod list then; none when
-/// all is well). Returns them with the number of worker pods.
+/// The worker pods that cannot run with the number of worker pods, looked
+/// for only when fewer workers are ready than the Deployment asks for, at
+/// most once per [`health::LOOK_EVERY`] per job, from the API server's
+/// cache. `None` when no look was due, or the list failed (logged; a pod
+/// list must never stop a reconcile from scaling): the job keeps the
+/// condition it has.
 async fn observe_stuck_pods(
     job: &BatchJob,
     ctx: &Context,
     namespace: &str,
     observed: &ObservedDeployment,
-) -> Result<(Vec<Stuck>, usize)> {
+    now: Timestamp,
+) -> Option<(Vec<Stuck>, usize)> {
+    let key = format!(
+        "{namespace}/{}/{}",
+        job.name_any(),
+        job.metadata.uid.as_deref().unwrap_or_default()
+    );
     if observed.replicas.unwrap_or(0) <= observed.ready {
-        return Ok((Vec::new(), 0));
+        ctx.pod_looks.forget(&key);
+        return Some((Vec::new(), 0));
+    }
+    if !ctx.pod_looks.due(&key, std::time::Instant::now()) {
+        return None;
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = workload::selector_labels(job)
@@ -158,15 +173,28 @@ async fn observe_stuck_pods(
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let list = pods
-        .list(&ListParams::default().labels(&selector))
+    match pods
+        .list(&ListParams::default().labels(&selector).match_any())
         .await
-        .map_err(Error::kube(format!(
-            "listing the worker pods of batchjob {namespace}/{}",
-            job.name_any()
-        )))?;
-    let stuck = list.items.iter().filter_map(health::stuck).collect();
-    Ok((stuck, list.items.len()))
+    {
+        Ok(list) => {
+            let stuck = list
+                .items
+                .iter()
+                .filter_map(|pod| health::stuck(pod, now))
+                .collect();
+            Some((stuck, list.items.len()))
+        }
+        Err(e) => {
+            tracing::warn!(
+                batchjob = %job.name_any(),
+                namespace,
+                error = %e,
+                "cannot list the job's worker pods (does the operator's role allow `list` on pods?); WorkersHealthy left as it was"
+            );
+            None
+        }
+    }
 }
 
 pub(crate) async fn write_status(
@@ -411,7 +439,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     };
     let observed = observe_deployment(&job, &ctx, &namespace).await?;
     let (replicas, ready) = (observed.replicas, observed.ready);
-    let (stuck, pods) = observe_stuck_pods(&job, &ctx, &namespace, &observed).await?;
+    let looked = observe_stuck_pods(&job, &ctx, &namespace, &observed, now).await;
 
     // Decide.
     let (chunks, phase) = match &status.split {
@@ -455,26 +483,36 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         .below_for
         .map(|_| previous.scale_down_since.clone().unwrap_or(Time(now)));
     status.completion_time = phase.is_finished().then_some(Time(now));
-    let workers = health::workers_condition(&previous.conditions, &stuck, pods, generation, now);
-    let newly_stuck = workers.status == "False"
-        && !previous.conditions.iter().any(|c| {
-            c.type_ == health::CONDITION && c.status == "False" && c.reason == workers.reason
-        });
-    if newly_stuck {
+    let workers = match looked {
+        Some((stuck, pods)) => Some(health::workers_condition(
+            &previous.conditions,
+            &stuck,
+            pods,
+            generation,
+            now,
+        )),
+        None => previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == health::CONDITION)
+            .cloned(),
+    };
+    if let Some(workers) = &workers
+        && health::turned_unhealthy(&previous.conditions, workers)
+    {
         ctx.event(&job, true, "WorkersCannotRun", workers.message.clone())
             .await;
     }
-    status.conditions = vec![
-        plan::ready_condition(
-            &previous.conditions,
-            phase,
-            &status.chunks,
-            &url,
-            generation,
-            now,
-        ),
-        workers,
-    ];
+    status.conditions = std::iter::once(plan::ready_condition(
+        &previous.conditions,
+        phase,
+        &status.chunks,
+        &url,
+        generation,
+        now,
+    ))
+    .chain(workers)
+    .collect();
 
     // The results manifest, before the status records the finish.
     if let (true, Some(input), Some(output)) = (phase.is_finished(), &fan_out, &spec.output) {
@@ -579,6 +617,7 @@ pub async fn run(
         amqp,
         recorder,
         metrics,
+        pod_looks: health::Looks::default(),
     });
     Controller::new(jobs, watcher::Config::default())
         .owns(deployments, watcher::Config::default())

@@ -95,7 +95,9 @@ pub(super) async fn blocked(
     } else {
         Phase::Pending
     };
-    status.conditions = vec![plan::condition(
+    // The workers' condition stays as last seen: a blocked job's pods are
+    // not looked at, and dropping it would announce them again later.
+    status.conditions = std::iter::once(plan::condition(
         &previous.conditions,
         "Ready",
         false,
@@ -103,7 +105,15 @@ pub(super) async fn blocked(
         message.clone(),
         job.metadata.generation,
         now,
-    )];
+    ))
+    .chain(
+        previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == crate::health::CONDITION)
+            .cloned(),
+    )
+    .collect();
     if fail {
         status.completion_time = Some(Time(now));
     }

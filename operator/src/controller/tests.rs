@@ -75,6 +75,7 @@ fn context() -> (Arc<Context>, Handle) {
         s3: S3::from_client(aws_sdk_s3::Client::from_conf(s3)),
         amqp: crate::amqp::Amqp::new(std::time::Duration::from_secs(10)).unwrap(),
         metrics: Arc::new(Metrics::new().unwrap()),
+        pod_looks: crate::health::Looks::default(),
     };
     (Arc::new(ctx), handle)
 }

@@ -137,15 +137,21 @@ impl<'a> Bed<'a> {
             .collect()
     }
 
-    /// Worker pods of `job`, Ready or not, terminating included.
-    pub fn pod_count(&self, job: &str) -> usize {
+    /// Names of `job`'s worker pods, Ready or not, terminating included.
+    pub fn pods(&self, job: &str) -> Vec<String> {
         self.plane()
             .jsonpath(
                 &["pods", "-l", &format!("shoal.dev/batchjob={job}")],
                 "{.items[*].metadata.name}",
             )
             .split_whitespace()
-            .count()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// How many worker pods `job` has, Ready or not, terminating included.
+    pub fn pod_count(&self, job: &str) -> usize {
+        self.pods(job).len()
     }
 
     /// `kubectl apply` of `yaml`.

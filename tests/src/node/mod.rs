@@ -315,6 +315,15 @@ impl Node {
     }
 
     /// Container ids containerd runs for the kubelet.
+    /// Containers with a running (or not yet cleaned up) process.
+    fn tasks(&self) -> Vec<String> {
+        let out = self.ctr(&["tasks", "list", "--quiet"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     fn containers(&self) -> Vec<String> {
         let out = self.ctr(&["containers", "list", "--quiet"]);
         String::from_utf8_lossy(&out.stdout)
@@ -380,9 +389,11 @@ impl Node {
                 "--grace-period=0",
                 "--wait=false",
             ]);
+            // Stopped, not removed: the kubelet removes dead containers
+            // only in its minute-long garbage collection; ctr does below.
             let started = Instant::now();
             while self.containerd.is_some()
-                && !self.containers().is_empty()
+                && !self.tasks().is_empty()
                 && started.elapsed() < Duration::from_secs(60)
             {
                 std::thread::sleep(Duration::from_millis(500));
@@ -410,7 +421,7 @@ impl Node {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        problems.extend(kill_processes_using(self.dir.path()));
+        problems.extend(kill_processes_using(self.dir.path(), Leftovers::Shims));
         problems.extend(self.host.restore(self.dir.path()));
         problems
     }
@@ -496,7 +507,7 @@ pub fn clean_stale() -> Vec<String> {
         if !named || Path::new("/proc").join(owner.trim()).exists() {
             continue;
         }
-        problems.extend(kill_processes_using(&dir));
+        problems.extend(kill_processes_using(&dir, Leftovers::All));
         let host: Option<HostState> = std::fs::read_to_string(dir.join(HOST_STATE))
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok());
@@ -511,9 +522,18 @@ pub fn clean_stale() -> Vec<String> {
     problems
 }
 
-/// SIGKILLs every process whose command line names `dir` (containerd's
-/// shims, which outlive containerd): returns those still alive after.
-fn kill_processes_using(dir: &Path) -> Vec<String> {
+/// Which processes naming a node's folder [`kill_processes_using`] kills.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leftovers {
+    /// containerd's shims only (a node's own programs are stopped by pid).
+    Shims,
+    /// Every one (a node whose test process died: nothing else stops them).
+    All,
+}
+
+/// SIGKILLs the processes whose command line names `dir` (`which` of
+/// them) and waits up to 5 s for them to go: returns those still alive.
+fn kill_processes_using(dir: &Path, which: Leftovers) -> Vec<String> {
     let needle = dir.to_string_lossy().into_owned();
     let me = std::process::id().to_string();
     let find = || -> Vec<String> {
@@ -528,9 +548,12 @@ fn kill_processes_using(dir: &Path) -> Vec<String> {
                     return None;
                 }
                 let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+                let shim = Path::new(&*String::from_utf8_lossy(program))
+                    .file_name()
+                    .is_some_and(|name| name.to_string_lossy().starts_with("containerd-shim"));
                 let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-                cmdline
-                    .contains(&needle)
+                (cmdline.contains(&needle) && (shim || which == Leftovers::All))
                     .then(|| format!("{pid} {cmdline}"))
             })
             .collect()
@@ -540,9 +563,15 @@ fn kill_processes_using(dir: &Path) -> Vec<String> {
             let _ = Command::new("kill").args(["-KILL", pid]).output();
         }
     }
-    std::thread::sleep(Duration::from_millis(200));
-    find()
-        .into_iter()
-        .map(|p| format!("process still running: {p}"))
-        .collect()
+    let started = Instant::now();
+    loop {
+        let left = find();
+        if left.is_empty() || started.elapsed() > Duration::from_secs(5) {
+            return left
+                .into_iter()
+                .map(|p| format!("process still running: {p}"))
+                .collect();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
