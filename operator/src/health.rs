@@ -198,6 +198,12 @@ pub fn stuck(pod: &Pod, now: Timestamp) -> Option<Stuck> {
     })
 }
 
+/// The `WorkersHealthy` condition among `conditions`, kept as it is when
+/// the pods were not looked at.
+pub fn kept(conditions: &[Condition]) -> Option<Condition> {
+    conditions.iter().find(|c| c.type_ == CONDITION).cloned()
+}
+
 /// Whether `condition` turns the job's `WorkersHealthy` False where it was
 /// True or absent in `previous`: the moment for one Warning Event (a
 /// reason that changes while it stays False is no new fault).

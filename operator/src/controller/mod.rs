@@ -26,10 +26,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -41,18 +40,21 @@ use crate::amqp::Amqp;
 use crate::crd::{BatchJob, BatchJobStatus, ChunkCounts, InputLocation, Phase};
 use crate::error::{Error, Result};
 use crate::fanout;
-use crate::health::{self, Stuck};
+use crate::health;
 use crate::metrics::{JobFigures, Metrics};
 use crate::plan;
 use crate::s3::S3;
 
 mod queues;
 mod stages;
+mod workers;
+
 use crate::scaling;
 use crate::sqs::Sqs;
-use crate::workload::{self, Wiring};
+use crate::workload::Wiring;
 use queues::Resolved;
 use stages::{Source, blocked, source, write_manifest};
+use workers::{apply_deployment, observe_deployment, observe_stuck_pods, workers_condition};
 
 /// Field manager of everything the operator writes.
 pub const MANAGER: &str = "shoal-operator";
@@ -104,99 +106,6 @@ impl Context {
     }
 }
 
-/// The Deployment as observed: replicas, ready replicas, applied hash.
-struct ObservedDeployment {
-    replicas: Option<i32>,
-    ready: i32,
-    applied_hash: Option<String>,
-}
-
-async fn observe_deployment(
-    job: &BatchJob,
-    ctx: &Context,
-    namespace: &str,
-) -> Result<ObservedDeployment> {
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = workload::deployment_name(job);
-    let existing = deployments
-        .get_opt(&name)
-        .await
-        .map_err(Error::kube(format!(
-            "reading deployment {namespace}/{name}"
-        )))?;
-    Ok(ObservedDeployment {
-        replicas: existing
-            .as_ref()
-            .and_then(|d| d.spec.as_ref())
-            .and_then(|s| s.replicas),
-        ready: existing
-            .as_ref()
-            .and_then(|d| d.status.as_ref())
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0),
-        applied_hash: existing
-            .as_ref()
-            .and_then(|d| d.metadata.annotations.as_ref())
-            .and_then(|a| a.get(workload::APPLIED_HASH))
-            .cloned(),
-    })
-}
-
-/// The worker pods that cannot run with the number of worker pods, looked
-/// for only when fewer workers are ready than the Deployment asks for, at
-/// most once per [`health::LOOK_EVERY`] per job, from the API server's
-/// cache. `None` when no look was due, or the list failed (logged; a pod
-/// list must never stop a reconcile from scaling): the job keeps the
-/// condition it has.
-async fn observe_stuck_pods(
-    job: &BatchJob,
-    ctx: &Context,
-    namespace: &str,
-    observed: &ObservedDeployment,
-    now: Timestamp,
-) -> Option<(Vec<Stuck>, usize)> {
-    let key = format!(
-        "{namespace}/{}/{}",
-        job.name_any(),
-        job.metadata.uid.as_deref().unwrap_or_default()
-    );
-    if observed.replicas.unwrap_or(0) <= observed.ready {
-        ctx.pod_looks.forget(&key);
-        return Some((Vec::new(), 0));
-    }
-    if !ctx.pod_looks.due(&key, std::time::Instant::now()) {
-        return None;
-    }
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = workload::selector_labels(job)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    match pods
-        .list(&ListParams::default().labels(&selector).match_any())
-        .await
-    {
-        Ok(list) => {
-            let stuck = list
-                .items
-                .iter()
-                .filter_map(|pod| health::stuck(pod, now))
-                .collect();
-            Some((stuck, list.items.len()))
-        }
-        Err(e) => {
-            tracing::warn!(
-                batchjob = %job.name_any(),
-                namespace,
-                error = %e,
-                "cannot list the job's worker pods (does the operator's role allow `list` on pods?); WorkersHealthy left as it was"
-            );
-            None
-        }
-    }
-}
-
 pub(crate) async fn write_status(
     job: &BatchJob,
     ctx: &Context,
@@ -219,57 +128,6 @@ pub(crate) async fn write_status(
     .map_err(Error::kube(format!(
         "writing status of batchjob {namespace}/{name}"
     )))?;
-    Ok(())
-}
-
-/// Server-side applies the Deployment (and the workers' ServiceAccount, see
-/// [`workload::service_account`]) unless the Deployment in the cluster was
-/// applied from the same content (and still has the replicas asked for).
-async fn apply_deployment(
-    job: &BatchJob,
-    ctx: &Context,
-    namespace: &str,
-    wiring: &Wiring,
-    observed: &ObservedDeployment,
-) -> Result<()> {
-    let mut deployment = workload::deployment(job, wiring);
-    let hash = workload::content_hash(&deployment);
-    if observed.applied_hash.as_deref() == Some(hash.as_str())
-        && observed.replicas == Some(wiring.replicas)
-    {
-        return Ok(());
-    }
-    deployment
-        .metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(workload::APPLIED_HASH.to_owned(), hash);
-    if let Some(account) = workload::service_account(job) {
-        let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
-        let name = workload::deployment_name(job);
-        accounts
-            .patch(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&account),
-            )
-            .await
-            .map_err(Error::kube(format!(
-                "applying service account {namespace}/{name}"
-            )))?;
-    }
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = workload::deployment_name(job);
-    deployments
-        .patch(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&deployment),
-        )
-        .await
-        .map_err(Error::kube(format!(
-            "applying deployment {namespace}/{name}"
-        )))?;
     Ok(())
 }
 
@@ -483,26 +341,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         .below_for
         .map(|_| previous.scale_down_since.clone().unwrap_or(Time(now)));
     status.completion_time = phase.is_finished().then_some(Time(now));
-    let workers = match looked {
-        Some((stuck, pods)) => Some(health::workers_condition(
-            &previous.conditions,
-            &stuck,
-            pods,
-            generation,
-            now,
-        )),
-        None => previous
-            .conditions
-            .iter()
-            .find(|c| c.type_ == health::CONDITION)
-            .cloned(),
-    };
-    if let Some(workers) = &workers
-        && health::turned_unhealthy(&previous.conditions, workers)
-    {
-        ctx.event(&job, true, "WorkersCannotRun", workers.message.clone())
-            .await;
-    }
+    let workers = workers_condition(&job, &ctx, looked, &previous.conditions, now).await;
     status.conditions = std::iter::once(plan::ready_condition(
         &previous.conditions,
         phase,

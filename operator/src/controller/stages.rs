@@ -106,13 +106,7 @@ pub(super) async fn blocked(
         job.metadata.generation,
         now,
     ))
-    .chain(
-        previous
-            .conditions
-            .iter()
-            .find(|c| c.type_ == crate::health::CONDITION)
-            .cloned(),
-    )
+    .chain(crate::health::kept(&previous.conditions))
     .collect();
     if fail {
         status.completion_time = Some(Time(now));

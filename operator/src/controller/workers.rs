@@ -1,0 +1,185 @@
+//! The job's workers: its Deployment as observed and as applied, and
+//! whether its pods can run (the `WorkersHealthy` condition, see
+//! [`crate::health`]).
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+
+use super::{Context, MANAGER, job_key};
+use crate::crd::BatchJob;
+use crate::error::{Error, Result};
+use crate::health::{self, Stuck};
+use crate::workload::{self, Wiring};
+
+/// The Deployment as observed: replicas, ready replicas, applied hash.
+pub(super) struct ObservedDeployment {
+    pub(super) replicas: Option<i32>,
+    pub(super) ready: i32,
+    pub(super) applied_hash: Option<String>,
+}
+
+pub(super) async fn observe_deployment(
+    job: &BatchJob,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<ObservedDeployment> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = workload::deployment_name(job);
+    let existing = deployments
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!(
+            "reading deployment {namespace}/{name}"
+        )))?;
+    Ok(ObservedDeployment {
+        replicas: existing
+            .as_ref()
+            .and_then(|d| d.spec.as_ref())
+            .and_then(|s| s.replicas),
+        ready: existing
+            .as_ref()
+            .and_then(|d| d.status.as_ref())
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0),
+        applied_hash: existing
+            .as_ref()
+            .and_then(|d| d.metadata.annotations.as_ref())
+            .and_then(|a| a.get(workload::APPLIED_HASH))
+            .cloned(),
+    })
+}
+
+/// The worker pods that cannot run with the number of worker pods, looked
+/// for only when fewer workers are ready than the Deployment asks for, at
+/// most once per [`health::LOOK_EVERY`] per job, from the API server's
+/// cache. `None` when no look was due, or the list failed (logged; a pod
+/// list must never stop a reconcile from scaling): the job keeps the
+/// condition it has.
+pub(super) async fn observe_stuck_pods(
+    job: &BatchJob,
+    ctx: &Context,
+    namespace: &str,
+    observed: &ObservedDeployment,
+    now: Timestamp,
+) -> Option<(Vec<Stuck>, usize)> {
+    let key = job_key(job);
+    if observed.replicas.unwrap_or(0) <= observed.ready {
+        ctx.pod_looks.forget(&key);
+        return Some((Vec::new(), 0));
+    }
+    if !ctx.pod_looks.due(&key, std::time::Instant::now()) {
+        return None;
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = workload::selector_labels(job)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    match pods
+        .list(&ListParams::default().labels(&selector).match_any())
+        .await
+    {
+        Ok(list) => {
+            let stuck = list
+                .items
+                .iter()
+                .filter_map(|pod| health::stuck(pod, now))
+                .collect();
+            Some((stuck, list.items.len()))
+        }
+        Err(e) => {
+            tracing::warn!(
+                batchjob = %job.name_any(),
+                namespace,
+                error = %e,
+                "cannot list the job's worker pods (does the operator's role allow `list` on pods?); WorkersHealthy left as it was"
+            );
+            None
+        }
+    }
+}
+
+/// The job's `WorkersHealthy` condition from what [`observe_stuck_pods`]
+/// found (`None`: the one it had), with one Warning Event when it turns
+/// False.
+pub(super) async fn workers_condition(
+    job: &BatchJob,
+    ctx: &Context,
+    looked: Option<(Vec<Stuck>, usize)>,
+    previous: &[Condition],
+    now: Timestamp,
+) -> Option<Condition> {
+    let workers = match looked {
+        Some((stuck, pods)) => Some(health::workers_condition(
+            previous,
+            &stuck,
+            pods,
+            job.metadata.generation,
+            now,
+        )),
+        None => health::kept(previous),
+    };
+    if let Some(workers) = &workers
+        && health::turned_unhealthy(previous, workers)
+    {
+        ctx.event(job, true, "WorkersCannotRun", workers.message.clone())
+            .await;
+    }
+    workers
+}
+
+/// Server-side applies the Deployment (and the workers' ServiceAccount, see
+/// [`workload::service_account`]) unless the Deployment in the cluster was
+/// applied from the same content (and still has the replicas asked for).
+pub(super) async fn apply_deployment(
+    job: &BatchJob,
+    ctx: &Context,
+    namespace: &str,
+    wiring: &Wiring,
+    observed: &ObservedDeployment,
+) -> Result<()> {
+    let mut deployment = workload::deployment(job, wiring);
+    let hash = workload::content_hash(&deployment);
+    if observed.applied_hash.as_deref() == Some(hash.as_str())
+        && observed.replicas == Some(wiring.replicas)
+    {
+        return Ok(());
+    }
+    deployment
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(workload::APPLIED_HASH.to_owned(), hash);
+    if let Some(account) = workload::service_account(job) {
+        let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
+        let name = workload::deployment_name(job);
+        accounts
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&account),
+            )
+            .await
+            .map_err(Error::kube(format!(
+                "applying service account {namespace}/{name}"
+            )))?;
+    }
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = workload::deployment_name(job);
+    deployments
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&deployment),
+        )
+        .await
+        .map_err(Error::kube(format!(
+            "applying deployment {namespace}/{name}"
+        )))?;
+    Ok(())
+}
