@@ -3,21 +3,18 @@
 # archives that containerd imports (`ctr images import`):
 #   shoal-operator:$TAG      the release operator binary, as deploy/operator.Dockerfile
 #   shoal-thumbnail:$TAG     the release thumbnail worker, as deploy/Dockerfile
-#   shoal-thumbnail-e2e:$TAG the tests' thumbnail binary (SHOAL_E2E_DELAY_MS
-#                            slows items so a test can act mid-run); tests only
 #   registry.k8s.io/pause:3.10  the pod sandbox (tools/pause/pause.c, static)
 # The final stage of each Dockerfile is what the image holds; a test
 # (tests/tests/images.rs) checks that they agree.
 #
-# Usage: scripts/build-images.sh OUT_DIR [E2E_BINARY]
+# Usage: scripts/build-images.sh OUT_DIR
 # Prints one line per image; the archives are OUT_DIR/<name>.tar. Binaries
 # come from $CARGO_TARGET_DIR (default ~/.cache/shoal/target), built here
 # with `cargo build --release` when missing or stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-out="${1:?usage: scripts/build-images.sh OUT_DIR [E2E_BINARY]}"
-e2e="${2:-}"
+out="${1:?usage: scripts/build-images.sh OUT_DIR}"
 TAG="${SHOAL_IMAGE_TAG:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal/target}"
 mkdir -p "$out"
@@ -39,14 +36,6 @@ scripts/oci-image.py --name "shoal-thumbnail:$TAG" --out "$out/shoal-thumbnail.t
   --file "$work/thumbnail:/usr/local/bin/thumbnail" \
   --entrypoint /usr/local/bin/thumbnail \
   --user 65532:65532 --env SHOAL_LOG_FORMAT=json
-
-if [ -n "$e2e" ]; then
-  strip --strip-debug -o "$work/thumbnail-e2e" "$e2e"
-  scripts/oci-image.py --name "shoal-thumbnail-e2e:$TAG" --out "$out/shoal-thumbnail-e2e.tar" --distroless \
-    --file "$work/thumbnail-e2e:/usr/local/bin/thumbnail" \
-    --entrypoint /usr/local/bin/thumbnail \
-    --user 65532:65532 --env SHOAL_LOG_FORMAT=json
-fi
 
 gcc -static -O2 -Wall -Wextra -Werror -o "$work/pause" tools/pause/pause.c
 scripts/oci-image.py --name registry.k8s.io/pause:3.10 --out "$out/pause.tar" \

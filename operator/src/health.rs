@@ -508,8 +508,14 @@ mod tests {
 
     #[test]
     fn long_messages_are_cut_on_a_character_boundary() {
-        let long = "é".repeat(400);
+        // One ASCII byte first, so byte MAX_MESSAGE falls inside a "é".
+        let long = format!("a{}", "é".repeat(400));
         let cut = cut(&long);
         assert!(cut.len() <= MAX_MESSAGE + 3 && cut.ends_with("..."));
+        assert_eq!(
+            cut.len(),
+            MAX_MESSAGE - 1 + 3,
+            "stops before the split character"
+        );
     }
 }

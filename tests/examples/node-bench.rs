@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shoal_tests::node::bed::{Bed, LIMIT, TAG};
+use shoal_tests::node::bed::{Bed, Edit, LIMIT};
 use shoal_tests::node::{image_archives, with_node};
 use shoal_tests::sqs::{create_queues, send_all};
 use shoal_tests::stack::{chunk_body, tiny_jpeg, upload};
@@ -58,7 +58,7 @@ impl ReadyWatch {
         let mut child = Command::new(std::env::var("SHOAL_KUBECTL").unwrap())
             .arg("--kubeconfig")
             .arg(plane.kubeconfig())
-            .args(["get", "pods", "-l", &format!("shoal.dev/batchjob={job}")])
+            .args(["get", "pods", "-l", &shoal_tests::node::bed::selector(job)])
             .args(["--watch", "-o", "json"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -119,30 +119,12 @@ async fn cold_start(bed: &Bed<'_>, rounds: usize) -> (Vec<f64>, Vec<f64>) {
     let queues = create_queues(&bed.stack.sqs, "latency", 30, 3).await;
     let keys: Vec<String> = (0..rounds).map(|r| format!("lat/r{r}.jpg")).collect();
     upload(&bed.stack.s3, "photos", &keys, &tiny_jpeg()).await;
-    bed.apply(&format!(
-        "apiVersion: shoal.dev/v1alpha1
-kind: BatchJob
-metadata:
-  name: latency
-spec:
-  handler:
-    image: shoal-thumbnail:{TAG}
-    env:
-{env}      - name: SHOAL_INPUT
-        value: s3://photos/lat/
-      - name: SHOAL_OUTPUT
-        value: s3://photos/out/latency/
-  source:
-    sqs:
-      queueUrl: {url}
-  scaling:
-    minWorkers: 0
-    maxWorkers: 1
-    targetBacklogPerWorker: 1
-    scaleDownDelaySeconds: 1
-",
-        env = bed.env_yaml(),
-        url = queues.url
+    bed.apply(&bed.sqs_job(
+        "latency",
+        &queues.url,
+        "lat/",
+        "",
+        "    minWorkers: 0\n    maxWorkers: 1\n    targetBacklogPerWorker: 1\n    scaleDownDelaySeconds: 1\n",
     ));
     let watch = ReadyWatch::start(bed, "latency");
     let (mut ready, mut output) = (Vec::new(), Vec::new());
@@ -283,7 +265,7 @@ async fn throughput(bed: &Bed<'_>, binary: &Path, images: usize, rounds: usize) 
                 ),
                 "    maxWorkers: 2\n    targetBacklogPerWorker: 1\n    scaleDownDelaySeconds: 1\n",
             )
-            .replace("timeoutSeconds: 20", "timeoutSeconds: 60");
+            .edit("timeoutSeconds: 20", "timeoutSeconds: 60");
         let started = Instant::now();
         bed.apply(&job);
         while bed.phase(&name) != "Succeeded" {

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use shoal_tests::node::{PAUSE_IMAGE, image_archive};
 
 /// Environment the Dockerfiles' base image (distroless cc) sets.
 const BASE_ENV: [&str; 2] = [
@@ -114,12 +115,6 @@ fn unpack(archive: &Path) -> Image {
     Image { config, root }
 }
 
-fn images_dir() -> PathBuf {
-    std::env::var_os("SHOAL_IMAGES").map(PathBuf::from).unwrap_or_else(|| {
-        panic!("SHOAL_IMAGES is not set: run the tests through scripts/test-all.sh, which builds the images")
-    })
-}
-
 fn strings(value: &Value) -> Option<Vec<String>> {
     value.as_array().map(|a| {
         a.iter()
@@ -135,7 +130,7 @@ fn same_image(dockerfile_name: &str, archive: &str, binary: &str) {
         "{dockerfile_name}: the archive stands for a distroless cc base, not {}",
         stage.base
     );
-    let image = unpack(&images_dir().join(archive));
+    let image = unpack(&image_archive(archive));
     let config = &image.config["config"];
     assert_eq!(
         config["User"],
@@ -229,16 +224,12 @@ fn same_image(dockerfile_name: &str, archive: &str, binary: &str) {
 
 #[test]
 fn the_worker_image_is_what_deploy_dockerfile_describes() {
-    same_image("Dockerfile", "shoal-thumbnail.tar", "thumbnail");
+    same_image("Dockerfile", "shoal-thumbnail", "thumbnail");
 }
 
 #[test]
 fn the_operator_image_is_what_deploy_operator_dockerfile_describes() {
-    same_image(
-        "operator.Dockerfile",
-        "shoal-operator.tar",
-        "shoal-operator",
-    );
+    same_image("operator.Dockerfile", "shoal-operator", "shoal-operator");
 }
 
 #[test]
@@ -247,12 +238,7 @@ fn image_archives_name_their_images_fully_for_containerd() {
     for archive in ["pause", "shoal-operator", "shoal-thumbnail"] {
         let layout = tempfile::tempdir().unwrap();
         tar(
-            &[
-                "xf",
-                &images_dir()
-                    .join(format!("{archive}.tar"))
-                    .to_string_lossy(),
-            ],
+            &["xf", &image_archive(archive).to_string_lossy()],
             layout.path(),
         );
         let index: Value =
@@ -265,7 +251,7 @@ fn image_archives_name_their_images_fully_for_containerd() {
         names.insert(archive, name);
     }
     let tag = env!("CARGO_PKG_VERSION");
-    assert_eq!(names["pause"], "registry.k8s.io/pause:3.10");
+    assert_eq!(names["pause"], PAUSE_IMAGE);
     assert_eq!(
         names["shoal-operator"],
         format!("docker.io/library/shoal-operator:{tag}")

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_tests::kube::ControlPlane;
-use shoal_tests::node::bed::{Bed, LIMIT, TAG};
+use shoal_tests::node::bed::{Bed, Edit, LIMIT, TAG};
 use shoal_tests::node::{Node, image_archives, with_node};
 use shoal_tests::process::Proc;
 use shoal_tests::sqs::create_queues;
@@ -49,8 +49,8 @@ fn batchjobs_run_as_real_pods_on_a_real_node() {
     });
     assert!(problems.is_empty(), "teardown: {problems:#?}");
     assert_eq!(
-        format!("{before:?}"),
-        format!("{:?}", shoal_tests::node::host::HostState::record()),
+        before,
+        shoal_tests::node::host::HostState::record(),
         "the machine is as it was"
     );
     assert_eq!(std::path::Path::new("/run/netns").exists(), had_run_netns);
@@ -153,7 +153,7 @@ async fn s3_job_succeeds_and_scales_to_zero(bed: &Bed<'_>) {
             "    concurrency: 2\n",
             "    maxWorkers: 3\n    targetBacklogPerWorker: 5\n    scaleDownDelaySeconds: 2\n",
         )
-        .replace("output:", "ttlSecondsAfterFinished: 20\n  output:");
+        .edit("output:", "ttlSecondsAfterFinished: 20\n  output:");
     bed.apply(&job);
     wait_until(
         LIMIT,
@@ -217,11 +217,11 @@ async fn scale_down_mid_work_drains(bed: &Bed<'_>) {
             "    memoryMiB: 256\n    concurrency: 1\n",
             &scaling(4),
         )
-        .replace(
+        .edit(
             "prefix: big/\n",
             "prefix: big/\n      maxItemsPerChunk: 1\n",
         )
-        .replace(
+        .edit(
             "    env:\n",
             "    env:\n      - name: THUMBNAIL_MAX_EDGE\n        value: \"2000\"\n",
         );
@@ -234,7 +234,7 @@ async fn scale_down_mid_work_drains(bed: &Bed<'_>) {
         || bed.context(),
     );
     let before: BTreeSet<String> = bed.ready_pods("drain").into_iter().collect();
-    bed.apply(&job.replace(&scaling(4), &scaling(1)));
+    bed.apply(&job.edit(&scaling(4), &scaling(1)));
     let done = bed.outputs("drain").await.len();
     println!("capped at one worker with {done} of 100 thumbnails made");
     assert!(done < 100, "the scale-down came after the work was done");
@@ -279,7 +279,7 @@ async fn operator_and_worker_pod_deleted_mid_run(bed: &Bed<'_>) {
             "    concurrency: 2\n",
             "    maxWorkers: 3\n    targetBacklogPerWorker: 50\n    scaleDownDelaySeconds: 2\n",
         )
-        .replace(
+        .edit(
             "prefix: many/\n",
             "prefix: many/\n      maxItemsPerChunk: 1\n",
         );
@@ -342,31 +342,12 @@ async fn operator_and_worker_pod_deleted_mid_run(bed: &Bed<'_>) {
 /// zero.
 async fn sqs_source_scales_from_zero_and_back(bed: &Bed<'_>) {
     let queues = create_queues(&bed.stack.sqs, "uploads", 30, 3).await;
-    let job = format!(
-        "apiVersion: shoal.dev/v1alpha1
-kind: BatchJob
-metadata:
-  name: uploads
-spec:
-  handler:
-    image: shoal-thumbnail:{TAG}
-    concurrency: 1
-    env:
-{env}      - name: SHOAL_INPUT
-        value: s3://photos/in/
-      - name: SHOAL_OUTPUT
-        value: s3://photos/out/uploads/
-  source:
-    sqs:
-      queueUrl: {url}
-  scaling:
-    minWorkers: 0
-    maxWorkers: 3
-    targetBacklogPerWorker: 5
-    scaleDownDelaySeconds: 20
-",
-        env = bed.env_yaml(),
-        url = queues.url
+    let job = bed.sqs_job(
+        "uploads",
+        &queues.url,
+        "in/",
+        "    concurrency: 1\n",
+        "    minWorkers: 0\n    maxWorkers: 3\n    targetBacklogPerWorker: 5\n    scaleDownDelaySeconds: 20\n",
     );
     bed.apply(&job);
     wait_until(
@@ -419,7 +400,7 @@ async fn pods_that_cannot_start_are_reported(bed: &Bed<'_>) {
     bed.upload_photos("few/", 4, &tiny_jpeg()).await;
     let missing = bed
         .s3_job("noimage", "few/", "", "    maxWorkers: 1\n")
-        .replace(
+        .edit(
             &format!("shoal-thumbnail:{TAG}"),
             &format!("shoal-no-such-image:{TAG}"),
         );
@@ -500,7 +481,7 @@ impl PodWatch {
                 "get",
                 "pods",
                 "-l",
-                &format!("shoal.dev/batchjob={job}"),
+                &shoal_tests::node::bed::selector(job),
                 "--watch",
                 "-o",
                 "json",

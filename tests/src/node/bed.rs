@@ -17,6 +17,25 @@ pub const TAG: &str = env!("CARGO_PKG_VERSION");
 /// How long any one step may take on a loaded machine.
 pub const LIMIT: Duration = Duration::from_secs(300);
 
+/// Edits of a BatchJob's YAML that must take: an edit whose text is not
+/// there would silently test another job.
+pub trait Edit {
+    /// `self` with every `from` replaced by `to`; panics when there is none.
+    fn edit(&self, from: &str, to: &str) -> String;
+}
+
+impl Edit for str {
+    fn edit(&self, from: &str, to: &str) -> String {
+        assert!(self.contains(from), "{from:?} is not in:\n{self}");
+        self.replace(from, to)
+    }
+}
+
+/// The label selector of `job`'s worker pods.
+pub fn selector(job: &str) -> String {
+    format!("{}={job}", shoal_operator::workload::JOB_LABEL)
+}
+
 /// The node, its S3/SQS servers, and helpers to drive BatchJobs.
 pub struct Bed<'a> {
     /// The node.
@@ -129,7 +148,7 @@ impl<'a> Bed<'a> {
     /// Names of `job`'s worker pods that are Ready.
     pub fn ready_pods(&self, job: &str) -> Vec<String> {
         let out = self.plane().jsonpath(
-            &["pods", "-l", &format!("shoal.dev/batchjob={job}")],
+            &["pods", "-l", &selector(job)],
             r#"{range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#,
         );
         out.lines()
@@ -140,10 +159,7 @@ impl<'a> Bed<'a> {
     /// Names of `job`'s worker pods, Ready or not, terminating included.
     pub fn pods(&self, job: &str) -> Vec<String> {
         self.plane()
-            .jsonpath(
-                &["pods", "-l", &format!("shoal.dev/batchjob={job}")],
-                "{.items[*].metadata.name}",
-            )
+            .jsonpath(&["pods", "-l", &selector(job)], "{.items[*].metadata.name}")
             .split_whitespace()
             .map(str::to_owned)
             .collect()
@@ -182,6 +198,40 @@ spec:
     bucket: photos
     prefix: out/{name}/
 ",
+            env = self.env_yaml()
+        )
+    }
+
+    /// A BatchJob consuming the SQS queue at `url`, whose messages name
+    /// images under `s3://photos/<input>`, writing to
+    /// `s3://photos/out/<name>/`, with `extra` handler lines and `scaling`
+    /// lines (both indented for their blocks).
+    pub fn sqs_job(
+        &self,
+        name: &str,
+        url: &str,
+        input: &str,
+        extra: &str,
+        scaling: &str,
+    ) -> String {
+        format!(
+            "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: {name}
+spec:
+  handler:
+    image: shoal-thumbnail:{TAG}
+{extra}    env:
+{env}      - name: SHOAL_INPUT
+        value: s3://photos/{input}
+      - name: SHOAL_OUTPUT
+        value: s3://photos/out/{name}/
+  source:
+    sqs:
+      queueUrl: {url}
+  scaling:
+{scaling}",
             env = self.env_yaml()
         )
     }

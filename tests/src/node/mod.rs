@@ -315,17 +315,10 @@ impl Node {
     }
 
     /// Container ids containerd runs for the kubelet.
-    /// Containers with a running (or not yet cleaned up) process.
-    fn tasks(&self) -> Vec<String> {
-        let out = self.ctr(&["tasks", "list", "--quiet"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn containers(&self) -> Vec<String> {
-        let out = self.ctr(&["containers", "list", "--quiet"]);
+    /// Ids of containerd's `tasks` (containers with a process, running or
+    /// not yet cleaned up) or `containers` in the CRI namespace.
+    fn ids(&self, what: &str) -> Vec<String> {
+        let out = self.ctr(&[what, "list", "--quiet"]);
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_owned)
@@ -393,7 +386,7 @@ impl Node {
             // only in its minute-long garbage collection; ctr does below.
             let started = Instant::now();
             while self.containerd.is_some()
-                && !self.tasks().is_empty()
+                && !self.ids("tasks").is_empty()
                 && started.elapsed() < Duration::from_secs(60)
             {
                 std::thread::sleep(Duration::from_millis(500));
@@ -403,12 +396,12 @@ impl Node {
         self.kube_proxy.take();
         // Whatever the kubelet left: kill and remove it through containerd.
         if self.containerd.is_some() {
-            for id in self.containers() {
+            for id in self.ids("containers") {
                 let _ = self.ctr(&["tasks", "kill", "--signal", "SIGKILL", &id]);
                 let _ = self.ctr(&["tasks", "delete", "--force", &id]);
                 let _ = self.ctr(&["containers", "delete", &id]);
             }
-            let left = self.containers();
+            let left = self.ids("containers");
             if !left.is_empty() {
                 problems.push(format!("containers left in containerd: {left:?}"));
             }
@@ -435,10 +428,9 @@ impl Drop for Node {
     }
 }
 
-/// The image archives `scripts/build-images.sh` wrote into `$SHOAL_IMAGES`
-/// that every node imports: the pause image, the operator and the
-/// thumbnail worker. Panics with the way out when they are missing.
-pub fn image_archives() -> Vec<PathBuf> {
+/// The archive `scripts/build-images.sh` wrote for image `name` into
+/// `$SHOAL_IMAGES`. Panics with the way out when it is missing.
+pub fn image_archive(name: &str) -> PathBuf {
     let dir = std::env::var_os("SHOAL_IMAGES")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -446,13 +438,17 @@ pub fn image_archives() -> Vec<PathBuf> {
                 "SHOAL_IMAGES is not set: run through scripts/test-all.sh, which builds the images"
             )
         });
+    let path = dir.join(format!("{name}.tar"));
+    assert!(path.is_file(), "{} is missing", path.display());
+    path
+}
+
+/// The image archives every node imports: the pause image, the operator
+/// and the thumbnail worker.
+pub fn image_archives() -> Vec<PathBuf> {
     ["pause", "shoal-operator", "shoal-thumbnail"]
-        .iter()
-        .map(|name| {
-            let path = dir.join(format!("{name}.tar"));
-            assert!(path.is_file(), "{} is missing", path.display());
-            path
-        })
+        .into_iter()
+        .map(image_archive)
         .collect()
 }
 
