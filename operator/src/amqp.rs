@@ -63,12 +63,21 @@ impl std::fmt::Debug for Broker {
 
 impl Broker {
     /// Checks `url` (`amqp[s]://user:password@host[:port][/vhost]`) and
-    /// derives the management API's base (`management`, or
-    /// `http://host:15672`, `https://host:15671` for `amqps`). The URL must
+    /// derives the management API's base, where the operator sends the
+    /// URL's credentials: `from_secret` (the Secret's `managementUrl`, any
+    /// host: whoever wrote the Secret chose where its password goes), else
+    /// `from_spec` (the BatchJob's `managementUrl`, which must name the
+    /// broker's own host: a BatchJob's author may not be allowed to read
+    /// the Secret, and must not be able to send its password elsewhere),
+    /// else `http://host:15672` (`https://host:15671` for `amqps`). The URL must
     /// be one the worker can append `/<queue>` to: no query string, no
     /// trailing slash, no surrounding white space (the pods read the
     /// Secret as it is). Messages never quote the URL: it holds a password.
-    pub fn parse(url: &str, management: Option<&str>) -> std::result::Result<Self, String> {
+    pub fn parse(
+        url: &str,
+        from_spec: Option<&str>,
+        from_secret: Option<&str>,
+    ) -> std::result::Result<Self, String> {
         const SHAPE: &str =
             "not an AMQP URL (expected amqp[s]://user:password@host[:port][/vhost])";
         if url != url.trim() {
@@ -93,10 +102,13 @@ impl Broker {
         let port = uri.port_u16().unwrap_or(if tls { 5671 } else { 5672 });
         let vhost = parsed.vhost;
         let encoded_vhost = utf8_percent_encode(&vhost, NON_ALPHANUMERIC).to_string();
-        let management = match management {
-            Some(base) => base.trim_end_matches('/').to_owned(),
-            None if tls => format!("https://{host}:15671"),
-            None => format!("http://{host}:15672"),
+        let management = match (from_secret, from_spec) {
+            (Some(base), _) => management_base(base, None)
+                .map_err(|why| format!("managementUrl in the Secret: {why}"))?,
+            (None, Some(base)) => management_base(base, Some(host))
+                .map_err(|why| format!("spec managementUrl: {why}"))?,
+            (None, None) if tls => format!("https://{host}:15671"),
+            (None, None) => format!("http://{host}:15672"),
         };
         Ok(Self {
             uri: url.to_owned(),
@@ -117,6 +129,30 @@ impl Broker {
     pub fn queue_url(&self, queue: &str) -> String {
         format!("{}/{}", self.public, encode_queue(queue))
     }
+}
+
+/// `base` as a management API base URL: http or https, no credentials of
+/// its own, on `broker_host` when given.
+fn management_base(base: &str, broker_host: Option<&str>) -> std::result::Result<String, String> {
+    let uri: http::Uri = base.parse().map_err(|_| format!("{base:?} is not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!("{base:?} is not an http:// or https:// URL"));
+    }
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    if authority.contains('@') {
+        return Err("it must not hold credentials: the broker URL's are used".into());
+    }
+    let host = uri.host().unwrap_or_default();
+    if let Some(broker) = broker_host
+        && !host.eq_ignore_ascii_case(broker)
+    {
+        return Err(format!(
+            "host {host:?} is not the broker's host {broker:?}: the broker's credentials are \
+             only sent to its own host; a management API elsewhere goes in the Secret, under \
+             the key managementUrl"
+        ));
+    }
+    Ok(base.trim_end_matches('/').to_owned())
 }
 
 /// `queue` as the last segment of a worker's `--queue` URL.
@@ -409,8 +445,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_spec_cannot_send_the_brokers_password_to_another_host() {
+        for (management, why) in [
+            ("https://collector.example:443", "is not the broker's host"),
+            (
+                "http://user:pw@rabbit.mq:15672",
+                "must not hold credentials",
+            ),
+            ("ftp://rabbit.mq", "not an http:// or https:// URL"),
+        ] {
+            let error =
+                Broker::parse("amqp://u:hunter2@rabbit.mq/v", Some(management), None).unwrap_err();
+            assert!(error.contains(why), "{management}: {error}");
+            assert!(!error.contains("hunter2"), "the password leaked: {error}");
+        }
+    }
+
+    #[test]
     fn broker_urls_keep_credentials_out_of_public_names() {
-        let broker = Broker::parse("amqp://shoal:s%40cret@rabbit.mq:5673/media", None).unwrap();
+        let broker =
+            Broker::parse("amqp://shoal:s%40cret@rabbit.mq:5673/media", None, None).unwrap();
         assert_eq!(broker.public(), "amqp://rabbit.mq:5673/media");
         assert_eq!(
             broker.queue_url("thumbs q"),
@@ -420,12 +474,16 @@ mod tests {
         assert_eq!(broker.management, "http://rabbit.mq:15672");
         assert!(!format!("{broker:?}").contains("cret"));
 
-        let default = Broker::parse("amqps://u:p@10.0.0.7", Some("https://mgmt:443/")).unwrap();
+        let default =
+            Broker::parse("amqps://u:p@10.0.0.7", None, Some("https://mgmt:443/")).unwrap();
         assert_eq!(default.public(), "amqps://10.0.0.7:5671/%2F");
         assert_eq!(default.vhost, "/");
         assert_eq!(default.management, "https://mgmt:443");
+        let same_host =
+            Broker::parse("amqp://u:p@10.0.0.7", Some("http://10.0.0.7:8080/"), None).unwrap();
+        assert_eq!(same_host.management, "http://10.0.0.7:8080");
         assert_eq!(
-            Broker::parse("amqps://u:p@broker", None)
+            Broker::parse("amqps://u:p@broker", None, None)
                 .unwrap()
                 .management,
             "https://broker:15671"
@@ -441,7 +499,7 @@ mod tests {
             ("amqp://u:hunter2@broker/", "ends with '/'"),
             ("amqp://u:hunter2@broker/%2f\n", "white space"),
         ] {
-            let error = Broker::parse(url, None).unwrap_err();
+            let error = Broker::parse(url, None, None).unwrap_err();
             assert!(error.contains(why), "{url}: {error}");
             assert!(!error.contains("hunter2"), "the password leaked: {error}");
         }

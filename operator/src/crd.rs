@@ -165,8 +165,12 @@ pub struct AmqpConnection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Base URL of the broker's management API, where queue counts are
-    /// read (with the broker URL's credentials). Default:
-    /// `http://<broker host>:15672` (`https://…:15671` for `amqps`).
+    /// read (with the broker URL's credentials). It must name the broker
+    /// URL's host: the credentials are never sent elsewhere on a
+    /// BatchJob's word. A management API on another host is named in the
+    /// Secret, under the key `managementUrl`, which takes precedence.
+    /// Default: `http://<broker host>:15672` (`https://…:15671` for
+    /// `amqps`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("managementUrl must be an http:// or https:// URL"))]
     pub management_url: Option<String>,

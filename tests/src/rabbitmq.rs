@@ -169,15 +169,30 @@ impl Rabbit {
     /// keeps running): what a worker sees when its connection drops, and
     /// the broker requeues the deliveries it held.
     pub fn close_connections(&self) {
+        self.ctl(&["close_all_connections", "closed by the test"]);
+    }
+
+    /// Adds user `user` with `password`, allowed everything on the default
+    /// vhost and the management API; returns the broker's URL for it.
+    pub fn add_user(&self, user: &str, password: &str) -> String {
+        self.ctl(&["add_user", user, password]);
+        self.ctl(&["set_permissions", "-p", "/", user, ".*", ".*", ".*"]);
+        self.ctl(&["set_user_tags", user, "management"]);
+        format!("amqp://{user}:{password}@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Runs `rabbitmqctl ARGS` against this broker; panics if it fails.
+    fn ctl(&self, args: &[&str]) {
         let output = Command::new(CTL)
             .envs(self.env())
-            .args(["close_all_connections", "closed by the test"])
+            .args(args)
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {CTL}: {e}"));
         assert!(
             output.status.success(),
-            "rabbitmqctl close_all_connections: {}{}",
+            "rabbitmqctl {}: {}{}",
+            args.first().copied().unwrap_or_default(),
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );

@@ -136,6 +136,33 @@ pub async fn send_all(sqs: &aws_sdk_sqs::Client, url: &str, bodies: &[String]) {
     }
 }
 
+/// Sends one message with string attributes `attributes`, as any client
+/// with send rights may.
+pub async fn send_with_attributes(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    body: &str,
+    attributes: &[(&str, &str)],
+) {
+    let mut call = sqs.send_message().queue_url(url).message_body(body);
+    if url.ends_with(".fifo") {
+        call = call
+            .message_group_id("forged")
+            .message_deduplication_id("forged");
+    }
+    for (name, value) in attributes {
+        let value = aws_sdk_sqs::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(*value)
+            .build()
+            .unwrap_or_else(|e| panic!("attribute {name}: {e}"));
+        call = call.message_attributes(*name, value);
+    }
+    call.send()
+        .await
+        .unwrap_or_else(|e| panic!("send to {url}: {e:?}"));
+}
+
 /// Every message of a queue, received (and left invisible for a minute),
 /// with its user attributes as strings.
 pub async fn take_all(

@@ -341,7 +341,7 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_no_queue_takes_fail_the_publish_instead_of_vanishing() {
     let rabbit = Rabbit::start();
-    let broker = Broker::parse(&rabbit.uri(), Some(&rabbit.management_url())).unwrap();
+    let broker = Broker::parse(&rabbit.uri(), Some(&rabbit.management_url()), None).unwrap();
     let amqp = Amqp::new(Duration::from_secs(10)).unwrap();
     let chunks = vec![("chunk-0".to_owned(), "{}".to_owned())];
     let error = amqp
@@ -354,4 +354,106 @@ async fn chunks_no_queue_takes_fail_the_publish_instead_of_vanishing() {
     amqp.ensure_queues(&broker, "nowhere", 3).await.unwrap();
     amqp.publish(&broker, "nowhere", &chunks).await.unwrap();
     assert_eq!(rabbit.ready("nowhere").await, 1);
+}
+
+/// A BatchJob's author may point `managementUrl` anywhere; the Secret's
+/// password must only ever reach the broker's own host, and must appear in
+/// no status, Event, log line or metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brokers_password_reaches_no_other_host_and_nothing_printed() {
+    const CANARY: &str = "Canary-Pw-5e1f0c";
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    let rabbit = Rabbit::start();
+    let url = rabbit.add_user("canary", CANARY);
+    plane.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "rabbitmq",
+        &format!("--from-literal=url={url}"),
+    ]);
+    // Somewhere else on loopback, by another name: what an author who
+    // wants the password would listen on.
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    collector.set_nonblocking(true).unwrap();
+    let elsewhere = format!(
+        "http://localhost:{}",
+        collector.local_addr().unwrap().port()
+    );
+    let job = |name: &str, management: &str| {
+        format!(
+            "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: {name}
+spec:
+  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+  source:
+    amqp:
+      connection:
+        secretName: rabbitmq
+        managementUrl: {management}
+      queue: {name}
+"
+        )
+    };
+    plane.apply_yaml(&job("exfiltrate", &elsewhere));
+    plane.apply_yaml(&job("honest", &rabbit.management_url()));
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let operator = Proc::spawn(
+        OPERATOR,
+        &["run", "--metrics-addr", &metrics],
+        &[(
+            "KUBECONFIG",
+            plane.kubeconfig().to_string_lossy().into_owned(),
+        )],
+        &plane.dir().join("operator.log"),
+    );
+    let log = || operator.log_text();
+    let limit = Duration::from_secs(60);
+    wait_until(
+        limit,
+        "the job pointing elsewhere refused",
+        || {
+            let s = plane.jsonpath(
+                &["bj", "exfiltrate"],
+                "{.status.phase} {.status.conditions[0].reason}",
+            );
+            (s == "Pending BrokerSecretInvalid").then_some(())
+        },
+        log,
+    );
+    let message = plane.jsonpath(&["bj", "exfiltrate"], "{.status.conditions[0].message}");
+    assert!(message.contains("not the broker's host"), "{message}");
+    // The honest job runs: its queue is declared with the canary's rights.
+    wait_until(
+        limit,
+        "the honest job's workers",
+        || (replicas(&plane, "honest-workers") == Some(0)).then_some(()),
+        log,
+    );
+    assert!(rabbit.exists("honest").await);
+    // Let a few backlog polls happen, then look everywhere.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        collector.accept().is_err(),
+        "the operator connected to a management URL on another host"
+    );
+    let (status, text) = shoal_tests::prom::http_get(&format!("http://{metrics}/metrics"));
+    assert_eq!(status, 200);
+    let everything = [
+        plane.kubectl(&["get", "bj", "-o", "json"]),
+        plane.kubectl(&["get", "events", "-o", "json"]),
+        plane.kubectl(&["get", "deployments", "-o", "json"]),
+        log(),
+        text,
+    ];
+    for printed in everything {
+        assert!(
+            !printed.contains(CANARY),
+            "the password was printed: {printed}"
+        );
+    }
 }

@@ -186,3 +186,56 @@ async fn a_missing_bucket_is_a_clear_error() {
     );
     assert!(stderr.contains("not found"), "{stderr}");
 }
+
+/// Over S3, an object above `--max-object-mib` is refused from its length
+/// without being downloaded, and a bomb from its header; both dead-letter
+/// with their reasons, and the honest photo goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_objects_and_bombs_are_dead_lettered_with_their_reasons() {
+    let moto = Moto::start();
+    let s3 = moto.s3();
+    s3.create_bucket().bucket("photos").send().await.unwrap();
+    let photo = std::fs::read(samples().join("photo-0001.jpg")).unwrap();
+    let (bomb_name, bomb) = thumbnail::bombs::all().swap_remove(0);
+    for (key, body) in [
+        ("in/photo.jpg".to_owned(), photo),
+        ("in/huge.jpg".to_owned(), vec![0xFF; 3 << 20]),
+        (format!("in/{bomb_name}"), bomb),
+    ] {
+        s3.put_object()
+            .bucket("photos")
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .unwrap();
+    }
+    let state = tempfile::tempdir().unwrap();
+    let out = run(
+        &moto,
+        &[
+            "run",
+            "--input",
+            "s3://photos/in/",
+            "--output",
+            "s3://photos/out/",
+            "--state-dir",
+            state.path().to_str().unwrap(),
+            "--max-object-mib",
+            "2",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("3 total, 1 succeeded, 2 dead-lettered"),
+        "{stdout}"
+    );
+    assert_eq!(keys(&s3, "photos", "out/").await, vec!["out/photo.jpg"]);
+    let dead = std::fs::read_to_string(state.path().join("dead-letters.jsonl")).unwrap();
+    assert!(
+        dead.contains("s3://photos/in/huge.jpg is 3145728 bytes, over the limit of 2097152 bytes"),
+        "{dead}"
+    );
+    assert!(dead.contains("100000x100000 pixels needs about"), "{dead}");
+}

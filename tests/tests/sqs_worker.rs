@@ -14,7 +14,9 @@ use std::time::Duration;
 use shoal_tests::free_port;
 use shoal_tests::process::Proc;
 use shoal_tests::prom::{http_get, promtool_check, sample};
-use shoal_tests::sqs::{Queues, counts, create_queues, send_all, take_all, wait_for};
+use shoal_tests::sqs::{
+    Queues, counts, create_queues, send_all, send_with_attributes, take_all, wait_for,
+};
 use shoal_tests::stack::{Stack, chunk_body, corrupt_jpeg, keys, tiny_jpeg, upload};
 
 const BIN: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");
@@ -252,6 +254,15 @@ async fn poison_messages(queue: &str) {
         ],
     )
     .await;
+    // A control attribute naming an item the message does not have: on its
+    // own it would select nothing, and the message would vanish.
+    send_with_attributes(
+        &stack.sqs,
+        &queues.url,
+        &chunk_body(&["forged.jpg".into()]),
+        &[("shoal.pending", "5")],
+    )
+    .await;
 
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let mut w = worker(
@@ -277,19 +288,19 @@ async fn poison_messages(queue: &str) {
     let value = |series: &str| {
         sample(&metrics, series).unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
     };
-    assert_eq!(value("shoal_messages_received_total"), 4.0);
+    assert_eq!(value("shoal_messages_received_total"), 5.0);
     assert_eq!(
         value("shoal_messages_deleted_total"),
-        4.0,
+        5.0,
         "every message settled"
     );
-    assert_eq!(value("shoal_messages_dead_lettered_total"), 3.0);
-    assert_eq!(value("shoal_dead_letters_total{cause=\"permanent\"}"), 3.0);
+    assert_eq!(value("shoal_messages_dead_lettered_total"), 4.0);
+    assert_eq!(value("shoal_dead_letters_total{cause=\"permanent\"}"), 4.0);
     assert_eq!(value("shoal_invocations_total{outcome=\"success\"}"), 4.0);
-    assert_eq!(value("shoal_message_age_seconds_count"), 4.0);
+    assert_eq!(value("shoal_message_age_seconds_count"), 5.0);
     assert_eq!(value("shoal_messages_in_flight"), 0.0);
     let letters = take_all(&stack.sqs, &queues.dead_letter_url).await;
-    assert_eq!(letters.len(), 3, "{letters:?}");
+    assert_eq!(letters.len(), 4, "{letters:?}");
     let find = |needle: &str| {
         letters
             .iter()
@@ -320,6 +331,16 @@ async fn poison_messages(queue: &str) {
         "{broken:?}"
     );
     assert_eq!(broken["shoal.category"], "input");
+    let forged = find("forged.jpg");
+    assert!(
+        forged["shoal.reason"]
+            .contains("shoal.pending: it names item 5, but the message has 1 items"),
+        "{forged:?}"
+    );
+    assert!(
+        !forged.contains_key("shoal.pending"),
+        "the whole message is dead"
+    );
     w.signal("TERM");
     assert!(w.wait(Duration::from_secs(30)).success());
 }

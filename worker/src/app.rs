@@ -8,13 +8,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, CommonArgs};
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
-use crate::handler::Handler;
+use crate::handler::{Handler, memory_budget_bytes};
 use crate::http::{self, Readiness};
 use crate::lambda;
 use crate::local::{self, RunPaths};
@@ -71,9 +70,9 @@ where
     // configuration is the function's environment.
     let cli = if lambda::detected() {
         let argv0 = std::env::args_os().next().unwrap_or_else(|| "shoal".into());
-        Cli::parse_from([argv0, "lambda".into()])
+        Cli::parse_args([argv0, "lambda".into()])
     } else {
-        Cli::parse()
+        Cli::parse_args(std::env::args_os())
     };
     let progress = matches!(&cli.command, Command::Run(args) if !args.no_progress)
         && std::io::stderr().is_terminal()
@@ -147,14 +146,27 @@ fn engine_config(common: &CommonArgs) -> EngineConfig {
 /// once, and only if needed.
 struct Stores {
     force_path_style: Option<bool>,
+    max_object_bytes: u64,
     aws: Option<aws_config::SdkConfig>,
     s3: Option<aws_sdk_s3::Client>,
 }
 
 impl Stores {
-    fn new(force_path_style: Option<bool>) -> Self {
+    /// Stores whose inputs are read whole up to `--max-object-mib`, or the
+    /// memory one invocation may use under `config`.
+    fn new(common: &CommonArgs, config: &EngineConfig) -> Self {
+        let max_object_bytes = common.max_object_mib.map_or_else(
+            || {
+                memory_budget_bytes(
+                    config.memory_mib,
+                    u32::try_from(config.concurrency).unwrap_or(u32::MAX),
+                )
+            },
+            |mib| mib.saturating_mul(1024 * 1024),
+        );
         Self {
-            force_path_style,
+            force_path_style: common.s3_force_path_style,
+            max_object_bytes,
             aws: None,
             s3: None,
         }
@@ -181,10 +193,15 @@ impl Stores {
 
     async fn open(&mut self, location: &Location, exclude: &[PathBuf]) -> Arc<dyn ObjectStore> {
         match location {
-            Location::Local(folder) => Arc::new(LocalStore::new(folder).excluding(exclude)),
-            Location::S3 { bucket, prefix } => {
-                Arc::new(S3Store::new(self.s3().await, bucket, prefix))
-            }
+            Location::Local(folder) => Arc::new(
+                LocalStore::new(folder)
+                    .excluding(exclude)
+                    .with_max_object_bytes(self.max_object_bytes),
+            ),
+            Location::S3 { bucket, prefix } => Arc::new(
+                S3Store::new(self.s3().await, bucket, prefix)
+                    .with_max_object_bytes(self.max_object_bytes),
+            ),
         }
     }
 
@@ -193,7 +210,9 @@ impl Stores {
     async fn input_or_any_bucket(&mut self, location: Option<&Location>) -> Arc<dyn ObjectStore> {
         match location {
             Some(location) => self.open(location, &[]).await,
-            None => Arc::new(S3Store::any_bucket(self.s3().await)),
+            None => Arc::new(
+                S3Store::any_bucket(self.s3().await).with_max_object_bytes(self.max_object_bytes),
+            ),
         }
     }
 
@@ -241,7 +260,7 @@ where
     match cli.command {
         Command::Run(args) => {
             let paths = RunPaths::from_args(&args);
-            let mut stores = Stores::new(cli.common.s3_force_path_style);
+            let mut stores = Stores::new(&cli.common, &config);
             let input = stores.open(&args.input, &paths.excluded(&args)).await;
             let output = stores.open(&args.output, &[]).await;
             let engine = Engine::new(handler, input, Some(output), config, metrics);
@@ -275,7 +294,7 @@ where
             })
         }
         Command::Worker(args) => {
-            let mut stores = Stores::new(cli.common.s3_force_path_style);
+            let mut stores = Stores::new(&cli.common, &config);
             let input = stores.input_or_any_bucket(args.input.as_ref()).await;
             let output = stores.open_optional(args.output.as_ref()).await;
             let wait = Duration::from_secs(u64::from(args.wait_time));
@@ -349,7 +368,7 @@ where
             {
                 config.memory_mib = mib;
             }
-            let mut stores = Stores::new(cli.common.s3_force_path_style);
+            let mut stores = Stores::new(&cli.common, &config);
             let input = stores.input_or_any_bucket(args.input.as_ref()).await;
             let output = stores.open_optional(args.output.as_ref()).await;
             tracing::debug!(
@@ -371,7 +390,7 @@ where
             Ok(exit::OK)
         }
         Command::Invoke(args) => {
-            let mut stores = Stores::new(cli.common.s3_force_path_style);
+            let mut stores = Stores::new(&cli.common, &config);
             let input = stores.open(&args.input, &[]).await;
             let output = stores.open_optional(args.output.as_ref()).await;
             let engine = Engine::new(handler, input, output, config, metrics);

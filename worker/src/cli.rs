@@ -27,6 +27,34 @@ pub struct Cli {
     pub common: CommonArgs,
 }
 
+impl Cli {
+    /// The command line, with the values of environment variables left out
+    /// of `--help` (`SHOAL_QUEUE` may hold a broker's password).
+    pub fn command_without_env_values() -> clap::Command {
+        use clap::CommandFactory;
+        hide_env_values(Self::command())
+    }
+
+    /// Parses `args`, exiting with clap's usage error or help as `parse`
+    /// does.
+    pub fn parse_args<I, T>(args: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::FromArgMatches;
+        let mut command = Self::command_without_env_values();
+        let mut matches = command.clone().get_matches_from(args);
+        Self::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut command).exit())
+    }
+}
+
+fn hide_env_values(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| arg.hide_env_values(true))
+        .mut_subcommands(hide_env_values)
+}
+
 /// The modes of a handler binary.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -81,6 +109,12 @@ pub struct CommonArgs {
     /// (Lambda's memory setting; 128-10240).
     #[arg(long, global = true, env = "SHOAL_MEMORY_MIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(128..=10_240))]
     pub memory_mib: u32,
+
+    /// Largest input object read whole, in MiB; a larger one is
+    /// dead-lettered with its size [default: the memory one invocation may
+    /// use: (memory - 64 MiB reserve) / concurrency].
+    #[arg(long, global = true, env = "SHOAL_MAX_OBJECT_MIB", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub max_object_mib: Option<u64>,
 
     /// Function name reported to the handler [default: the binary's name].
     #[arg(long, global = true, env = "SHOAL_FUNCTION_NAME")]

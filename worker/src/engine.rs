@@ -140,7 +140,9 @@ impl<H: Handler> Clone for Engine<H> {
 
 struct Running<'a> {
     gauge: &'a prometheus::IntGauge,
-    _permit: Option<OwnedSemaphorePermit>,
+    /// Shared with the attempt's context, so blocking work the handler
+    /// started keeps the slot after a timeout (see `Context::spawn_blocking`).
+    permit: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 impl Drop for Running<'_> {
@@ -248,7 +250,7 @@ impl<H: Handler> Engine<H> {
         self.metrics.concurrent.inc();
         Running {
             gauge: &self.metrics.concurrent,
-            _permit: permit,
+            permit: permit.map(Arc::new),
         }
     }
 
@@ -290,10 +292,10 @@ impl<H: Handler> Engine<H> {
         )
     }
 
-    /// Runs one attempt in the slot `_running` holds until it returns.
+    /// Runs one attempt in the slot `running` holds until it returns.
     async fn attempt_in(
         &self,
-        _running: Running<'_>,
+        running: Running<'_>,
         item: &RawItem,
         attempt: u32,
         timeout: Duration,
@@ -303,7 +305,14 @@ impl<H: Handler> Engine<H> {
         info!(target: platform::TARGET, "{}", platform::start_line(&request_id));
         let started = Instant::now();
         let result = self
-            .run_attempt(item, attempt, &request_id, timeout, stop)
+            .run_attempt(
+                item,
+                attempt,
+                &request_id,
+                timeout,
+                stop,
+                running.permit.clone(),
+            )
             .await;
         let duration = started.elapsed();
         info!(target: platform::TARGET, "{}", platform::end_line(&request_id));
@@ -354,16 +363,21 @@ impl<H: Handler> Engine<H> {
         request_id: &str,
         timeout: Duration,
         stop: Option<&CancellationToken>,
+        slot: Option<Arc<OwnedSemaphorePermit>>,
     ) -> Result<Success, Failure> {
         let cancel = self.abort.child_token();
-        let ctx = Context::new(
+        let mut ctx = Context::new(
             request_id.to_owned(),
             attempt,
             self.config.function_name.clone(),
             self.config.memory_mib,
             timeout,
             cancel.clone(),
-        );
+        )
+        .with_concurrency(u32::try_from(self.config.concurrency).unwrap_or(u32::MAX));
+        if let Some(slot) = slot {
+            ctx = ctx.holding(slot);
+        }
         let deadline = ctx.deadline();
         let handler = self.handler.clone();
         let input = self.input.clone();

@@ -7,11 +7,17 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::payload::{Output, Payload};
+
+/// Part of the memory limit kept for the runtime itself (clients, buffers,
+/// the allocator's slack) before the rest is shared among invocations.
+const RUNTIME_RESERVE_MIB: u64 = 64;
 
 /// One unit of work handed to a handler.
 #[derive(Debug, Clone)]
@@ -34,9 +40,15 @@ pub struct Context {
     pub function_name: String,
     /// Configured memory limit in MiB (`--memory-mib`; Lambda's memory size).
     pub memory_limit_mib: u32,
+    /// Invocations this process runs at once (`--concurrency`; 1 under
+    /// Lambda). They share the memory limit.
+    pub concurrency: u32,
     deadline: Instant,
     deadline_wall: SystemTime,
     cancel: CancellationToken,
+    /// The concurrency slot this invocation runs in: held by every clone of
+    /// the context and by work started with [`Context::spawn_blocking`].
+    slot: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 impl Context {
@@ -54,10 +66,54 @@ impl Context {
             attempt,
             function_name,
             memory_limit_mib,
+            concurrency: 1,
             deadline: Instant::now() + timeout,
             deadline_wall: SystemTime::now() + timeout,
             cancel,
+            slot: None,
         }
+    }
+
+    /// The same context, for one of `concurrency` invocations running at
+    /// once.
+    pub fn with_concurrency(mut self, concurrency: u32) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// The same context, holding the concurrency slot `slot`.
+    pub(crate) fn holding(mut self, slot: Arc<OwnedSemaphorePermit>) -> Self {
+        self.slot = Some(slot);
+        self
+    }
+
+    /// The memory one invocation may use, in bytes: the memory limit, less
+    /// a reserve for the runtime (64 MiB, or a quarter of a small limit),
+    /// shared equally by the invocations that run at once. Handlers that
+    /// allocate according to their input (decoders, decompressors) check
+    /// what the input asks for against this before allocating.
+    pub fn memory_budget_bytes(&self) -> u64 {
+        memory_budget_bytes(self.memory_limit_mib, self.concurrency)
+    }
+
+    /// Runs blocking work (decoding, compression) on the blocking thread
+    /// pool, holding this invocation's concurrency slot until `f` returns.
+    ///
+    /// Blocking code cannot be stopped from outside: when the invocation
+    /// times out, the runtime reports the timeout at once, but the slot
+    /// stays taken while `f` still runs, so a retry never runs beside the
+    /// abandoned attempt and `--concurrency` holds. `f` should check
+    /// [`Context::is_cancelled`] where it can and return early.
+    pub fn spawn_blocking<F, R>(&self, f: F) -> tokio::task::JoinHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let slot = self.slot.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            f()
+        })
     }
 
     /// The instant after which the runtime abandons this invocation.
@@ -85,6 +141,14 @@ impl Context {
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }
+}
+
+/// The memory one of `concurrency` invocations may use under a limit of
+/// `limit_mib`; see [`Context::memory_budget_bytes`].
+pub fn memory_budget_bytes(limit_mib: u32, concurrency: u32) -> u64 {
+    let limit = u64::from(limit_mib);
+    let usable = limit - RUNTIME_RESERVE_MIB.min(limit / 4);
+    usable * 1024 * 1024 / u64::from(concurrency.max(1))
 }
 
 /// Whether a failure is worth retrying.

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod payload;
 pub mod platform;
 pub mod queue;
+pub mod redact;
 pub mod retry;
 pub mod signals;
 pub mod store;

@@ -265,6 +265,49 @@ async fn concurrency_is_bounded() {
     assert!(text.contains("shoal_concurrent_executions 0"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_work_of_a_timed_out_attempt_keeps_its_slot_so_retries_never_overlap_it() {
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r, p) = (running.clone(), peak.clone());
+    let e = engine(
+        handler_fn(move |_item: Item<Bytes>, ctx: Context| {
+            let (r, p) = (r.clone(), p.clone());
+            async move {
+                // A decode that cannot be interrupted, longer than the timeout.
+                let work = ctx.spawn_blocking(move || {
+                    let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                    p.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(300));
+                    r.fetch_sub(1, Ordering::SeqCst);
+                });
+                work.await
+                    .map_err(|e| HandlerError::retryable(e.to_string()))?;
+                Ok(())
+            }
+        }),
+        config(1, Duration::from_millis(50), 3),
+    );
+    let reports = futures_join((0..2).map(|i| {
+        let e = e.clone();
+        let item = raw(&format!("slow{i}"));
+        async move { e.process(&item).await }
+    }))
+    .await;
+    for report in &reports {
+        assert_eq!(report.attempts, 3, "{report:?}");
+        let Outcome::DeadLettered { failure, .. } = &report.outcome else {
+            panic!("{report:?}");
+        };
+        assert_eq!(failure.category, ErrorCategory::Timeout);
+    }
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        1,
+        "abandoned blocking work ran beside a retry: --concurrency 1 exceeded"
+    );
+}
+
 fn run_args(input: &std::path::Path, output: &std::path::Path) -> RunArgs {
     RunArgs {
         input: Location::Local(input.to_owned()),

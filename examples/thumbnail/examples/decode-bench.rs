@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     let config = thumbnail::Config::default();
     let started = Instant::now();
     for _ in 0..n {
-        if let Err(e) = thumbnail::make_thumbnail(&bytes, &config) {
+        if let Err(e) = thumbnail::make_thumbnail(&bytes, &config, u64::MAX) {
             eprintln!("{path}: {e}");
             return ExitCode::FAILURE;
         }

@@ -1,14 +1,57 @@
 //! Decoding with the least work: JPEG is downscaled inside the decoder
 //! (libjpeg-turbo's scaled IDCT, through the `mozjpeg` crate, built from
 //! source with the C compiler), other formats go through the `image` crate.
+//!
+//! Memory is a budget: what an image will take to decode is worked out
+//! from its header (dimensions, colour type, JPEG layout) and checked
+//! against the invocation's share of the memory limit before any pixel is
+//! allocated. The estimates are upper bounds of the decoders' working
+//! memory, not of the file size: a 60-byte PNG may declare 4 billion
+//! pixels.
 
 use std::io::Cursor;
 
 use image::metadata::Orientation;
-use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use image::{
+    ColorType, DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage,
+};
 use mozjpeg::{ColorSpace, Marker};
 
-use crate::{ThumbnailError, fit_within};
+use crate::{ThumbnailError, fit_within, jpeg_layout};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Refuses an image whose decoding would need more than `budget` bytes.
+fn within(
+    format: &'static str,
+    (width, height): (u32, u32),
+    needed: u64,
+    budget: u64,
+) -> Result<(), ThumbnailError> {
+    if needed <= budget {
+        return Ok(());
+    }
+    Err(ThumbnailError::TooLarge {
+        format,
+        width,
+        height,
+        needed_mib: needed.div_ceil(MIB),
+        budget_mib: budget / MIB,
+    })
+}
+
+/// Bytes that making an 8-bit RGB or grey image of `color` takes beside
+/// the decoded one (see `flatten`).
+fn flatten_bytes(color: ColorType, pixels: u64) -> u64 {
+    match color {
+        ColorType::L8 | ColorType::Rgb8 => 0,
+        ColorType::L16 => pixels,
+        // into_rgba8 reuses an RGBA8 buffer; others are converted first.
+        ColorType::Rgba8 => 3 * pixels,
+        c if c.has_alpha() => 7 * pixels,
+        _ => 3 * pixels,
+    }
+}
 
 /// A decoded image and the orientation it should be shown in.
 pub struct Decoded {
@@ -16,20 +59,41 @@ pub struct Decoded {
     pub orientation: Orientation,
 }
 
-pub fn decode(bytes: &[u8], max_edge: u32) -> Result<Decoded, ThumbnailError> {
+/// Decodes `bytes` to about `max_edge` pixels a side, within `budget`
+/// bytes of working memory.
+pub fn decode(bytes: &[u8], max_edge: u32, budget: u64) -> Result<Decoded, ThumbnailError> {
     let format = image::guess_format(bytes).map_err(|_| {
         let head: String = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
         ThumbnailError::Unsupported(format!(" (first bytes {head})"))
     })?;
-    if format == ImageFormat::Jpeg
-        && let Some(decoded) = decode_jpeg_scaled(bytes, max_edge)?
-    {
-        return Ok(decoded);
+    let mut extra = 0;
+    if format == ImageFormat::Jpeg {
+        let corrupt = |reason: String| ThumbnailError::Corrupt {
+            format: "JPEG",
+            reason,
+        };
+        let layout = jpeg_layout::read(bytes).map_err(corrupt)?;
+        if !layout.complete {
+            return Err(corrupt(
+                "the file ends before the end-of-image marker (truncated)".into(),
+            ));
+        }
+        match decode_jpeg_scaled(bytes, max_edge, layout, budget)? {
+            Scaled::Done(decoded) => return Ok(decoded),
+            Scaled::Unconverted { coefficients } => extra = coefficients,
+        }
     }
-    decode_generic(bytes, format)
+    decode_generic(bytes, format, extra, budget)
 }
 
-fn decode_generic(bytes: &[u8], format: ImageFormat) -> Result<Decoded, ThumbnailError> {
+/// Decodes with the `image` crate. `extra`: working memory of the format's
+/// decoder beyond the decoded image (JPEG's coefficients).
+fn decode_generic(
+    bytes: &[u8],
+    format: ImageFormat,
+    extra: u64,
+    budget: u64,
+) -> Result<Decoded, ThumbnailError> {
     let name = format_name(format);
     let corrupt = |e: image::ImageError| match e {
         image::ImageError::Unsupported(u) => ThumbnailError::Unsupported(format!(": {u}")),
@@ -40,10 +104,35 @@ fn decode_generic(bytes: &[u8], format: ImageFormat) -> Result<Decoded, Thumbnai
     };
     let mut reader = ImageReader::new(Cursor::new(bytes));
     reader.set_format(format);
+    // The decoders that honour it also bound their own allocations.
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(budget);
+    reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
+    let dimensions = decoder.dimensions();
+    let pixels = u64::from(dimensions.0) * u64::from(dimensions.1);
+    // The decoded image, as much again for the decoder's own buffers (a
+    // lossless WebP's ARGB words, a GIF's frame, a TIFF strip), the
+    // conversion to 8-bit RGB, and what the format needs beside.
+    let needed = decoder
+        .total_bytes()
+        .saturating_mul(2)
+        .saturating_add(flatten_bytes(decoder.color_type(), pixels))
+        .saturating_add(extra);
+    within(name, dimensions, needed, budget)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     Ok(Decoded { image, orientation })
+}
+
+/// What [`decode_jpeg_scaled`] did.
+enum Scaled {
+    Done(Decoded),
+    /// A colour space this path does not convert (CMYK, YCCK); decoding it
+    /// needs `coefficients` bytes beside the image.
+    Unconverted {
+        coefficients: u64,
+    },
 }
 
 fn format_name(format: ImageFormat) -> &'static str {
@@ -60,15 +149,32 @@ fn format_name(format: ImageFormat) -> &'static str {
 
 /// Decodes a JPEG straight to (about) thumbnail size: libjpeg's IDCT
 /// produces `n/8` of the pixels, with `n` the smallest that still covers the
-/// thumbnail. `Ok(None)` for colour spaces this path does not convert (CMYK,
-/// YCCK): the generic decoder takes those.
-fn decode_jpeg_scaled(bytes: &[u8], max_edge: u32) -> Result<Option<Decoded>, ThumbnailError> {
-    let run = || -> std::io::Result<Option<(DynamicImage, Option<Vec<u8>>)>> {
+/// thumbnail. Colour spaces this path does not convert (CMYK, YCCK) are
+/// left to the generic decoder.
+fn decode_jpeg_scaled(
+    bytes: &[u8],
+    max_edge: u32,
+    layout: jpeg_layout::Layout,
+    budget: u64,
+) -> Result<Scaled, ThumbnailError> {
+    let run = || -> std::io::Result<Result<Scaled, ThumbnailError>> {
         let mut d = mozjpeg::Decompress::builder()
             .with_markers(&[Marker::APP(1)])
             .from_mem(bytes)?;
         let w = u32::try_from(d.width()).unwrap_or(u32::MAX);
         let h = u32::try_from(d.height()).unwrap_or(u32::MAX);
+        // Every coefficient of a buffered image: 64 16-bit values a block.
+        let coefficients = if layout.buffers_whole_image() {
+            let blocks: u64 = d
+                .components()
+                .iter()
+                .map(|c| u64::from(c.width_in_blocks) * u64::from(c.height_in_blocks))
+                .sum();
+            let bound = u64::from(w.div_ceil(8)) * u64::from(h.div_ceil(8)) * 4;
+            (if blocks == 0 { bound } else { blocks }) * 128
+        } else {
+            0
+        };
         let (tw, th) = fit_within(w, h, max_edge);
         let n = (1u32..=8)
             .find(|n| (w * n).div_ceil(8) >= tw && (h * n).div_ceil(8) >= th)
@@ -81,8 +187,16 @@ fn decode_jpeg_scaled(bytes: &[u8], max_edge: u32) -> Result<Option<Decoded>, Th
         let gray = match d.color_space() {
             ColorSpace::JCS_GRAYSCALE => true,
             ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB => false,
-            _ => return Ok(None),
+            _ => return Ok(Ok(Scaled::Unconverted { coefficients })),
         };
+        // The scaled output, a few rows of full-width working buffers, and
+        // the coefficients when the layout needs them all.
+        let channels: u64 = if gray { 1 } else { 3 };
+        let output = u64::from((w * n).div_ceil(8)) * u64::from((h * n).div_ceil(8)) * channels;
+        let rows = u64::from(w) * u64::from(layout.frame_components) * 64;
+        if let Err(e) = within("JPEG", (w, h), output + rows + coefficients, budget) {
+            return Ok(Err(e));
+        }
         let mut started = if gray { d.grayscale()? } else { d.rgb()? };
         let ow = u32::try_from(started.width()).unwrap_or(u32::MAX);
         let oh = u32::try_from(started.height()).unwrap_or(u32::MAX);
@@ -93,7 +207,18 @@ fn decode_jpeg_scaled(bytes: &[u8], max_edge: u32) -> Result<Option<Decoded>, Th
         } else {
             RgbImage::from_raw(ow, oh, pixels).map(DynamicImage::ImageRgb8)
         };
-        Ok(image.map(|i| (i, exif)))
+        let Some(image) = image else {
+            return Err(std::io::Error::other(format!(
+                "decoder returned too few pixels for {ow}x{oh}"
+            )));
+        };
+        Ok(Ok(Scaled::Done(Decoded {
+            image,
+            orientation: exif
+                .as_deref()
+                .and_then(Orientation::from_exif_chunk)
+                .unwrap_or(Orientation::NoTransforms),
+        })))
     };
     let corrupt = |reason: String| ThumbnailError::Corrupt {
         format: "JPEG",
@@ -101,14 +226,7 @@ fn decode_jpeg_scaled(bytes: &[u8], max_edge: u32) -> Result<Option<Decoded>, Th
     };
     // libjpeg reports fatal errors by unwinding out of the decoder.
     match std::panic::catch_unwind(run) {
-        Ok(Ok(Some((image, exif)))) => Ok(Some(Decoded {
-            image,
-            orientation: exif
-                .as_deref()
-                .and_then(Orientation::from_exif_chunk)
-                .unwrap_or(Orientation::NoTransforms),
-        })),
-        Ok(Ok(None)) => Ok(None),
+        Ok(Ok(result)) => result,
         Ok(Err(e)) => Err(corrupt(e.to_string())),
         Err(panic) => Err(corrupt(
             panic

@@ -11,7 +11,9 @@
 //! `THUMBNAIL_MAX_EDGE` (default 256) and `THUMBNAIL_QUALITY` (1-100,
 //! default 80).
 
+pub mod bombs;
 mod decode;
+mod jpeg_layout;
 pub mod samples;
 
 use std::io::Cursor;
@@ -55,6 +57,23 @@ pub enum ThumbnailError {
         format: &'static str,
         /// The decoder's complaint.
         reason: String,
+    },
+    /// Decoding would take more memory than the invocation may use.
+    #[error(
+        "{format} image of {width}x{height} pixels needs about {needed_mib} MiB to decode, \
+         over this invocation's memory budget of {budget_mib} MiB"
+    )]
+    TooLarge {
+        /// The format it claims to be.
+        format: &'static str,
+        /// Width its header declares.
+        width: u32,
+        /// Height its header declares.
+        height: u32,
+        /// Working memory the decoder would need.
+        needed_mib: u64,
+        /// What the invocation may use.
+        budget_mib: u64,
     },
     /// Resizing or encoding failed.
     #[error("cannot produce thumbnail: {0}")]
@@ -131,9 +150,15 @@ pub fn fit_within(width: u32, height: u32, max_edge: u32) -> (u32, u32) {
     (w.min(max_edge), h.min(max_edge))
 }
 
-/// Makes a JPEG thumbnail of `bytes` (any supported image format).
-pub fn make_thumbnail(bytes: &[u8], config: &Config) -> Result<Vec<u8>, ThumbnailError> {
-    let decoded = decode::decode(bytes, config.max_edge)?;
+/// Makes a JPEG thumbnail of `bytes` (any supported image format),
+/// refusing images whose decoding would need more than `memory_budget`
+/// bytes (see [`shoal_worker::Context::memory_budget_bytes`]).
+pub fn make_thumbnail(
+    bytes: &[u8],
+    config: &Config,
+    memory_budget: u64,
+) -> Result<Vec<u8>, ThumbnailError> {
+    let decoded = decode::decode(bytes, config.max_edge, memory_budget)?;
     let image = flatten(decoded.image);
     let (w, h) = fit_within(image.width(), image.height(), config.max_edge);
     let resized = if (w, h) == (image.width(), image.height()) {
@@ -195,7 +220,7 @@ fn flatten(image: DynamicImage) -> DynamicImage {
         DynamicImage::ImageLuma16(_) => DynamicImage::ImageLuma8(image.to_luma8()),
         other if !other.color().has_alpha() => DynamicImage::ImageRgb8(other.to_rgb8()),
         other => {
-            let rgba = other.to_rgba8();
+            let rgba = other.into_rgba8();
             let mut rgb = image::RgbImage::new(rgba.width(), rgba.height());
             for (dst, src) in rgb.pixels_mut().zip(rgba.pixels()) {
                 let a = u32::from(src[3]);
@@ -230,11 +255,16 @@ impl Handler for Thumbnailer {
     type Input = Object;
     type Output = Blob;
 
-    async fn call(&self, item: Item<Object>, _ctx: Context) -> Result<Blob, HandlerError> {
+    async fn call(&self, item: Item<Object>, ctx: Context) -> Result<Blob, HandlerError> {
         let config = self.config;
         let bytes = item.payload.bytes;
-        // Decoding is CPU-bound: keep it off the async worker threads.
-        match tokio::task::spawn_blocking(move || make_thumbnail(&bytes, &config)).await {
+        let budget = ctx.memory_budget_bytes();
+        // Decoding is CPU-bound: keep it off the async worker threads, in
+        // this invocation's concurrency slot until it ends.
+        match ctx
+            .spawn_blocking(move || make_thumbnail(&bytes, &config, budget))
+            .await
+        {
             Ok(Ok(jpeg)) => Ok(Blob {
                 bytes: jpeg.into(),
                 extension: "jpg".into(),
@@ -255,6 +285,8 @@ mod tests {
 
     use crate::samples::{corrupt_jpeg, jpeg, picture, with_exif_orientation};
 
+    const BUDGET: u64 = 256 * 1024 * 1024;
+
     fn dims(jpeg: &[u8]) -> (u32, u32) {
         let img = image::load_from_memory(jpeg).unwrap();
         (img.width(), img.height())
@@ -262,18 +294,23 @@ mod tests {
 
     #[test]
     fn large_jpeg_is_scaled_into_the_box() {
-        let out = make_thumbnail(&jpeg(&picture(3000, 2000, 1), 85), &Config::default()).unwrap();
+        let out = make_thumbnail(
+            &jpeg(&picture(3000, 2000, 1), 85),
+            &Config::default(),
+            BUDGET,
+        )
+        .unwrap();
         assert_eq!(dims(&out), (256, 171));
     }
 
     #[test]
     fn exif_orientation_turns_the_thumbnail_upright() {
         let sideways = with_exif_orientation(&jpeg(&picture(600, 400, 2), 85), 6);
-        let out = make_thumbnail(&sideways, &Config::default()).unwrap();
+        let out = make_thumbnail(&sideways, &Config::default(), BUDGET).unwrap();
         assert_eq!(dims(&out), (171, 256));
         let upright = with_exif_orientation(&jpeg(&picture(600, 400, 2), 85), 1);
         assert_eq!(
-            dims(&make_thumbnail(&upright, &Config::default()).unwrap()),
+            dims(&make_thumbnail(&upright, &Config::default(), BUDGET).unwrap()),
             (256, 171)
         );
     }
@@ -286,7 +323,7 @@ mod tests {
             .write_to(&mut Cursor::new(&mut gray_jpeg), image::ImageFormat::Jpeg)
             .unwrap();
         assert_eq!(
-            dims(&make_thumbnail(&gray_jpeg, &Config::default()).unwrap()),
+            dims(&make_thumbnail(&gray_jpeg, &Config::default(), BUDGET).unwrap()),
             (256, 256)
         );
         let mut png = Vec::new();
@@ -297,18 +334,22 @@ mod tests {
             max_edge: 100,
             quality: 50,
         };
-        assert_eq!(dims(&make_thumbnail(&png, &config).unwrap()), (100, 100));
+        assert_eq!(
+            dims(&make_thumbnail(&png, &config, BUDGET).unwrap()),
+            (100, 100)
+        );
     }
 
     #[test]
     fn corrupt_and_unsupported_inputs_are_permanent_errors_with_a_reason() {
-        let err = make_thumbnail(&corrupt_jpeg(), &Config::default()).unwrap_err();
+        let err = make_thumbnail(&corrupt_jpeg(), &Config::default(), BUDGET).unwrap_err();
         assert!(
             matches!(err, ThumbnailError::Corrupt { format: "JPEG", .. }),
             "{err}"
         );
         assert!(HandlerError::from(err).is_permanent());
-        let err = make_thumbnail(b"just some text, not an image", &Config::default()).unwrap_err();
+        let err = make_thumbnail(b"just some text, not an image", &Config::default(), BUDGET)
+            .unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("unsupported image format (first bytes 6a757374)"),
@@ -319,8 +360,46 @@ mod tests {
             .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
         png.truncate(png.len() / 2);
-        let err = make_thumbnail(&png, &Config::default()).unwrap_err();
+        let err = make_thumbnail(&png, &Config::default(), BUDGET).unwrap_err();
         assert!(err.to_string().starts_with("corrupt PNG image"), "{err}");
+    }
+
+    #[test]
+    fn bombs_are_refused_from_their_headers_with_their_dimensions() {
+        // A worker of 1 GiB running 8 at once.
+        let budget = 120 << 20;
+        for (name, bytes) in crate::bombs::all() {
+            let err = make_thumbnail(&bytes, &Config::default(), budget).unwrap_err();
+            assert!(
+                matches!(err, ThumbnailError::TooLarge { .. }),
+                "{name}: {err}"
+            );
+            let reason = HandlerError::from(err);
+            assert!(reason.is_permanent());
+            let size = name.split(['-', '.']).find(|p| p.contains('x')).unwrap();
+            assert!(reason.reason().contains(size), "{name}: {reason}");
+            assert!(reason.reason().contains("budget of 120 MiB"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_corrupt_not_grey() {
+        let whole = jpeg(&picture(640, 480, 5), 85);
+        let cut = &whole[..whole.len() * 2 / 3];
+        let err = make_thumbnail(cut, &Config::default(), BUDGET).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn the_budget_admits_what_fits_and_refuses_what_does_not() {
+        // 4000x3000 RGBA PNG: 48 MB decoded; about 180 MB with the
+        // decoder's buffers and the conversion to RGB.
+        let png = crate::bombs::png(4000, 3000);
+        let err = make_thumbnail(&png, &Config::default(), 64 << 20).unwrap_err();
+        assert!(err.to_string().contains("4000x3000"), "{err}");
+        // Within budget it is decoded, and the missing data found.
+        let err = make_thumbnail(&png, &Config::default(), 1 << 30).unwrap_err();
+        assert!(matches!(err, ThumbnailError::Corrupt { .. }), "{err}");
     }
 
     #[test]

@@ -14,6 +14,10 @@ use crate::crd::{AmqpConnection, BatchJob, BatchJobStatus};
 use crate::error::{Error, Result};
 use crate::plan;
 use crate::sqs::Backlog;
+
+/// Key of an optional management API base URL in a broker's Secret; see
+/// [`Broker::parse`].
+const MANAGEMENT_KEY: &str = "managementUrl";
 use crate::workload::WorkerQueue;
 
 /// The queue a job's chunks go through.
@@ -81,11 +85,24 @@ async fn broker(
             });
         }
     };
-    let value = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|v| String::from_utf8(v.0.clone()));
+    let text = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| String::from_utf8(v.0.clone()))
+    };
+    let value = text(key);
+    let management = match text(MANAGEMENT_KEY) {
+        None => None,
+        Some(Ok(url)) => Some(url),
+        Some(Err(_)) => {
+            return Ok(Err((
+                "BrokerSecretInvalid",
+                format!("secret {namespace}/{name}, key {MANAGEMENT_KEY}: not UTF-8"),
+            )));
+        }
+    };
     let invalid = |why: String| {
         Err((
             "BrokerSecretInvalid",
@@ -95,7 +112,11 @@ async fn broker(
     Ok(match value {
         None => invalid("no such key".into()),
         Some(Err(_)) => invalid("not UTF-8".into()),
-        Some(Ok(url)) => match Broker::parse(&url, connection.management_url.as_deref()) {
+        Some(Ok(url)) => match Broker::parse(
+            &url,
+            connection.management_url.as_deref(),
+            management.as_deref(),
+        ) {
             Ok(broker) => Ok(broker),
             Err(why) => invalid(why),
         },

@@ -85,6 +85,33 @@ impl RunPaths {
     }
 }
 
+/// Outputs written where the inputs are would replace them (`a.jpg` is
+/// both an input and the thumbnail of `a.png`), and the output folder is
+/// left out of the listing: such a run would destroy inputs or do nothing.
+fn refuse_same_folder(input: &Location, output: &Location) -> Result<()> {
+    let same = match (input, output) {
+        (Location::Local(i), Location::Local(o)) => match (i.canonicalize(), o.canonicalize()) {
+            (Ok(i), Ok(o)) => i == o,
+            _ => i == o,
+        },
+        (
+            Location::S3 { bucket, prefix },
+            Location::S3 {
+                bucket: out_bucket,
+                prefix: out_prefix,
+            },
+        ) => bucket == out_bucket && prefix == out_prefix,
+        _ => false,
+    };
+    if same {
+        return Err(Error::Config(format!(
+            "--input and --output are the same place ({input}): outputs would replace inputs; \
+             choose another --output (a folder inside the input is fine)"
+        )));
+    }
+    Ok(())
+}
+
 struct Planned {
     chunks: Vec<Chunk>,
     total: usize,
@@ -237,6 +264,7 @@ pub async fn run<H: Handler>(
 ) -> Result<RunSummary> {
     let started = Instant::now();
     // Step 1: prepare.
+    refuse_same_folder(&args.input, &args.output)?;
     if let Location::Local(folder) = &args.output {
         std::fs::create_dir_all(folder)
             .map_err(|e| Error::io("create output folder", folder, e))?;

@@ -27,7 +27,7 @@ mod settle;
 mod sqs;
 mod transport;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -281,15 +281,40 @@ async fn handle<H: Handler, T: Transport>(
         }
     };
     let total = items.len();
+    if let Some(reason) = delivery
+        .pending
+        .as_deref()
+        .and_then(|pending| headers::invalid_indices(pending, total))
+    {
+        // Whoever sent it controls the attribute: an index list that does
+        // not fit the message must not make its items vanish.
+        let letter = DeadLetter {
+            items: None,
+            cause: DeadLetterCause::Permanent,
+            category: ErrorCategory::Input,
+            reason,
+            attempts: attempt,
+        };
+        warn!(message_id = %delivery.message_id, reason = %letter.reason, "invalid control attribute");
+        if dead_letter(&shared, &delivery, &letter, total).await {
+            shared
+                .engine
+                .metrics()
+                .dead_letters
+                .with_label_values(&[DeadLetterCause::Permanent.as_str()])
+                .inc_by(total.max(1) as u64);
+            delete(&shared, &delivery).await;
+        }
+        return;
+    }
+    let selected: Option<BTreeSet<usize>> = delivery
+        .pending
+        .as_ref()
+        .map(|p| p.iter().copied().collect());
     let chosen: Vec<(usize, RawItem)> = items
         .into_iter()
         .enumerate()
-        .filter(|(index, _)| {
-            delivery
-                .pending
-                .as_ref()
-                .is_none_or(|pending| pending.contains(index))
-        })
+        .filter(|(index, _)| selected.as_ref().is_none_or(|s| s.contains(index)))
         .collect();
     let results = run_items(&shared, &delivery, chosen, attempt).await;
     if delivery.revoked.is_cancelled() {

@@ -16,6 +16,7 @@ use crate::message::ObjectRef;
 pub struct LocalStore {
     root: PathBuf,
     exclude: Vec<PathBuf>,
+    max_object_bytes: u64,
 }
 
 impl LocalStore {
@@ -24,7 +25,14 @@ impl LocalStore {
         Self {
             root: root.into(),
             exclude: Vec::new(),
+            max_object_bytes: u64::MAX,
         }
+    }
+
+    /// Refuses to read a file larger than `limit` bytes.
+    pub fn with_max_object_bytes(mut self, limit: u64) -> Self {
+        self.max_object_bytes = limit;
+        self
     }
 
     /// Leaves the folders `exclude` (say, an output folder inside the
@@ -68,6 +76,49 @@ impl LocalStore {
     }
 }
 
+/// Writes `body` to `tmp`, flushes it to disk, renames it to `target` and
+/// flushes the folder entry.
+fn write_durably(
+    tmp: &Path,
+    target: &Path,
+    body: &[u8],
+) -> Result<(), (&'static str, std::io::Error)> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(tmp).map_err(|e| ("create", e))?;
+    file.write_all(body).map_err(|e| ("write", e))?;
+    file.sync_all().map_err(|e| ("flush", e))?;
+    drop(file);
+    std::fs::rename(tmp, target).map_err(|e| ("rename into", e))?;
+    if let Some(folder) = target.parent() {
+        std::fs::File::open(folder)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| ("flush folder of", e))?;
+    }
+    Ok(())
+}
+
+/// Why `path` cannot be opened, for errors that retrying will not mend.
+async fn unreadable(key: &str, path: &Path, err: std::io::Error) -> StoreError {
+    let dangling = err.kind() == IoErrorKind::NotFound
+        && tokio::fs::symlink_metadata(path)
+            .await
+            .is_ok_and(|m| m.file_type().is_symlink());
+    let reason = if dangling {
+        "a symbolic link whose target does not exist"
+    } else if err.raw_os_error() == Some(ELOOP) {
+        "a symbolic link loop"
+    } else {
+        return io_error("open", path, err);
+    };
+    StoreError::InvalidKey {
+        key: key.to_owned(),
+        reason,
+    }
+}
+
+/// `ELOOP` on Linux: too many levels of symbolic links.
+const ELOOP: i32 = 40;
+
 fn io_error(operation: &'static str, path: &Path, err: std::io::Error) -> StoreError {
     let location = path.display().to_string();
     if err.kind() == IoErrorKind::NotFound {
@@ -84,11 +135,44 @@ fn io_error(operation: &'static str, path: &Path, err: std::io::Error) -> StoreE
 #[async_trait]
 impl ObjectStore for LocalStore {
     async fn get(&self, object: &ObjectRef) -> Result<Bytes, StoreError> {
+        use tokio::io::AsyncReadExt;
         let path = self.path_of(&object.key)?;
-        tokio::fs::read(&path)
+        let limit = self.max_object_bytes;
+        let too_large = |size| StoreError::TooLarge {
+            location: path.display().to_string(),
+            size,
+            limit,
+        };
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) => return Err(unreadable(&object.key, &path, e).await),
+        };
+        let meta = file
+            .metadata()
             .await
-            .map(Bytes::from)
-            .map_err(|e| io_error("read", &path, e))
+            .map_err(|e| io_error("stat", &path, e))?;
+        if meta.is_dir() {
+            return Err(StoreError::InvalidKey {
+                key: object.key.clone(),
+                reason: "names a folder, not a file (a symbolic link loop, or a folder that could not be listed)",
+            });
+        }
+        let size = meta.len();
+        if size > limit {
+            return Err(too_large(size));
+        }
+        // The file may grow while it is read: never read past the limit.
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        (&mut file)
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| io_error("read", &path, e))?;
+        let read = bytes.len() as u64;
+        if read > limit {
+            return Err(too_large(read));
+        }
+        Ok(Bytes::from(bytes))
     }
 
     async fn put(&self, key: &str, body: Bytes, _content_type: &str) -> Result<(), StoreError> {
@@ -107,13 +191,21 @@ impl ObjectStore for LocalStore {
             ".{file_name}.{}.tmp",
             uuid::Uuid::new_v4().simple()
         ));
-        if let Err(e) = tokio::fs::write(&tmp, &body).await {
+        // Durable before it is reported: the data reaches the disk before
+        // the rename, and the rename before the caller records the item as
+        // done, so a power loss never leaves an empty file counted as
+        // written.
+        let (tmp_path, target) = (tmp.clone(), path.clone());
+        let written = tokio::task::spawn_blocking(move || write_durably(&tmp_path, &target, &body))
+            .await
+            .map_err(|e| StoreError::Io {
+                operation: "write",
+                location: path.display().to_string(),
+                source: Box::new(e),
+            })?;
+        if let Err((operation, e)) = written {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(io_error("write", &tmp, e));
-        }
-        if let Err(e) = tokio::fs::rename(&tmp, &path).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(io_error("rename into", &path, e));
+            return Err(io_error(operation, &path, e));
         }
         Ok(())
     }
@@ -167,20 +259,39 @@ fn list_folder(root: &Path, exclude: &[PathBuf]) -> Result<Vec<ObjectRef>, Store
                     .unwrap_or(false);
             !hidden && !excluded
         });
-    for entry in walker {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(root).to_owned();
-            io_error("list", &path, e.into())
-        })?;
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let key = relative
+    let key_of = |path: &Path| {
+        path.strip_prefix(root)
+            .unwrap_or(path)
             .components()
             .map(|c| c.as_os_str().to_string_lossy())
             .collect::<Vec<_>>()
-            .join("/");
+            .join("/")
+    };
+    for entry in walker {
+        let entry = match entry {
+            Ok(entry) => entry,
+            // A dangling link, a link loop or a folder that cannot be read
+            // is one item that fails with its reason, not the whole run.
+            Err(e) if e.depth() > 0 && e.path().is_some() => {
+                let path = e.path().unwrap_or(root);
+                tracing::warn!(path = %path.display(), error = %e, "input entry cannot be read; it will be dead-lettered");
+                objects.push(ObjectRef {
+                    bucket: None,
+                    key: key_of(path),
+                    size: None,
+                    etag: None,
+                });
+                continue;
+            }
+            Err(e) => {
+                let path = e.path().unwrap_or(root).to_owned();
+                return Err(io_error("list", &path, e.into()));
+            }
+        };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let key = key_of(entry.path());
         let meta = entry
             .metadata()
             .map_err(|e| io_error("stat", entry.path(), e.into()))?;

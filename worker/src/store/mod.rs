@@ -35,6 +35,20 @@ pub enum StoreError {
         /// Why it was refused.
         reason: &'static str,
     },
+    /// The object is larger than inputs read whole may be (permanent for
+    /// the item: the same object is as large next time).
+    #[error(
+        "object {location} is {size} bytes, over the limit of {limit} bytes on inputs read whole \
+         (--max-object-mib)"
+    )]
+    TooLarge {
+        /// Which object.
+        location: String,
+        /// Its size (at least; the read stopped past the limit).
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// Any other failure; assumed transient.
     #[error("{operation} {location}: {source}")]
     Io {
@@ -51,9 +65,9 @@ pub enum StoreError {
 impl From<StoreError> for HandlerError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::NotFound { .. } | StoreError::InvalidKey { .. } => {
-                HandlerError::permanent(err.to_string())
-            }
+            StoreError::NotFound { .. }
+            | StoreError::InvalidKey { .. }
+            | StoreError::TooLarge { .. } => HandlerError::permanent(err.to_string()),
             StoreError::Io { .. } => HandlerError::retryable(err.to_string()),
         }
     }
@@ -67,7 +81,8 @@ impl From<StoreError> for HandlerError {
 /// duplicating it.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + Debug {
-    /// Reads a whole object.
+    /// Reads a whole object, refusing one larger than the store's limit
+    /// ([`StoreError::TooLarge`]) without reading it all.
     async fn get(&self, object: &ObjectRef) -> Result<Bytes, StoreError>;
     /// Writes a whole object under `key`.
     async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError>;

@@ -39,6 +39,7 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    max_object_bytes: u64,
 }
 
 impl S3Store {
@@ -48,7 +49,14 @@ impl S3Store {
             client,
             bucket: bucket.into(),
             prefix: prefix.into(),
+            max_object_bytes: u64::MAX,
         }
+    }
+
+    /// Refuses to read an object larger than `limit` bytes.
+    pub fn with_max_object_bytes(mut self, limit: u64) -> Self {
+        self.max_object_bytes = limit;
+        self
     }
 
     /// A store for object references that name their own bucket (S3
@@ -105,12 +113,36 @@ impl ObjectStore for S3Store {
                     io("read", location.clone(), e)
                 }
             })?;
-        let body = output
-            .body
-            .collect()
+        let limit = self.max_object_bytes;
+        let declared = output
+            .content_length()
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0);
+        if declared > limit {
+            return Err(StoreError::TooLarge {
+                location,
+                size: declared,
+                limit,
+            });
+        }
+        // Stop reading past the limit whatever the length header said.
+        let mut body = output.body;
+        let mut bytes = bytes::BytesMut::with_capacity(usize::try_from(declared).unwrap_or(0));
+        while let Some(chunk) = body
+            .try_next()
             .await
-            .map_err(|e| io("read", location, e))?;
-        Ok(body.into_bytes())
+            .map_err(|e| io("read", location.clone(), e))?
+        {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() as u64 > limit {
+                return Err(StoreError::TooLarge {
+                    location,
+                    size: bytes.len() as u64,
+                    limit,
+                });
+            }
+        }
+        Ok(bytes.freeze())
     }
 
     async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {

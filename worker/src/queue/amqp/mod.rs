@@ -108,7 +108,7 @@ impl AmqpQueue {
     /// ones are retried for ever.
     pub async fn connect(options: AmqpOptions) -> Result<Self> {
         let target = parse_target(&options.url).map_err(|reason| Error::Queue {
-            queue: options.url.clone(),
+            queue: crate::redact::url(&options.url),
             reason,
         })?;
         let shared = Arc::new(Shared {
