@@ -18,6 +18,7 @@ pub mod amqp;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod drift;
 pub mod error;
 pub mod fanout;
 pub mod health;

@@ -71,15 +71,21 @@ pub fn condition(
 }
 
 /// The queues the operator creates for `job`. Named `queue.name`, or
-/// `shoal-<namespace>-<name>` in SQS's alphabet, cut to 71 characters and
-/// made a FIFO queue (`.fifo`, at most 80 with `-dlq.fifo`): a FIFO queue
-/// drops a chunk sent twice within five minutes (deduplication id = chunk
-/// id), which is what makes a fan-out interrupted by an operator crash
-/// enqueue every chunk once. A `queue.name` ending in `.fifo` is FIFO too;
-/// any other is a standard queue. The dead-letter queue is
-/// `queue.deadLetterQueue` or the work queue's name plus `-dlq`.
+/// `shoal-<namespace>-<name>-<hash>`: the readable part in SQS's alphabet
+/// and cut to fit, the hash (12 hex digits of SHA-256 over namespace, name
+/// and uid) making the name unique to this job, so no two jobs (`a.b` and
+/// `a-b`, `team-a/x` and `team/a-x`, two long names, a job deleted and
+/// made again) ever share a queue. Always a FIFO queue (`.fifo`, at most
+/// 80 characters with `-dlq.fifo`): a FIFO queue drops a chunk sent twice
+/// within five minutes (deduplication id = chunk id), which is what makes
+/// a fan-out interrupted by an operator crash enqueue every chunk once. A
+/// `queue.name` ending in `.fifo` is FIFO too; any other is a standard
+/// queue. The dead-letter queue is `queue.deadLetterQueue` or the work
+/// queue's name plus `-dlq`.
 pub fn queue_settings(job: &BatchJob, namespace: &str) -> QueueSettings {
     let spec = job.spec.queue.clone().unwrap_or_default();
+    let name_given = spec.name.is_some();
+    let dead_letter_name_given = spec.dead_letter_queue.is_some();
     let name = spec
         .name
         .unwrap_or_else(|| format!("{}.fifo", default_queue_base(job, namespace)));
@@ -102,13 +108,23 @@ pub fn queue_settings(job: &BatchJob, namespace: &str) -> QueueSettings {
         visibility_timeout: spec
             .visibility_timeout_seconds
             .unwrap_or_else(|| (timeout.saturating_mul(6)).clamp(30, 43_200)),
+        job: format!("{namespace}/{}", job.name_any()),
+        owner: job.metadata.uid.clone().unwrap_or_default(),
+        name_given,
+        dead_letter_name_given,
     }
 }
 
-/// `shoal-<namespace>-<name>` in SQS's alphabet (letters, digits, `-`,
-/// `_`), cut to 71 characters.
+/// `shoal-<namespace>-<name>-<hash>` in SQS's alphabet (letters, digits,
+/// `-`, `_`), at most 71 characters; see [`queue_settings`].
 fn default_queue_base(job: &BatchJob, namespace: &str) -> String {
-    format!("shoal-{namespace}-{}", job.name_any())
+    use sha2::{Digest, Sha256};
+    let name = job.name_any();
+    let uid = job.metadata.uid.as_deref().unwrap_or_default();
+    // Separators no Kubernetes name holds: the hash input is unambiguous.
+    let digest = Sha256::digest(format!("{namespace}\n{name}\n{uid}").as_bytes());
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let readable: String = format!("{namespace}-{name}")
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -117,8 +133,9 @@ fn default_queue_base(job: &BatchJob, namespace: &str) -> String {
                 '-'
             }
         })
-        .take(71)
-        .collect()
+        .take(71 - "shoal-".len() - 1 - hash.len())
+        .collect();
+    format!("shoal-{readable}-{hash}")
 }
 
 /// The RabbitMQ queue of `job`: `source.amqp.queue`, else `queue.name`,
@@ -373,10 +390,18 @@ mod tests {
     fn created_queues_are_named_after_the_job_within_sqs_limits() {
         let mut j = job(None, Some(1));
         j.metadata.name = Some("thumbs.v2".into());
+        j.metadata.uid = Some("6a1f0c2e-0000-4000-8000-000000000001".into());
         let q = queue_settings(&j, "media");
-        assert_eq!(q.name, "shoal-media-thumbs-v2.fifo");
-        assert_eq!(q.dead_letter_name, "shoal-media-thumbs-v2-dlq.fifo");
-        assert!(q.fifo);
+        let hash = q.name.rsplit('-').next().unwrap().trim_end_matches(".fifo");
+        assert_eq!(hash.len(), 12);
+        assert_eq!(q.name, format!("shoal-media-thumbs-v2-{hash}.fifo"));
+        assert_eq!(
+            q.dead_letter_name,
+            format!("shoal-media-thumbs-v2-{hash}-dlq.fifo")
+        );
+        assert!(q.fifo && !q.name_given && !q.dead_letter_name_given);
+        assert_eq!(q.owner, "6a1f0c2e-0000-4000-8000-000000000001");
+        assert_eq!(q.job, "media/thumbs.v2");
         assert_eq!((q.max_receive_count, q.visibility_timeout), (5, 360));
         j.metadata.name = Some("x".repeat(200));
         let q = queue_settings(&j, "media");
@@ -392,6 +417,31 @@ mod tests {
             (q.name.as_str(), q.dead_letter_name.as_str(), q.fifo),
             ("photos", "photos-dlq", false)
         );
+    }
+
+    #[test]
+    fn no_two_jobs_share_a_default_queue() {
+        let named = |namespace: &str, name: &str, uid: &str| {
+            let mut j = job(None, Some(1));
+            j.metadata.name = Some(name.into());
+            j.metadata.uid = Some(uid.into());
+            queue_settings(&j, namespace).name
+        };
+        let long = |c: &str| c.repeat(120);
+        let pairs = [
+            (named("ns", "a.b", "u1"), named("ns", "a-b", "u2")),
+            (named("team-a", "x", "u1"), named("team", "a-x", "u2")),
+            (
+                named("ns", &(long("y") + "1"), "u1"),
+                named("ns", &(long("y") + "2"), "u2"),
+            ),
+            // Deleted and made again: a fresh queue, not the old one.
+            (named("ns", "same", "u1"), named("ns", "same", "u2")),
+        ];
+        for (a, b) in pairs {
+            assert_ne!(a, b);
+            assert!(a.len() <= 76 && b.len() <= 76, "{a} {b}");
+        }
     }
 
     #[test]

@@ -22,6 +22,35 @@ impl Backlog {
     }
 }
 
+/// Whether `err` says the queue does not exist.
+fn is_missing<E, R>(err: &aws_sdk_sqs::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata,
+{
+    err.as_service_error().is_some_and(|s| {
+        matches!(
+            s.code(),
+            Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist")
+        )
+    })
+}
+
+/// Whether `err` says a queue of that name exists with other attributes:
+/// someone else made it.
+fn exists_otherwise<E, R>(err: &aws_sdk_sqs::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata,
+{
+    err.as_service_error().is_some_and(|s| {
+        matches!(
+            s.code(),
+            Some(
+                "QueueAlreadyExists" | "QueueNameExists" | "AWS.SimpleQueueService.QueueNameExists"
+            )
+        )
+    })
+}
+
 /// An SQS client shared by every reconcile.
 #[derive(Debug, Clone)]
 pub struct Sqs {
@@ -43,8 +72,10 @@ impl Sqs {
     }
 
     /// The backlog of the queue at `url`.
-    pub async fn backlog(&self, url: &str) -> Result<Backlog> {
-        let answer = self
+    ///
+    /// `None`: the queue does not exist (deleted behind the operator).
+    pub async fn backlog(&self, url: &str) -> Result<Option<Backlog>> {
+        let answer = match self
             .client
             .get_queue_attributes()
             .queue_url(url)
@@ -53,11 +84,17 @@ impl Sqs {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
-            .map_err(|e| Error::Queue {
-                queue: url.to_owned(),
-                what: "reading the backlog",
-                reason: aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
-            })?;
+        {
+            Ok(answer) => answer,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => {
+                return Err(Error::Queue {
+                    queue: url.to_owned(),
+                    what: "reading the backlog",
+                    reason: aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
+                });
+            }
+        };
         let attributes = answer.attributes();
         let count = |name: &QueueAttributeName| -> i64 {
             attributes
@@ -65,12 +102,12 @@ impl Sqs {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        Ok(Backlog {
+        Ok(Some(Backlog {
             visible: count(&QueueAttributeName::ApproximateNumberOfMessages).saturating_add(count(
                 &QueueAttributeName::ApproximateNumberOfMessagesDelayed,
             )),
             in_flight: count(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-        })
+        }))
     }
 }
 
@@ -96,6 +133,50 @@ pub struct QueueSettings {
     pub max_receive_count: u32,
     /// Visibility timeout in seconds.
     pub visibility_timeout: u32,
+    /// The BatchJob these queues are for (`namespace/name`) and its uid:
+    /// tagged on the queues the operator creates ([`OWNER_TAG`]).
+    pub job: String,
+    /// The job's uid.
+    pub owner: String,
+    /// The spec names the work queue: it may exist already, whoever made
+    /// it, and is never deleted by the operator.
+    pub name_given: bool,
+    /// The same for the dead-letter queue.
+    pub dead_letter_name_given: bool,
+}
+
+/// Tag with the uid of the BatchJob a queue was created for. A queue the
+/// spec does not name is used, and deleted, only when it carries its job's
+/// uid: never a queue another job or a person made.
+pub const OWNER_TAG: &str = "shoal.dev/batchjob-uid";
+/// Tag with the `namespace/name` of that BatchJob, for people.
+pub const JOB_TAG: &str = "shoal.dev/batchjob";
+
+/// A queue exists under a name the operator derived for a job, but was not
+/// created for that job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotOwned {
+    /// The queue's URL or name.
+    pub queue: String,
+    /// Its owner tag, if any.
+    pub owner: Option<String>,
+}
+
+impl std::fmt::Display for NotOwned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.owner {
+            Some(owner) => write!(
+                f,
+                "queue {} was created for another BatchJob (uid {owner}); name queues explicitly in queue.name to share one",
+                self.queue
+            ),
+            None => write!(
+                f,
+                "queue {} exists but was not created by shoal for this BatchJob; name it in queue.name to use it",
+                self.queue
+            ),
+        }
+    }
 }
 
 impl Sqs {
@@ -114,24 +195,47 @@ impl Sqs {
     /// the id each chunk is sent with (not by content) and use
     /// high-throughput mode (deduplication and throughput limit per message
     /// group, one group per chunk).
-    pub async fn ensure_queues(&self, settings: &QueueSettings) -> Result<Queues> {
+    ///
+    /// A queue whose name the operator derived (not given by the spec)
+    /// must carry the job's uid in [`OWNER_TAG`]; one that does not is
+    /// [`NotOwned`], and the work queue is then not created.
+    pub async fn ensure_queues(
+        &self,
+        settings: &QueueSettings,
+    ) -> Result<std::result::Result<Queues, NotOwned>> {
         let mut dlq = self
             .client
             .create_queue()
             .queue_name(&settings.dead_letter_name)
+            .tags(OWNER_TAG, &settings.owner)
+            .tags(JOB_TAG, &settings.job)
             .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600");
         if settings.fifo {
             dlq = dlq.attributes(QueueAttributeName::FifoQueue, "true");
         }
-        let dlq = dlq
-            .send()
-            .await
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
-            .map_err(Self::error(
-                &settings.dead_letter_name,
-                "creating the dead-letter queue",
-            ))?;
+        let dlq = match dlq.send().await {
+            Ok(created) => created,
+            Err(e) if !settings.dead_letter_name_given && exists_otherwise(&e) => {
+                return Ok(Err(NotOwned {
+                    queue: settings.dead_letter_name.clone(),
+                    owner: None,
+                }));
+            }
+            Err(e) => {
+                return Err(Self::error(
+                    &settings.dead_letter_name,
+                    "creating the dead-letter queue",
+                )(
+                    aws_sdk_sqs::error::DisplayErrorContext(e).to_string()
+                ));
+            }
+        };
         let dead_letter_url = dlq.queue_url().unwrap_or_default().to_owned();
+        if !settings.dead_letter_name_given
+            && let Err(not_owned) = self.owned(&dead_letter_url, &settings.owner).await?
+        {
+            return Ok(Err(not_owned));
+        }
         let arn = self
             .client
             .get_queue_attributes()
@@ -156,6 +260,8 @@ impl Sqs {
             .client
             .create_queue()
             .queue_name(&settings.name)
+            .tags(OWNER_TAG, &settings.owner)
+            .tags(JOB_TAG, &settings.job)
             .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
             .attributes(
                 QueueAttributeName::VisibilityTimeout,
@@ -167,29 +273,75 @@ impl Sqs {
                 .attributes(QueueAttributeName::DeduplicationScope, "messageGroup")
                 .attributes(QueueAttributeName::FifoThroughputLimit, "perMessageGroupId");
         }
-        let queue = queue
+        let queue = match queue.send().await {
+            Ok(created) => created,
+            Err(e) if !settings.name_given && exists_otherwise(&e) => {
+                return Ok(Err(NotOwned {
+                    queue: settings.name.clone(),
+                    owner: None,
+                }));
+            }
+            Err(e) => {
+                return Err(Self::error(&settings.name, "creating the work queue")(
+                    aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
+                ));
+            }
+        };
+        let url = queue.queue_url().unwrap_or_default().to_owned();
+        if !settings.name_given
+            && let Err(not_owned) = self.owned(&url, &settings.owner).await?
+        {
+            return Ok(Err(not_owned));
+        }
+        Ok(Ok(Queues {
+            url,
+            dead_letter_url,
+        }))
+    }
+
+    /// Whether the queue at `url` carries `owner` in [`OWNER_TAG`].
+    async fn owned(&self, url: &str, owner: &str) -> Result<std::result::Result<(), NotOwned>> {
+        let tags = self
+            .client
+            .list_queue_tags()
+            .queue_url(url)
             .send()
             .await
             .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
-            .map_err(Self::error(&settings.name, "creating the work queue"))?;
-        Ok(Queues {
-            url: queue.queue_url().unwrap_or_default().to_owned(),
-            dead_letter_url,
+            .map_err(Self::error(url, "reading the queue's tags"))?;
+        let tagged = tags.tags().and_then(|t| t.get(OWNER_TAG)).cloned();
+        Ok(if tagged.as_deref() == Some(owner) {
+            Ok(())
+        } else {
+            Err(NotOwned {
+                queue: url.to_owned(),
+                owner: tagged,
+            })
         })
+    }
+
+    /// The URL of queue `name` if it exists and carries `owner` in
+    /// [`OWNER_TAG`]: what the finalizer may delete.
+    pub async fn owned_queue(&self, name: &str, owner: &str) -> Result<Option<String>> {
+        let url = match self.client.get_queue_url().queue_name(name).send().await {
+            Ok(found) => found.queue_url().unwrap_or_default().to_owned(),
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => {
+                return Err(Error::Queue {
+                    queue: name.to_owned(),
+                    what: "looking up",
+                    reason: aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
+                });
+            }
+        };
+        Ok(self.owned(&url, owner).await?.ok().map(|()| url))
     }
 
     /// Deletes the queue at `url`; a queue already gone is fine.
     pub async fn delete_queue(&self, url: &str) -> Result<()> {
         match self.client.delete_queue().queue_url(url).send().await {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error().is_some_and(|s| {
-                    s.meta().code() == Some("AWS.SimpleQueueService.NonExistentQueue")
-                        || s.meta().code() == Some("QueueDoesNotExist")
-                }) =>
-            {
-                Ok(())
-            }
+            Err(e) if is_missing(&e) => Ok(()),
             Err(e) => Err(Error::Queue {
                 queue: url.to_owned(),
                 what: "deleting",

@@ -51,6 +51,26 @@ pub fn content_hash(deployment: &Deployment) -> String {
         .collect()
 }
 
+/// `mib` MiB written as the API server stores it (`1024` -> `1Gi`), so
+/// the live Deployment holds what was applied (see [`crate::drift`]).
+fn canonical_mebibytes(mib: u32) -> String {
+    if mib > 0 && mib.is_multiple_of(1024) {
+        format!("{}Gi", mib / 1024)
+    } else {
+        format!("{mib}Mi")
+    }
+}
+
+/// `millis` thousandths of a CPU as the API server stores them (`2000m`
+/// -> `2`).
+fn canonical_millicores(millis: u32) -> String {
+    if millis > 0 && millis.is_multiple_of(1000) {
+        format!("{}", millis / 1000)
+    } else {
+        format!("{millis}m")
+    }
+}
+
 /// Name of the worker Deployment of `job`.
 pub fn deployment_name(job: &BatchJob) -> String {
     format!("{}-workers", job.name_any())
@@ -201,8 +221,8 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
     let mut args = handler.args.clone();
     args.push("worker".to_owned());
 
-    let memory_quantity = Quantity(format!("{memory}Mi"));
-    let cpu_quantity = Quantity(format!("{}m", cpu_millis(memory)));
+    let memory_quantity = Quantity(canonical_mebibytes(memory));
+    let cpu_quantity = Quantity(canonical_millicores(cpu_millis(memory)));
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
@@ -531,8 +551,10 @@ mod tests {
             resources.requests.as_ref().unwrap(),
         ] {
             assert_eq!(set["memory"], Quantity("3538Mi".into()));
-            assert_eq!(set["cpu"], Quantity("2000m".into()));
+            assert_eq!(set["cpu"], Quantity("2".into()));
         }
+        assert_eq!(canonical_mebibytes(2048), "2Gi");
+        assert_eq!(canonical_millicores(579), "579m");
     }
 
     #[test]

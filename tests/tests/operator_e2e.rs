@@ -284,10 +284,36 @@ spec:
             names.join(" ")
         }
     };
+    // Each job's queues carry a hash of its namespace, name and uid.
+    let own = |job: &str| -> Vec<String> {
+        ["queueUrl", "deadLetterQueueUrl"]
+            .iter()
+            .map(|field| {
+                let url = plane.jsonpath(&["bj", job], &format!("{{.status.{field}}}"));
+                url.rsplit('/').next().unwrap().to_owned()
+            })
+            .collect()
+    };
+    let (first, second) = (own("thumbnails"), own("thumbnails-small"));
+    for (names, stem) in [(&first, "thumbnails-"), (&second, "thumbnails-small-")] {
+        let hash = names[0]
+            .strip_prefix(&format!("shoal-default-{stem}"))
+            .and_then(|rest| rest.strip_suffix(".fifo"))
+            .unwrap_or_else(|| panic!("{names:?}"));
+        assert!(
+            hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{names:?}"
+        );
+        assert_eq!(names[1], format!("shoal-default-{stem}{hash}-dlq.fifo"));
+    }
+    let sorted = |names: Vec<&String>| {
+        let mut names: Vec<&str> = names.into_iter().map(String::as_str).collect();
+        names.sort_unstable();
+        names.join(" ")
+    };
     assert_eq!(
         queues().await,
-        "shoal-default-thumbnails-dlq.fifo shoal-default-thumbnails-small-dlq.fifo \
-         shoal-default-thumbnails-small.fifo shoal-default-thumbnails.fifo"
+        sorted(first.iter().chain(&second).collect())
     );
     plane.kubectl(&[
         "patch",
@@ -309,12 +335,7 @@ spec:
         log,
     );
     // The second stage keeps its queues (and needs nothing more from it).
-    assert_eq!(
-        queues().await,
-        "shoal-default-thumbnails-small-dlq.fifo shoal-default-thumbnails-small.fifo",
-        "{}",
-        log()
-    );
+    assert_eq!(queues().await, sorted(second.iter().collect()), "{}", log());
 
     for worker in &workers {
         worker.signal("TERM");

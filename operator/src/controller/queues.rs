@@ -172,16 +172,24 @@ pub(super) async fn ensure(
             dead_letter_url: None,
         }));
     }
-    if let (Some(url), Some(dlq)) = (&previous.queue_url, &previous.dead_letter_queue_url) {
+    let settings = plan::queue_settings(job, namespace);
+    // Status is writable by more people than the spec: its URLs are used
+    // only when they name the queues the spec implies.
+    if let (Some(url), Some(dlq)) = (&previous.queue_url, &previous.dead_letter_queue_url)
+        && names_queue(url, &settings.name)
+        && names_queue(dlq, &settings.dead_letter_name)
+    {
         return Ok(Resolved::Ready(WorkQueue::Sqs {
             url: url.clone(),
             dead_letter_url: Some(dlq.clone()),
         }));
     }
-    let queues = ctx
-        .sqs
-        .ensure_queues(&plan::queue_settings(job, namespace))
-        .await?;
+    let queues = match ctx.sqs.ensure_queues(&settings).await? {
+        Ok(queues) => queues,
+        Err(not_owned) => {
+            return Ok(Resolved::Blocked("QueueNotOwned", not_owned.to_string()));
+        }
+    };
     status.queue_url = Some(queues.url.clone());
     status.dead_letter_queue_url = Some(queues.dead_letter_url.clone());
     write_status(job, ctx, namespace, status).await?;
@@ -234,9 +242,44 @@ impl WorkQueue {
                 let work = ctx.sqs.backlog(url).await?;
                 let dead = match dead_letter_url {
                     Some(dlq) => ctx.sqs.backlog(dlq).await?,
-                    None => Backlog::default(),
+                    None => Some(Backlog::default()),
                 };
-                Ok(Some((work, dead)))
+                if let (Some(work), Some(dead)) = (work, dead) {
+                    return Ok(Some((work, dead)));
+                }
+                if dead_letter_url.is_none() {
+                    // A queue the job was given: not the operator's to make.
+                    return Err(Error::Queue {
+                        queue: url.clone(),
+                        what: "reading the backlog",
+                        reason: "the queue does not exist".into(),
+                    });
+                }
+                // Deleted behind the operator: made again (chunks that were
+                // in it are gone; the workers' outputs so far are kept).
+                let namespace = job.namespace().unwrap_or_default();
+                match ctx
+                    .sqs
+                    .ensure_queues(&plan::queue_settings(job, &namespace))
+                    .await?
+                {
+                    Ok(_) => {
+                        ctx.event(
+                            job,
+                            true,
+                            "QueueRecreated",
+                            format!(
+                                "queue {url} or its dead-letter queue was missing: created it again"
+                            ),
+                        )
+                        .await;
+                    }
+                    Err(not_owned) => {
+                        ctx.event(job, true, "QueueNotOwned", not_owned.to_string())
+                            .await;
+                    }
+                }
+                Ok(None)
             }
             Self::Amqp { broker, queue, .. } => match ctx.amqp.backlog(broker, queue).await? {
                 Counts::Known(work, dead) => Ok(Some((work, dead))),
@@ -285,21 +328,23 @@ impl WorkQueue {
     }
 }
 
-/// Deletes the queues the operator created for `job` (not a queue it was
-/// given, nor one named in `queue.name`). Returns whether it deleted any.
+/// Deletes the queues the operator created for `job`: on SQS the queues
+/// whose names it derived from the spec and that carry the job's uid in
+/// their owner tag; never a queue the spec names or status mentions.
+/// Returns whether it deleted any.
 /// A RabbitMQ broker whose Secret is gone cannot be reached: its queues
 /// are left, with a warning Event, rather than blocking the deletion.
 pub(super) async fn delete_created(job: &BatchJob, ctx: &Context) -> Result<bool> {
-    let named = job.spec.queue.as_ref().is_some_and(|q| q.name.is_some());
-    let status = job.status.clone().unwrap_or_default();
-    if named || job.spec.source.sqs.is_some() || job.spec.source.amqp.is_some() {
+    if job.spec.source.sqs.is_some() || job.spec.source.amqp.is_some() {
         return Ok(false);
     }
+    let namespace = job.namespace().unwrap_or_default();
     if let Some(connection) = job.spec.queue.as_ref().and_then(|q| q.amqp.as_ref()) {
-        if status.queue_url.is_none() {
+        let named = job.spec.queue.as_ref().is_some_and(|q| q.name.is_some());
+        let declared = job.status.as_ref().is_some_and(|s| s.queue_url.is_some());
+        if named || !declared {
             return Ok(false);
         }
-        let namespace = job.namespace().unwrap_or_default();
         return match broker(ctx, &namespace, connection).await? {
             Ok(broker) => {
                 let queue = plan::amqp_queue(job, &namespace);
@@ -318,12 +363,31 @@ pub(super) async fn delete_created(job: &BatchJob, ctx: &Context) -> Result<bool
             }
         };
     }
-    let urls: Vec<&String> = [&status.queue_url, &status.dead_letter_queue_url]
-        .into_iter()
-        .flatten()
-        .collect();
-    for url in &urls {
-        ctx.sqs.delete_queue(url).await?;
+    // What to delete comes from the spec and the queues' owner tags, never
+    // from status (anyone allowed to write status could name any queue).
+    // Status only saves the lookups for a job that never got as far as
+    // creating its queues.
+    if job.status.as_ref().is_none_or(|s| s.queue_url.is_none()) {
+        return Ok(false);
     }
-    Ok(!urls.is_empty())
+    let settings = plan::queue_settings(job, &namespace);
+    let mut deleted = false;
+    for (name, given) in [
+        (&settings.name, settings.name_given),
+        (&settings.dead_letter_name, settings.dead_letter_name_given),
+    ] {
+        if given {
+            continue;
+        }
+        if let Some(url) = ctx.sqs.owned_queue(name, &settings.owner).await? {
+            ctx.sqs.delete_queue(&url).await?;
+            deleted = true;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Whether the queue URL `url` names the queue `name` (its last segment).
+fn names_queue(url: &str, name: &str) -> bool {
+    url.rsplit('/').next() == Some(name)
 }

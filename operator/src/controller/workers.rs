@@ -20,6 +20,9 @@ pub(super) struct ObservedDeployment {
     pub(super) replicas: Option<i32>,
     pub(super) ready: i32,
     pub(super) applied_hash: Option<String>,
+    /// The live Deployment's `spec`, to see hand edits (see
+    /// [`crate::drift`]).
+    pub(super) spec: Option<serde_json::Value>,
 }
 
 pub(super) async fn observe_deployment(
@@ -50,6 +53,10 @@ pub(super) async fn observe_deployment(
             .and_then(|d| d.metadata.annotations.as_ref())
             .and_then(|a| a.get(workload::APPLIED_HASH))
             .cloned(),
+        spec: existing
+            .as_ref()
+            .and_then(|d| d.spec.as_ref())
+            .and_then(|s| serde_json::to_value(s).ok()),
     })
 }
 
@@ -145,10 +152,29 @@ pub(super) async fn apply_deployment(
 ) -> Result<()> {
     let mut deployment = workload::deployment(job, wiring);
     let hash = workload::content_hash(&deployment);
+    let desired_spec = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok());
+    let edited = match (&observed.spec, &desired_spec) {
+        (Some(live), Some(desired)) => crate::drift::difference(live, desired),
+        _ => None,
+    };
     if observed.applied_hash.as_deref() == Some(hash.as_str())
         && observed.replicas == Some(wiring.replicas)
+        && edited.is_none()
     {
         return Ok(());
+    }
+    if let Some(field) = &edited
+        && observed.applied_hash.as_deref() == Some(hash.as_str())
+    {
+        tracing::info!(
+            batchjob = %job.name_any(),
+            deployment = %workload::deployment_name(job),
+            field = %field,
+            "the worker Deployment was edited by hand: applying the BatchJob's again"
+        );
     }
     deployment
         .metadata
