@@ -143,6 +143,9 @@ pub struct Wiring {
     pub queue: WorkerQueue,
     /// `s3://bucket/prefix` of outputs, if any.
     pub output: Option<String>,
+    /// The bucket a fan-out job's items come from: the only one its
+    /// workers may read (`SHOAL_ALLOWED_BUCKETS`), whatever a message says.
+    pub input_bucket: Option<String>,
     /// Replicas to run.
     pub replicas: i32,
 }
@@ -214,6 +217,9 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
     ]);
     if let Some(output) = &wiring.output {
         env_vars.push(env("SHOAL_OUTPUT", output.clone()));
+    }
+    if let Some(bucket) = &wiring.input_bucket {
+        env_vars.push(env("SHOAL_ALLOWED_BUCKETS", bucket.clone()));
     }
     // The user's variables come last: they may override any of ours.
     env_vars.extend(handler.env.iter().cloned());
@@ -392,6 +398,7 @@ mod tests {
 
     fn wiring() -> Wiring {
         Wiring {
+            input_bucket: Some("photos".into()),
             queue: WorkerQueue::Url("http://127.0.0.1:9324/000000000000/jobs".into()),
             output: Some("s3://thumbs/out/".into()),
             replicas: 3,
@@ -457,6 +464,7 @@ mod tests {
             ["http://127.0.0.1:9324/000000000000/jobs"]
         );
         assert_eq!(env_value(c, "SHOAL_OUTPUT"), ["s3://thumbs/out/"]);
+        assert_eq!(env_value(c, "SHOAL_ALLOWED_BUCKETS"), ["photos"]);
         assert_eq!(env_value(c, "SHOAL_CONCURRENCY"), ["4"]);
         assert_eq!(env_value(c, "SHOAL_MEMORY_MIB"), ["3538"]);
         // The user's value comes after the operator's, so it wins.

@@ -199,11 +199,15 @@ async fn poison_messages_reach_the_dead_letter_exchange_with_their_reason() {
                 chunk_body(&[good[0].clone(), "corrupt.jpg".into(), good[1].clone()]),
                 chunk_body(&[good[2].clone(), "missing.jpg".into()]),
                 r#"{"chunkId": "c-broken", "items": 42}"#.to_owned(),
+                // 3,000 items that each fail: their reasons together would
+                // exceed the broker's frame size.
+                serde_json::json!({"chunkId": "c-wide", "items": (0..3000).collect::<Vec<_>>()})
+                    .to_string(),
             ],
         )
         .await;
     wait_for_outputs(&bed, &expected(&good), || worker.log_text()).await;
-    let letters = dead_letters(&bed.rabbit, 3).await;
+    let letters = dead_letters(&bed.rabbit, 4).await;
     let find = |needle: &str| {
         letters
             .iter()
@@ -221,6 +225,17 @@ async fn poison_messages_reach_the_dead_letter_exchange_with_their_reason() {
     let broken = find("c-broken");
     assert!(header(&broken, "shoal.reason").contains("malformed shoal chunk"));
     assert_eq!(header(&broken, "shoal.category"), "input");
+    let wide = header(&find("c-wide"), "shoal.reason");
+    assert!(wide.len() <= 16 * 1024, "{} bytes", wide.len());
+    assert!(
+        wide.starts_with("c-wide/0: expected an object reference"),
+        "{wide:.200}"
+    );
+    assert!(
+        wide.ends_with(" more"),
+        "{}",
+        &wide[wide.len().saturating_sub(60)..]
+    );
     stop(&mut worker);
     assert_eq!(bed.rabbit.ready(QUEUE).await, 0);
 }

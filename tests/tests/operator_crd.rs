@@ -271,6 +271,7 @@ fn the_worker_deployment_passes_the_restricted_pod_security_standard() {
     let wiring = Wiring {
         queue: WorkerQueue::Url("http://127.0.0.1:9324/000000000000/thumbnails".into()),
         output: Some("s3://photos/thumbs/".into()),
+        input_bucket: Some("photos".into()),
         replicas: 2,
     };
     let deployment = serde_json::to_string(&workload::deployment(&job, &wiring)).unwrap();

@@ -243,6 +243,31 @@ async fn poison_messages(queue: &str) {
         .unwrap();
     let queues = create_queues(&stack.sqs, queue, 30, 3).await;
     let malformed = r#"{"chunkId": "c-broken", "items": 42}"#.to_owned();
+    // An item naming a bucket the worker does not read from, where a
+    // readable photo waits.
+    stack
+        .s3
+        .create_bucket()
+        .bucket("payroll")
+        .send()
+        .await
+        .unwrap();
+    upload(
+        &stack.s3,
+        "payroll",
+        &["march.jpg".to_owned()],
+        &tiny_jpeg(),
+    )
+    .await;
+    let foreign =
+        shoal_worker::message::Chunk::new(vec![shoal_worker::message::ChunkItem::Object(
+            shoal_worker::message::ObjectRef {
+                bucket: Some("payroll".into()),
+                key: "march.jpg".into(),
+                size: None,
+                etag: None,
+            },
+        )]);
     send_all(
         &stack.sqs,
         &queues.url,
@@ -251,6 +276,7 @@ async fn poison_messages(queue: &str) {
             chunk_body(&[good[2].clone(), "missing.jpg".into()]),
             malformed.clone(),
             chunk_body(&[good[3].clone()]),
+            serde_json::to_string(&foreign).unwrap(),
         ],
     )
     .await;
@@ -288,19 +314,19 @@ async fn poison_messages(queue: &str) {
     let value = |series: &str| {
         sample(&metrics, series).unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
     };
-    assert_eq!(value("shoal_messages_received_total"), 5.0);
+    assert_eq!(value("shoal_messages_received_total"), 6.0);
     assert_eq!(
         value("shoal_messages_deleted_total"),
-        5.0,
+        6.0,
         "every message settled"
     );
-    assert_eq!(value("shoal_messages_dead_lettered_total"), 4.0);
-    assert_eq!(value("shoal_dead_letters_total{cause=\"permanent\"}"), 4.0);
+    assert_eq!(value("shoal_messages_dead_lettered_total"), 5.0);
+    assert_eq!(value("shoal_dead_letters_total{cause=\"permanent\"}"), 5.0);
     assert_eq!(value("shoal_invocations_total{outcome=\"success\"}"), 4.0);
-    assert_eq!(value("shoal_message_age_seconds_count"), 5.0);
+    assert_eq!(value("shoal_message_age_seconds_count"), 6.0);
     assert_eq!(value("shoal_messages_in_flight"), 0.0);
     let letters = take_all(&stack.sqs, &queues.dead_letter_url).await;
-    assert_eq!(letters.len(), 4, "{letters:?}");
+    assert_eq!(letters.len(), 5, "{letters:?}");
     let find = |needle: &str| {
         letters
             .iter()
@@ -340,6 +366,12 @@ async fn poison_messages(queue: &str) {
     assert!(
         !forged.contains_key("shoal.pending"),
         "the whole message is dead"
+    );
+    let payroll = find("march.jpg");
+    assert!(
+        payroll["shoal.reason"]
+            .contains("names bucket \"payroll\", which is not this worker's input"),
+        "{payroll:?}"
     );
     w.signal("TERM");
     assert!(w.wait(Duration::from_secs(30)).success());

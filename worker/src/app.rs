@@ -147,6 +147,7 @@ fn engine_config(common: &CommonArgs) -> EngineConfig {
 struct Stores {
     force_path_style: Option<bool>,
     max_object_bytes: u64,
+    allowed_buckets: Option<Vec<String>>,
     aws: Option<aws_config::SdkConfig>,
     s3: Option<aws_sdk_s3::Client>,
 }
@@ -167,6 +168,13 @@ impl Stores {
         Self {
             force_path_style: common.s3_force_path_style,
             max_object_bytes,
+            allowed_buckets: common.allowed_buckets.as_ref().map(|buckets| {
+                buckets
+                    .iter()
+                    .map(|b| b.trim().to_owned())
+                    .filter(|b| !b.is_empty())
+                    .collect()
+            }),
             aws: None,
             s3: None,
         }
@@ -196,11 +204,13 @@ impl Stores {
             Location::Local(folder) => Arc::new(
                 LocalStore::new(folder)
                     .excluding(exclude)
-                    .with_max_object_bytes(self.max_object_bytes),
+                    .with_max_object_bytes(self.max_object_bytes)
+                    .with_allowed_buckets(self.allowed_buckets.clone()),
             ),
             Location::S3 { bucket, prefix } => Arc::new(
                 S3Store::new(self.s3().await, bucket, prefix)
-                    .with_max_object_bytes(self.max_object_bytes),
+                    .with_max_object_bytes(self.max_object_bytes)
+                    .with_allowed_buckets(self.allowed_buckets.clone()),
             ),
         }
     }
@@ -211,7 +221,9 @@ impl Stores {
         match location {
             Some(location) => self.open(location, &[]).await,
             None => Arc::new(
-                S3Store::any_bucket(self.s3().await).with_max_object_bytes(self.max_object_bytes),
+                S3Store::any_bucket(self.s3().await)
+                    .with_max_object_bytes(self.max_object_bytes)
+                    .with_allowed_buckets(self.allowed_buckets.clone()),
             ),
         }
     }

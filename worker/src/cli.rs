@@ -116,6 +116,18 @@ pub struct CommonArgs {
     #[arg(long, global = true, env = "SHOAL_MAX_OBJECT_MIB", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub max_object_mib: Option<u64>,
 
+    /// Buckets an item or event may name, besides the --input bucket
+    /// (comma-separated). An item naming another bucket is dead-lettered.
+    /// Without it, a worker with an S3 --input reads only that bucket, one
+    /// without --input (S3 events) any bucket its credentials reach.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_ALLOWED_BUCKETS",
+        value_delimiter = ','
+    )]
+    pub allowed_buckets: Option<Vec<String>>,
+
     /// Function name reported to the handler [default: the binary's name].
     #[arg(long, global = true, env = "SHOAL_FUNCTION_NAME")]
     pub function_name: Option<String>,

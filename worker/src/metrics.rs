@@ -122,13 +122,14 @@ pub struct QueueMetrics {
 }
 
 /// Broker operations, the `operation` label of `shoal_queue_errors_total`.
-pub const QUEUE_OPERATIONS: [&str; 6] = [
+pub const QUEUE_OPERATIONS: [&str; 7] = [
     "receive",
     "delete",
     "extend",
     "release",
     "requeue",
     "dead_letter",
+    "surrender",
 ];
 
 /// Seconds: 10 ms to 14 days, SQS's longest retention.

@@ -277,20 +277,22 @@ fn invoke_runs_the_handler_once_on_one_event() {
     let dir = tempfile::tempdir().unwrap();
     let event = dir.path().join("event.json");
     let out = dir.path().join("out");
-    let invoke = |event_body: &str| -> Output {
+    let input = samples();
+    let invoke_with = |event_body: &str, extra: &[&str]| -> Output {
         std::fs::write(&event, event_body).unwrap();
-        thumbnail(&[
+        let mut args = vec![
             "invoke",
             "--event",
             event.to_str().unwrap(),
             "--input",
-            samples().to_str().unwrap(),
+            input.to_str().unwrap(),
             "--output",
             out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap()
+        ];
+        args.extend_from_slice(extra);
+        thumbnail(&args).output().unwrap()
     };
+    let invoke = |event_body: &str| invoke_with(event_body, &[]);
 
     let ok = invoke(r#"{"key": "photo-0001.jpg"}"#);
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
@@ -304,9 +306,19 @@ fn invoke_runs_the_handler_once_on_one_event() {
     );
     assert_eq!(jpeg_dims(&out.join("photo-0001.jpg")), (256, 171));
 
-    // An S3 event notification names objects the same way.
+    // An S3 event notification names its bucket: read from the folder
+    // only when --allowed-buckets says that bucket is the folder.
     let s3 = r#"{"Records":[{"s3":{"bucket":{"name":"local"},"object":{"key":"corrupt.jpg"}}}]}"#;
-    let bad = invoke(s3);
+    let refused = invoke(s3);
+    let result: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert!(
+        result["reason"]
+            .as_str()
+            .unwrap()
+            .contains("names bucket \"local\", which is not this worker's input"),
+        "{result}"
+    );
+    let bad = invoke_with(s3, &["--allowed-buckets", "local"]);
     assert_eq!(bad.status.code(), Some(3));
     let result: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
     assert_eq!(result["status"], "failed");

@@ -362,6 +362,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     let wiring = Wiring {
         queue: queue.worker_queue(&job),
         output: plan::output_location(&job),
+        input_bucket: fan_out.as_ref().map(|s3| s3.bucket.clone()),
         replicas: decision.replicas,
     };
     apply_deployment(&job, &ctx, &namespace, &wiring, &observed).await?;

@@ -17,6 +17,57 @@ pub const SOURCE_QUEUE: &str = "shoal.source-queue";
 /// Attribute with the message id a dead letter came from.
 pub const SOURCE_MESSAGE_ID: &str = "shoal.source-message-id";
 
+/// Longest dead-letter reason carried, in bytes.
+pub const MAX_REASON_BYTES: usize = 16 * 1024;
+/// Longest `shoal.pending` a dead letter carries; a longer list is left out
+/// and the whole message is dead (a redrive redoes every item of it).
+pub const MAX_PENDING_BYTES: usize = 32 * 1024;
+/// Shortest reason worth sending: below this the letter does not fit.
+const MIN_REASON_BYTES: usize = 64;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+pub fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The reason and `shoal.pending` a dead letter carries, within `room`
+/// bytes for the two together: the index list when it fits (else left out,
+/// and the reason says how many items failed), the reason cut to what
+/// remains. `None` when not even a short reason fits: the letter cannot be
+/// sent, and the original message must stay where the broker's own
+/// dead-lettering finds it.
+pub fn fitted_letter(
+    reason: &str,
+    items: Option<&[usize]>,
+    room: usize,
+) -> Option<(String, Option<String>)> {
+    let mut pending = items.map(encode_indices);
+    let mut note = String::new();
+    if let (Some(text), Some(items)) = (&pending, items)
+        && (text.len() > MAX_PENDING_BYTES || text.len() + MIN_REASON_BYTES * 4 > room)
+    {
+        note = format!(
+            " [{} items failed; their indices did not fit in the dead letter]",
+            items.len()
+        );
+        pending = None;
+    }
+    let used = pending.as_ref().map_or(0, String::len);
+    let reason_room = room.saturating_sub(used).min(MAX_REASON_BYTES);
+    if reason_room < MIN_REASON_BYTES + note.len() {
+        return None;
+    }
+    let text = format!("{}{note}", truncate(reason, reason_room - note.len()));
+    Some((text, pending))
+}
+
 /// `shoal.pending`'s format: item indices, comma-separated.
 pub fn encode_indices(indices: &[usize]) -> String {
     indices
@@ -58,6 +109,24 @@ pub fn decode_indices(value: &str) -> Option<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_letter_always_fits_its_room_or_says_it_cannot() {
+        let long = "é".repeat(40_000);
+        let (reason, pending) = fitted_letter(&long, Some(&[1, 2]), 1 << 20).unwrap();
+        assert!(reason.len() <= MAX_REASON_BYTES && reason.starts_with('é'));
+        assert_eq!(pending.as_deref(), Some("1,2"));
+        let many: Vec<usize> = (0..20_000).collect();
+        let (reason, pending) = fitted_letter("bad", Some(&many), 1 << 20).unwrap();
+        assert_eq!(pending, None);
+        assert_eq!(
+            reason,
+            "bad [20000 items failed; their indices did not fit in the dead letter]"
+        );
+        let (reason, pending) = fitted_letter(&long, Some(&[3]), 300).unwrap();
+        assert!(reason.len() + pending.map_or(0, |p| p.len()) <= 300);
+        assert_eq!(fitted_letter("bad", None, 10), None);
+    }
 
     #[test]
     fn pending_indices_must_name_distinct_items_of_the_message() {

@@ -478,6 +478,10 @@ fn let_go<H: Handler, T: Transport>(shared: &Shared<H, T>, delivery: &Delivery) 
 
 /// Sends `letter` to the dead-letter queue; on failure releases the
 /// message for a later attempt and returns false.
+/// Deliveries past the last attempt during which dead-lettering may keep
+/// failing before the message goes to the broker's own dead-lettering.
+const SURRENDER_AFTER: u32 = 3;
+
 async fn dead_letter<H: Handler, T: Transport>(
     shared: &Shared<H, T>,
     delivery: &Delivery,
@@ -497,13 +501,37 @@ async fn dead_letter<H: Handler, T: Transport>(
                 .errors
                 .with_label_values(&["dead_letter"])
                 .inc();
+            let attempt = delivery.attempt();
+            if attempt
+                > shared
+                    .transport
+                    .max_attempts()
+                    .saturating_add(SURRENDER_AFTER)
+            {
+                // Dead-lettering has failed delivery after delivery: stop
+                // the loop, and let the broker's own dead-lettering take
+                // the original. The reason survives in this log line.
+                error!(
+                    message_id = %delivery.message_id,
+                    items,
+                    attempt,
+                    error = %e,
+                    reason = %letter.reason,
+                    "cannot dead-letter, again; handing the message to the queue's own dead-lettering"
+                );
+                if let Err(e) = shared.transport.surrender(delivery).await {
+                    metrics.queue.errors.with_label_values(&["surrender"]).inc();
+                    warn!(message_id = %delivery.message_id, error = %e, "cannot hand the message over; it returns when its lease ends");
+                }
+                return false;
+            }
             error!(
                 message_id = %delivery.message_id,
                 items,
                 error = %e,
                 "cannot dead-letter; releasing the message to try again"
             );
-            let delay = shared.engine.config().retry.backoff(delivery.attempt());
+            let delay = shared.engine.config().retry.backoff(attempt);
             release(shared, delivery, delay).await;
             false
         }

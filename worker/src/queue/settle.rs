@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use super::headers::{MAX_REASON_BYTES, truncate};
 use crate::engine::Failure;
 use crate::handler::ErrorKind;
 use crate::metrics::DeadLetterCause;
@@ -138,11 +139,26 @@ pub fn decide(
 }
 
 /// The dead-letter reason of `dead` items: one line per item.
+///
+/// At most [`MAX_REASON_BYTES`] of it: a message of many items, or items
+/// with long errors, must not make a reason no broker accepts (nor hold
+/// megabytes in memory); the rest is counted.
 pub fn reason(dead: &[DeadItem]) -> String {
-    dead.iter()
-        .map(|d| format!("{}: {}", d.id, d.failure.reason))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut text = String::new();
+    for (shown, d) in dead.iter().enumerate() {
+        let line = format!("{}: {}", d.id, d.failure.reason);
+        let more = dead.len() - shown;
+        let tail = format!("\n... and {more} more");
+        if text.len() + line.len() + 1 + tail.len() > MAX_REASON_BYTES && shown > 0 {
+            text.push_str(&tail);
+            return text;
+        }
+        if shown > 0 {
+            text.push('\n');
+        }
+        text.push_str(truncate(&line, MAX_REASON_BYTES - tail.len()));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -166,6 +182,27 @@ mod tests {
     }
 
     const BACKOFF: Duration = Duration::from_secs(4);
+
+    #[test]
+    fn the_reason_of_many_dead_items_is_bounded_and_counts_the_rest() {
+        let dead: Vec<DeadItem> = (0..5000)
+            .map(|i| DeadItem {
+                index: i,
+                id: format!("c-1/{i}"),
+                cause: DeadLetterCause::Permanent,
+                failure: Failure {
+                    category: ErrorCategory::Input,
+                    kind: ErrorKind::Permanent,
+                    reason: "x".repeat(100),
+                },
+            })
+            .collect();
+        let text = reason(&dead);
+        assert!(text.len() <= MAX_REASON_BYTES, "{}", text.len());
+        assert!(text.starts_with("c-1/0: xxx"));
+        assert!(text.ends_with(" more"), "{}", &text[text.len() - 40..]);
+        assert_eq!(reason(&dead[..2]).lines().count(), 2);
+    }
 
     #[test]
     fn all_succeeded_deletes() {

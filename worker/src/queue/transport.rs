@@ -115,4 +115,11 @@ pub trait Transport: Send + Sync + 'static {
         delivery: &Delivery,
         letter: &DeadLetter,
     ) -> Result<(), TransportError>;
+    /// Hands the message to the broker's own dead-lettering, for a message
+    /// whose dead letter could not be sent time after time: SQS moves it
+    /// by the queue's redrive policy (it is made visible at once, its
+    /// receive count past the limit), RabbitMQ by the queue's dead-letter
+    /// exchange (rejected without requeue). The original body arrives
+    /// there, without shoal's reason.
+    async fn surrender(&self, delivery: &Delivery) -> Result<(), TransportError>;
 }

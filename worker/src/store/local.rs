@@ -17,6 +17,7 @@ pub struct LocalStore {
     root: PathBuf,
     exclude: Vec<PathBuf>,
     max_object_bytes: u64,
+    allowed_buckets: Vec<String>,
 }
 
 impl LocalStore {
@@ -26,7 +27,15 @@ impl LocalStore {
             root: root.into(),
             exclude: Vec::new(),
             max_object_bytes: u64::MAX,
+            allowed_buckets: Vec::new(),
         }
+    }
+
+    /// Buckets whose references read from this folder (to try S3 events
+    /// locally); a reference naming any other bucket is refused.
+    pub fn with_allowed_buckets(mut self, buckets: Option<Vec<String>>) -> Self {
+        self.allowed_buckets = buckets.unwrap_or_default();
+        self
     }
 
     /// Refuses to read a file larger than `limit` bytes.
@@ -136,6 +145,15 @@ fn io_error(operation: &'static str, path: &Path, err: std::io::Error) -> StoreE
 impl ObjectStore for LocalStore {
     async fn get(&self, object: &ObjectRef) -> Result<Bytes, StoreError> {
         use tokio::io::AsyncReadExt;
+        if let Some(bucket) = &object.bucket
+            && !self.allowed_buckets.contains(bucket)
+        {
+            return Err(StoreError::ForeignBucket {
+                key: object.key.clone(),
+                bucket: bucket.clone(),
+                reason: "the input is a local folder (--allowed-buckets NAME reads bucket NAME from it)",
+            });
+        }
         let path = self.path_of(&object.key)?;
         let limit = self.max_object_bytes;
         let too_large = |size| StoreError::TooLarge {
@@ -316,6 +334,26 @@ fn list_folder(root: &Path, exclude: &[PathBuf]) -> Result<Vec<ObjectRef>, Store
 mod tests {
     use super::*;
     use crate::HandlerError;
+
+    #[tokio::test]
+    async fn a_reference_naming_a_bucket_is_refused_not_read_from_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.jpg"), b"x").unwrap();
+        let store = LocalStore::new(dir.path());
+        let foreign = ObjectRef {
+            bucket: Some("payroll".into()),
+            key: "a.jpg".into(),
+            size: None,
+            etag: None,
+        };
+        let err = HandlerError::from(store.get(&foreign).await.unwrap_err());
+        assert!(err.is_permanent());
+        assert!(
+            err.reason()
+                .contains("names bucket \"payroll\", which is not this worker's input"),
+            "{err}"
+        );
+    }
 
     #[tokio::test]
     async fn lists_files_recursively_skipping_hidden_and_excluded() {

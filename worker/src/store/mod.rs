@@ -49,6 +49,17 @@ pub enum StoreError {
         /// The limit.
         limit: u64,
     },
+    /// The reference names a bucket this worker may not read (permanent:
+    /// whoever sent it chose the bucket).
+    #[error("object {key:?} names bucket {bucket:?}, which is not this worker's input: {reason}")]
+    ForeignBucket {
+        /// The key it names.
+        key: String,
+        /// The bucket it names.
+        bucket: String,
+        /// Why the bucket is refused.
+        reason: &'static str,
+    },
     /// Any other failure; assumed transient.
     #[error("{operation} {location}: {source}")]
     Io {
@@ -67,7 +78,8 @@ impl From<StoreError> for HandlerError {
         match err {
             StoreError::NotFound { .. }
             | StoreError::InvalidKey { .. }
-            | StoreError::TooLarge { .. } => HandlerError::permanent(err.to_string()),
+            | StoreError::TooLarge { .. }
+            | StoreError::ForeignBucket { .. } => HandlerError::permanent(err.to_string()),
             StoreError::Io { .. } => HandlerError::retryable(err.to_string()),
         }
     }

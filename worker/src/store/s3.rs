@@ -40,6 +40,7 @@ pub struct S3Store {
     bucket: String,
     prefix: String,
     max_object_bytes: u64,
+    allowed_buckets: Option<Vec<String>>,
 }
 
 impl S3Store {
@@ -50,6 +51,36 @@ impl S3Store {
             bucket: bucket.into(),
             prefix: prefix.into(),
             max_object_bytes: u64::MAX,
+            allowed_buckets: None,
+        }
+    }
+
+    /// Buckets a reference may name besides the store's own. Without a
+    /// list, a store with a bucket reads only that bucket, and a store for
+    /// any bucket ([`S3Store::any_bucket`]) reads any.
+    pub fn with_allowed_buckets(mut self, buckets: Option<Vec<String>>) -> Self {
+        self.allowed_buckets = buckets;
+        self
+    }
+
+    /// Refuses a reference to `bucket` outside the store's bucket and the
+    /// allow-list.
+    fn check_bucket(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        if bucket == self.bucket {
+            return Ok(());
+        }
+        let refused = |reason| {
+            Err(StoreError::ForeignBucket {
+                key: key.to_owned(),
+                bucket: bucket.to_owned(),
+                reason,
+            })
+        };
+        match &self.allowed_buckets {
+            Some(allowed) if allowed.iter().any(|b| b == bucket) => Ok(()),
+            Some(_) => refused("not in --allowed-buckets"),
+            None if self.bucket.is_empty() => Ok(()),
+            None => refused("not the --input bucket, and no --allowed-buckets names it"),
         }
     }
 
@@ -86,7 +117,10 @@ fn io<E: std::error::Error + Send + Sync + 'static>(
 impl ObjectStore for S3Store {
     async fn get(&self, object: &ObjectRef) -> Result<Bytes, StoreError> {
         let (bucket, key) = match &object.bucket {
-            Some(bucket) => (bucket.as_str(), object.key.clone()),
+            Some(bucket) => {
+                self.check_bucket(bucket, &object.key)?;
+                (bucket.as_str(), object.key.clone())
+            }
             None if self.bucket.is_empty() => {
                 return Err(StoreError::InvalidKey {
                     key: object.key.clone(),

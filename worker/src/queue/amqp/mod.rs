@@ -54,6 +54,7 @@ use tracing::{info, warn};
 
 use super::headers::{
     ATTEMPTS, CATEGORY, CAUSE, PENDING, REASON, SOURCE_MESSAGE_ID, SOURCE_QUEUE, encode_indices,
+    fitted_letter,
 };
 use super::transport::{DeadLetter, Delivery, Transport, TransportError};
 use crate::error::{Error, Result};
@@ -68,6 +69,8 @@ pub use topology::{
 use topology::{long_string, table};
 
 /// What the broker says when a delivery's channel is gone.
+/// Room for a dead letter's reason and index list in its headers.
+const MAX_LETTER_HEADER_BYTES: usize = 64 * 1024;
 const LOST: &str = "its connection was lost; the broker delivers the message again";
 /// Lease reported to the runner: RabbitMQ's default `consumer_timeout`.
 const LEASE: Duration = Duration::from_secs(30 * 60);
@@ -371,23 +374,45 @@ impl Transport for AmqpQueue {
             .await
     }
 
+    async fn surrender(&self, delivery: &Delivery) -> Result<(), TransportError> {
+        let queue = &self.shared.target.queue;
+        let acker = self.take_acker(delivery, "surrender")?;
+        let reject = acker.nack(BasicNackOptions {
+            requeue: false,
+            ..BasicNackOptions::default()
+        });
+        if bounded("surrender", queue, &delivery.revoked, reject).await? {
+            Ok(())
+        } else {
+            Err(amqp_error("surrender", queue, LOST))
+        }
+    }
+
     async fn dead_letter(
         &self,
         delivery: &Delivery,
         letter: &DeadLetter,
     ) -> Result<(), TransportError> {
         let queue = self.shared.target.queue.clone();
+        // Headers travel in one frame (RabbitMQ's frame_max: 128 KiB by
+        // default); the reason and the index list get at most half of it.
+        let Some((reason, pending)) = fitted_letter(
+            &letter.reason,
+            letter.items.as_deref(),
+            MAX_LETTER_HEADER_BYTES,
+        ) else {
+            return Err(amqp_error("dead_letter", &queue, "no room for the reason"));
+        };
         let mut entries = vec![
-            (REASON, long_string(&letter.reason)),
+            (REASON, long_string(&reason)),
             (CAUSE, long_string(letter.cause.as_str())),
             (CATEGORY, long_string(letter.category.as_str())),
             (ATTEMPTS, long_string(&letter.attempts.to_string())),
             (SOURCE_QUEUE, long_string(&queue)),
             (SOURCE_MESSAGE_ID, long_string(&delivery.message_id)),
         ];
-        if let Some(items) = &letter.items {
-            let text = encode_indices(items);
-            entries.push((PENDING, long_string(&text)));
+        if let Some(pending) = pending {
+            entries.push((PENDING, long_string(&pending)));
         }
         let dlx = topology::dead_letter_exchange(&queue);
         self.publish("dead_letter", &dlx, "", delivery, table(&entries))

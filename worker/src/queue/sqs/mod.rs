@@ -37,7 +37,7 @@ use tracing::{info, warn};
 use super::MAX_BATCH;
 use super::headers::{
     ATTEMPTS, CATEGORY, CAUSE, PENDING, REASON, SOURCE_MESSAGE_ID, SOURCE_QUEUE, decode_indices,
-    encode_indices,
+    encode_indices, fitted_letter,
 };
 use super::transport::{DeadLetter, Delivery, Transport, TransportError};
 use crate::error::{Error, Result};
@@ -45,8 +45,9 @@ use crate::error::{Error, Result};
 mod deletes;
 use deletes::delete_batcher;
 
-/// SQS's limits: a message attribute value and a delay.
-const MAX_REASON_BYTES: usize = 16 * 1024;
+/// SQS's limits: a message (body and attributes), a delay, a visibility
+/// timeout.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 const MAX_DELAY_S: u64 = 900;
 const MAX_VISIBILITY_S: u64 = 12 * 60 * 60;
 
@@ -118,17 +119,6 @@ fn attributes(
             Ok(((*name).to_owned(), value))
         })
         .collect()
-}
-
-fn truncate(reason: &str, max: usize) -> &str {
-    if reason.len() <= max {
-        return reason;
-    }
-    let mut end = max;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason[..end]
 }
 
 impl SqsQueue {
@@ -396,6 +386,10 @@ impl Transport for SqsQueue {
         Ok(())
     }
 
+    async fn surrender(&self, delivery: &Delivery) -> Result<(), TransportError> {
+        self.release(delivery, Duration::ZERO).await
+    }
+
     async fn requeue(
         &self,
         delivery: &Delivery,
@@ -431,22 +425,41 @@ impl Transport for SqsQueue {
         delivery: &Delivery,
         letter: &DeadLetter,
     ) -> Result<(), TransportError> {
+        let dlq = queue_name(&self.dead_letter_url);
         let mut entries = vec![
-            (
-                REASON,
-                "String",
-                truncate(&letter.reason, MAX_REASON_BYTES).to_owned(),
-            ),
             (CAUSE, "String", letter.cause.as_str().to_owned()),
             (CATEGORY, "String", letter.category.as_str().to_owned()),
             (ATTEMPTS, "Number", letter.attempts.to_string()),
             (SOURCE_QUEUE, "String", self.url.clone()),
             (SOURCE_MESSAGE_ID, "String", delivery.message_id.clone()),
         ];
-        if let Some(items) = &letter.items {
-            entries.push((PENDING, "String", encode_indices(items)));
+        // SQS counts the body and every attribute's name, type and value
+        // against its message size limit.
+        let fixed: usize = entries
+            .iter()
+            .map(|(name, kind, value)| name.len() + kind.len() + value.len())
+            .sum::<usize>()
+            + REASON.len()
+            + PENDING.len()
+            + 2 * "String".len();
+        let room = MAX_MESSAGE_BYTES.saturating_sub(delivery.body.len() + fixed);
+        let Some((reason, pending)) = fitted_letter(&letter.reason, letter.items.as_deref(), room)
+        else {
+            return Err(TransportError {
+                operation: "dead_letter",
+                queue: dlq.to_owned(),
+                source: format!(
+                    "a {}-byte body leaves no room for the reason within SQS's {MAX_MESSAGE_BYTES} bytes; \
+                     the message stays for the queue's redrive policy",
+                    delivery.body.len()
+                )
+                .into(),
+            });
+        };
+        entries.push((REASON, "String", reason));
+        if let Some(pending) = pending {
+            entries.push((PENDING, "String", pending));
         }
-        let dlq = queue_name(&self.dead_letter_url);
         let attrs = attributes(&entries).map_err(|e| sdk_error("dead_letter", dlq, e))?;
         let mut call = self
             .client
@@ -506,7 +519,7 @@ mod tests {
             queue_name("http://127.0.0.1:9324/000000000000/jobs"),
             "jobs"
         );
-        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(super::super::headers::truncate("héllo", 2), "h");
     }
 
     #[test]
