@@ -25,6 +25,52 @@ pub fn split_done(
     )
 }
 
+/// The operator binary `binary` as a process against `plane` (its
+/// kubeconfig added to `env`), serving metrics on a free loopback port;
+/// returns the process and the metrics address. Its log is
+/// `operator.log` in the plane's folder.
+pub fn spawn(
+    binary: &str,
+    plane: &ControlPlane,
+    mut env: Vec<(&'static str, String)>,
+) -> (crate::process::Proc, String) {
+    env.push((
+        "KUBECONFIG",
+        plane.kubeconfig().to_string_lossy().into_owned(),
+    ));
+    let metrics = format!("127.0.0.1:{}", crate::free_port());
+    let operator = crate::process::Proc::spawn(
+        binary,
+        &["run", "--metrics-addr", &metrics],
+        &env,
+        &plane.dir().join("operator.log"),
+    );
+    (operator, metrics)
+}
+
+/// Waits until BatchJob `name` shows `want` as `"<phase> <reason of its
+/// first condition>"` (`"Pending QueueNotOwned"`).
+pub fn wait_for_state(
+    plane: &ControlPlane,
+    name: &str,
+    want: &str,
+    limit: std::time::Duration,
+    log: impl Fn() -> String,
+) {
+    crate::wait_until(
+        limit,
+        &format!("BatchJob {name} {want}"),
+        || {
+            let state = plane.jsonpath(
+                &["bj", name],
+                "{.status.phase} {.status.conditions[0].reason}",
+            );
+            (state == want).then_some(())
+        },
+        log,
+    );
+}
+
 /// Replicas of Deployment `name`, if it exists.
 pub fn replicas(plane: &ControlPlane, name: &str) -> Option<i64> {
     plane

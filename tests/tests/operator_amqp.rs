@@ -24,7 +24,7 @@ use shoal_tests::operator::{self, replicas};
 use shoal_tests::process::Proc;
 use shoal_tests::rabbitmq::Rabbit;
 use shoal_tests::stack::{Stack, keys, tiny_jpeg, upload};
-use shoal_tests::{free_port, wait_until};
+use shoal_tests::wait_until;
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
 const HANDLER: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");
@@ -41,18 +41,8 @@ fn broker_secret(plane: &ControlPlane, rabbit: &Rabbit) {
 }
 
 /// The operator as a process (defaults: counts taken as up to 10 s old).
-fn start_operator(plane: &ControlPlane, mut env: Vec<(&'static str, String)>) -> Proc {
-    env.push((
-        "KUBECONFIG",
-        plane.kubeconfig().to_string_lossy().into_owned(),
-    ));
-    let metrics = format!("127.0.0.1:{}", free_port());
-    Proc::spawn(
-        OPERATOR,
-        &["run", "--metrics-addr", &metrics],
-        &env,
-        &plane.dir().join("operator.log"),
-    )
+fn start_operator(plane: &ControlPlane, env: Vec<(&'static str, String)>) -> Proc {
+    operator::spawn(OPERATOR, plane, env).0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,18 +130,7 @@ spec:
         "rabbitmq"
     );
     // A job whose Secret is missing waits, saying why.
-    wait_until(
-        limit,
-        "orphan job waiting for its secret",
-        || {
-            let s = plane.jsonpath(
-                &["bj", "orphan"],
-                "{.status.phase} {.status.conditions[0].reason}",
-            );
-            (s == "Pending BrokerSecretNotFound").then_some(())
-        },
-        log,
-    );
+    operator::wait_for_state(&plane, "orphan", "Pending BrokerSecretNotFound", limit, log);
 
     // 35 messages at 10 per worker: 4 workers.
     let bodies: Vec<String> = (0..35)
@@ -401,28 +380,14 @@ spec:
     };
     plane.apply_yaml(&job("exfiltrate", &elsewhere));
     plane.apply_yaml(&job("honest", &rabbit.management_url()));
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let operator = Proc::spawn(
-        OPERATOR,
-        &["run", "--metrics-addr", &metrics],
-        &[(
-            "KUBECONFIG",
-            plane.kubeconfig().to_string_lossy().into_owned(),
-        )],
-        &plane.dir().join("operator.log"),
-    );
+    let (operator, metrics) = operator::spawn(OPERATOR, &plane, Vec::new());
     let log = || operator.log_text();
     let limit = Duration::from_secs(60);
-    wait_until(
+    operator::wait_for_state(
+        &plane,
+        "exfiltrate",
+        "Pending BrokerSecretInvalid",
         limit,
-        "the job pointing elsewhere refused",
-        || {
-            let s = plane.jsonpath(
-                &["bj", "exfiltrate"],
-                "{.status.phase} {.status.conditions[0].reason}",
-            );
-            (s == "Pending BrokerSecretInvalid").then_some(())
-        },
         log,
     );
     let message = plane.jsonpath(&["bj", "exfiltrate"], "{.status.conditions[0].message}");

@@ -21,7 +21,7 @@ use shoal_tests::kube::ControlPlane;
 use shoal_tests::operator;
 use shoal_tests::process::Proc;
 use shoal_tests::stack::{Stack, keys, tiny_jpeg, upload};
-use shoal_tests::{free_port, wait_until};
+use shoal_tests::wait_until;
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
 const HANDLER: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");
@@ -114,18 +114,7 @@ spec:
     );
     plane.apply_yaml(&stage);
 
-    let mut operator_env = stack.env();
-    operator_env.push((
-        "KUBECONFIG",
-        plane.kubeconfig().to_string_lossy().into_owned(),
-    ));
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let operator = Proc::spawn(
-        OPERATOR,
-        &["run", "--metrics-addr", &metrics],
-        &operator_env,
-        &plane.dir().join("operator.log"),
-    );
+    let (operator, _metrics) = operator::spawn(OPERATOR, &plane, stack.env());
     let log = || operator.log_text();
     let limit = Duration::from_secs(120);
 

@@ -15,10 +15,9 @@ use std::time::Duration;
 
 use shoal_operator::crd::BatchJob;
 use shoal_tests::kube::ControlPlane;
-use shoal_tests::operator::create_queue;
-use shoal_tests::process::Proc;
+use shoal_tests::operator::{self, create_queue};
 use shoal_tests::stack::{Stack, tiny_jpeg, upload};
-use shoal_tests::{free_port, wait_until};
+use shoal_tests::wait_until;
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
 
@@ -93,18 +92,7 @@ async fn jobs_never_share_a_queue_and_the_finalizer_deletes_only_its_own() {
         .await
         .unwrap();
 
-    let mut env = stack.env();
-    env.push((
-        "KUBECONFIG",
-        plane.kubeconfig().to_string_lossy().into_owned(),
-    ));
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let operator = Proc::spawn(
-        OPERATOR,
-        &["run", "--metrics-addr", &metrics],
-        &env,
-        &plane.dir().join("operator.log"),
-    );
+    let (operator, _metrics) = operator::spawn(OPERATOR, &plane, stack.env());
     let log = || operator.log_text();
     let limit = Duration::from_secs(60);
     let fanned_out = |name: &'static str| {
@@ -142,18 +130,7 @@ async fn jobs_never_share_a_queue_and_the_finalizer_deletes_only_its_own() {
             "each job's one chunk, in its own queue: {url}"
         );
     }
-    wait_until(
-        limit,
-        "the squatted job refused",
-        || {
-            let s = plane.jsonpath(
-                &["bj", "squatted"],
-                "{.status.phase} {.status.conditions[0].reason}",
-            );
-            (s == "Pending QueueNotOwned").then_some(())
-        },
-        log,
-    );
+    operator::wait_for_state(&plane, "squatted", "Pending QueueNotOwned", limit, log);
     let message = plane.jsonpath(&["bj", "squatted"], "{.status.conditions[0].message}");
     assert!(message.contains(&taken), "{message}");
 
@@ -264,4 +241,55 @@ async fn jobs_never_share_a_queue_and_the_finalizer_deletes_only_its_own() {
         1,
         "the victim's message is still there"
     );
+}
+
+/// What CEL cannot check, the API server refuses when the operator asks
+/// with a dry run before it creates anything: the job waits with the
+/// reason, no queue exists, and a fixed spec goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_the_api_server_refuses_stops_before_any_queue() {
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    let stack = Stack::start();
+    upload(
+        &stack.s3,
+        "photos",
+        &["incoming/p.jpg".to_owned()],
+        &tiny_jpeg(),
+    )
+    .await;
+    let yaml = |env_name: &str| {
+        job_yaml("refused").replace(
+            "    image: ghcr.io/shoal-dev/thumbnail:0.1.0\n",
+            &format!(
+                "    image: ghcr.io/shoal-dev/thumbnail:0.1.0\n    env:\n      - name: {env_name}\n        value: x\n"
+            ),
+        )
+    };
+    plane.apply_yaml(&yaml("THUMBNAIL=QUALITY"));
+    let (operator, _metrics) = operator::spawn(OPERATOR, &plane, stack.env());
+    let log = || operator.log_text();
+    let limit = Duration::from_secs(60);
+    operator::wait_for_state(&plane, "refused", "Pending SpecInvalid", limit, log);
+    let message = plane.jsonpath(&["bj", "refused"], "{.status.conditions[0].message}");
+    assert!(message.contains("would be refused"), "{message}");
+    assert!(message.contains("THUMBNAIL=QUALITY"), "{message}");
+    let events = plane.kubectl(&["get", "events", "-o", "json"]);
+    assert!(events.contains("SpecInvalid"), "{events}");
+    assert!(queue_names(&stack.sqs).await.is_empty(), "nothing created");
+    assert!(
+        plane
+            .jsonpath(&["deployment", "refused-workers"], "{.metadata.name}")
+            .is_empty()
+    );
+
+    // Fixed: the job goes on.
+    plane.apply_yaml(&yaml("THUMBNAIL_QUALITY"));
+    wait_until(
+        limit,
+        "fan-out done after the fix",
+        || (plane.jsonpath(&["bj", "refused"], "{.status.split.done}") == "true").then_some(()),
+        log,
+    );
+    assert_eq!(queue_names(&stack.sqs).await.len(), 2);
 }

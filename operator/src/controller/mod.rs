@@ -54,7 +54,9 @@ use crate::sqs::Sqs;
 use crate::workload::Wiring;
 use queues::Resolved;
 use stages::{Source, blocked, source, write_manifest};
-use workers::{apply_deployment, observe_deployment, observe_stuck_pods, workers_condition};
+use workers::{
+    apply_deployment, observe_deployment, observe_stuck_pods, refused_deployment, workers_condition,
+};
 
 /// Field manager of everything the operator writes.
 pub const MANAGER: &str = "shoal-operator";
@@ -246,6 +248,22 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         });
     }
     status.start_time = previous.start_time.clone().or(Some(Time(now)));
+
+    // Validate what CEL cannot: the API server's own word on the workers,
+    // before any queue exists (and again whenever the spec changes).
+    if (previous.queue_url.is_none() || previous.observed_generation != generation)
+        && let Some(message) = refused_deployment(&job, &ctx, &namespace).await?
+    {
+        return blocked(
+            &job,
+            &ctx,
+            &namespace,
+            status,
+            (false, "SpecInvalid", message),
+            now,
+        )
+        .await;
+    }
 
     // Queues.
     let queue = match queues::ensure(&job, &ctx, &namespace, &previous, &mut status).await? {

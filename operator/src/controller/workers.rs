@@ -140,6 +140,45 @@ pub(super) async fn workers_condition(
     workers
 }
 
+/// What the API server would say of `job`'s worker Deployment, asked with
+/// a server-side dry run before any queue exists: `Some(message)` when it
+/// refuses it (an env name it does not take, a label value too long, an
+/// image it cannot parse), so the job stops there with the reason instead
+/// of creating queues and sending chunks for workers that can never start.
+pub(super) async fn refused_deployment(
+    job: &BatchJob,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<String>> {
+    let wiring = Wiring {
+        queue: workload::WorkerQueue::Url("https://sqs.invalid/000000000000/validate".into()),
+        output: crate::plan::output_location(job),
+        input_bucket: None,
+        replicas: 0,
+    };
+    let deployment = workload::deployment(job, &wiring);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = workload::deployment_name(job);
+    match deployments
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force().dry_run(),
+            &Patch::Apply(&deployment),
+        )
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(status)) if matches!(status.code, 400 | 422) => Ok(Some(format!(
+            "the worker Deployment would be refused: {}",
+            status.message
+        ))),
+        Err(e) => Err(Error::Kube {
+            what: format!("checking deployment {namespace}/{name} (dry run)"),
+            source: e,
+        }),
+    }
+}
+
 /// Server-side applies the Deployment (and the workers' ServiceAccount, see
 /// [`workload::service_account`]) unless the Deployment in the cluster was
 /// applied from the same content (and still has the replicas asked for).
