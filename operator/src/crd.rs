@@ -31,13 +31,16 @@ pub const MIB_PER_CPU: u32 = 1769;
     printcolumn = r#"{"name":"Total","type":"integer","jsonPath":".status.chunks.total"}"#,
     printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.chunks.deadLettered"}"#,
     printcolumn = r#"{"name":"Workers","type":"integer","jsonPath":".status.readyWorkers"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.size() <= 63").message("metadata.name must be at most 63 characters: it is a label value on the workers")
 )]
 #[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.visibilityTimeoutSeconds) || !has(self.handler.timeoutSeconds) || self.queue.visibilityTimeoutSeconds >= self.handler.timeoutSeconds").message("queue.visibilityTimeoutSeconds must be at least handler.timeoutSeconds: a message would come back while its handler still runs"))]
 #[x_kube(validation = Rule::new("!has(self.source.sqs) || !has(self.queue) || !has(self.queue.name)").message("source.sqs consumes an existing queue: leave queue.name unset"))]
 #[x_kube(validation = Rule::new("has(self.queue) == has(oldSelf.queue) && (!has(self.queue) || self.queue == oldSelf.queue)").message("queue is immutable: create a new BatchJob"))]
 #[x_kube(validation = Rule::new("!has(self.source.amqp) || !has(self.queue)").message("source.amqp consumes its own queue: leave queue unset"))]
 #[x_kube(validation = Rule::new("!has(self.source.sqs) || !has(self.queue) || !has(self.queue.amqp)").message("source.sqs is an SQS queue: leave queue.amqp unset"))]
+#[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.deadLetterQueue) || has(self.queue.amqp) || has(self.source.sqs) || (has(self.queue.name) ? self.queue.name.endsWith('.fifo') : true) == self.queue.deadLetterQueue.endsWith('.fifo')").message("queue.deadLetterQueue must be FIFO (end in .fifo) exactly when the work queue is (the default work queue is FIFO)"))]
+#[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.amqp) || !has(self.queue.deadLetterQueue)").message("queue.deadLetterQueue is for SQS: on RabbitMQ the dead-letter queue is <queue>.dlq"))]
 #[x_kube(validation = Rule::new("!(has(self.source.s3) || has(self.source.batchJob)) || has(self.output)").message("an s3 or batchJob source needs an output: set output.bucket"))]
 #[serde(rename_all = "camelCase")]
 pub struct BatchJobSpec {
@@ -71,6 +74,7 @@ pub struct BatchJobSpec {
 pub struct HandlerSpec {
     /// Container image holding the handler binary.
     #[schemars(length(min = 1))]
+    #[x_kube(validation = Rule::new("!self.matches('[[:space:]]')").message("handler.image must not contain white space"))]
     pub image: String,
     /// Entrypoint override; the image's entrypoint when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -259,8 +263,11 @@ pub struct QueueSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_receive_count: Option<u32>,
-    /// Dead-letter queue name; `<queue>-dlq` (created) when unset.
+    /// Dead-letter queue name (created if missing); `<queue>-dlq` (created)
+    /// when unset. FIFO when the work queue is: both names end in `.fifo`,
+    /// or neither does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_-]{1,80}$') || self.matches('^[A-Za-z0-9_-]{1,75}[.]fifo$')").message("queue.deadLetterQueue must be an SQS queue name (1-80 letters, digits, hyphens, underscores; FIFO names end in .fifo)"))]
     pub dead_letter_queue: Option<String>,
     /// Visibility timeout of the queue in seconds (at least the handler's
     /// timeout). Default: 6x the handler timeout, at least 30.

@@ -1,8 +1,9 @@
 //! The fan-out step of a BatchJob with an S3 source: list, cut, send,
 //! checkpoint.
 //!
-//! Contract: chunks are sent in batches of 10 (one `SendMessageBatch` on
-//! SQS, ten publishes confirmed together on RabbitMQ), and after each
+//! Contract: chunks are sent in batches of at most 10 and 256 KiB (one
+//! `SendMessageBatch` on SQS, publishes confirmed together on RabbitMQ;
+//! see [`split::batches`]), and after each
 //! batch the checkpoint (last key of the last chunk sent, chunks and items
 //! so far) is written to the BatchJob's status. A restarted operator resumes
 //! after the checkpoint and cuts exactly the chunks it would have cut (see
@@ -11,8 +12,9 @@
 //! checkpointed — is sent again with the same chunk ids; the FIFO queues
 //! the operator creates drop those copies (deduplication id = chunk id, for
 //! five minutes), so each chunk is enqueued once. On a standard queue or
-//! on RabbitMQ (which has no deduplication) the copies stay, and at most those 10 chunks are processed twice (outputs
-//! are keyed by input: duplicates cost work, never correctness).
+//! on RabbitMQ (which has no deduplication) the copies stay, and at most
+//! those 10 chunks are processed twice (outputs are keyed by input:
+//! duplicates cost work, never correctness).
 
 use crate::crd::{S3Source, SplitCheckpoint};
 use crate::error::Result;
@@ -64,21 +66,24 @@ where
         }
         objects.extend(page.objects);
         let last = !page.truncated;
-        let chunks = split::cut(&objects, limits, last);
+        let chunks = split::cut(&source.bucket, &objects, limits, last);
         if last || !chunks.is_empty() {
             break (chunks, last);
         }
     };
-    for batch in chunks.chunks(10) {
-        let bodies: Vec<(String, String)> = batch
-            .iter()
-            .map(|objects| {
-                let chunk = split::chunk(&source.bucket, objects);
-                let body = serde_json::to_string(&chunk).unwrap_or_default();
-                (chunk.chunk_id, body)
-            })
-            .collect();
-        send(bodies).await?;
+    let mut bodies: Vec<(String, String)> = chunks
+        .iter()
+        .map(|objects| {
+            let chunk = split::chunk(&source.bucket, objects);
+            let body = serde_json::to_string(&chunk).unwrap_or_default();
+            (chunk.chunk_id, body)
+        })
+        .collect();
+    let sizes: Vec<usize> = bodies.iter().map(|(_, body)| body.len()).collect();
+    for range in split::batches(&sizes) {
+        let batch = &chunks[range.clone()];
+        let rest = bodies.split_off(range.len());
+        send(std::mem::replace(&mut bodies, rest)).await?;
         // Crash tests stop the process here: sent, not yet checkpointed.
         fail::fail_point!("fanout-sent", |_| std::process::abort());
         progress.chunks += i64::try_from(batch.len()).unwrap_or(0);

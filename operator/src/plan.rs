@@ -44,6 +44,24 @@ pub fn output_location(job: &BatchJob) -> Option<String> {
         .map(|o| format!("s3://{}/{}", o.bucket, o.prefix))
 }
 
+/// Most bytes of an Event's note the API server accepts.
+pub const EVENT_NOTE_MAX: usize = 1024;
+
+/// `note` cut (on a character boundary, marked with `…`) to
+/// [`EVENT_NOTE_MAX`] bytes.
+pub fn event_note(mut note: String) -> String {
+    if note.len() <= EVENT_NOTE_MAX {
+        return note;
+    }
+    let mut end = EVENT_NOTE_MAX - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note.truncate(end);
+    note.push('…');
+    note
+}
+
 /// `condition` with its transition time kept from `previous` when its
 /// status did not change.
 pub fn condition(
@@ -281,6 +299,17 @@ mod tests {
     use super::*;
     use crate::crd::{BatchJobSpec, HandlerSpec, ScalingSpec, SourceSpec, SqsSource};
     use crate::scaling;
+
+    #[test]
+    fn event_notes_are_cut_to_what_the_api_server_takes() {
+        assert_eq!(event_note("short".into()), "short");
+        let long = "é".repeat(700);
+        let cut = event_note(long.clone());
+        assert!(cut.len() <= EVENT_NOTE_MAX, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(long.starts_with(cut.trim_end_matches('…')));
+        assert_eq!(event_note("x".repeat(1024)).len(), 1024);
+    }
 
     fn job(scaling: Option<ScalingSpec>, concurrency: Option<u32>) -> BatchJob {
         BatchJob::new(

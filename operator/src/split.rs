@@ -4,11 +4,23 @@
 //! Determinism: chunks are cut from the listing in key order, a chunk closes
 //! when it holds `max_items` objects or the next object would take it past
 //! `max_bytes` (an object larger than `max_bytes` is a chunk alone), and a
-//! chunk's id is a hash of its items. Resuming after the last key of the
+//! chunk's id is a hash of its items. A chunk also closes before its message
+//! body would pass [`MAX_BODY`] bytes, whatever the limits say: a thousand
+//! long keys would not fit in one SQS message. Resuming after the last key of the
 //! last enqueued chunk therefore cuts exactly the chunks a run without the
 //! interruption would have cut.
 
+use std::ops::Range;
+
 use shoal_worker::message::{Chunk, ChunkItem, ObjectRef};
+
+/// Most bytes of a chunk message's body: within SQS's 256 KiB message
+/// limit (the operator sends chunks without attributes).
+pub const MAX_BODY: usize = 240 * 1024;
+/// Most bytes of one send: SQS's 256 KiB for a whole `SendMessageBatch`.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Most chunks of one send: SQS's 10 entries per `SendMessageBatch`.
+pub const MAX_BATCH: usize = 10;
 
 /// One listed object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,18 +44,26 @@ pub struct Limits {
 /// chunk is closed too; otherwise it is left out, and listing resumes after
 /// the last key of the last chunk returned (so the left-out objects are
 /// listed again and cut the same way).
-pub fn cut(objects: &[Listed], limits: Limits, last_page: bool) -> Vec<Vec<Listed>> {
+pub fn cut(bucket: &str, objects: &[Listed], limits: Limits, last_page: bool) -> Vec<Vec<Listed>> {
     let max_items = limits.max_items.max(1);
+    let empty = encoded_len(&Chunk::new(Vec::new()));
     let mut chunks = Vec::new();
     let mut current: Vec<Listed> = Vec::new();
     let mut bytes = 0i64;
+    let mut body = empty;
     for object in objects {
         let size = object.size.max(0);
+        // The body grows by the item and, after the first, a comma.
+        let item = encoded_len(&item(bucket, object)) + usize::from(!current.is_empty());
         let full = current.len() >= max_items
-            || (!current.is_empty() && bytes.saturating_add(size) > limits.max_bytes);
+            || (!current.is_empty() && bytes.saturating_add(size) > limits.max_bytes)
+            || (!current.is_empty() && body + item > MAX_BODY);
         if full {
             chunks.push(std::mem::take(&mut current));
             bytes = 0;
+            body = empty + encoded_len(&self::item(bucket, object));
+        } else {
+            body += item;
         }
         bytes = bytes.saturating_add(size);
         current.push(object.clone());
@@ -56,19 +76,43 @@ pub fn cut(objects: &[Listed], limits: Limits, last_page: bool) -> Vec<Vec<Liste
 
 /// The chunk message for `objects` of `bucket`.
 pub fn chunk(bucket: &str, objects: &[Listed]) -> Chunk {
-    Chunk::new(
-        objects
-            .iter()
-            .map(|o| {
-                ChunkItem::Object(ObjectRef {
-                    bucket: Some(bucket.to_owned()),
-                    key: o.key.clone(),
-                    size: u64::try_from(o.size).ok(),
-                    etag: None,
-                })
-            })
-            .collect(),
-    )
+    Chunk::new(objects.iter().map(|o| item(bucket, o)).collect())
+}
+
+/// The chunk item naming `object` of `bucket`.
+fn item(bucket: &str, object: &Listed) -> ChunkItem {
+    ChunkItem::Object(ObjectRef {
+        bucket: Some(bucket.to_owned()),
+        key: object.key.clone(),
+        size: u64::try_from(object.size).ok(),
+        etag: None,
+    })
+}
+
+/// Bytes of `value` as JSON (these types always serialise).
+fn encoded_len<T: serde::Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(0, |v| v.len())
+}
+
+/// Groups message bodies of `sizes` bytes, in order, into sends of at most
+/// [`MAX_BATCH`] bodies and [`MAX_BATCH_BYTES`] bytes (a body alone always
+/// fits: see [`MAX_BODY`]).
+pub fn batches(sizes: &[usize]) -> Vec<Range<usize>> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0usize;
+    for (i, &size) in sizes.iter().enumerate() {
+        if i > start && (i - start >= MAX_BATCH || bytes + size > MAX_BATCH_BYTES) {
+            batches.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        batches.push(start..sizes.len());
+    }
+    batches
 }
 
 #[cfg(test)]
@@ -95,15 +139,21 @@ mod tests {
 
     #[test]
     fn items_limit_cuts_and_the_last_page_closes_the_tail() {
-        assert_eq!(sizes(&cut(&objects(25, 1), TEN, true)), [10, 10, 5]);
-        assert_eq!(sizes(&cut(&objects(25, 1), TEN, false)), [10, 10]);
-        assert_eq!(sizes(&cut(&objects(20, 1), TEN, false)), [10, 10]);
-        assert!(cut(&[], TEN, true).is_empty());
+        assert_eq!(
+            sizes(&cut("photos", &objects(25, 1), TEN, true)),
+            [10, 10, 5]
+        );
+        assert_eq!(sizes(&cut("photos", &objects(25, 1), TEN, false)), [10, 10]);
+        assert_eq!(sizes(&cut("photos", &objects(20, 1), TEN, false)), [10, 10]);
+        assert!(cut("photos", &[], TEN, true).is_empty());
     }
 
     #[test]
     fn bytes_limit_cuts_and_a_big_object_is_alone() {
-        assert_eq!(sizes(&cut(&objects(7, 300), TEN, true)), [3, 3, 1]);
+        assert_eq!(
+            sizes(&cut("photos", &objects(7, 300), TEN, true)),
+            [3, 3, 1]
+        );
         let mut list = objects(2, 10);
         list.insert(
             1,
@@ -112,13 +162,13 @@ mod tests {
                 size: 5_000,
             },
         );
-        assert_eq!(sizes(&cut(&list, TEN, true)), [1, 1, 1]);
+        assert_eq!(sizes(&cut("photos", &list, TEN, true)), [1, 1, 1]);
     }
 
     #[test]
     fn resuming_after_the_last_chunk_cuts_the_same_chunks() {
         let all = objects(47, 37);
-        let whole: Vec<_> = cut(&all, TEN, true);
+        let whole: Vec<_> = cut("photos", &all, TEN, true);
         // Pages of 13: each reconcile cuts what it can and resumes after the
         // last key it enqueued.
         let mut resumed = Vec::new();
@@ -131,7 +181,7 @@ mod tests {
                 .collect();
             let page: Vec<Listed> = rest.iter().take(13).cloned().collect();
             let last = rest.len() <= 13;
-            let chunks = cut(&page, TEN, last);
+            let chunks = cut("photos", &page, TEN, last);
             if let Some(tail) = chunks.last().and_then(|c| c.last()) {
                 after = Some(tail.key.clone());
             }
@@ -141,6 +191,59 @@ mod tests {
             }
         }
         assert_eq!(resumed, whole);
+    }
+
+    #[test]
+    fn a_chunk_body_never_passes_the_message_limit_whatever_the_keys() {
+        // 1,000 of the longest keys S3 allows, of characters JSON escapes
+        // six bytes each: one chunk of them would be about 6 MB.
+        let hostile: Vec<Listed> = (0..1000)
+            .map(|i| Listed {
+                key: format!("{i:04}{}", "\u{1}".repeat(1020)),
+                size: 1,
+            })
+            .collect();
+        let limits = Limits {
+            max_items: 1000,
+            max_bytes: i64::MAX,
+        };
+        let chunks = cut("photos", &hostile, limits, true);
+        assert!(chunks.len() > 1, "cut by size");
+        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 1000);
+        let sizes: Vec<usize> = chunks
+            .iter()
+            .map(|c| serde_json::to_vec(&chunk("photos", c)).unwrap().len())
+            .collect();
+        for size in &sizes {
+            assert!(*size <= MAX_BODY, "{size} bytes");
+        }
+        // Full: each chunk took every item that fitted.
+        assert!(sizes[0] > MAX_BODY - 7_000, "{}", sizes[0]);
+        // Resumed page by page, the same chunks are cut.
+        let (first, rest) = hostile.split_at(333);
+        let mut resumed = cut("photos", first, limits, false);
+        let after = resumed.last().unwrap().last().unwrap().key.clone();
+        let rest: Vec<Listed> = first
+            .iter()
+            .chain(rest)
+            .filter(|o| o.key > after)
+            .cloned()
+            .collect();
+        resumed.extend(cut("photos", &rest, limits, true));
+        assert_eq!(resumed, chunks);
+        // And every send fits SQS's batch limits.
+        for batch in batches(&sizes) {
+            assert!(batch.len() <= MAX_BATCH);
+            assert!(sizes[batch].iter().sum::<usize>() <= MAX_BATCH_BYTES);
+        }
+    }
+
+    #[test]
+    fn sends_group_bodies_by_count_and_bytes_in_order() {
+        assert_eq!(batches(&[10; 25]), [0..10, 10..20, 20..25]);
+        assert_eq!(batches(&[MAX_BODY, MAX_BODY, 100]), [0..1, 1..3]);
+        assert_eq!(batches(&[100_000; 5]), [0..2, 2..4, 4..5]);
+        assert!(batches(&[]).is_empty());
     }
 
     #[test]

@@ -51,6 +51,45 @@ where
     })
 }
 
+/// Whether `err` is SQS refusing the request itself (a client error such
+/// as an invalid name or attribute, a name that exists with other
+/// attributes, or access denied), which the same request sent again will
+/// not fix; throttling is not a refusal.
+fn refused<E>(
+    err: &aws_sdk_sqs::error::SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
+) -> bool
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata,
+{
+    let Some(service) = err.as_service_error() else {
+        return false;
+    };
+    let client_error = err
+        .raw_response()
+        .map(|r| r.status().as_u16())
+        .is_some_and(|code| (400..500).contains(&code) && code != 429);
+    let throttled = service
+        .code()
+        .is_some_and(|c| c.contains("Throttl") || c.contains("OverLimit"));
+    client_error && !throttled
+}
+
+/// SQS's own words for a refusal: its error code and message (the full
+/// error chain is for logs; it is too long for an Event).
+fn service_message<E, R>(err: &aws_sdk_sqs::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata,
+{
+    match err.as_service_error() {
+        Some(service) => format!(
+            "{} ({})",
+            service.message().unwrap_or("no message"),
+            service.code().unwrap_or("no code")
+        ),
+        None => "no answer".to_owned(),
+    }
+}
+
 /// An SQS client shared by every reconcile.
 #[derive(Debug, Clone)]
 pub struct Sqs {
@@ -162,6 +201,54 @@ pub struct NotOwned {
     pub owner: Option<String>,
 }
 
+/// Why a job's queues cannot be used: shown as the job's condition and an
+/// Event, and looked at again later, rather than retried as an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    /// See [`NotOwned`].
+    NotOwned(NotOwned),
+    /// SQS refused to create a queue the spec asks for (e.g. a named
+    /// queue that exists with other attributes, or a standard queue as the
+    /// dead-letter queue of a FIFO one).
+    Refused {
+        /// The queue's name.
+        queue: String,
+        /// What the operator was doing.
+        what: &'static str,
+        /// SQS's answer.
+        reason: String,
+    },
+}
+
+impl Unusable {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotOwned(_) => "QueueNotOwned",
+            Self::Refused { .. } => "QueueRefused",
+        }
+    }
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotOwned(not_owned) => not_owned.fmt(f),
+            Self::Refused {
+                queue,
+                what,
+                reason,
+            } => write!(f, "SQS refused {what} {queue}: {reason}"),
+        }
+    }
+}
+
+impl From<NotOwned> for Unusable {
+    fn from(not_owned: NotOwned) -> Self {
+        Self::NotOwned(not_owned)
+    }
+}
+
 impl std::fmt::Display for NotOwned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.owner {
@@ -198,11 +285,14 @@ impl Sqs {
     ///
     /// A queue whose name the operator derived (not given by the spec)
     /// must carry the job's uid in [`OWNER_TAG`]; one that does not is
-    /// [`NotOwned`], and the work queue is then not created.
+    /// [`NotOwned`], and the work queue is then not created. A creation SQS
+    /// refuses (see [`refused`]) is [`Unusable::Refused`], with SQS's
+    /// message; when it is the dead-letter queue, the work queue is not
+    /// created either.
     pub async fn ensure_queues(
         &self,
         settings: &QueueSettings,
-    ) -> Result<std::result::Result<Queues, NotOwned>> {
+    ) -> Result<std::result::Result<Queues, Unusable>> {
         let mut dlq = self
             .client
             .create_queue()
@@ -219,6 +309,14 @@ impl Sqs {
                 return Ok(Err(NotOwned {
                     queue: settings.dead_letter_name.clone(),
                     owner: None,
+                }
+                .into()));
+            }
+            Err(e) if refused(&e) => {
+                return Ok(Err(Unusable::Refused {
+                    queue: settings.dead_letter_name.clone(),
+                    what: "creating the dead-letter queue",
+                    reason: service_message(&e),
                 }));
             }
             Err(e) => {
@@ -234,7 +332,7 @@ impl Sqs {
         if !settings.dead_letter_name_given
             && let Err(not_owned) = self.owned(&dead_letter_url, &settings.owner).await?
         {
-            return Ok(Err(not_owned));
+            return Ok(Err(not_owned.into()));
         }
         let arn = self
             .client
@@ -279,6 +377,14 @@ impl Sqs {
                 return Ok(Err(NotOwned {
                     queue: settings.name.clone(),
                     owner: None,
+                }
+                .into()));
+            }
+            Err(e) if refused(&e) => {
+                return Ok(Err(Unusable::Refused {
+                    queue: settings.name.clone(),
+                    what: "creating the work queue",
+                    reason: service_message(&e),
                 }));
             }
             Err(e) => {
@@ -291,7 +397,7 @@ impl Sqs {
         if !settings.name_given
             && let Err(not_owned) = self.owned(&url, &settings.owner).await?
         {
-            return Ok(Err(not_owned));
+            return Ok(Err(not_owned.into()));
         }
         Ok(Ok(Queues {
             url,

@@ -88,6 +88,28 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
         assert!(listed.contains(name), "{listed}");
     }
 
+    // The edges of the new rules are accepted: a 63-character name, a FIFO
+    // dead-letter queue for the default (FIFO) queue.
+    let longest = "l".repeat(63);
+    let edges = [
+        batchjob(&longest, &format!("{HANDLER}{S3_SOURCE}{OUTPUT}")),
+        batchjob(
+            "fifo-dlq-ok",
+            &format!("{HANDLER}{S3_SOURCE}{OUTPUT}  queue:\n    deadLetterQueue: failed.fifo\n"),
+        ),
+    ];
+    for yaml in &edges {
+        let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "refused:\n{yaml}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let names = plane.kubectl(&["get", "bj", "-o", "name"]);
+    assert!(names.contains(&longest), "{names}");
+    assert!(names.contains("fifo-dlq-ok"), "{names}");
+
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "no source",
@@ -208,6 +230,57 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
                 &format!("{HANDLER}  source:\n    sqs:\n      queueUrl: photo-uploads\n"),
             ),
             "source.sqs.queueUrl must be a queue URL",
+        ),
+        (
+            "a name too long for a label value",
+            batchjob(&"n".repeat(64), &format!("{HANDLER}{S3_SOURCE}{OUTPUT}")),
+            "metadata.name must be at most 63 characters",
+        ),
+        (
+            "white space in the image",
+            batchjob(
+                "spaced-image",
+                &format!("  handler:\n    image: \"thumbnail :0.1\"\n{S3_SOURCE}{OUTPUT}"),
+            ),
+            "handler.image must not contain white space",
+        ),
+        (
+            "a standard dead-letter queue for the default FIFO queue",
+            batchjob(
+                "standard-dlq",
+                &format!("{HANDLER}{S3_SOURCE}{OUTPUT}  queue:\n    deadLetterQueue: failed\n"),
+            ),
+            "queue.deadLetterQueue must be FIFO (end in .fifo) exactly when the work queue is",
+        ),
+        (
+            "a FIFO dead-letter queue for a standard queue",
+            batchjob(
+                "fifo-dlq",
+                &format!(
+                    "{HANDLER}{S3_SOURCE}{OUTPUT}  queue:\n    name: work\n    deadLetterQueue: failed.fifo\n"
+                ),
+            ),
+            "queue.deadLetterQueue must be FIFO (end in .fifo) exactly when the work queue is",
+        ),
+        (
+            "a dead-letter queue name SQS refuses",
+            batchjob(
+                "bad-dlq-name",
+                &format!(
+                    "{HANDLER}{S3_SOURCE}{OUTPUT}  queue:\n    name: work\n    deadLetterQueue: failed/letters\n"
+                ),
+            ),
+            "queue.deadLetterQueue must be an SQS queue name",
+        ),
+        (
+            "an SQS dead-letter queue on RabbitMQ",
+            batchjob(
+                "amqp-dlq",
+                &format!(
+                    "{HANDLER}{S3_SOURCE}{OUTPUT}  queue:\n    amqp:\n      secretName: rabbitmq\n    deadLetterQueue: failed\n"
+                ),
+            ),
+            "queue.deadLetterQueue is for SQS",
         ),
         (
             "no handler",

@@ -293,3 +293,64 @@ async fn a_spec_the_api_server_refuses_stops_before_any_queue() {
     );
     assert_eq!(queue_names(&stack.sqs).await.len(), 2);
 }
+
+/// A queue the spec names but SQS will not create as asked (it exists with
+/// other attributes) keeps the job Pending with SQS's answer, not a retried
+/// error in the log; deleting the job removes the dead-letter queue the
+/// operator made for it and leaves the named queue to its owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_sqs_refuses_blocks_the_job_with_the_reason_and_leaves_nothing() {
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    let stack = Stack::start();
+    upload(
+        &stack.s3,
+        "photos",
+        &["incoming/p.jpg".to_owned()],
+        &tiny_jpeg(),
+    )
+    .await;
+    stack
+        .sqs
+        .create_queue()
+        .queue_name("shared-work")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "5",
+        )
+        .send()
+        .await
+        .unwrap();
+    plane.apply_yaml(&format!(
+        "{}  queue:\n    name: shared-work\n",
+        job_yaml("clash")
+    ));
+    let (operator, _metrics) = operator::spawn(OPERATOR, &plane, stack.env());
+    let log = || operator.log_text();
+    let limit = Duration::from_secs(60);
+    operator::wait_for_state(&plane, "clash", "Pending QueueRefused", limit, log);
+    let message = plane.jsonpath(&["bj", "clash"], "{.status.conditions[0].message}");
+    assert!(
+        message.contains("creating the work queue shared-work"),
+        "{message}"
+    );
+    let events = plane.kubectl(&["get", "events", "-o", "json"]);
+    assert!(events.contains("QueueRefused"), "{events}\n{}", log());
+    assert!(
+        plane
+            .jsonpath(&["deployment", "clash-workers"], "{.metadata.name}")
+            .is_empty(),
+        "no workers for a job without a queue"
+    );
+    assert_eq!(
+        queue_names(&stack.sqs).await,
+        ["shared-work", "shared-work-dlq"]
+    );
+
+    plane.kubectl(&["delete", "bj", "clash", "--wait=true", "--timeout=60s"]);
+    assert_eq!(
+        queue_names(&stack.sqs).await,
+        ["shared-work"],
+        "the dead-letter queue made for the job is gone, the named queue stays"
+    );
+}

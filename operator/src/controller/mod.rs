@@ -89,8 +89,11 @@ pub struct Context {
 }
 
 impl Context {
-    /// Publishes an Event on `job`; a failure is logged, never fatal.
+    /// Publishes an Event on `job`; a failure is logged, never fatal. The
+    /// note is cut to the 1,024 bytes the API server takes (the status
+    /// condition keeps the whole message).
     pub(crate) async fn event(&self, job: &BatchJob, warning: bool, reason: &str, note: String) {
+        let note = plan::event_note(note);
         let event = KubeEvent {
             type_: if warning {
                 EventType::Warning

@@ -186,8 +186,8 @@ pub(super) async fn ensure(
     }
     let queues = match ctx.sqs.ensure_queues(&settings).await? {
         Ok(queues) => queues,
-        Err(not_owned) => {
-            return Ok(Resolved::Blocked("QueueNotOwned", not_owned.to_string()));
+        Err(unusable) => {
+            return Ok(Resolved::Blocked(unusable.reason(), unusable.to_string()));
         }
     };
     status.queue_url = Some(queues.url.clone());
@@ -274,8 +274,8 @@ impl WorkQueue {
                         )
                         .await;
                     }
-                    Err(not_owned) => {
-                        ctx.event(job, true, "QueueNotOwned", not_owned.to_string())
+                    Err(unusable) => {
+                        ctx.event(job, true, unusable.reason(), unusable.to_string())
                             .await;
                     }
                 }
@@ -366,8 +366,16 @@ pub(super) async fn delete_created(job: &BatchJob, ctx: &Context) -> Result<bool
     // What to delete comes from the spec and the queues' owner tags, never
     // from status (anyone allowed to write status could name any queue).
     // Status only saves the lookups for a job that never got as far as
-    // creating its queues.
-    if job.status.as_ref().is_none_or(|s| s.queue_url.is_none()) {
+    // creating a queue: one that recorded its queues, or stopped between
+    // creating the dead-letter queue and the work queue (QueueRefused,
+    // QueueNotOwned), is looked up.
+    let created_some = job.status.as_ref().is_some_and(|s| {
+        s.queue_url.is_some()
+            || s.conditions.iter().any(|c| {
+                c.type_ == "Ready" && matches!(c.reason.as_str(), "QueueRefused" | "QueueNotOwned")
+            })
+    });
+    if !created_some {
         return Ok(false);
     }
     let settings = plan::queue_settings(job, &namespace);
