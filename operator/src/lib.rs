@@ -26,6 +26,7 @@ pub mod http;
 pub mod leader;
 pub mod manifest;
 pub mod metrics;
+pub mod ownership;
 pub mod pipeline;
 pub mod plan;
 pub mod s3;

@@ -4,6 +4,7 @@
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::error::{Error, Result};
+pub use crate::ownership::{NotOwned, Unusable};
 
 /// Messages waiting and messages received but not yet deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -190,81 +191,6 @@ pub struct QueueSettings {
 pub const OWNER_TAG: &str = "shoal.dev/batchjob-uid";
 /// Tag with the `namespace/name` of that BatchJob, for people.
 pub const JOB_TAG: &str = "shoal.dev/batchjob";
-
-/// A queue exists under a name the operator derived for a job, but was not
-/// created for that job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotOwned {
-    /// The queue's URL or name.
-    pub queue: String,
-    /// Its owner tag, if any.
-    pub owner: Option<String>,
-}
-
-/// Why a job's queues cannot be used: shown as the job's condition and an
-/// Event, and looked at again later, rather than retried as an error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unusable {
-    /// See [`NotOwned`].
-    NotOwned(NotOwned),
-    /// SQS refused to create a queue the spec asks for (e.g. a named
-    /// queue that exists with other attributes, or a standard queue as the
-    /// dead-letter queue of a FIFO one).
-    Refused {
-        /// The queue's name.
-        queue: String,
-        /// What the operator was doing.
-        what: &'static str,
-        /// SQS's answer.
-        reason: String,
-    },
-}
-
-impl Unusable {
-    /// The condition reason.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::NotOwned(_) => "QueueNotOwned",
-            Self::Refused { .. } => "QueueRefused",
-        }
-    }
-}
-
-impl std::fmt::Display for Unusable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::NotOwned(not_owned) => not_owned.fmt(f),
-            Self::Refused {
-                queue,
-                what,
-                reason,
-            } => write!(f, "SQS refused {what} {queue}: {reason}"),
-        }
-    }
-}
-
-impl From<NotOwned> for Unusable {
-    fn from(not_owned: NotOwned) -> Self {
-        Self::NotOwned(not_owned)
-    }
-}
-
-impl std::fmt::Display for NotOwned {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.owner {
-            Some(owner) => write!(
-                f,
-                "queue {} was created for another BatchJob (uid {owner}); name queues explicitly in queue.name to share one",
-                self.queue
-            ),
-            None => write!(
-                f,
-                "queue {} exists but was not created by shoal for this BatchJob; name it in queue.name to use it",
-                self.queue
-            ),
-        }
-    }
-}
 
 impl Sqs {
     fn error(queue: &str, what: &'static str) -> impl FnOnce(String) -> Error {

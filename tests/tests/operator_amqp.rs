@@ -330,9 +330,90 @@ async fn chunks_no_queue_takes_fail_the_publish_instead_of_vanishing() {
     assert!(error.to_string().contains("returned"), "{error}");
     assert!(!error.to_string().contains("guest:guest"), "{error}");
     // Once declared, the same publish is confirmed and the chunk is there.
-    amqp.ensure_queues(&broker, "nowhere", 3).await.unwrap();
+    amqp.ensure_queues(&broker, "nowhere", 3, None)
+        .await
+        .unwrap()
+        .unwrap();
     amqp.publish(&broker, "nowhere", &chunks).await.unwrap();
     assert_eq!(rabbit.ready("nowhere").await, 1);
+}
+
+/// A queue under the name the operator would derive, declared by someone
+/// else before the job existed, is neither used nor deleted: the job waits
+/// with QueueNotOwned, nothing is published to it, and deleting the job
+/// leaves it with its messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_someone_else_declared_is_neither_used_nor_deleted() {
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    let rabbit = Rabbit::start();
+    broker_secret(&plane, &rabbit);
+    let stack = Stack::start();
+    upload(
+        &stack.s3,
+        "photos",
+        &["incoming/p.jpg".to_owned()],
+        &tiny_jpeg(),
+    )
+    .await;
+    let queue = "shoal.default.squatted";
+    {
+        let (_connection, channel) = rabbit.channel().await;
+        channel
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    rabbit.publish(queue, &["not shoal's".to_owned()]).await;
+    let management = rabbit.management_url();
+    plane.apply_yaml(&format!(
+        "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: squatted
+spec:
+  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+  source:
+    s3:
+      bucket: photos
+      prefix: incoming/
+  queue:
+    amqp:
+      secretName: rabbitmq
+      managementUrl: {management}
+  output:
+    bucket: photos
+    prefix: thumbs/
+"
+    ));
+    let operator = start_operator(&plane, stack.env());
+    let log = || operator.log_text();
+    let limit = Duration::from_secs(60);
+    operator::wait_for_state(&plane, "squatted", "Pending QueueNotOwned", limit, log);
+    let message = plane.jsonpath(&["bj", "squatted"], "{.status.conditions[0].message}");
+    assert!(message.contains("shoal.default.squatted"), "{message}");
+    assert!(!message.contains("guest"), "{message}");
+    assert_eq!(rabbit.ready(queue).await, 1, "nothing published to it");
+    assert!(
+        !rabbit.exists(&format!("{queue}.dlq")).await,
+        "nothing declared beside it"
+    );
+    assert!(
+        plane
+            .jsonpath(&["deployment", "squatted-workers"], "{.metadata.name}")
+            .is_empty()
+    );
+
+    plane.kubectl(&["delete", "bj", "squatted", "--wait=true", "--timeout=60s"]);
+    assert_eq!(rabbit.ready(queue).await, 1, "left with its message");
 }
 
 /// A BatchJob's author may point `managementUrl` anywhere; the Secret's

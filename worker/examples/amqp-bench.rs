@@ -54,7 +54,7 @@ async fn main() -> Result<(), BoxError> {
     for round in 0..=rounds {
         for (index, (name, command)) in contenders.iter().enumerate() {
             let queue = format!("bench-{name}-{round}");
-            shoal_worker::queue::amqp::declare(&connection, &channel, &queue, 5).await?;
+            shoal_worker::queue::amqp::declare(&connection, &channel, &queue, 5, None).await?;
             fill(&channel, &queue, messages).await?;
             let log_path = std::path::Path::new(log_dir).join(format!("{queue}.log"));
             let mut run = Run::start(name, command, &format!("{uri}/{queue}"), log_path.clone())?;

@@ -140,9 +140,14 @@ pub(super) async fn ensure(
         };
         let queue = plan::amqp_queue(job, namespace);
         if previous.queue_url.is_none() {
-            ctx.amqp
-                .ensure_queues(&broker, &queue, plan::max_attempts(job))
-                .await?;
+            let owner = amqp_owner(job);
+            if let Err(unusable) = ctx
+                .amqp
+                .ensure_queues(&broker, &queue, plan::max_attempts(job), owner)
+                .await?
+            {
+                return Ok(Resolved::Blocked(unusable.reason(), unusable.to_string()));
+            }
             let dead_letter = shoal_worker::queue::amqp::dead_letter_queue(&queue);
             status.queue_url = Some(broker.queue_url(&queue));
             status.dead_letter_queue_url = Some(broker.queue_url(&dead_letter));
@@ -285,19 +290,28 @@ impl WorkQueue {
                 Counts::Known(work, dead) => Ok(Some((work, dead))),
                 Counts::NotYet => Ok(None),
                 Counts::Missing => {
-                    ctx.amqp
-                        .ensure_queues(broker, queue, plan::max_attempts(job))
-                        .await?;
-                    ctx.event(
-                        job,
-                        true,
-                        "QueueRedeclared",
-                        format!(
-                            "queue {queue} was missing on {}: declared it again",
-                            broker.public()
-                        ),
-                    )
-                    .await;
+                    match ctx
+                        .amqp
+                        .ensure_queues(broker, queue, plan::max_attempts(job), amqp_owner(job))
+                        .await?
+                    {
+                        Ok(()) => {
+                            ctx.event(
+                                job,
+                                true,
+                                "QueueRedeclared",
+                                format!(
+                                    "queue {queue} was missing on {}: declared it again",
+                                    broker.public()
+                                ),
+                            )
+                            .await;
+                        }
+                        Err(unusable) => {
+                            ctx.event(job, true, unusable.reason(), unusable.to_string())
+                                .await;
+                        }
+                    }
                     Ok(None)
                 }
             },
@@ -328,9 +342,10 @@ impl WorkQueue {
     }
 }
 
-/// Deletes the queues the operator created for `job`: on SQS the queues
-/// whose names it derived from the spec and that carry the job's uid in
-/// their owner tag; never a queue the spec names or status mentions.
+/// Deletes the queues the operator created for `job`: the queues whose
+/// names it derived from the spec and that carry the job's uid (an owner
+/// tag on SQS, a queue argument on RabbitMQ); never a queue the spec names
+/// or status mentions.
 /// Returns whether it deleted any.
 /// A RabbitMQ broker whose Secret is gone cannot be reached: its queues
 /// are left, with a warning Event, rather than blocking the deletion.
@@ -348,8 +363,22 @@ pub(super) async fn delete_created(job: &BatchJob, ctx: &Context) -> Result<bool
         return match broker(ctx, &namespace, connection).await? {
             Ok(broker) => {
                 let queue = plan::amqp_queue(job, &namespace);
-                ctx.amqp.delete_queues(&broker, &queue).await?;
-                Ok(true)
+                let owner = job.metadata.uid.as_deref().unwrap_or_default();
+                let deleted = ctx.amqp.delete_owned(&broker, &queue, owner).await?;
+                if deleted == Some(false) {
+                    ctx.event(
+                        job,
+                        true,
+                        "QueuesNotDeleted",
+                        format!(
+                            "queue {queue} on {} was not declared for this BatchJob (no {} argument with its uid): left in place",
+                            broker.public(),
+                            shoal_worker::queue::amqp::OWNER_ARGUMENT
+                        ),
+                    )
+                    .await;
+                }
+                Ok(deleted == Some(true))
             }
             Err((_, message)) => {
                 ctx.event(
@@ -393,6 +422,14 @@ pub(super) async fn delete_created(job: &BatchJob, ctx: &Context) -> Result<bool
         }
     }
     Ok(deleted)
+}
+
+/// The uid a RabbitMQ queue the operator declares for `job` carries, when
+/// it derived the name (`None`: the spec names the queue, whoever made it).
+fn amqp_owner(job: &BatchJob) -> Option<&str> {
+    let named =
+        job.spec.source.amqp.is_some() || job.spec.queue.as_ref().is_some_and(|q| q.name.is_some());
+    (!named).then(|| job.metadata.uid.as_deref().unwrap_or_default())
 }
 
 /// Whether the queue URL `url` names the queue `name` (its last segment).

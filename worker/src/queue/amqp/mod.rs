@@ -63,8 +63,8 @@ mod session;
 mod topology;
 use session::{Live, Shared, amqp_error, bounded, session_start, supervise};
 pub use topology::{
-    Target, dead_letter_exchange, dead_letter_queue, declare, parse_target, publish_confirmed,
-    ready_count, retry_bucket, retry_queue, retry_queues,
+    OWNER_ARGUMENT, Target, dead_letter_exchange, dead_letter_queue, declare, parse_target,
+    publish_confirmed, ready_count, retry_bucket, retry_queue, retry_queues,
 };
 use topology::{long_string, table};
 

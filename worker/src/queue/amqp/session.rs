@@ -113,7 +113,14 @@ pub(super) async fn session_start(shared: &Shared, generation: u64) -> lapin::Re
     publisher
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    declare(&connection, &publisher, queue, shared.options.max_attempts).await?;
+    declare(
+        &connection,
+        &publisher,
+        queue,
+        shared.options.max_attempts,
+        None,
+    )
+    .await?;
     let consumer_channel = connection.create_channel().await?;
     consumer_channel
         .basic_qos(shared.options.prefetch.max(1), BasicQosOptions::default())

@@ -158,15 +158,23 @@ pub async fn publish_confirmed(
     Ok(())
 }
 
+/// Queue argument naming the uid of the BatchJob the operator declared a
+/// queue for. RabbitMQ keeps arguments it does not know and leaves them out
+/// of its equivalence check, so a worker declaring the queue without it is
+/// still equivalent.
+pub const OWNER_ARGUMENT: &str = "x-shoal-batchjob-uid";
+
 /// Declares `queue` (quorum, dead-lettering to `queue.dlx`), the exchange
 /// and the dead-letter queue; an existing `queue` declared with other
 /// arguments is used as it is. Idempotent. The worker calls it when it
-/// connects; the operator calls it before it publishes chunks.
+/// connects; the operator calls it before it publishes chunks, with the
+/// job's uid as `owner` ([`OWNER_ARGUMENT`] on both queues).
 pub async fn declare(
     connection: &Connection,
     channel: &Channel,
     queue: &str,
     max_attempts: u32,
+    owner: Option<&str>,
 ) -> lapin::Result<()> {
     let dlx = dead_letter_exchange(queue);
     let dlq = dead_letter_queue(queue);
@@ -186,11 +194,17 @@ pub async fn declare(
             FieldTable::default(),
         )
         .await?;
+    let owned = |mut arguments: Vec<(&'static str, AMQPValue)>| {
+        if let Some(owner) = owner {
+            arguments.push((OWNER_ARGUMENT, long_string(owner)));
+        }
+        table(&arguments)
+    };
     channel
         .queue_declare(
             dlq.as_str().into(),
             durable,
-            table(&[("x-queue-type", quorum())]),
+            owned(vec![("x-queue-type", quorum())]),
         )
         .await?;
     channel
@@ -202,7 +216,7 @@ pub async fn declare(
             FieldTable::default(),
         )
         .await?;
-    let arguments = table(&[
+    let arguments = owned(vec![
         ("x-queue-type", quorum()),
         ("x-dead-letter-exchange", long_string(&dlx)),
         (

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -31,12 +31,14 @@ use lapin::options::{ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOpt
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use serde::Deserialize;
 use shoal_worker::queue::amqp as topology;
 use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::sqs::Backlog;
+use crate::ownership::{NotOwned, Unusable};
+
+mod management;
+pub use management::Counts;
 
 /// How long connecting to a broker may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -165,62 +167,6 @@ pub fn encode_queue(queue: &str) -> String {
     utf8_percent_encode(queue, SEGMENT).to_string()
 }
 
-/// One queue's counts in the management API; absent until the broker
-/// first publishes the queue's statistics (seconds after it is declared).
-#[derive(Debug, Deserialize)]
-struct QueueCounts {
-    name: String,
-    messages_ready: Option<i64>,
-    messages_unacknowledged: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct QueuePage {
-    items: Vec<QueueCounts>,
-}
-
-/// What the management API says of a queue and its family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counts {
-    /// The work queue's backlog (with its retry queues) and the
-    /// dead-letter queue's.
-    Known(Backlog, Backlog),
-    /// Some member has no counts yet (declared seconds ago): unknown.
-    NotYet,
-    /// The work queue does not exist (deleted behind the operator's back).
-    Missing,
-}
-
-/// Sums the counts of `queue`'s family into the work queue's backlog (the
-/// queue and its retry queues: messages waiting for a retry are waiting
-/// work, as SQS counts delayed messages) and the dead-letter queue's.
-/// An unknown backlog must never read as an empty one.
-fn backlogs(queue: &str, items: &[QueueCounts]) -> Counts {
-    if !items.iter().any(|item| item.name == queue) {
-        return Counts::Missing;
-    }
-    let dead_letter = topology::dead_letter_queue(queue);
-    let retry_prefix = format!("{queue}.retry.");
-    let mut work = Backlog::default();
-    let mut dead = Backlog::default();
-    for item in items {
-        let target = if item.name == queue || item.name.starts_with(&retry_prefix) {
-            &mut work
-        } else if item.name == dead_letter {
-            &mut dead
-        } else {
-            continue;
-        };
-        let (Some(ready), Some(unacked)) = (item.messages_ready, item.messages_unacknowledged)
-        else {
-            return Counts::NotYet;
-        };
-        target.visible = target.visible.saturating_add(ready);
-        target.in_flight = target.in_flight.saturating_add(unacked);
-    }
-    Counts::Known(work, dead)
-}
-
 /// RabbitMQ clients shared by every reconcile: one AMQP connection per
 /// broker (reopened when lost) and an HTTP client for the management API.
 pub struct Amqp {
@@ -308,19 +254,59 @@ impl Amqp {
 
     /// Declares `queue` and its dead-letter exchange and queue when missing
     /// (see the module contract).
+    ///
+    /// With `owner` (the job's uid, for queues whose names the operator
+    /// derived), the queues declared carry it in
+    /// [`topology::OWNER_ARGUMENT`], and a queue of the family that exists
+    /// without it is [`NotOwned`]: looked for before declaring anything,
+    /// and again after (someone may have declared it in between). A
+    /// declaration the broker refuses (`PRECONDITION_FAILED`: that name
+    /// with other arguments; `ACCESS_REFUSED`) is [`Unusable::Refused`].
     pub async fn ensure_queues(
         &self,
         broker: &Broker,
         queue: &str,
         max_attempts: u32,
-    ) -> Result<()> {
+        owner: Option<&str>,
+    ) -> Result<std::result::Result<(), Unusable>> {
+        if let Some(owner) = owner
+            && let Some(not_owned) = self.foreign(broker, queue, owner).await?
+        {
+            return Ok(Err(not_owned.into()));
+        }
         let fail = || Self::error(broker, queue, "declaring the queues");
         let (connection, channel) = self.channel(broker).await.map_err(fail())?;
-        let declared = topology::declare(&connection, &channel, queue, max_attempts)
-            .await
-            .map_err(|e| e.to_string());
+        let declared = topology::declare(&connection, &channel, queue, max_attempts, owner).await;
         let _ = channel.close(200, "declared".into()).await;
-        declared.map_err(fail())
+        if let Err(e) = declared {
+            return match refusal(&e) {
+                Some(reason) => Ok(Err(Unusable::Refused {
+                    queue: broker.queue_url(queue),
+                    what: "declaring",
+                    reason,
+                })),
+                None => Err(fail()(e.to_string())),
+            };
+        }
+        if let Some(owner) = owner
+            && let Some(not_owned) = self.foreign(broker, queue, owner).await?
+        {
+            return Ok(Err(not_owned.into()));
+        }
+        Ok(Ok(()))
+    }
+
+    /// The first queue of `queue`'s family that exists without `owner`.
+    async fn foreign(&self, broker: &Broker, queue: &str, owner: &str) -> Result<Option<NotOwned>> {
+        Ok(self
+            .owners(broker, queue)
+            .await?
+            .into_iter()
+            .find(|(_, found)| found.as_deref() != Some(owner))
+            .map(|(name, found)| NotOwned {
+                queue: broker.queue_url(&name),
+                owner: found,
+            }))
     }
 
     /// Publishes `bodies` (`(chunk id, body)`) to `queue` through the
@@ -344,60 +330,55 @@ impl Amqp {
     }
 
     /// Deletes `queue`, its retry queues, its dead-letter queue and
-    /// exchange; ones already gone are fine.
-    pub async fn delete_queues(&self, broker: &Broker, queue: &str) -> Result<()> {
+    /// exchange when they were declared for `owner` (the work queue, or
+    /// while it is gone its dead-letter queue, carries it); ones already
+    /// gone are fine. Returns `None` when neither queue exists, else
+    /// whether it deleted them.
+    pub async fn delete_owned(
+        &self,
+        broker: &Broker,
+        queue: &str,
+        owner: &str,
+    ) -> Result<Option<bool>> {
+        let owners = self.owners(broker, queue).await?;
+        if owners.is_empty() {
+            return Ok(None);
+        }
+        let ours = |name: &str| {
+            owners
+                .iter()
+                .any(|(n, found)| n == name && found.as_deref() == Some(owner))
+        };
+        let work_exists = owners.iter().any(|(n, _)| n == queue);
+        let ours = if work_exists {
+            ours(queue)
+        } else {
+            ours(&topology::dead_letter_queue(queue))
+        };
+        if !ours {
+            return Ok(Some(false));
+        }
         let fail = || Self::error(broker, queue, "deleting the queues");
         let (_, channel) = self.channel(broker).await.map_err(fail())?;
         let deleted = delete_all(&channel, queue).await;
         let _ = channel.close(200, "deleted".into()).await;
-        deleted.map_err(fail())
+        deleted.map_err(fail())?;
+        Ok(Some(true))
     }
+}
 
-    /// The backlog of `queue` (ready + unacknowledged, its retry queues
-    /// included) and of its dead-letter queue, from one management API
-    /// call.
-    pub async fn backlog(&self, broker: &Broker, queue: &str) -> Result<Counts> {
-        let fail = || Self::error(broker, queue, "reading the backlog");
-        let pattern = format!("^{}(\\.dlq|\\.retry\\.[0-9]+s)?$", regex_escape(queue));
-        let url = format!(
-            "{}/api/queues/{}?page=1&page_size=500&use_regex=true&name={}&columns=name,messages_ready,messages_unacknowledged",
-            broker.management,
-            utf8_percent_encode(&broker.vhost, NON_ALPHANUMERIC),
-            utf8_percent_encode(&pattern, NON_ALPHANUMERIC),
-        );
-        let credentials = base64_encode(format!("{}:{}", broker.user, broker.password).as_bytes());
-        let request = http::Request::get(url.as_str())
-            .header(http::header::AUTHORIZATION, format!("Basic {credentials}"))
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| fail()(format!("building GET {}: {e}", broker.management)))?;
-        let response = tokio::time::timeout(Duration::from_secs(10), self.http.request(request))
-            .await
-            .map_err(|_| {
-                fail()(format!(
-                    "GET {}/api/queues: no answer in 10 s",
-                    broker.management
-                ))
-            })?
-            .map_err(|e| fail()(format!("GET {}/api/queues: {e}", broker.management)))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| fail()(format!("reading the management API's answer: {e}")))?
-            .to_bytes();
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&body);
-            return Err(fail()(format!(
-                "GET {}/api/queues answered {status}: {}",
-                broker.management,
-                text.trim()
-            )));
-        }
-        let page: QueuePage = serde_json::from_slice(&body)
-            .map_err(|e| fail()(format!("unexpected management API answer: {e}")))?;
-        Ok(backlogs(queue, &page.items))
-    }
+/// The broker's reason when `error` is a refusal that declaring again will
+/// not fix.
+fn refusal(error: &lapin::Error) -> Option<String> {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    let lapin::ErrorKind::ProtocolError(amqp) = error.kind() else {
+        return None;
+    };
+    matches!(
+        amqp.kind(),
+        AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED | AMQPSoftError::ACCESSREFUSED)
+    )
+    .then(|| amqp.get_message().to_string())
 }
 
 /// Deletes `queue`'s family on `channel` (see [`Amqp::delete_queues`]).
@@ -416,23 +397,6 @@ async fn delete_all(channel: &Channel, queue: &str) -> std::result::Result<(), S
         .await
         .map_err(|e| format!("{exchange}: {e}"))?;
     Ok(())
-}
-
-/// `text` with every regex metacharacter escaped.
-fn regex_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
@@ -503,37 +467,5 @@ mod tests {
             assert!(error.contains(why), "{url}: {error}");
             assert!(!error.contains("hunter2"), "the password leaked: {error}");
         }
-    }
-
-    #[test]
-    fn the_backlog_counts_retry_queues_as_waiting_and_keeps_the_dlq_apart() {
-        let item = |name: &str, ready, unacked| QueueCounts {
-            name: name.into(),
-            messages_ready: Some(ready),
-            messages_unacknowledged: Some(unacked),
-        };
-        let items = [
-            item("jobs", 7, 3),
-            item("jobs.retry.4s", 2, 0),
-            item("jobs.dlq", 1, 0),
-            item("jobs-other", 50, 50),
-        ];
-        let Counts::Known(work, dead) = backlogs("jobs", &items) else {
-            panic!("counts known");
-        };
-        assert_eq!((work.visible, work.in_flight), (9, 3));
-        assert_eq!(dead.total(), 1);
-        // Counts not published yet, or no queue: unknown, not empty.
-        let fresh = [
-            item("jobs", 0, 0),
-            QueueCounts {
-                name: "jobs.retry.1s".into(),
-                messages_ready: None,
-                messages_unacknowledged: None,
-            },
-        ];
-        assert_eq!(backlogs("jobs", &fresh), Counts::NotYet);
-        assert_eq!(backlogs("jobs", &[]), Counts::Missing);
-        assert_eq!(regex_escape("a.b-c"), "a\\.b-c");
     }
 }
