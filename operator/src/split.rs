@@ -255,4 +255,56 @@ mod tests {
         assert_ne!(a.chunk_id, c.chunk_id);
         assert_eq!(a.items.len(), 3);
     }
+
+    proptest::proptest! {
+        /// However the listing is paged, resuming after the last chunk cut
+        /// cuts exactly the chunks one pass over the whole listing would:
+        /// a restarted fan-out never sends a chunk the first run did not.
+        #[test]
+        fn fuzz_any_paging_cuts_the_same_chunks(
+            sizes in proptest::collection::vec(0i64..5_000, 0..120),
+            key_len in 1usize..400,
+            max_items in 1usize..50,
+            max_bytes in 1i64..20_000,
+            page in 1usize..40,
+        ) {
+            let all: Vec<Listed> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &size)| Listed {
+                    key: format!("{i:05}{}", "k".repeat(key_len)),
+                    size,
+                })
+                .collect();
+            let limits = Limits { max_items, max_bytes };
+            let whole = cut("photos", &all, limits, true);
+            let mut resumed: Vec<Vec<Listed>> = Vec::new();
+            let mut after: Option<String> = None;
+            // Pages grow until a chunk is cut, as the fan-out lists more.
+            let mut taken = page;
+            loop {
+                let rest: Vec<Listed> = all
+                    .iter()
+                    .filter(|o| after.as_ref().is_none_or(|a| &o.key > a))
+                    .cloned()
+                    .collect();
+                let last = rest.len() <= taken;
+                let chunks = cut("photos", &rest[..rest.len().min(taken)], limits, last);
+                if let Some(tail) = chunks.last().and_then(|c| c.last()) {
+                    after = Some(tail.key.clone());
+                    taken = page;
+                } else {
+                    taken += page;
+                }
+                resumed.extend(chunks);
+                if last {
+                    break;
+                }
+            }
+            proptest::prop_assert_eq!(&resumed, &whole);
+            for chunk in &whole {
+                proptest::prop_assert!(serde_json::to_vec(&self::chunk("photos", chunk)).unwrap().len() <= MAX_BODY);
+            }
+        }
+    }
 }

@@ -65,10 +65,15 @@ pub struct Tls {
 pub struct ControlPlane {
     // Dropped in field order: the API server before etcd.
     apiserver: Proc,
-    _etcd: Proc,
+    etcd: Proc,
     dir: tempfile::TempDir,
     kubeconfig: PathBuf,
     url: String,
+    /// How each was started, for [`ControlPlane::restart_after`].
+    etcd_args: Vec<String>,
+    apiserver_args: Vec<String>,
+    address: String,
+    ports: (u16, u16),
 }
 
 impl ControlPlane {
@@ -92,25 +97,26 @@ impl ControlPlane {
         let peer = free_port();
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
+        let etcd_args: Vec<String> = vec![
+            "--data-dir".into(),
+            root.join("etcd").to_string_lossy().into_owned(),
+            "--listen-client-urls".into(),
+            client_url.clone(),
+            "--advertise-client-urls".into(),
+            client_url.clone(),
+            "--listen-peer-urls".into(),
+            peer_url.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer_url.clone(),
+            "--initial-cluster".into(),
+            format!("default={peer_url}"),
+            "--unsafe-no-fsync".into(),
+            "--log-level".into(),
+            "warn".into(),
+        ];
         let etcd = Proc::spawn(
             &etcd_bin,
-            &[
-                "--data-dir",
-                &root.join("etcd").to_string_lossy(),
-                "--listen-client-urls",
-                &client_url,
-                "--advertise-client-urls",
-                &client_url,
-                "--listen-peer-urls",
-                &peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-                "--initial-cluster",
-                &format!("default={peer_url}"),
-                "--unsafe-no-fsync",
-                "--log-level",
-                "warn",
-            ],
+            &etcd_args.iter().map(String::as_str).collect::<Vec<_>>(),
             &[],
             &root.join("etcd.log"),
         );
@@ -185,7 +191,8 @@ impl ControlPlane {
                 "--disable-admission-plugins=ServiceAccount".to_owned(),
             ]);
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let apiserver_args = args;
+        let args: Vec<&str> = apiserver_args.iter().map(String::as_str).collect();
         let apiserver = Proc::spawn(&apiserver_bin, &args, &[], &root.join("kube-apiserver.log"));
         crate::wait_for_addr(
             &format!("{address}:{port}"),
@@ -221,11 +228,53 @@ current-context: test
         );
         let plane = Self {
             apiserver,
-            _etcd: etcd,
+            etcd,
             dir,
             kubeconfig,
             url,
+            etcd_args,
+            apiserver_args,
+            address,
+            ports: (client, port),
         };
+        plane.wait_ready();
+        plane
+    }
+
+    /// Kills the API server and etcd (SIGKILL, as a crash would), runs
+    /// `while_down`, and starts both again on the same ports with etcd's
+    /// data kept; returns once `/readyz` answers.
+    pub fn restart_after(&mut self, while_down: impl FnOnce()) {
+        self.apiserver.kill();
+        self.etcd.kill();
+        while_down();
+        let root = self.dir.path();
+        let etcd_args: Vec<&str> = self.etcd_args.iter().map(String::as_str).collect();
+        self.etcd = Proc::spawn(
+            &tool_from_env("SHOAL_ETCD"),
+            &etcd_args,
+            &[],
+            &root.join("etcd.log"),
+        );
+        wait_for_port(self.ports.0, "etcd", &self.etcd);
+        let args: Vec<&str> = self.apiserver_args.iter().map(String::as_str).collect();
+        self.apiserver = Proc::spawn(
+            &tool_from_env("SHOAL_KUBE_APISERVER"),
+            &args,
+            &[],
+            &root.join("kube-apiserver.log"),
+        );
+        crate::wait_for_addr(
+            &format!("{}:{}", self.address, self.ports.1),
+            "kube-apiserver",
+            Duration::from_secs(60),
+            || self.apiserver.log_text(),
+        );
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let plane = self;
         let started = Instant::now();
         loop {
             let out = plane.kubectl_output(&["get", "--raw", "/readyz"]);
@@ -240,7 +289,6 @@ current-context: test
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        plane
     }
 
     /// The kubeconfig file of the admin user.

@@ -51,6 +51,18 @@ impl Moto {
         moto
     }
 
+    /// Sends a signal by name with kill(1): `STOP` makes S3 unavailable
+    /// (connections are accepted, nothing answers) with its objects kept;
+    /// `CONT` brings it back.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+        assert!(status.success(), "kill -{name} moto failed");
+    }
+
     /// `http://ADDRESS:PORT`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint

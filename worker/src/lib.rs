@@ -12,6 +12,8 @@ pub mod app;
 pub mod cli;
 pub mod engine;
 pub mod error;
+#[cfg(test)]
+mod fuzzing;
 pub mod handler;
 pub mod http;
 pub mod lambda;

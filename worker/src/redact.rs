@@ -57,4 +57,22 @@ mod tests {
             assert!(!url(hostile).contains("ss@"), "{hostile}");
         }
     }
+
+    proptest::proptest! {
+        /// Whatever a URL looks like, a password in it is never shown.
+        #[test]
+        fn fuzz_a_password_never_survives_masking(
+            scheme in "[a-z]{1,6}|[^:]{0,6}",
+            user in "[a-z0-9]{0,8}",
+            password in "[!-~]{1,24}",
+            host in "[a-z0-9.:]{0,20}",
+            tail in "([/?#][a-z0-9%/?#&=]{0,20})?",
+            separator in proptest::sample::select(vec!["://", ":/", "//", "", ":///"]),
+        ) {
+            let canary = format!("PW{password}");
+            let text = format!("{scheme}{separator}{user}:{canary}@{host}{tail}");
+            let shown = url(&text);
+            proptest::prop_assert!(!shown.contains(&canary), "{} shown as {}", text, shown);
+        }
+    }
 }

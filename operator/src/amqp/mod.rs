@@ -468,4 +468,42 @@ mod tests {
             assert!(!error.contains("hunter2"), "the password leaked: {error}");
         }
     }
+
+    proptest::proptest! {
+        /// Whatever a Secret and a spec hold, the password never appears in
+        /// an error, a public name or a Debug print, and a spec can only
+        /// point the management API at the broker's own host.
+        #[test]
+        fn fuzz_broker_urls_never_leak_the_password(
+            scheme in proptest::sample::select(vec!["amqp", "amqps", "http", "amqp:", ""]),
+            user in "[a-z]{0,6}",
+            secret in "[A-Za-z0-9]{1,12}",
+            host in "[a-z0-9.-]{0,12}",
+            port in proptest::option::of("[0-9]{1,6}"),
+            path in "(/[a-z%0-9]{0,8}){0,3}[?/ ]?",
+            spec in proptest::option::of("(https?|ftp)://([a-z]{1,3}@)?[a-z0-9.]{0,12}(:[0-9]{1,5})?/?"),
+            from_secret in proptest::option::of("https?://[a-z0-9.]{1,12}(:[0-9]{1,5})?"),
+        ) {
+            let canary = format!("PW{secret}");
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            let url = format!("{scheme}://{user}:{canary}@{host}{port}{path}");
+            match Broker::parse(&url, spec.as_deref(), from_secret.as_deref()) {
+                Err(why) => proptest::prop_assert!(!why.contains(&canary), "{}", why),
+                Ok(broker) => {
+                    proptest::prop_assert!(!broker.public().contains(&canary));
+                    let debug = format!("{:?}", broker);
+                    proptest::prop_assert!(!debug.contains(&canary));
+                    proptest::prop_assert!(!broker.queue_url("q").contains(&canary));
+                    if from_secret.is_none() {
+                        let management: http::Uri = broker.management.parse().unwrap();
+                        let broker_host = url.parse::<http::Uri>().unwrap();
+                        proptest::prop_assert_eq!(
+                            management.host().map(str::to_ascii_lowercase),
+                            broker_host.host().map(str::to_ascii_lowercase)
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

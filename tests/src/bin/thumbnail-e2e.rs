@@ -4,7 +4,9 @@
 //! main, except that `SHOAL_E2E_DELAY_MS` (tests only) makes every
 //! invocation take at least that long, so a test can act while items are
 //! in flight (only first attempts with `SHOAL_E2E_DELAY_FIRST_ATTEMPT=1`,
-//! so a redelivered item runs at once).
+//! so a redelivered item runs at once). With `SHOAL_LEDGER`, each item that
+//! succeeds appends its id as a line to that file (the chaos tests count
+//! successes and duplicates from it).
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ struct Paced {
     inner: Thumbnailer,
     delay: Duration,
     first_attempt_only: bool,
+    ledger: Option<std::path::PathBuf>,
 }
 
 impl Handler for Paced {
@@ -34,7 +37,18 @@ impl Handler for Paced {
                 return Err(HandlerError::retryable("cancelled"));
             }
         }
-        self.inner.call(item, ctx).await
+        let id = item.id.clone();
+        let thumbnail = self.inner.call(item, ctx).await?;
+        if let Some(ledger) = &self.ledger {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(ledger)
+                .and_then(|mut file| file.write_all(format!("{id}\n").as_bytes()))
+                .map_err(|e| HandlerError::retryable(format!("ledger: {e}")))?;
+        }
+        Ok(thumbnail)
     }
 }
 
@@ -50,6 +64,7 @@ fn main() -> std::process::ExitCode {
             inner,
             delay,
             first_attempt_only,
+            ledger: std::env::var_os("SHOAL_LEDGER").map(Into::into),
         })
     })
 }

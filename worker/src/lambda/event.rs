@@ -151,4 +151,23 @@ mod tests {
             Invocation::Direct(_)
         ));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn fuzz_any_payload_classifies_without_panicking(value in crate::fuzzing::json()) {
+            let _ = classify(value);
+        }
+
+        #[test]
+        fn fuzz_damaged_sqs_events_classify_without_panicking(
+            bytes in crate::fuzzing::mutated(
+                std::fs::read(format!("{}/tests/fixtures/sqs-event.json", env!("CARGO_MANIFEST_DIR")))
+                    .unwrap_or_default()
+            )
+        ) {
+            if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
+                let _ = classify(value);
+            }
+        }
+    }
 }

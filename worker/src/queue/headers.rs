@@ -147,4 +147,53 @@ mod tests {
                 .ends_with("names item 1 twice")
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn fuzz_index_lists_round_trip_and_any_text_decodes_or_not(
+            indices in proptest::collection::vec(proptest::prelude::any::<usize>(), 1..200),
+            text in "[0-9, x-]{0,64}|\\PC{0,64}",
+            total in 0usize..300,
+        ) {
+            proptest::prop_assert_eq!(decode_indices(&encode_indices(&indices)), Some(indices));
+            if let Some(decoded) = decode_indices(&text) {
+                // Valid for a message of `total` items: every index names a
+                // distinct item of it, so none can make an item vanish.
+                if invalid_indices(&decoded, total).is_none() {
+                    let distinct: std::collections::BTreeSet<_> = decoded.iter().collect();
+                    proptest::prop_assert!(!decoded.is_empty());
+                    proptest::prop_assert_eq!(distinct.len(), decoded.len());
+                    proptest::prop_assert!(decoded.iter().all(|&i| i < total));
+                }
+            }
+        }
+
+        #[test]
+        fn fuzz_dead_letters_fit_their_room_whatever_the_reason_and_items(
+            reason in "\\PC{0,400}",
+            repeat in 1usize..200,
+            items in proptest::option::of(proptest::collection::vec(0usize..1_000_000, 0..12_000)),
+            room in 0usize..300_000,
+        ) {
+            let reason = reason.repeat(repeat);
+            match fitted_letter(&reason, items.as_deref(), room) {
+                Some((text, pending)) => {
+                    let pending_len = pending.as_ref().map_or(0, String::len);
+                    proptest::prop_assert!(text.len() + pending_len <= room);
+                    proptest::prop_assert!(pending_len <= MAX_PENDING_BYTES);
+                    proptest::prop_assert!(text.len() <= MAX_REASON_BYTES);
+                    let kept = text.split(" [").next().unwrap_or_default();
+                    proptest::prop_assert!(reason.starts_with(kept));
+                    if let Some(pending) = pending {
+                        proptest::prop_assert_eq!(
+                            decode_indices(&pending),
+                            items.filter(|i| !i.is_empty())
+                        );
+                    }
+                }
+                // Only a room too small for a short reason and the note.
+                None => proptest::prop_assert!(room < MIN_REASON_BYTES + 80, "room {}", room),
+            }
+        }
+    }
 }

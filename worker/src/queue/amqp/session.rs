@@ -289,4 +289,43 @@ mod tests {
             "{err}"
         );
     }
+
+    fn amqp_value() -> impl proptest::strategy::Strategy<Value = AMQPValue> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<String>().prop_map(|s| AMQPValue::LongString(s.into())),
+            prop::collection::vec(any::<u8>(), 0..64)
+                .prop_map(|b| AMQPValue::LongString(lapin::types::LongString::from(b))),
+            any::<i8>().prop_map(AMQPValue::ShortShortInt),
+            any::<u8>().prop_map(AMQPValue::ShortShortUInt),
+            any::<i16>().prop_map(AMQPValue::ShortInt),
+            any::<u16>().prop_map(AMQPValue::ShortUInt),
+            any::<i32>().prop_map(AMQPValue::LongInt),
+            any::<u32>().prop_map(AMQPValue::LongUInt),
+            any::<i64>().prop_map(AMQPValue::LongLongInt),
+            any::<f64>().prop_map(AMQPValue::Double),
+            any::<bool>().prop_map(AMQPValue::Boolean),
+            Just(AMQPValue::Void),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Control headers of any AMQP type, set by whoever publishes,
+        /// read as text or ignored; never a panic.
+        #[test]
+        fn fuzz_control_headers_of_any_type_read_or_are_ignored(
+            values in proptest::collection::vec(amqp_value(), 3),
+        ) {
+            let mut table = FieldTable::default();
+            for (name, value) in [PENDING, ATTEMPTS, "x-delivery-count"].into_iter().zip(values) {
+                table.insert(name.into(), value);
+            }
+            for name in [PENDING, ATTEMPTS, "x-delivery-count"] {
+                if let Some(text) = header_text(Some(&table), name) {
+                    let _ = decode_indices(&text);
+                    let _ = text.parse::<u32>();
+                }
+            }
+        }
+    }
 }

@@ -394,3 +394,6 @@ mod tests {
         assert!(matches!(&items[0].body, ItemBody::Raw(_)));
     }
 }
+
+#[cfg(test)]
+mod fuzz;
