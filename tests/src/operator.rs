@@ -3,6 +3,37 @@
 
 use crate::kube::ControlPlane;
 
+/// A BatchJob manifest: `apiVersion`, `kind`, `metadata.name: name`, then
+/// `spec` (the spec's YAML lines, indented two spaces).
+pub fn batchjob_yaml(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: {name}
+spec:
+{spec}"
+    )
+}
+
+/// Spec lines of the thumbnail handler fanning out `s3://photos/incoming/`
+/// into `s3://photos/<output>`, with `extra` (more spec lines) between the
+/// source and the output.
+pub fn thumbnails_spec(extra: &str, output: &str) -> String {
+    format!(
+        "  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+  source:
+    s3:
+      bucket: photos
+      prefix: incoming/
+{extra}  output:
+    bucket: photos
+    prefix: {output}
+"
+    )
+}
+
 /// Waits until BatchJob `name` has fanned out its whole source; returns
 /// `"true <chunks> <items>"` from its split checkpoint.
 pub fn split_done(

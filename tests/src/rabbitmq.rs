@@ -175,8 +175,14 @@ impl Rabbit {
     /// Adds user `user` with `password`, allowed everything on the default
     /// vhost and the management API; returns the broker's URL for it.
     pub fn add_user(&self, user: &str, password: &str) -> String {
+        self.add_user_writing(user, password, ".*")
+    }
+
+    /// [`Rabbit::add_user`], allowed to write (publish, bind) only to the
+    /// exchanges and queues `write` (a regular expression) matches.
+    pub fn add_user_writing(&self, user: &str, password: &str, write: &str) -> String {
         self.ctl(&["add_user", user, password]);
-        self.ctl(&["set_permissions", "-p", "/", user, ".*", ".*", ".*"]);
+        self.ctl(&["set_permissions", "-p", "/", user, ".*", write, ".*"]);
         self.ctl(&["set_user_tags", user, "management"]);
         format!("amqp://{user}:{password}@127.0.0.1:{}/%2f", self.port)
     }

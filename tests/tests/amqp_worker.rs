@@ -352,3 +352,66 @@ async fn kill_9_of_a_worker_loses_nothing() {
     assert_eq!(bed.rabbit.ready(QUEUE).await, 0);
     assert_eq!(bed.rabbit.ready(&format!("{QUEUE}.dlq")).await, 0);
 }
+
+/// A dead letter the broker keeps refusing (here the worker's user may not
+/// publish to `Q.dlx`) does not loop: the attempts a message has had are
+/// counted across the copies the worker re-publishes, and after its last
+/// attempt plus 3 the message is handed to the queue's own dead-lettering
+/// (the broker's, which needs no permission), the reason in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_the_broker_keeps_refusing_stops_after_the_last_attempt_plus_3() {
+    const REFUSING: &str = "refusing";
+    let rabbit = Rabbit::start();
+    {
+        let (connection, channel) = rabbit.channel().await;
+        shoal_worker::queue::amqp::declare(&connection, &channel, REFUSING, 3, None)
+            .await
+            .unwrap();
+    }
+    let limited = rabbit.add_user_writing("limited", "limited-pw", "^(?!refusing\\.dlx$).*");
+    // Not an object reference: a permanent failure, dead-lettered at once.
+    rabbit
+        .publish(REFUSING, &["not an object".to_owned()])
+        .await;
+    let out = tempfile::tempdir().unwrap();
+    let mut worker = Proc::spawn(
+        BIN,
+        &[
+            "worker",
+            "--queue",
+            &format!("{limited}/{REFUSING}"),
+            "--output",
+            &out.path().to_string_lossy(),
+            "--max-attempts",
+            "3",
+        ],
+        &[
+            ("SHOAL_RETRY_MAX_DELAY_MS", "200".to_owned()),
+            // No AWS here: nothing may look for instance metadata.
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ],
+        &out.path().join("worker.log"),
+    );
+    let started = Instant::now();
+    while rabbit.ready(&format!("{REFUSING}.dlq")).await < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not in the dead-letter queue after 120 s:\n{}",
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let log = worker.log_text();
+    assert!(
+        log.contains("handing the message to the queue's own dead-lettering"),
+        "{log}"
+    );
+    // Attempts 1 to 6 each re-publish a copy carrying its count; the 7th
+    // hands the message over.
+    let refused = log.matches("cannot dead-letter").count();
+    assert_eq!(refused, 7, "dead-lettering tried {refused} times:\n{log}");
+    assert!(log.contains("publishing channel reopened"), "{log}");
+    assert_eq!(rabbit.ready(REFUSING).await, 0);
+    stop(&mut worker);
+}

@@ -373,26 +373,14 @@ async fn a_queue_someone_else_declared_is_neither_used_nor_deleted() {
     }
     rabbit.publish(queue, &["not shoal's".to_owned()]).await;
     let management = rabbit.management_url();
-    plane.apply_yaml(&format!(
-        "apiVersion: shoal.dev/v1alpha1
-kind: BatchJob
-metadata:
-  name: squatted
-spec:
-  handler:
-    image: ghcr.io/shoal-dev/thumbnail:0.1.0
-  source:
-    s3:
-      bucket: photos
-      prefix: incoming/
-  queue:
-    amqp:
-      secretName: rabbitmq
-      managementUrl: {management}
-  output:
-    bucket: photos
-    prefix: thumbs/
-"
+    plane.apply_yaml(&operator::batchjob_yaml(
+        "squatted",
+        &operator::thumbnails_spec(
+            &format!(
+                "  queue:\n    amqp:\n      secretName: rabbitmq\n      managementUrl: {management}\n"
+            ),
+            "thumbs/",
+        ),
     ));
     let operator = start_operator(&plane, stack.env());
     let log = || operator.log_text();

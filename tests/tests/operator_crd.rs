@@ -22,16 +22,9 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// A valid BatchJob's YAML with `spec` replaced.
+/// A BatchJob's YAML with `spec`.
 fn batchjob(name: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: shoal.dev/v1alpha1
-kind: BatchJob
-metadata:
-  name: {name}
-spec:
-{spec}"
-    )
+    shoal_tests::operator::batchjob_yaml(name, spec)
 }
 
 const HANDLER: &str = "  handler:

@@ -22,23 +22,26 @@ use shoal_tests::wait_until;
 const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
 
 fn job_yaml(name: &str) -> String {
-    format!(
-        "apiVersion: shoal.dev/v1alpha1
-kind: BatchJob
-metadata:
-  name: {name}
-spec:
-  handler:
-    image: ghcr.io/shoal-dev/thumbnail:0.1.0
-  source:
-    s3:
-      bucket: photos
-      prefix: incoming/
-  output:
-    bucket: photos
-    prefix: out/{name}/
-"
+    operator::batchjob_yaml(
+        name,
+        &operator::thumbnails_spec("", &format!("out/{name}/")),
     )
+}
+
+/// An API server with the CRD, ElasticMQ and moto, and one photo under
+/// `s3://photos/incoming/`.
+async fn one_photo() -> (ControlPlane, Stack) {
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    let stack = Stack::start();
+    upload(
+        &stack.s3,
+        "photos",
+        &["incoming/p.jpg".to_owned()],
+        &tiny_jpeg(),
+    )
+    .await;
+    (plane, stack)
 }
 
 /// Names of every queue on the server.
@@ -248,16 +251,7 @@ async fn jobs_never_share_a_queue_and_the_finalizer_deletes_only_its_own() {
 /// reason, no queue exists, and a fixed spec goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spec_the_api_server_refuses_stops_before_any_queue() {
-    let plane = ControlPlane::start();
-    plane.install_crds();
-    let stack = Stack::start();
-    upload(
-        &stack.s3,
-        "photos",
-        &["incoming/p.jpg".to_owned()],
-        &tiny_jpeg(),
-    )
-    .await;
+    let (plane, stack) = one_photo().await;
     let yaml = |env_name: &str| {
         job_yaml("refused").replace(
             "    image: ghcr.io/shoal-dev/thumbnail:0.1.0\n",
@@ -300,16 +294,7 @@ async fn a_spec_the_api_server_refuses_stops_before_any_queue() {
 /// operator made for it and leaves the named queue to its owner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_sqs_refuses_blocks_the_job_with_the_reason_and_leaves_nothing() {
-    let plane = ControlPlane::start();
-    plane.install_crds();
-    let stack = Stack::start();
-    upload(
-        &stack.s3,
-        "photos",
-        &["incoming/p.jpg".to_owned()],
-        &tiny_jpeg(),
-    )
-    .await;
+    let (plane, stack) = one_photo().await;
     stack
         .sqs
         .create_queue()
@@ -321,9 +306,9 @@ async fn a_queue_sqs_refuses_blocks_the_job_with_the_reason_and_leaves_nothing()
         .send()
         .await
         .unwrap();
-    plane.apply_yaml(&format!(
-        "{}  queue:\n    name: shared-work\n",
-        job_yaml("clash")
+    plane.apply_yaml(&operator::batchjob_yaml(
+        "clash",
+        &operator::thumbnails_spec("  queue:\n    name: shared-work\n", "out/clash/"),
     ));
     let (operator, _metrics) = operator::spawn(OPERATOR, &plane, stack.env());
     let log = || operator.log_text();

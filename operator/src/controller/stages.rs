@@ -78,7 +78,7 @@ pub(super) async fn source(
 /// A job that cannot go on: a pipeline stage that cannot start, or a
 /// broker Secret that cannot be used. Pending (a job that has started
 /// keeps its phase and its workers, with `Ready=False`) and looked at
-/// again in [`UPSTREAM_INTERVAL`], or Failed for good.
+/// again after [`recheck_after`], or Failed for good.
 pub(super) async fn blocked(
     job: &BatchJob,
     ctx: &Context,
@@ -139,7 +139,22 @@ pub(super) async fn blocked(
     if fail {
         expire(job, ctx, namespace, &status, now).await
     } else {
-        Ok(Action::requeue(UPSTREAM_INTERVAL))
+        Ok(Action::requeue(recheck_after(reason)))
+    }
+}
+
+/// How soon a job blocked for `reason` is looked at again. A spec change
+/// starts a reconcile at once whatever this says; the interval is for
+/// what changes outside the spec: an upstream job (soon), a queue or a
+/// Secret someone fixes by hand (10 s), an admission policy (a minute:
+/// each look at a refused spec is a dry-run request to the API server).
+pub(super) fn recheck_after(reason: &str) -> std::time::Duration {
+    match reason {
+        "SpecInvalid" => std::time::Duration::from_secs(60),
+        r if r.starts_with("Queue") || r.starts_with("Broker") => {
+            std::time::Duration::from_secs(10)
+        }
+        _ => UPSTREAM_INTERVAL,
     }
 }
 

@@ -154,14 +154,30 @@ impl AmqpQueue {
     }
 
     /// The connection in use, copied out so that no lock is held while a
-    /// call waits on the broker.
+    /// call waits on the broker. A publishing channel the broker closed (a
+    /// refused publish closes its channel, not the connection) is replaced
+    /// first: one refusal must not fail every later dead letter and retry.
     async fn live(&self, operation: &'static str) -> Result<Live, TransportError> {
-        self.shared
+        let queue = &self.shared.target.queue;
+        let not_connected = || amqp_error(operation, queue, "not connected");
+        let live = self
+            .shared
             .live
             .read()
             .await
             .clone()
-            .ok_or_else(|| amqp_error(operation, &self.shared.target.queue, "not connected"))
+            .ok_or_else(not_connected)?;
+        if live.publisher.status().connected() {
+            return Ok(live);
+        }
+        let mut slot = self.shared.live.write().await;
+        let current = slot.as_mut().ok_or_else(not_connected)?;
+        if !current.publisher.status().connected() {
+            let reopen = session::publishing_channel(&current.connection);
+            current.publisher = bounded(operation, queue, &current.lost, reopen).await?;
+            info!(queue = %queue, "publishing channel reopened");
+        }
+        Ok(current.clone())
     }
 
     /// Publishes `delivery`'s body with `headers` to `exchange`/`routing_key`

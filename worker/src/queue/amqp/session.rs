@@ -43,6 +43,7 @@ fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
 /// when that connection is lost.
 #[derive(Clone)]
 pub(super) struct Live {
+    pub(super) connection: Arc<Connection>,
     pub(super) publisher: Channel,
     pub(super) lost: CancellationToken,
 }
@@ -93,7 +94,7 @@ pub(super) async fn bounded<T, E: std::fmt::Display>(
 
 /// A connection with its consumer, ready to deliver.
 pub(super) struct Session {
-    _connection: Connection,
+    _connection: Arc<Connection>,
     consumer: lapin::Consumer,
     generation: u64,
     /// Cancelled when this connection is gone: revokes its deliveries.
@@ -104,15 +105,14 @@ pub(super) struct Session {
 /// declares the topology and starts the consumer.
 pub(super) async fn session_start(shared: &Shared, generation: u64) -> lapin::Result<Session> {
     let queue = &shared.target.queue;
-    let connection = Connection::connect(
-        &shared.target.uri,
-        ConnectionProperties::default().with_connection_name("shoal-worker".into()),
-    )
-    .await?;
-    let publisher = connection.create_channel().await?;
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    let connection = Arc::new(
+        Connection::connect(
+            &shared.target.uri,
+            ConnectionProperties::default().with_connection_name("shoal-worker".into()),
+        )
+        .await?,
+    );
+    let publisher = publishing_channel(&connection).await?;
     declare(
         &connection,
         &publisher,
@@ -136,6 +136,7 @@ pub(super) async fn session_start(shared: &Shared, generation: u64) -> lapin::Re
     shared.retry_queues.lock().await.clear();
     let lost = CancellationToken::new();
     *shared.live.write().await = Some(Live {
+        connection: connection.clone(),
         publisher,
         lost: lost.clone(),
     });
@@ -145,6 +146,15 @@ pub(super) async fn session_start(shared: &Shared, generation: u64) -> lapin::Re
         generation,
         lost,
     })
+}
+
+/// A new channel on `connection` in confirm mode, for publishing.
+pub(super) async fn publishing_channel(connection: &Connection) -> lapin::Result<Channel> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
 }
 
 /// Feeds deliveries to the runner and reconnects when the connection
