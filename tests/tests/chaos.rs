@@ -57,6 +57,8 @@ fn runs(dir: &Path) -> u32 {
 
 /// What a scenario sent and what became of it.
 struct Report {
+    /// When the scenario began: its duration is printed too.
+    started: Instant,
     sent: BTreeSet<String>,
     succeeded: BTreeMap<String, u32>,
     dead_lettered: BTreeSet<String>,
@@ -78,12 +80,13 @@ impl Report {
     fn check(&self, scenario: &str) {
         let lost = self.lost();
         println!(
-            "chaos {scenario}: sent {}, succeeded {}, dead-lettered {}, duplicates {}, lost {}",
+            "chaos {scenario}: sent {}, succeeded {}, dead-lettered {}, duplicates {}, lost {} ({} s)",
             self.sent.len(),
             self.succeeded.len(),
             self.dead_lettered.len(),
             self.duplicates(),
-            lost.len()
+            lost.len(),
+            self.started.elapsed().as_secs()
         );
         assert!(lost.is_empty(), "{scenario}: lost {lost:?}");
         assert!(
@@ -216,6 +219,7 @@ async fn sqs_dead_letters(stack: &Stack, queues: &Queues) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_kills_of_sqs_workers_over_ten_thousand_messages_lose_nothing() {
+    let started = Instant::now();
     let stack = Stack::start();
     let dir = tempfile::tempdir().unwrap();
     let queues = create_queues(&stack.sqs, "chaos", 5, 5).await;
@@ -229,6 +233,7 @@ async fn ten_kills_of_sqs_workers_over_ten_thousand_messages_lose_nothing() {
     sqs_settled(&stack, &queues, dir.path(), sent.len(), || workers.logs()).await;
     workers.stop();
     Report {
+        started,
         sent: sent.into_iter().collect(),
         succeeded: ledger(dir.path()),
         dead_lettered: sqs_dead_letters(&stack, &queues).await,
@@ -238,6 +243,7 @@ async fn ten_kills_of_sqs_workers_over_ten_thousand_messages_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqs_server_restarting_under_the_workers_loses_nothing() {
+    let started = Instant::now();
     let mut stack = Stack::start();
     let dir = tempfile::tempdir().unwrap();
     let queues = create_queues(&stack.sqs, "restarted", 5, 5).await;
@@ -256,6 +262,7 @@ async fn the_sqs_server_restarting_under_the_workers_loses_nothing() {
     );
     workers.stop();
     Report {
+        started,
         sent: sent.into_iter().collect(),
         succeeded: ledger(dir.path()),
         dead_lettered: sqs_dead_letters(&stack, &queues).await,
@@ -291,6 +298,7 @@ async fn drain(rabbit: &Rabbit, queue: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_of_amqp_workers_and_a_broker_restart_lose_nothing() {
+    let started = Instant::now();
     const QUEUE: &str = "chaos";
     let mut rabbit = Rabbit::start();
     let dir = tempfile::tempdir().unwrap();
@@ -333,7 +341,7 @@ async fn kills_of_amqp_workers_and_a_broker_restart_lose_nothing() {
     }
     wait_for_runs(dir.path(), 2_400, || logs(&workers));
     rabbit.restart();
-    let started = Instant::now();
+    let waiting = Instant::now();
     loop {
         let done = ledger(dir.path()).len();
         let dead = rabbit.ready(&format!("{QUEUE}.dlq")).await;
@@ -341,7 +349,7 @@ async fn kills_of_amqp_workers_and_a_broker_restart_lose_nothing() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(300),
+            waiting.elapsed() < Duration::from_secs(300),
             "after 300 s: {done} of {} succeeded, {dead} dead-lettered\n{}",
             sent.len(),
             logs(&workers)
@@ -353,6 +361,7 @@ async fn kills_of_amqp_workers_and_a_broker_restart_lose_nothing() {
         worker.wait(Duration::from_secs(30));
     }
     Report {
+        started,
         sent: sent.into_iter().collect(),
         succeeded: ledger(dir.path()),
         dead_lettered: drain(&rabbit, &format!("{QUEUE}.dlq")).await,
@@ -362,6 +371,7 @@ async fn kills_of_amqp_workers_and_a_broker_restart_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_unavailable_mid_run_is_retried_and_dead_letters_nothing() {
+    let started = Instant::now();
     let stack = Stack::start();
     let dir = tempfile::tempdir().unwrap();
     // Room for the attempts an outage costs: each that reaches S3 while it
@@ -426,6 +436,7 @@ async fn s3_unavailable_mid_run_is_retried_and_dead_letters_nothing() {
     assert!(retried > 0, "the outage was seen and retried:\n{log}");
     println!("chaos s3 outage: {retried} attempts failed and were retried");
     Report {
+        started,
         sent: inputs.iter().map(|k| format!("in/{k}")).collect(),
         succeeded: ledger(dir.path()),
         dead_lettered: sqs_dead_letters(&stack, &queues).await,
