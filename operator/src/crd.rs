@@ -32,7 +32,8 @@ pub const MIB_PER_CPU: u32 = 1769;
     printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.chunks.deadLettered"}"#,
     printcolumn = r#"{"name":"Workers","type":"integer","jsonPath":".status.readyWorkers"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("self.metadata.name.size() <= 63").message("metadata.name must be at most 63 characters: it is a label value on the workers")
+    validation = Rule::new("self.metadata.name.size() <= 63").message("metadata.name must be at most 63 characters: it is a label value on the workers"),
+    validation = Rule::new("!has(self.spec.queue) || !has(self.spec.queue.amqp) || has(self.spec.queue.name) || !self.metadata.name.matches('[.](dlq|dlx|retry[.][0-9]+s)$')").message("on RabbitMQ a job named like another job's dead-letter or retry queue (ending in .dlq, .dlx or .retry.<n>s) would share it: rename the job or set queue.name")
 )]
 #[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.visibilityTimeoutSeconds) || !has(self.handler.timeoutSeconds) || self.queue.visibilityTimeoutSeconds >= self.handler.timeoutSeconds").message("queue.visibilityTimeoutSeconds must be at least handler.timeoutSeconds: a message would come back while its handler still runs"))]
 #[x_kube(validation = Rule::new("!has(self.source.sqs) || !has(self.queue) || !has(self.queue.name)").message("source.sqs consumes an existing queue: leave queue.name unset"))]

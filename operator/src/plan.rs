@@ -158,7 +158,9 @@ fn default_queue_base(job: &BatchJob, namespace: &str) -> String {
 
 /// The RabbitMQ queue of `job`: `source.amqp.queue`, else `queue.name`,
 /// else `shoal.<namespace>.<name>`: unique per job, since Kubernetes names
-/// hold no `.` in namespaces (no `.fifo`: RabbitMQ has no FIFO queue type,
+/// hold no `.` in namespaces, and no family member of another job's (the
+/// CRD refuses job names ending in `.dlq`, `.dlx` or `.retry.<n>s` here)
+/// (no `.fifo`: RabbitMQ has no FIFO queue type,
 /// and does not deduplicate). Past 200 characters the name is cut and a
 /// hash of the whole is appended, within RabbitMQ's 255 bytes with the
 /// `.retry.1024s` suffix.

@@ -377,7 +377,7 @@ async fn s3_unavailable_mid_run_is_retried_and_dead_letters_nothing() {
     // Room for the attempts an outage costs: each that reaches S3 while it
     // is down waits out the 3 s timeout.
     let queues = create_queues(&stack.sqs, "outage", 5, 10).await;
-    let inputs: Vec<String> = (0..240).map(|i| format!("o{i:04}.jpg")).collect();
+    let inputs: Vec<String> = (0..400).map(|i| format!("o{i:04}.jpg")).collect();
     let objects: Vec<String> = inputs.iter().map(|k| format!("in/{k}")).collect();
     upload(&stack.s3, "photos", &objects, &tiny_jpeg()).await;
     let chunks: Vec<String> = objects
@@ -394,7 +394,7 @@ async fn s3_unavailable_mid_run_is_retried_and_dead_letters_nothing() {
                 .to_string_lossy()
                 .into_owned(),
         ));
-        env.push(("SHOAL_E2E_DELAY_MS", "20".into()));
+        env.push(("SHOAL_E2E_DELAY_MS", "50".into()));
         env.push(("SHOAL_WAIT_TIME", "1".into()));
         Proc::spawn(
             THUMBNAIL,
@@ -419,9 +419,12 @@ async fn s3_unavailable_mid_run_is_retried_and_dead_letters_nothing() {
     };
     let mut workers = [spawn(1), spawn(2)];
     let logs = |workers: &[Proc]| workers.iter().map(Proc::log_text).collect::<String>();
-    wait_for_runs(dir.path(), 40, || logs(&workers));
+    wait_for_runs(dir.path(), 20, || logs(&workers));
     // S3 stops answering for 6 s: connections open, nothing comes back.
     stack.s3_server.signal("STOP");
+    // 50 ms an item over 8 slots: at least 2.4 s of work was left.
+    let before = ledger(dir.path()).len();
+    assert!(before < inputs.len(), "all done before the outage began");
     std::thread::sleep(Duration::from_secs(6));
     stack.s3_server.signal("CONT");
     sqs_settled(&stack, &queues, dir.path(), inputs.len(), || logs(&workers)).await;
@@ -465,7 +468,7 @@ spec:
     concurrency: 2
     env:
 {env}      - name: SHOAL_E2E_DELAY_MS
-        value: \"300\"
+        value: \"500\"
   source:
     s3:
       bucket: photos
@@ -494,7 +497,13 @@ spec:
         keys(&stack.s3, "photos", "thumbs/").await.len() >= 6
     })
     .await;
-    // The API server and etcd die mid-job and come back 5 s later.
+    // The API server and etcd die mid-job (40 items of 500 ms over 4
+    // slots: 5 s of work at least) and come back 5 s later.
+    assert_ne!(
+        plane.jsonpath(&["bj", "chaos"], "{.status.phase}"),
+        "Succeeded",
+        "the job ended before the restart"
+    );
     plane.restart_after(|| std::thread::sleep(Duration::from_secs(5)));
     wait_until(
         Duration::from_secs(180),

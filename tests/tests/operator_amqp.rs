@@ -400,8 +400,31 @@ async fn a_queue_someone_else_declared_is_neither_used_nor_deleted() {
             .is_empty()
     );
 
+    // Status is no authority: naming the queue there makes the operator
+    // neither publish to it nor delete it.
+    plane.kubectl(&[
+        "patch",
+        "bj",
+        "squatted",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(
+            r#"{{"status":{{"queueUrl":"{}"}}}}"#,
+            rabbit.queue_url(queue).replace("guest:guest@", "")
+        ),
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        rabbit.ready(queue).await,
+        1,
+        "nothing published after the forgery"
+    );
+    operator::wait_for_state(&plane, "squatted", "Pending QueueNotOwned", limit, log);
     plane.kubectl(&["delete", "bj", "squatted", "--wait=true", "--timeout=60s"]);
     assert_eq!(rabbit.ready(queue).await, 1, "left with its message");
+    let events = plane.kubectl(&["get", "events", "-o", "json"]);
+    assert!(events.contains("QueuesNotDeleted"), "{events}");
 }
 
 /// A BatchJob's author may point `managementUrl` anywhere; the Secret's

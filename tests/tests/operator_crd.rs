@@ -276,6 +276,26 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
             "queue.deadLetterQueue is for SQS",
         ),
         (
+            "a RabbitMQ job named like another job's retry queue",
+            batchjob(
+                "thumbs.retry.1s",
+                &format!(
+                    "{HANDLER}{S3_SOURCE}{OUTPUT}  queue:\n    amqp:\n      secretName: rabbitmq\n"
+                ),
+            ),
+            "would share it: rename the job or set queue.name",
+        ),
+        (
+            "a RabbitMQ job named like another job's dead-letter queue",
+            batchjob(
+                "thumbs.dlq",
+                &format!(
+                    "{HANDLER}{S3_SOURCE}{OUTPUT}  queue:\n    amqp:\n      secretName: rabbitmq\n"
+                ),
+            ),
+            "would share it: rename the job or set queue.name",
+        ),
+        (
             "no handler",
             batchjob("no-handler", &format!("{S3_SOURCE}{OUTPUT}")),
             "spec.handler: Required value",

@@ -163,9 +163,13 @@ impl Amqp {
         let page: Page<QueueArguments> = self
             .management_get(broker, &query, (queue, "reading who declared the queues"))
             .await?;
+        let dead_letter = topology::dead_letter_queue(queue);
         Ok(page
             .items
             .into_iter()
+            // The API matches names without regard to case: keep the
+            // family's own.
+            .filter(|q| q.name == queue || q.name == dead_letter)
             .map(|q| {
                 let owner = q
                     .arguments

@@ -296,6 +296,20 @@ impl Amqp {
         Ok(Ok(()))
     }
 
+    /// Whether `queue`'s family, where it exists, carries `owner` (see
+    /// [`Amqp::ensure_queues`]).
+    pub async fn owned(
+        &self,
+        broker: &Broker,
+        queue: &str,
+        owner: &str,
+    ) -> Result<std::result::Result<(), Unusable>> {
+        Ok(match self.foreign(broker, queue, owner).await? {
+            Some(not_owned) => Err(not_owned.into()),
+            None => Ok(()),
+        })
+    }
+
     /// The first queue of `queue`'s family that exists without `owner`.
     async fn foreign(&self, broker: &Broker, queue: &str, owner: &str) -> Result<Option<NotOwned>> {
         Ok(self

@@ -139,6 +139,19 @@ pub(super) async fn ensure(
             Err((reason, message)) => return Ok(Resolved::Blocked(reason, message)),
         };
         let queue = plan::amqp_queue(job, namespace);
+        let fanning_out = (job.spec.source.s3.is_some() || job.spec.source.batch_job.is_some())
+            && !previous.split.as_ref().is_some_and(|s| s.done);
+        if let Some(owner) = amqp_owner(job)
+            && previous.queue_url.is_some()
+            && fanning_out
+        {
+            // Status is writable by more people than the spec: before
+            // publishing, the queue must still be the one declared for
+            // this job.
+            if let Err(unusable) = ctx.amqp.owned(&broker, &queue, owner).await? {
+                return Ok(Resolved::Blocked(unusable.reason(), unusable.to_string()));
+            }
+        }
         if previous.queue_url.is_none() {
             let owner = amqp_owner(job);
             if let Err(unusable) = ctx

@@ -162,7 +162,7 @@ mod tests {
         fn fuzz_damaged_sqs_events_classify_without_panicking(
             bytes in crate::fuzzing::mutated(
                 std::fs::read(format!("{}/tests/fixtures/sqs-event.json", env!("CARGO_MANIFEST_DIR")))
-                    .unwrap_or_default()
+                    .unwrap()
             )
         ) {
             if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {

@@ -50,7 +50,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, Que
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation};
 use tokio::sync::{Mutex, RwLock, mpsc};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::headers::{
     ATTEMPTS, CATEGORY, CAUSE, PENDING, REASON, SOURCE_MESSAGE_ID, SOURCE_QUEUE, encode_indices,
@@ -120,6 +120,7 @@ impl AmqpQueue {
             live: RwLock::new(None),
             ackers: SyncMutex::new(HashMap::new()),
             retry_queues: Mutex::new(HashSet::new()),
+            dead_letters_on_reject: std::sync::atomic::AtomicBool::new(true),
         });
         let (tx, inbox) = mpsc::channel(usize::from(shared.options.prefetch.max(1)));
         let first = session_start(&shared, 1).await.map_err(|e| Error::Queue {
@@ -392,6 +393,16 @@ impl Transport for AmqpQueue {
 
     async fn surrender(&self, delivery: &Delivery) -> Result<(), TransportError> {
         let queue = &self.shared.target.queue;
+        if !self
+            .shared
+            .dead_letters_on_reject
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // A queue someone else declared may have no dead-letter
+            // exchange: rejecting would drop the message. Keep it.
+            error!(queue = %queue, message_id = %delivery.message_id, "this queue was not declared by shoal and may not dead-letter: the message is requeued, not handed over");
+            return self.release(delivery, Duration::ZERO).await;
+        }
         let acker = self.take_acker(delivery, "surrender")?;
         let reject = acker.nack(BasicNackOptions {
             requeue: false,

@@ -54,6 +54,9 @@ pub(super) struct Shared {
     pub(super) live: RwLock<Option<Live>>,
     pub(super) ackers: SyncMutex<HashMap<String, Acker>>,
     pub(super) retry_queues: Mutex<HashSet<u64>>,
+    /// The queue was declared with shoal's arguments, so a rejected message
+    /// goes to `Q.dlx`; false for a queue found with other arguments.
+    pub(super) dead_letters_on_reject: std::sync::atomic::AtomicBool,
 }
 
 pub(super) fn amqp_error(
@@ -113,7 +116,7 @@ pub(super) async fn session_start(shared: &Shared, generation: u64) -> lapin::Re
         .await?,
     );
     let publisher = publishing_channel(&connection).await?;
-    declare(
+    let own = declare(
         &connection,
         &publisher,
         queue,
@@ -121,6 +124,9 @@ pub(super) async fn session_start(shared: &Shared, generation: u64) -> lapin::Re
         None,
     )
     .await?;
+    shared
+        .dead_letters_on_reject
+        .store(own, std::sync::atomic::Ordering::Relaxed);
     let consumer_channel = connection.create_channel().await?;
     consumer_channel
         .basic_qos(shared.options.prefetch.max(1), BasicQosOptions::default())

@@ -166,7 +166,9 @@ pub const OWNER_ARGUMENT: &str = "x-shoal-batchjob-uid";
 
 /// Declares `queue` (quorum, dead-lettering to `queue.dlx`), the exchange
 /// and the dead-letter queue; an existing `queue` declared with other
-/// arguments is used as it is. Idempotent. The worker calls it when it
+/// arguments (`PRECONDITION_FAILED`) is used as it is, and `false` is
+/// returned: that queue may have no dead-letter exchange, so a message
+/// rejected from it is gone. Idempotent. The worker calls it when it
 /// connects; the operator calls it before it publishes chunks, with the
 /// job's uid as `owner` ([`OWNER_ARGUMENT`] on both queues).
 pub async fn declare(
@@ -175,7 +177,7 @@ pub async fn declare(
     queue: &str,
     max_attempts: u32,
     owner: Option<&str>,
-) -> lapin::Result<()> {
+) -> lapin::Result<bool> {
     let dlx = dead_letter_exchange(queue);
     let dlq = dead_letter_queue(queue);
     let durable = QueueDeclareOptions {
@@ -224,15 +226,30 @@ pub async fn declare(
             AMQPValue::LongInt(i32::try_from(max_attempts).unwrap_or(i32::MAX)),
         ),
     ]);
-    if let Err(e) = channel
+    match channel
         .queue_declare(queue.into(), durable, arguments)
         .await
     {
-        // PRECONDITION_FAILED closes the channel: look with a new one.
-        warn!(queue, error = %e, "the queue exists with other arguments; using it as it is");
-        ready_count(connection, queue).await?;
+        Ok(_) => Ok(true),
+        Err(e) if precondition_failed(&e) => {
+            // PRECONDITION_FAILED closes the channel: look with a new one.
+            warn!(queue, error = %e, "the queue exists with other arguments; using it as it is");
+            ready_count(connection, queue).await?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
     }
-    Ok(())
+}
+
+/// Whether `error` is the broker saying a queue exists with other
+/// arguments.
+fn precondition_failed(error: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(amqp)
+            if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+    )
 }
 
 #[cfg(test)]
