@@ -25,6 +25,7 @@ pub const MIB_PER_CPU: u32 = 1769;
     kind = "BatchJob",
     namespaced,
     shortname = "bj",
+    category = "shoal",
     status = "BatchJobStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Done","type":"integer","jsonPath":".status.chunks.succeeded"}"#,
@@ -32,6 +33,10 @@ pub const MIB_PER_CPU: u32 = 1769;
     printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.chunks.deadLettered"}"#,
     printcolumn = r#"{"name":"Workers","type":"integer","jsonPath":".status.readyWorkers"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Desired","type":"integer","priority":1,"jsonPath":".status.desiredWorkers"}"#,
+    printcolumn = r#"{"name":"Suspended","type":"boolean","priority":1,"jsonPath":".spec.suspend"}"#,
+    printcolumn = r#"{"name":"Queue","type":"string","priority":1,"jsonPath":".status.queueUrl"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
     validation = Rule::new("self.metadata.name.size() <= 63").message("metadata.name must be at most 63 characters: it is a label value on the workers"),
     validation = Rule::new("!has(self.spec.queue) || !has(self.spec.queue.amqp) || has(self.spec.queue.name) || !self.metadata.name.matches('[.](dlq|dlx|retry[.][0-9]+s)$')").message("on RabbitMQ a job named like another job's dead-letter or retry queue (ending in .dlq, .dlx or .retry.<n>s) would share it: rename the job or set queue.name")
 )]
@@ -67,6 +72,12 @@ pub struct BatchJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i64>,
+    /// Pause the job: the fan-out stops where it is (its checkpoint kept),
+    /// the workers are scaled to zero (each drains what it holds), queues
+    /// and counts stay. Setting it back to false resumes from the
+    /// checkpoint; no chunk is enqueued twice. A finished job ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
 }
 
 /// The handler container.
@@ -448,9 +459,13 @@ pub struct BatchJobStatus {
     /// `s3://` URL of the results manifest, once written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
-    /// `Ready` (the job's state, with why when it is not running) and
-    /// `WorkersHealthy` (whether its worker pods can run).
+    /// One per type: `Ready` (the job's state, with why when it is not
+    /// running), `WorkersHealthy` (whether its worker pods can run), and,
+    /// as Kubernetes Jobs have them, `Complete` and `Failed` (True once the
+    /// job has finished that way) and `Suspended` (True while
+    /// `spec.suspend` holds, False once resumed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

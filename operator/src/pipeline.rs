@@ -92,6 +92,7 @@ mod tests {
                     prefix: "thumbs/".into(),
                 }),
                 ttl_seconds_after_finished: None,
+                suspend: None,
             },
         );
         job.status = Some(BatchJobStatus {

@@ -356,6 +356,21 @@ current-context: test
             .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
     }
 
+    /// kubectl in the background (`kubectl wait`, say); its output goes to
+    /// `<log>.log` in the plane's folder.
+    pub fn kubectl_spawn(&self, args: &[&str], log: &str) -> crate::process::Proc {
+        let kubectl = tool_from_env("SHOAL_KUBECTL");
+        let kubeconfig = self.kubeconfig.to_string_lossy();
+        let mut all = vec!["--kubeconfig", kubeconfig.as_ref()];
+        all.extend_from_slice(args);
+        crate::process::Proc::spawn(
+            &kubectl,
+            &all,
+            &[],
+            &self.dir.path().join(format!("{log}.log")),
+        )
+    }
+
     /// `kubectl apply` of `yaml`; panics with kubectl's message unless it
     /// is accepted.
     pub fn apply_yaml(&self, yaml: &str) {

@@ -70,6 +70,10 @@ pub const ACTIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a pipeline stage looks at the upstream job it waits for.
 pub const UPSTREAM_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How often a suspended job's queue counts are refreshed (a resume, being
+/// a spec change, is seen at once).
+pub const SUSPENDED_INTERVAL: Duration = Duration::from_secs(10);
+
 /// What every reconcile shares.
 pub struct Context {
     /// Kubernetes client.
@@ -286,10 +290,14 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     let url = queue.url();
     status.queue_url = Some(url.clone());
 
-    // Fan out (one listing page per reconcile, checkpointed per batch).
+    // Fan out (one listing page per reconcile, checkpointed per batch);
+    // a suspended job keeps its checkpoint and enqueues nothing.
+    let suspended = spec.suspend == Some(true);
     if let Some(source) = &fan_out {
         let from = previous.split.clone().unwrap_or_default();
-        if !from.done {
+        if !from.done && suspended {
+            status.split = Some(from);
+        } else if !from.done {
             status.phase = Phase::Splitting;
             let send = |bodies| queue.send(&ctx, bodies);
             let checkpoint = |progress| {
@@ -344,7 +352,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         .scale_down_since
         .as_ref()
         .map(|since| Duration::try_from(now.duration_since(since.0)).unwrap_or(Duration::ZERO));
-    let decision = if phase.is_finished() {
+    let decision = if phase.is_finished() || suspended {
         scaling::Decision {
             replicas: 0,
             wanted: 0,
@@ -363,16 +371,25 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         .map(|_| previous.scale_down_since.clone().unwrap_or(Time(now)));
     status.completion_time = phase.is_finished().then_some(Time(now));
     let workers = workers_condition(&job, &ctx, looked, &previous.conditions, now).await;
-    status.conditions = std::iter::once(plan::ready_condition(
+    let ready = plan::ready_condition(
         &previous.conditions,
-        phase,
+        (phase, suspended),
         &status.chunks,
         &url,
         generation,
         now,
-    ))
-    .chain(workers)
-    .collect();
+    );
+    let lifecycle = plan::lifecycle_conditions(
+        &previous.conditions,
+        (phase, suspended),
+        &ready,
+        generation,
+        now,
+    );
+    status.conditions = std::iter::once(ready)
+        .chain(workers)
+        .chain(lifecycle)
+        .collect();
 
     // The results manifest, before the status records the finish.
     if let (true, Some(input), Some(output)) = (phase.is_finished(), &fan_out, &spec.output) {
@@ -411,6 +428,11 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     }
 
     // Update status.
+    if let Some((reason, note)) = plan::suspension_change(&previous.conditions, &status.conditions)
+    {
+        tracing::info!(batchjob = %job.name_any(), namespace = %namespace, reason, "suspension changed");
+        ctx.event(&job, false, reason, note).await;
+    }
     if phase != previous.phase {
         ctx.metrics.finished(phase);
         tracing::info!(batchjob = %job.name_any(), namespace = %namespace, phase = ?phase, "phase changed");
@@ -433,10 +455,12 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
             phase,
         }),
     );
-    Ok(if phase == Phase::Splitting {
-        Action::requeue(Duration::from_millis(50))
-    } else if phase.is_finished() {
+    Ok(if phase.is_finished() {
         expire(&job, &ctx, &namespace, &status, now).await?
+    } else if suspended {
+        Action::requeue(SUSPENDED_INTERVAL)
+    } else if phase == Phase::Splitting {
+        Action::requeue(Duration::from_millis(50))
     } else {
         Action::requeue(ACTIVE_INTERVAL)
     })

@@ -97,7 +97,7 @@ pub(super) async fn blocked(
     };
     // The workers' condition stays as last seen: a blocked job's pods are
     // not looked at, and dropping it would announce them again later.
-    status.conditions = std::iter::once(plan::condition(
+    let ready = plan::condition(
         &previous.conditions,
         "Ready",
         false,
@@ -105,9 +105,18 @@ pub(super) async fn blocked(
         message.clone(),
         job.metadata.generation,
         now,
-    ))
-    .chain(crate::health::kept(&previous.conditions))
-    .collect();
+    );
+    let lifecycle = plan::lifecycle_conditions(
+        &previous.conditions,
+        (status.phase, job.spec.suspend == Some(true)),
+        &ready,
+        job.metadata.generation,
+        now,
+    );
+    status.conditions = std::iter::once(ready)
+        .chain(crate::health::kept(&previous.conditions))
+        .chain(lifecycle)
+        .collect();
     if fail {
         status.completion_time = Some(Time(now));
     }

@@ -149,6 +149,7 @@ fn job(name: &str, source: SourceSpec, status: Option<BatchJobStatus>, fresh: bo
                 prefix: format!("{name}/"),
             }),
             ttl_seconds_after_finished: None,
+            suspend: None,
         },
     );
     job.metadata.namespace = Some("default".into());

@@ -33,6 +33,7 @@ fn job() -> BatchJob {
             failure_policy: None,
             output: None,
             ttl_seconds_after_finished: None,
+            suspend: None,
         },
     );
     job.metadata.namespace = Some("media".into());

@@ -1,0 +1,343 @@
+//! The lifecycle users script against, on a real kube-apiserver with S3 on
+//! moto and SQS on ElasticMQ: `kubectl wait --for=condition=Complete` and
+//! `--for=condition=Failed` return when a job finishes that way;
+//! `spec.suspend` stops a fan-out mid-way and scales the workers to zero,
+//! and a resume enqueues the rest with no item twice; a consuming job
+//! suspends and resumes with its queue untouched.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test reports failure"
+)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use shoal_tests::kube::ControlPlane;
+use shoal_tests::operator::{self, replicas};
+use shoal_tests::stack::{Stack, corrupt_jpeg, tiny_jpeg, upload};
+use shoal_tests::wait_until;
+use shoal_worker::message::{Chunk, ChunkItem};
+
+const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
+const HANDLER: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");
+
+/// A BatchJob `name` making thumbnails of `s3://photos/<name>/` with the
+/// test's handler, one delivery per chunk, `extra` spec lines appended.
+fn job(stack: &Stack, name: &str, extra: &str) -> String {
+    let env = stack.env_yaml();
+    operator::batchjob_yaml(
+        name,
+        &format!(
+            "  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+    command: [\"{HANDLER}\"]
+    timeoutSeconds: 30
+    env:
+{env}      - name: SHOAL_WAIT_TIME
+        value: \"1\"
+  source:
+    s3:
+      bucket: photos
+      prefix: {name}/
+      maxItemsPerChunk: 2
+  scaling:
+    maxWorkers: 1
+  output:
+    bucket: photos
+    prefix: out/{name}/
+{extra}"
+        ),
+    )
+}
+
+/// `kubectl wait --for=condition=<condition> bj/<name>`, in the background.
+fn kubectl_wait(plane: &ControlPlane, name: &str, condition: &str) -> shoal_tests::process::Proc {
+    plane.kubectl_spawn(
+        &[
+            "wait",
+            &format!("--for=condition={condition}"),
+            "--timeout=180s",
+            &format!("bj/{name}"),
+        ],
+        &format!("wait-{name}"),
+    )
+}
+
+/// `"<status> <reason>"` of condition `type_` of BatchJob `name`; empty
+/// while it is absent.
+fn condition(plane: &ControlPlane, name: &str, type_: &str) -> String {
+    plane
+        .jsonpath(
+            &["bj", name],
+            &format!(
+                "{{.status.conditions[?(@.type==\"{type_}\")].status}} {{.status.conditions[?(@.type==\"{type_}\")].reason}}"
+            ),
+        )
+        .trim()
+        .to_owned()
+}
+
+fn patch_suspend(plane: &ControlPlane, name: &str, suspend: bool) {
+    plane.kubectl(&[
+        "patch",
+        "bj",
+        name,
+        "--type=merge",
+        "-p",
+        &format!("{{\"spec\":{{\"suspend\":{suspend}}}}}"),
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_wait_returns_on_complete_and_on_failed() {
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    let stack = Stack::start();
+    let good: Vec<String> = (0..4).map(|n| format!("good/p{n}.jpg")).collect();
+    upload(&stack.s3, "photos", &good, &tiny_jpeg()).await;
+    let body = corrupt_jpeg();
+    for key in ["poison/a-corrupt.jpg", "poison/b-corrupt.jpg"] {
+        stack
+            .s3
+            .put_object()
+            .bucket("photos")
+            .key(key)
+            .body(body.clone().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let one_delivery = "  queue:\n    maxReceiveCount: 1\n";
+    plane.apply_yaml(&job(&stack, "good", one_delivery));
+    plane.apply_yaml(&job(&stack, "poison", one_delivery));
+    // Both waits start before anything has run: they must wait.
+    let mut complete = kubectl_wait(&plane, "good", "Complete");
+    let mut failed = kubectl_wait(&plane, "poison", "Failed");
+
+    let (operator, _metrics) = operator::spawn(OPERATOR, &plane, stack.env());
+    let log = || operator.log_text();
+    let limit = Duration::from_secs(120);
+    for name in ["good", "poison"] {
+        operator::split_done(&plane, name, limit, log);
+        assert_eq!(condition(&plane, name, "Complete"), "", "{name} not done");
+        assert_eq!(condition(&plane, name, "Failed"), "", "{name} not failed");
+    }
+    assert!(complete.running() && failed.running(), "kubectl wait waits");
+    // `kubectl get shoal -o wide`: the category and the wide columns.
+    let wide = plane.kubectl(&["get", "shoal", "-o", "wide"]);
+    let header = wide.lines().next().unwrap_or_default();
+    for column in ["PHASE", "DESIRED", "SUSPENDED", "QUEUE", "MESSAGE"] {
+        assert!(header.contains(column), "{column} in {wide}");
+    }
+    assert!(wide.contains("workers consume http://"), "{wide}");
+
+    let mut workers = Vec::new();
+    for name in ["good", "poison"] {
+        wait_until(
+            limit,
+            "a Deployment",
+            || replicas(&plane, &format!("{name}-workers")).filter(|r| *r > 0),
+            log,
+        );
+        workers.extend(shoal_tests::pods::start_workers(
+            &plane,
+            &format!("{name}-workers"),
+            HANDLER,
+            1,
+        ));
+    }
+    let status = complete.wait(Duration::from_secs(180));
+    assert!(status.success(), "wait Complete: {}", complete.log_text());
+    assert!(
+        complete.log_text().contains("condition met"),
+        "{}",
+        complete.log_text()
+    );
+    let status = failed.wait(Duration::from_secs(180));
+    assert!(status.success(), "wait Failed: {}", failed.log_text());
+    drop(workers);
+
+    assert_eq!(condition(&plane, "good", "Complete"), "True Succeeded");
+    assert_eq!(condition(&plane, "good", "Failed"), "");
+    assert_eq!(
+        condition(&plane, "poison", "Failed"),
+        "True FailureToleranceExceeded"
+    );
+    assert_eq!(condition(&plane, "poison", "Complete"), "");
+    let message = plane.jsonpath(
+        &["bj", "poison"],
+        "{.status.conditions[?(@.type==\"Failed\")].message}",
+    );
+    assert_eq!(message, "1 of 1 chunks dead-lettered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_fan_out_stops_at_its_checkpoint_and_resumes_without_duplicates() {
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    let stack = Stack::start();
+    // Four listing pages of 1,000 keys, one key per chunk.
+    let total = 4_000;
+    let photos: Vec<String> = (0..total).map(|n| format!("many/p{n:05}.jpg")).collect();
+    upload(&stack.s3, "photos", &photos, b"x").await;
+    // A standard queue: a chunk enqueued twice would be there twice (a FIFO
+    // queue would hide it).
+    let spec = job(&stack, "many", "  queue:\n    name: lifecycle-many\n")
+        .replace("maxItemsPerChunk: 2", "maxItemsPerChunk: 1")
+        .replace("maxWorkers: 1", "maxWorkers: 3");
+    plane.apply_yaml(&spec);
+    let (operator, _metrics) = operator::spawn(OPERATOR, &plane, stack.env());
+    let log = || operator.log_text();
+    let limit = Duration::from_secs(120);
+    let chunks = || -> i64 {
+        plane
+            .jsonpath(&["bj", "many"], "{.status.split.chunks}")
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    wait_until(
+        limit,
+        "a first page",
+        || (chunks() >= 1000).then_some(()),
+        log,
+    );
+    wait_until(
+        limit,
+        "workers wanted",
+        || replicas(&plane, "many-workers").filter(|r| *r > 0),
+        log,
+    );
+    // Hold the listing (S3 stopped) while the suspend lands, so the fan-out
+    // cannot end before the operator sees it: at most the page in hand
+    // and the next are enqueued after this point.
+    stack.s3_server.signal("STOP");
+    patch_suspend(&plane, "many", true);
+    std::thread::sleep(Duration::from_secs(3));
+    stack.s3_server.signal("CONT");
+
+    wait_until(
+        limit,
+        "Suspended",
+        || (condition(&plane, "many", "Suspended") == "True Suspended").then_some(()),
+        log,
+    );
+    let at = plane.jsonpath(
+        &["bj", "many"],
+        "{.status.split.done} {.status.split.chunks}",
+    );
+    let (done, stopped) = at.split_once(' ').unwrap();
+    let stopped: i64 = stopped.parse().unwrap();
+    assert_eq!(done, "false", "suspended mid fan-out ({at})");
+    assert!((1000..total).contains(&stopped), "{at}");
+    assert_eq!(
+        replicas(&plane, "many-workers"),
+        Some(0),
+        "suspended: no workers"
+    );
+    assert_eq!(condition(&plane, "many", "Ready"), "False Suspended");
+    let events = plane.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=Suspended",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(events.lines().count(), 1, "one Suspended event: {events}");
+    // Another look (an annotation wakes the operator) enqueues nothing.
+    plane.kubectl(&["annotate", "bj", "many", "poke=1"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(chunks(), stopped, "no chunk enqueued while suspended");
+
+    patch_suspend(&plane, "many", false);
+    let split = operator::split_done(&plane, "many", limit, log);
+    assert_eq!(split, format!("true {total} {total}"));
+    assert_eq!(condition(&plane, "many", "Suspended"), "False Resumed");
+    wait_until(
+        limit,
+        "workers wanted again",
+        || replicas(&plane, "many-workers").filter(|r| *r > 0),
+        log,
+    );
+
+    // Every item is on the queue exactly once.
+    let url = plane.jsonpath(&["bj", "many"], "{.status.queueUrl}");
+    let mut seen = BTreeSet::new();
+    let mut messages = 0;
+    let mut empty = 0;
+    while empty < 3 {
+        let got = stack
+            .sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        if got.messages().is_empty() {
+            empty += 1;
+        }
+        for message in got.messages() {
+            messages += 1;
+            let chunk: Chunk = serde_json::from_str(message.body().unwrap()).unwrap();
+            for item in chunk.items {
+                let ChunkItem::Object(object) = item else {
+                    panic!("an S3 fan-out enqueues objects")
+                };
+                assert!(seen.insert(object.key.clone()), "{} twice", object.key);
+            }
+        }
+    }
+    assert_eq!((messages, seen.len()), (total, total as usize));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consuming_job_suspends_to_zero_workers_and_keeps_its_queue() {
+    let job = operator::SqsJob::start("", "    minWorkers: 1\n").await;
+    operator::send_messages(&job.sqs, &job.url, 5).await;
+    let (operator, _metrics) = operator::spawn(OPERATOR, &job.plane, job.moto.env());
+    let log = || operator.log_text();
+    let limit = Duration::from_secs(60);
+    let plane = &job.plane;
+    wait_until(
+        limit,
+        "workers",
+        || replicas(plane, "uploads-workers").filter(|r| *r > 0),
+        log,
+    );
+
+    let mut wait = kubectl_wait(plane, "uploads", "Suspended");
+    patch_suspend(plane, "uploads", true);
+    assert!(wait.wait(limit).success(), "{}", wait.log_text());
+    wait_until(
+        limit,
+        "scaled to zero",
+        || (replicas(plane, "uploads-workers") == Some(0)).then_some(()),
+        log,
+    );
+    let visible = plane.jsonpath(&["bj", "uploads"], "{.status.chunks.visible}");
+    assert_eq!(visible, "5", "the queue keeps its messages");
+
+    patch_suspend(plane, "uploads", false);
+    wait_until(
+        limit,
+        "workers again",
+        || replicas(plane, "uploads-workers").filter(|r| *r > 0),
+        log,
+    );
+    assert_eq!(condition(plane, "uploads", "Suspended"), "False Resumed");
+    assert_eq!(condition(plane, "uploads", "Ready"), "True Consuming");
+    let resumed = plane.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=Resumed",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(resumed.lines().count(), 1, "{resumed}");
+}
