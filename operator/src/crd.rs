@@ -46,6 +46,7 @@ pub const MIB_PER_CPU: u32 = 1769;
 #[x_kube(validation = Rule::new("!has(self.source.amqp) || !has(self.queue)").message("source.amqp consumes its own queue: leave queue unset"))]
 #[x_kube(validation = Rule::new("!has(self.source.sqs) || !has(self.queue) || !has(self.queue.amqp)").message("source.sqs is an SQS queue: leave queue.amqp unset"))]
 #[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.deadLetterQueue) || has(self.queue.amqp) || has(self.source.sqs) || (has(self.queue.name) ? self.queue.name.endsWith('.fifo') : true) == self.queue.deadLetterQueue.endsWith('.fifo')").message("queue.deadLetterQueue must be FIFO (end in .fifo) exactly when the work queue is (the default work queue is FIFO)"))]
+#[x_kube(validation = Rule::new("!has(self.handler.timeoutSeconds) || self.handler.timeoutSeconds <= 1800 || !(has(self.source.amqp) || (has(self.queue) && has(self.queue.amqp)))").message("on RabbitMQ handler.timeoutSeconds may be at most 1800: the broker closes a channel that holds a message longer than its consumer_timeout (30 min by default)"))]
 #[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.amqp) || !has(self.queue.deadLetterQueue)").message("queue.deadLetterQueue is for SQS: on RabbitMQ the dead-letter queue is <queue>.dlq"))]
 #[x_kube(validation = Rule::new("!(has(self.source.s3) || has(self.source.batchJob)) || has(self.output)").message("an s3 or batchJob source needs an output: set output.bucket"))]
 #[serde(rename_all = "camelCase")]
@@ -102,9 +103,14 @@ pub struct HandlerSpec {
     #[serde(default, rename = "memoryMiB", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 128, max = 10240))]
     pub memory_mib: Option<u32>,
-    /// Per-item timeout in seconds (Lambda's range). Default 60.
+    /// Per-item timeout in seconds. Default 60. Up to 12 h (43,200 s,
+    /// SQS's longest lease; the worker extends an item's lease while it
+    /// runs), past Lambda's 900 s: a Kubernetes worker is not a Lambda
+    /// function (the same binary deployed to Lambda is still cut at 900 s
+    /// by Lambda). On RabbitMQ at most 1,800 s, the broker's default
+    /// `consumer_timeout`, past which it closes the worker's channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 900))]
+    #[schemars(range(min = 1, max = 43200))]
     pub timeout_seconds: Option<u32>,
     /// Items one worker runs at once. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -90,6 +90,11 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
             "fifo-dlq-ok",
             &format!("{HANDLER}{S3_SOURCE}{OUTPUT}  queue:\n    deadLetterQueue: failed.fifo\n"),
         ),
+        // An item past Lambda's 900 s: a Kubernetes worker may run it.
+        batchjob(
+            "four-hour-items",
+            &format!("  handler:\n    image: x\n    timeoutSeconds: 14400\n{S3_SOURCE}{OUTPUT}"),
+        ),
     ];
     for yaml in &edges {
         let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(yaml));
@@ -102,6 +107,7 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
     let names = plane.kubectl(&["get", "bj", "-o", "name"]);
     assert!(names.contains(&longest), "{names}");
     assert!(names.contains("fifo-dlq-ok"), "{names}");
+    assert!(names.contains("four-hour-items"), "{names}");
 
     let cases: Vec<(&str, String, &str)> = vec![
         (
@@ -148,12 +154,24 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
             "spec.handler.memoryMiB: Invalid value: 64: spec.handler.memoryMiB in body should be greater than or equal to 128",
         ),
         (
-            "timeout above Lambda's maximum",
+            "timeout above SQS's longest lease",
             batchjob(
                 "long-timeout",
-                &format!("  handler:\n    image: x\n    timeoutSeconds: 901\n{S3_SOURCE}{OUTPUT}"),
+                &format!(
+                    "  handler:\n    image: x\n    timeoutSeconds: 43201\n{S3_SOURCE}{OUTPUT}"
+                ),
             ),
-            "spec.handler.timeoutSeconds in body should be less than or equal to 900",
+            "spec.handler.timeoutSeconds in body should be less than or equal to 43200",
+        ),
+        (
+            "an item longer than RabbitMQ's consumer timeout",
+            batchjob(
+                "long-on-rabbitmq",
+                &format!(
+                    "  handler:\n    image: x\n    timeoutSeconds: 1801\n{S3_SOURCE}{OUTPUT}  queue:\n    amqp:\n      secretName: rabbitmq\n"
+                ),
+            ),
+            "on RabbitMQ handler.timeoutSeconds may be at most 1800",
         ),
         (
             "bucket name",

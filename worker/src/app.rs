@@ -32,8 +32,8 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     /// Usage error (clap's own code).
     pub const USAGE: u8 = 2;
-    /// Items were dead-lettered beyond `--tolerated-failure-percent`, or an
-    /// `invoke` failed.
+    /// Items were dead-lettered beyond `--tolerated-failure-percent` (any,
+    /// with `--strict`), or an `invoke` failed.
     pub const ITEMS_FAILED: u8 = 3;
     /// Interrupted by Ctrl-C or SIGTERM; rerun to resume.
     pub const INTERRUPTED: u8 = 130;
@@ -291,14 +291,15 @@ where
             );
             Ok(if summary.interrupted {
                 exit::INTERRUPTED
-            } else if !summary.within_tolerance(args.tolerated_failure_percent) {
+            } else if let Some(tolerated) = args.tolerance()
+                && !summary.within_tolerance(tolerated)
+            {
                 tracing::error!(
                     dead_lettered = summary.dead_lettered_total(),
                     total = summary.total,
-                    tolerated_percent = args.tolerated_failure_percent,
-                    "{:.1}% of the items dead-lettered, above the tolerated {}%",
+                    tolerated_percent = tolerated,
+                    "{:.1}% of the items dead-lettered, above the tolerated {tolerated}%",
                     summary.dead_letter_percent(),
-                    args.tolerated_failure_percent
                 );
                 exit::ITEMS_FAILED
             } else {
@@ -327,6 +328,12 @@ where
                 started,
             };
             if is_amqp(&args.queue) {
+                if config.timeout > Duration::from_secs(1800) {
+                    tracing::warn!(
+                        timeout_s = config.timeout.as_secs_f64(),
+                        "items may run past RabbitMQ's default consumer_timeout (30 min): unless the broker's is raised, it closes the channel and redelivers the message"
+                    );
+                }
                 let transport = AmqpQueue::connect(AmqpOptions {
                     url: args.queue.clone(),
                     prefetch: u16::try_from(config.concurrency).unwrap_or(u16::MAX),
@@ -365,9 +372,15 @@ where
             let mut config = config;
             // The invocation's deadline bounds each item; SHOAL_TIMEOUT only
             // if set.
-            if std::env::var_os("SHOAL_TIMEOUT").is_none() {
-                config.timeout = Duration::from_secs(900);
+            let set = std::env::var_os("SHOAL_TIMEOUT").is_some();
+            let timeout = crate::cli::lambda_timeout(set.then_some(config.timeout));
+            if set && timeout < config.timeout {
+                tracing::warn!(
+                    timeout_s = config.timeout.as_secs_f64(),
+                    "SHOAL_TIMEOUT is above Lambda's 900 s; items are bounded by 900 s in Lambda mode"
+                );
             }
+            config.timeout = timeout;
             if let Some(name) = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
                 .ok()
                 .filter(|_| cli.common.function_name.is_none())

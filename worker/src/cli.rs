@@ -78,7 +78,9 @@ pub struct CommonArgs {
     #[arg(long, global = true, env = "SHOAL_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: Option<u32>,
 
-    /// Per-invocation timeout in seconds (Lambda allows 1-900).
+    /// Per-invocation timeout in seconds, 0.001 to 43,200 (12 h, SQS's
+    /// longest lease; leases are extended while items run). Lambda mode
+    /// keeps Lambda's 900 s.
     #[arg(long, global = true, env = "SHOAL_TIMEOUT", default_value_t = 60.0, value_parser = parse_timeout)]
     pub timeout: f64,
 
@@ -165,8 +167,22 @@ fn parse_within(s: &str, range: std::ops::RangeInclusive<f64>, what: &str) -> Re
     Ok(value)
 }
 
+/// The longest `--timeout`: 12 h, as long as an SQS lease can be extended.
+pub const MAX_TIMEOUT_SECONDS: f64 = 43_200.0;
+
+/// The longest timeout in Lambda mode: Lambda's own limit.
+pub const LAMBDA_MAX_TIMEOUT_SECONDS: f64 = 900.0;
+
+/// The per-item timeout in Lambda mode: `configured` (`SHOAL_TIMEOUT`),
+/// at most Lambda's 900 s; 900 s when unset (the invocation's deadline
+/// bounds items then).
+pub fn lambda_timeout(configured: Option<Duration>) -> Duration {
+    let max = Duration::from_secs_f64(LAMBDA_MAX_TIMEOUT_SECONDS);
+    configured.map_or(max, |t| t.min(max))
+}
+
 fn parse_timeout(s: &str) -> Result<f64, String> {
-    parse_within(s, 0.001..=900.0, "a number of seconds")
+    parse_within(s, 0.001..=MAX_TIMEOUT_SECONDS, "a number of seconds")
 }
 
 /// How logs are written.
@@ -201,10 +217,19 @@ pub struct RunArgs {
     #[arg(long, env = "SHOAL_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// Succeed (exit 0) while at most this percentage of items is
-    /// dead-lettered.
-    #[arg(long, env = "SHOAL_TOLERATED_FAILURE_PERCENT", default_value_t = 0.0, value_parser = parse_percent)]
-    pub tolerated_failure_percent: f64,
+    /// Exit with status 3 when more than this percentage of the items is
+    /// dead-lettered [default: dead letters are reported, exit status 0].
+    #[arg(long, env = "SHOAL_TOLERATED_FAILURE_PERCENT", value_parser = parse_percent)]
+    pub tolerated_failure_percent: Option<f64>,
+
+    /// Exit with status 3 when any item is dead-lettered (the same as
+    /// --tolerated-failure-percent 0).
+    #[arg(
+        long,
+        env = "SHOAL_STRICT",
+        conflicts_with = "tolerated_failure_percent"
+    )]
+    pub strict: bool,
 
     /// Process items that earlier runs dead-lettered again.
     #[arg(long, env = "SHOAL_RETRY_DEAD_LETTERS")]
@@ -213,6 +238,18 @@ pub struct RunArgs {
     /// Do not draw a progress bar.
     #[arg(long, env = "SHOAL_NO_PROGRESS")]
     pub no_progress: bool,
+}
+
+impl RunArgs {
+    /// The percentage of dead-lettered items above which the run exits
+    /// with status 3; `None` when dead letters only get reported.
+    pub fn tolerance(&self) -> Option<f64> {
+        if self.strict {
+            Some(0.0)
+        } else {
+            self.tolerated_failure_percent
+        }
+    }
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -350,9 +387,37 @@ mod tests {
         let with = |flag: &str, value: &str| {
             Cli::try_parse_from(["t", "run", "--input", "i", "--output", "o", flag, value])
         };
-        assert!(with("--timeout", "901").is_err());
+        assert!(
+            with("--timeout", "3600").is_ok(),
+            "items past Lambda's limit"
+        );
+        assert!(with("--timeout", "43201").is_err());
+        // The same binary as a Lambda function keeps Lambda's limit.
+        let secs = Duration::from_secs;
+        assert_eq!(lambda_timeout(Some(secs(3600))), secs(900));
+        assert_eq!(lambda_timeout(Some(secs(30))), secs(30));
+        assert_eq!(lambda_timeout(None), secs(900));
         assert!(with("--timeout", "soon").is_err());
         assert!(with("--tolerated-failure-percent", "101").is_err());
         assert!(with("--tolerated-failure-percent", "12.5").is_ok());
+        let strict = |extra: &[&str]| {
+            let mut args = vec!["t", "run", "--input", "i", "--output", "o"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|cli| match cli.command {
+                Command::Run(run) => run.tolerance(),
+                _ => None,
+            })
+        };
+        assert_eq!(
+            strict(&[]).ok(),
+            Some(None),
+            "dead letters alone do not fail a run"
+        );
+        assert_eq!(strict(&["--strict"]).ok(), Some(Some(0.0)));
+        assert_eq!(
+            strict(&["--tolerated-failure-percent", "5"]).ok(),
+            Some(Some(5.0))
+        );
+        assert!(strict(&["--strict", "--tolerated-failure-percent", "5"]).is_err());
     }
 }

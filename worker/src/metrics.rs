@@ -229,10 +229,11 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// Seconds: 1 ms to ~15 min, the span of a Lambda timeout.
-const DURATION_BUCKETS: [f64; 16] = [
+/// Seconds: 1 ms to 12 h, the span of a worker's timeout (Lambda's ends
+/// at 900 s).
+const DURATION_BUCKETS: [f64; 18] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
-    900.0,
+    900.0, 3600.0, 43_200.0,
 ];
 
 impl Metrics {

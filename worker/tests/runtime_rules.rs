@@ -314,7 +314,8 @@ fn run_args(input: &std::path::Path, output: &std::path::Path) -> RunArgs {
         output: Location::Local(output.to_owned()),
         items_per_chunk: 3,
         state_dir: None,
-        tolerated_failure_percent: 0.0,
+        tolerated_failure_percent: None,
+        strict: true,
         retry_dead_letters: false,
         no_progress: true,
     }

@@ -39,7 +39,7 @@ fn a_worker_fed_only_bombs_stays_within_its_memory_and_dead_letters_each() {
 
     let memory_mib = 256;
     let run = Command::new(BIN)
-        .args(["run", "--no-progress", "--log-format", "json"])
+        .args(["run", "--strict", "--no-progress", "--log-format", "json"])
         .args(["--concurrency", "2", "--max-object-mib", "2"])
         .args(["--memory-mib", &memory_mib.to_string()])
         .arg("--input")
@@ -103,7 +103,14 @@ fn a_worker_fed_only_bombs_stays_within_its_memory_and_dead_letters_each() {
 
 fn run_over(input: &std::path::Path, output: &std::path::Path) -> std::process::Output {
     Command::new(BIN)
-        .args(["run", "--no-progress", "--log-format", "json", "--input"])
+        .args([
+            "run",
+            "--strict",
+            "--no-progress",
+            "--log-format",
+            "json",
+            "--input",
+        ])
         .arg(input)
         .arg("--output")
         .arg(output)
@@ -198,7 +205,14 @@ fn outputs_are_flushed_before_they_count_as_written() {
         .arg("-o")
         .arg(&trace)
         .arg(BIN)
-        .args(["run", "--no-progress", "--log-format", "json", "--input"])
+        .args([
+            "run",
+            "--strict",
+            "--no-progress",
+            "--log-format",
+            "json",
+            "--input",
+        ])
         .arg(input.path())
         .arg("--output")
         .arg(output.path().join("thumbs"))

@@ -33,6 +33,11 @@ pub const CONTAINER: &str = "worker";
 pub const DEFAULT_MEMORY_MIB: u32 = 1024;
 /// Per-item timeout when the spec sets none.
 pub const DEFAULT_TIMEOUT_SECONDS: u32 = 60;
+
+/// Longest drain a worker is given after SIGTERM (`SHOAL_SHUTDOWN_GRACE`,
+/// which the worker takes up to an hour): items longer than this are given
+/// back to the queue when their pod is removed.
+pub const MAX_SHUTDOWN_GRACE: i64 = 3600;
 /// Items one worker runs at once when the spec sets none.
 pub const DEFAULT_CONCURRENCY: u32 = 1;
 
@@ -200,8 +205,10 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
     let timeout = handler.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS);
     let concurrency = handler.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
     // In-flight items get their full timeout after SIGTERM, plus time to
-    // settle; Kubernetes waits a little longer before SIGKILL.
-    let shutdown_grace = i64::from(timeout) + 5;
+    // settle, up to an hour (a longer item is given back to the queue and
+    // runs again elsewhere); Kubernetes waits a little longer before
+    // SIGKILL.
+    let shutdown_grace = (i64::from(timeout) + 5).min(MAX_SHUTDOWN_GRACE);
     let termination_grace = shutdown_grace + 10;
 
     let labels = selector_labels(job);

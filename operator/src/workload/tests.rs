@@ -253,3 +253,17 @@ fn restricted_security_probes_metrics_and_grace() {
     assert!(pod.termination_grace_period_seconds.unwrap() >= 120 + 5);
     assert_eq!(env_value(c, "SHOAL_SHUTDOWN_GRACE"), ["125"]);
 }
+
+#[test]
+fn long_items_keep_their_timeout_and_drain_at_most_an_hour() {
+    let mut long = job();
+    long.spec.handler.timeout_seconds = Some(4 * 3600);
+    let d = deployment(&long, &wiring());
+    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let c = &pod.containers[0];
+    // (The test job's own env sets SHOAL_TIMEOUT again after the operator's.)
+    assert_eq!(env_value(c, "SHOAL_TIMEOUT")[0], "14400");
+    // What the worker accepts as its drain, and Kubernetes a bit longer.
+    assert_eq!(env_value(c, "SHOAL_SHUTDOWN_GRACE"), ["3600"]);
+    assert_eq!(pod.termination_grace_period_seconds, Some(3610));
+}

@@ -318,6 +318,7 @@ pub async fn run<H: Handler>(
         skipped_succeeded: planned.skipped_succeeded,
         skipped_dead_lettered: planned.skipped_dead_lettered,
         dead_letter_path: ledger.dead_letter_path().to_owned(),
+        tolerance: args.tolerance(),
         ..RunSummary::default()
     };
     let bar = progress_bar(todo as u64, !show_progress);
@@ -425,6 +426,7 @@ fn record<H: Handler>(
                 .with_label_values(&[cause.as_str()])
                 .inc();
             summary.dead_lettered += 1;
+            summary.sample_dead_letter(&letter.item, &letter.reason);
             ledger.record(&Record {
                 id: report.id,
                 etag,

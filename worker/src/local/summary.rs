@@ -31,6 +31,24 @@ pub struct RunSummary {
     pub interrupted: bool,
     /// Where dead letters are.
     pub dead_letter_path: PathBuf,
+    /// The first items dead-lettered in this run, with their reasons (at
+    /// most [`SAMPLES`]).
+    pub dead_letter_samples: Vec<(String, String)>,
+    /// The dead-lettered percentage above which the run fails (`None`:
+    /// dead letters are reported only).
+    pub tolerance: Option<f64>,
+}
+
+/// Dead letters the summary names.
+pub const SAMPLES: usize = 3;
+
+/// A reason as the summary shows it: one line, at most 160 characters.
+fn short(reason: &str) -> String {
+    let line = reason.lines().next().unwrap_or_default();
+    match line.char_indices().nth(160) {
+        Some((end, _)) => format!("{}…", &line[..end]),
+        None => line.to_owned(),
+    }
 }
 
 /// Nearest-rank percentile of sorted `values`, `p` in (0, 100].
@@ -59,6 +77,15 @@ impl RunSummary {
             0.0
         } else {
             self.dead_lettered_total() as f64 * 100.0 / self.total as f64
+        }
+    }
+
+    /// Notes `item`, dead-lettered for `reason`, among the samples the
+    /// summary shows.
+    pub fn sample_dead_letter(&mut self, item: &str, reason: &str) {
+        if self.dead_letter_samples.len() < SAMPLES {
+            self.dead_letter_samples
+                .push((item.to_owned(), short(reason)));
         }
     }
 
@@ -131,6 +158,30 @@ impl fmt::Display for RunSummary {
         writeln!(f, "  throughput:   {:.1} items/s", self.throughput())?;
         if self.dead_lettered_total() > 0 {
             writeln!(f, "  dead letters: {}", self.dead_letter_path.display())?;
+            for (item, reason) in &self.dead_letter_samples {
+                writeln!(f, "    {item}: {reason}")?;
+            }
+            let more = self
+                .dead_lettered
+                .saturating_sub(self.dead_letter_samples.len());
+            if more > 0 {
+                writeln!(
+                    f,
+                    "    … and {more} more, each with its reason in that file"
+                )?;
+            }
+            match self.tolerance {
+                None => writeln!(
+                    f,
+                    "  exit status 0: dead letters are reported, not fatal (--strict makes any fatal)"
+                )?,
+                Some(tolerated) if !self.within_tolerance(tolerated) => writeln!(
+                    f,
+                    "  exit status 3: {:.1}% dead-lettered, above the tolerated {tolerated}%",
+                    self.dead_letter_percent()
+                )?,
+                Some(_) => {}
+            }
         }
         Ok(())
     }
