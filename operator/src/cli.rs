@@ -31,6 +31,25 @@ enum Command {
     Crd,
     /// Run the controller until SIGTERM.
     Run(RunArgs),
+    /// Move a BatchJob's dead letters back to its work queue (sets
+    /// spec.redrive; the operator does the move and records it in
+    /// status.redrive).
+    Redrive(RedriveArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RedriveArgs {
+    /// The BatchJob.
+    name: String,
+    /// Its namespace [default: the kubeconfig context's].
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Wait until the operator has moved them, and say how many.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = "10m")]
+    timeout: humantime::Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,7 +105,53 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Run(args) => run(args),
+        Command::Redrive(args) => redrive(args),
     }
+}
+
+fn redrive(args: RedriveArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let client = match kube::Client::try_default().await {
+            Ok(client) => client,
+            Err(e) => {
+                eprintln!("no Kubernetes credentials (in-cluster or KUBECONFIG): {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let namespace = args
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        let name = &args.name;
+        let round = match crate::redrive::request(client.clone(), &namespace, name).await {
+            Ok(round) => round,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if !args.wait {
+            println!("batchjob {namespace}/{name}: redrive {round} requested");
+            return ExitCode::SUCCESS;
+        }
+        match crate::redrive::wait(client, &namespace, name, round, args.timeout.into()).await {
+            Ok(moved) => {
+                println!("batchjob {namespace}/{name}: redrive {round} moved {moved} dead letters back to the work queue");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

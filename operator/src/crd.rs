@@ -79,6 +79,13 @@ pub struct BatchJobSpec {
     /// checkpoint; no chunk is enqueued twice. A finished job ignores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
+    /// Set to a new value to move the job's dead letters back to its work
+    /// queue once, after a fix (`shoal-operator redrive NAME` adds one).
+    /// The redrive is recorded in `status.redrive`; a finished job runs
+    /// again to a new completion, and items that succeed leave the failed
+    /// count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redrive: Option<i64>,
 }
 
 /// The handler container.
@@ -390,6 +397,18 @@ pub struct ChunkCounts {
     pub visible: i64,
 }
 
+/// A redrive: dead letters moved back to the work queue.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RedriveStatus {
+    /// The `spec.redrive` value it answers.
+    pub round: i64,
+    /// Dead letters moved back so far.
+    pub moved: i64,
+    /// Whether the dead-letter queue was found empty: the redrive is over.
+    pub done: bool,
+}
+
 /// Where fan-out stopped: resuming from here never enqueues a chunk twice.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
@@ -462,6 +481,9 @@ pub struct BatchJobStatus {
     /// fan-out starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<InputLocation>,
+    /// The last redrive asked for in `spec.redrive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redrive: Option<RedriveStatus>,
     /// `s3://` URL of the results manifest, once written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod ownership;
 pub mod pipeline;
 pub mod plan;
+pub mod redrive;
 pub mod s3;
 pub mod scaling;
 pub mod split;

@@ -93,6 +93,7 @@ mod tests {
                 }),
                 ttl_seconds_after_finished: None,
                 suspend: None,
+                redrive: None,
             },
         );
         job.status = Some(BatchJobStatus {

@@ -435,6 +435,7 @@ mod tests {
                 output: None,
                 ttl_seconds_after_finished: None,
                 suspend: None,
+                redrive: None,
             },
         )
     }

@@ -94,7 +94,7 @@ where
 /// An SQS client shared by every reconcile.
 #[derive(Debug, Clone)]
 pub struct Sqs {
-    client: aws_sdk_sqs::Client,
+    pub(crate) client: aws_sdk_sqs::Client,
 }
 
 impl Sqs {

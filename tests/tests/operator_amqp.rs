@@ -306,6 +306,39 @@ spec:
         31,
         "30 thumbnails and the manifest: {thumbs:?}"
     );
+    // The broken input fixed and its dead letter redriven: the job runs
+    // again, only that item is redone, and it succeeds with none failed.
+    upload_again(&stack.s3, "incoming/zz-broken.jpg", &tiny_jpeg()).await;
+    let out = std::process::Command::new(OPERATOR)
+        .args(["redrive", "thumbnails", "--wait", "--timeout", "2m"])
+        .env("KUBECONFIG", plane.kubeconfig())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("redrive 1 moved 1 dead letters back"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        limit,
+        "Succeeded with nothing dead-lettered",
+        || {
+            let now = plane.jsonpath(
+                &["bj", "thumbnails"],
+                "{.status.phase} {.status.chunks.total} {.status.chunks.succeeded} {.status.chunks.deadLettered}",
+            );
+            (now == "Succeeded 8 8 0").then_some(())
+        },
+        all_logs,
+    );
+    assert_eq!(rabbit.ready(&format!("{queue}.dlq")).await, 0);
+    let thumbs = keys(&stack.s3, "photos", "thumbs/").await;
+    assert_eq!(
+        thumbs.len(),
+        32,
+        "31 thumbnails and the manifest: {thumbs:?}"
+    );
     // Succeeded means 0 replicas: the pods would be gone (else a worker
     // would declare its queue again).
     drop(workers);
@@ -315,6 +348,17 @@ spec:
     for name in [queue.to_owned(), format!("{queue}.dlq")] {
         assert!(!rabbit.exists(&name).await, "{name} deleted");
     }
+}
+
+/// Puts `body` at `key` in bucket `photos` (which exists).
+async fn upload_again(s3: &aws_sdk_s3::Client, key: &str, body: &[u8]) {
+    s3.put_object()
+        .bucket("photos")
+        .key(key)
+        .body(body.to_vec().into())
+        .send()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

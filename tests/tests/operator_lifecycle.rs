@@ -341,3 +341,103 @@ async fn a_consuming_job_suspends_to_zero_workers_and_keeps_its_queue() {
     ]);
     assert_eq!(resumed.lines().count(), 1, "{resumed}");
 }
+
+/// `shoal-operator redrive <name> --wait` against `plane`; its stdout.
+fn redrive(plane: &ControlPlane, name: &str, log: impl Fn() -> String) -> String {
+    let out = std::process::Command::new(OPERATOR)
+        .args(["redrive", name, "--wait", "--timeout", "2m"])
+        .env("KUBECONFIG", plane.kubeconfig())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "redrive: {stdout}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log()
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_item_fixed_and_redriven_completes_the_job_with_counts_right() {
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    let stack = Stack::start();
+    let good: Vec<String> = (0..3).map(|n| format!("fixme/p{n}.jpg")).collect();
+    upload(&stack.s3, "photos", &good, &tiny_jpeg()).await;
+    let poison = "fixme/z-poison.jpg";
+    let put = |body: Vec<u8>| {
+        stack
+            .s3
+            .put_object()
+            .bucket("photos")
+            .key(poison)
+            .body(body.into())
+            .send()
+    };
+    put(corrupt_jpeg()).await.unwrap();
+    // Chunks [p0, p1] and [p2, z-poison]: the second is dead-lettered with
+    // p2 done and z-poison pending.
+    plane.apply_yaml(&job(&stack, "fixme", "  queue:\n    maxReceiveCount: 1\n"));
+    let (operator, _metrics) = operator::spawn(OPERATOR, &plane, stack.env());
+    let log = || operator.log_text();
+    let limit = Duration::from_secs(120);
+    wait_until(
+        limit,
+        "a Deployment",
+        || replicas(&plane, "fixme-workers").filter(|r| *r > 0),
+        log,
+    );
+    let _workers = shoal_tests::pods::start_workers(&plane, "fixme-workers", HANDLER, 1);
+    let mut failed = kubectl_wait(&plane, "fixme", "Failed");
+    assert!(failed.wait(limit).success(), "{}", failed.log_text());
+    let counts = "{.status.chunks.total} {.status.chunks.succeeded} {.status.chunks.deadLettered}";
+    assert_eq!(plane.jsonpath(&["bj", "fixme"], counts), "2 1 1");
+
+    // The fix: a good image where the corrupt one was. And p2's thumbnail
+    // removed: were p2 run again, it would come back.
+    put(tiny_jpeg()).await.unwrap();
+    stack
+        .s3
+        .delete_object()
+        .bucket("photos")
+        .key("out/fixme/fixme/p2.jpg")
+        .send()
+        .await
+        .unwrap();
+    let said = redrive(&plane, "fixme", log);
+    assert!(
+        said.contains("redrive 1 moved 1 dead letters back"),
+        "{said}"
+    );
+    let mut complete = kubectl_wait(&plane, "fixme", "Complete");
+    assert!(complete.wait(limit).success(), "{}", complete.log_text());
+    assert_eq!(plane.jsonpath(&["bj", "fixme"], counts), "2 2 0");
+    assert_eq!(condition(&plane, "fixme", "Failed"), "", "no longer failed");
+    assert_eq!(
+        plane.jsonpath(
+            &["bj", "fixme"],
+            "{.spec.redrive} {.status.redrive.round} {.status.redrive.moved} {.status.redrive.done}"
+        ),
+        "1 1 1 true"
+    );
+    let thumbs = shoal_tests::stack::keys(&stack.s3, "photos", "out/fixme/").await;
+    assert!(
+        thumbs.contains("out/fixme/fixme/z-poison.jpg"),
+        "{thumbs:?}"
+    );
+    assert!(
+        !thumbs.contains("out/fixme/fixme/p2.jpg"),
+        "an item that had succeeded was run again: {thumbs:?}"
+    );
+
+    // A second redrive with nothing to move runs once and changes nothing.
+    let said = redrive(&plane, "fixme", log);
+    assert!(said.contains("redrive 2 moved 0 dead letters"), "{said}");
+    assert_eq!(
+        plane.jsonpath(&["bj", "fixme"], "{.status.phase}"),
+        "Succeeded"
+    );
+    assert_eq!(plane.jsonpath(&["bj", "fixme"], counts), "2 2 0");
+}

@@ -38,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::ownership::{NotOwned, Unusable};
 
 mod management;
+mod redrive;
 pub use management::Counts;
 
 /// How long connecting to a broker may take.

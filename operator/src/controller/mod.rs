@@ -37,12 +37,13 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::amqp::Amqp;
-use crate::crd::{BatchJob, BatchJobStatus, ChunkCounts, InputLocation, Phase};
+use crate::crd::{BatchJob, BatchJobStatus, ChunkCounts, InputLocation, Phase, RedriveStatus};
 use crate::error::{Error, Result};
 use crate::fanout;
 use crate::health;
 use crate::metrics::{JobFigures, Metrics};
 use crate::plan;
+use crate::redrive;
 use crate::s3::S3;
 
 mod queues;
@@ -228,7 +229,9 @@ async fn reconcile_inner(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action
 async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Result<Action> {
     let previous = job.status.clone().unwrap_or_default();
     let now = Timestamp::now();
-    if previous.phase.is_finished() {
+    // A finished job runs again only for a redrive of the queues it had.
+    let redrive_round = redrive::pending(&job, &previous);
+    if previous.phase.is_finished() && (redrive_round.is_none() || previous.queue_url.is_none()) {
         return expire(&job, &ctx, &namespace, &previous, now).await;
     }
     let generation = job.metadata.generation;
@@ -290,6 +293,33 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     let url = queue.url();
     status.queue_url = Some(url.clone());
 
+    // Redrive (one page of dead letters per reconcile). Counts that lag
+    // (RabbitMQ's) must look drained for a while again from here: the
+    // moved messages may not show in them yet.
+    let mut drained_since = previous.drained_since.clone();
+    if let Some(round) = redrive_round {
+        drained_since = None;
+        let (moved, done) = queue.redrive(&ctx, round).await?;
+        let before = previous
+            .redrive
+            .as_ref()
+            .filter(|r| r.round == round)
+            .map_or(0, |r| r.moved);
+        let moved = before.saturating_add(i64::try_from(moved).unwrap_or(i64::MAX));
+        status.redrive = Some(RedriveStatus { round, moved, done });
+        if done {
+            tracing::info!(batchjob = %job.name_any(), namespace = %namespace, round, moved, "redrive done");
+            ctx.event(
+                &job,
+                false,
+                "Redriven",
+                format!("moved {moved} dead letters back to {url} (redrive {round})"),
+            )
+            .await;
+        }
+    }
+    let redriving = status.redrive.as_ref().is_some_and(|r| !r.done);
+
     // Fan out (one listing page per reconcile, checkpointed per batch);
     // a suspended job keeps its checkpoint and enqueues nothing.
     let suspended = spec.suspend == Some(true);
@@ -331,9 +361,13 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     // Decide.
     let (chunks, phase) = match &status.split {
         Some(split) => {
-            let (chunks, phase) = plan::fanout_progress(&job, split, backlog, dead);
+            let (chunks, mut phase) = plan::fanout_progress(&job, split, backlog, dead);
+            if redriving && phase.is_finished() {
+                // Dead letters are still on their way back.
+                phase = Phase::Running;
+            }
             let (phase, drained_since) =
-                plan::settle(phase, previous.drained_since.as_ref(), now, queue.lag(&ctx));
+                plan::settle(phase, drained_since.as_ref(), now, queue.lag(&ctx));
             status.drained_since = drained_since;
             (chunks, phase)
         }
@@ -457,10 +491,10 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     );
     Ok(if phase.is_finished() {
         expire(&job, &ctx, &namespace, &status, now).await?
+    } else if redriving || (phase == Phase::Splitting && !suspended) {
+        Action::requeue(Duration::from_millis(50))
     } else if suspended {
         Action::requeue(SUSPENDED_INTERVAL)
-    } else if phase == Phase::Splitting {
-        Action::requeue(Duration::from_millis(50))
     } else {
         Action::requeue(ACTIVE_INTERVAL)
     })

@@ -331,6 +331,35 @@ impl WorkQueue {
         }
     }
 
+    /// Moves one page of dead letters back to the work queue for redrive
+    /// `round` (see [`crate::redrive`]); returns how many moved and whether
+    /// the dead-letter queue is empty. A given SQS queue's dead-letter
+    /// queue is the one its redrive policy names (none: nothing to move).
+    pub(super) async fn redrive(&self, ctx: &Context, round: i64) -> Result<(usize, bool)> {
+        match self {
+            Self::Sqs {
+                url,
+                dead_letter_url,
+            } => {
+                let dlq = match dead_letter_url {
+                    Some(dlq) => Some(dlq.clone()),
+                    None => ctx.sqs.dead_letter_of(url).await?,
+                };
+                match dlq {
+                    Some(dlq) => {
+                        ctx.sqs
+                            .redrive(&dlq, url, round, crate::redrive::PAGE)
+                            .await
+                    }
+                    None => Ok((0, true)),
+                }
+            }
+            Self::Amqp { broker, queue, .. } => {
+                ctx.amqp.redrive(broker, queue, crate::redrive::PAGE).await
+            }
+        }
+    }
+
     /// How old the counts can be (see [`plan::settle`]).
     pub(super) fn lag(&self, ctx: &Context) -> Duration {
         match self {

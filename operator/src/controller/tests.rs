@@ -150,6 +150,7 @@ fn job(name: &str, source: SourceSpec, status: Option<BatchJobStatus>, fresh: bo
             }),
             ttl_seconds_after_finished: None,
             suspend: None,
+            redrive: None,
         },
     );
     job.metadata.namespace = Some("default".into());

@@ -34,6 +34,7 @@ fn job() -> BatchJob {
             output: None,
             ttl_seconds_after_finished: None,
             suspend: None,
+            redrive: None,
         },
     );
     job.metadata.namespace = Some("media".into());

@@ -17,6 +17,18 @@ pub const SOURCE_QUEUE: &str = "shoal.source-queue";
 /// Attribute with the message id a dead letter came from.
 pub const SOURCE_MESSAGE_ID: &str = "shoal.source-message-id";
 
+/// What only a dead letter carries: a redrive drops these (the item gets
+/// its full attempts again) and keeps [`PENDING`] (finished items are not
+/// redone) and any attribute that is not shoal's.
+pub const DEAD_LETTER_ONLY: [&str; 6] = [
+    ATTEMPTS,
+    REASON,
+    CAUSE,
+    CATEGORY,
+    SOURCE_QUEUE,
+    SOURCE_MESSAGE_ID,
+];
+
 /// Longest dead-letter reason carried, in bytes.
 pub const MAX_REASON_BYTES: usize = 16 * 1024;
 /// Longest `shoal.pending` a dead letter carries; a longer list is left out

@@ -22,7 +22,7 @@
 //! [`SETTLE_AFTER_STOP`]: the runner returns then whatever the broker does.
 
 pub mod amqp;
-mod headers;
+pub mod headers;
 mod settle;
 mod sqs;
 mod transport;
