@@ -46,7 +46,7 @@ pub const MIB_PER_CPU: u32 = 1769;
 #[x_kube(validation = Rule::new("!has(self.source.amqp) || !has(self.queue)").message("source.amqp consumes its own queue: leave queue unset"))]
 #[x_kube(validation = Rule::new("!has(self.source.sqs) || !has(self.queue) || !has(self.queue.amqp)").message("source.sqs is an SQS queue: leave queue.amqp unset"))]
 #[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.deadLetterQueue) || has(self.queue.amqp) || has(self.source.sqs) || (has(self.queue.name) ? self.queue.name.endsWith('.fifo') : true) == self.queue.deadLetterQueue.endsWith('.fifo')").message("queue.deadLetterQueue must be FIFO (end in .fifo) exactly when the work queue is (the default work queue is FIFO)"))]
-#[x_kube(validation = Rule::new("!has(self.handler.timeoutSeconds) || self.handler.timeoutSeconds <= 1800 || !(has(self.source.amqp) || (has(self.queue) && has(self.queue.amqp)))").message("on RabbitMQ handler.timeoutSeconds may be at most 1800: the broker closes a channel that holds a message longer than its consumer_timeout (30 min by default)"))]
+#[x_kube(validation = Rule::new("!has(self.handler.timeoutSeconds) || self.handler.timeoutSeconds <= 1700 || !(has(self.source.amqp) || (has(self.queue) && has(self.queue.amqp)))").message("on RabbitMQ handler.timeoutSeconds may be at most 1700: the broker closes a channel that holds a message longer than its consumer_timeout (30 min by default)"))]
 #[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.amqp) || !has(self.queue.deadLetterQueue)").message("queue.deadLetterQueue is for SQS: on RabbitMQ the dead-letter queue is <queue>.dlq"))]
 #[x_kube(validation = Rule::new("!(has(self.source.s3) || has(self.source.batchJob)) || has(self.output)").message("an s3 or batchJob source needs an output: set output.bucket"))]
 #[serde(rename_all = "camelCase")]
@@ -114,8 +114,10 @@ pub struct HandlerSpec {
     /// SQS's longest lease; the worker extends an item's lease while it
     /// runs), past Lambda's 900 s: a Kubernetes worker is not a Lambda
     /// function (the same binary deployed to Lambda is still cut at 900 s
-    /// by Lambda). On RabbitMQ at most 1,800 s, the broker's default
-    /// `consumer_timeout`, past which it closes the worker's channel.
+    /// by Lambda). On RabbitMQ at most 1,700 s, within the broker's default
+    /// `consumer_timeout` (1,800 s), past which it closes the worker's
+    /// channel. A fan-out puts no more items in a chunk than one delivery
+    /// can run within that lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 43200))]
     pub timeout_seconds: Option<u32>,
@@ -223,9 +225,10 @@ pub struct AmqpSource {
     pub queue: String,
 }
 
-/// An S3 prefix to fan out.
+/// An S3 prefix (or a list of keys in a bucket) to fan out.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.list) || self.prefix == ''").message("source.s3.list names the items: leave source.s3.prefix empty"))]
 pub struct S3Source {
     /// Bucket name.
     #[schemars(length(max = 63))]
@@ -244,6 +247,45 @@ pub struct S3Source {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_bytes_per_chunk: Option<i64>,
+    /// Fan out the keys a list object names (in `bucket`) instead of a
+    /// prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<ItemList>,
+}
+
+/// A list object naming the items, one per line.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemList {
+    /// Key of the list object in `source.s3.bucket`.
+    #[schemars(length(min = 1, max = 1024))]
+    pub key: String,
+    /// `csv`: a header row, then one record per line; `jsonl`: one JSON
+    /// object per line (or a JSON string, the key itself).
+    pub format: ListFormat,
+    /// The CSV column (by its header) or JSON field holding each item's
+    /// key. Default `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub key_field: Option<String>,
+}
+
+impl ItemList {
+    /// The column or field holding the key.
+    pub fn key_field(&self) -> &str {
+        self.key_field.as_deref().unwrap_or("key")
+    }
+}
+
+/// Format of an item list.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ListFormat {
+    /// Comma-separated values with a header row.
+    #[serde(rename = "csv")]
+    Csv,
+    /// JSON Lines.
+    #[serde(rename = "jsonl")]
+    JsonLines,
 }
 
 /// Another BatchJob whose outputs are this job's input: once it has
@@ -398,7 +440,7 @@ pub struct ChunkCounts {
 }
 
 /// A redrive: dead letters moved back to the work queue.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RedriveStatus {
     /// The `spec.redrive` value it answers.
@@ -407,6 +449,9 @@ pub struct RedriveStatus {
     pub moved: i64,
     /// Whether the dead-letter queue was found empty: the redrive is over.
     pub done: bool,
+    /// When it was found empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
 }
 
 /// Where fan-out stopped: resuming from here never enqueues a chunk twice.
@@ -417,6 +462,15 @@ pub struct SplitCheckpoint {
     /// it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_key: Option<String>,
+    /// For a list source: byte offset in the list object after the last
+    /// item of the last enqueued chunk; reading resumes there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_offset: Option<i64>,
+    /// For a list source: the ETag of the list object the fan-out reads; a
+    /// list replaced mid fan-out fails the job instead of being read at an
+    /// offset of another file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_etag: Option<String>,
     /// Chunks enqueued so far (the next chunk's index).
     pub chunks: i64,
     /// Items enqueued so far.

@@ -30,6 +30,15 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// An item list (`source.s3.list`) says something that is not an item:
+    /// the job fails, as the same list read again says it again.
+    #[error("item list {list}: {reason}")]
+    BadList {
+        /// `s3://bucket/key`.
+        list: String,
+        /// Where and what.
+        reason: String,
+    },
     /// Writing to the output location (the results manifest) failed.
     #[error("output {location}: {reason}")]
     Output {
@@ -66,7 +75,7 @@ impl Error {
         match self {
             Self::Kube { .. } => "kubernetes",
             Self::Queue { .. } => "queue",
-            Self::Source { .. } => "source",
+            Self::Source { .. } | Self::BadList { .. } => "source",
             Self::Output { .. } => "output",
             Self::Invalid(_) => "invalid",
             Self::Finalizer(_) => "finalizer",

@@ -25,6 +25,8 @@ use crate::split::{self, Limits, Listed};
 pub const DEFAULT_MAX_BYTES: i64 = 64 << 20;
 /// Default objects per chunk.
 pub const DEFAULT_MAX_ITEMS: u32 = 10;
+/// Items read from a list object per step.
+pub const LIST_PAGE: usize = 1000;
 
 /// Chunk limits of `source`, with defaults.
 pub fn limits(source: &S3Source) -> Limits {
@@ -54,23 +56,47 @@ where
 {
     let limits = limits(source);
     let mut progress = from;
-    // List until at least one whole chunk is cut or the listing ends.
-    let mut objects: Vec<Listed> = Vec::new();
-    let mut after = progress.after_key.clone();
-    let (chunks, last) = loop {
-        let page = s3
-            .list(&source.bucket, &source.prefix, after.as_deref())
-            .await?;
-        if let Some(tail) = page.objects.last() {
-            after = Some(tail.key.clone());
+    // A list object: one page from the checkpoint's offset, each item with
+    // the offset after its line.
+    let mut ends: Option<Vec<i64>> = None;
+    let (chunks, last) = if let Some(list) = &source.list {
+        let at = (
+            progress.list_offset.unwrap_or(0),
+            progress.list_etag.as_deref(),
+        );
+        let page = s3.read_list(&source.bucket, list, at, LIST_PAGE).await?;
+        progress.list_etag = page.etag.clone().or(progress.list_etag);
+        if page.items.is_empty() && !page.last {
+            // Only blank lines so far: their end is progress too.
+            progress.list_offset = Some(page.end);
+            checkpoint(progress.clone()).await?;
+            return Ok(progress);
         }
-        objects.extend(page.objects);
-        let last = !page.truncated;
-        let chunks = split::cut(&source.bucket, &objects, limits, last);
-        if last || !chunks.is_empty() {
-            break (chunks, last);
+        ends = Some(page.ends);
+        (
+            split::cut(&source.bucket, &page.items, limits, page.last),
+            page.last,
+        )
+    } else {
+        // List until at least one whole chunk is cut or the listing ends.
+        let mut objects: Vec<Listed> = Vec::new();
+        let mut after = progress.after_key.clone();
+        loop {
+            let page = s3
+                .list(&source.bucket, &source.prefix, after.as_deref())
+                .await?;
+            if let Some(tail) = page.objects.last() {
+                after = Some(tail.key.clone());
+            }
+            objects.extend(page.objects);
+            let last = !page.truncated;
+            let chunks = split::cut(&source.bucket, &objects, limits, last);
+            if last || !chunks.is_empty() {
+                break (chunks, last);
+            }
         }
     };
+    let mut consumed = 0usize;
     let mut bodies: Vec<(String, String)> = chunks
         .iter()
         .map(|objects| {
@@ -91,11 +117,23 @@ where
             .iter()
             .map(|c| i64::try_from(c.len()).unwrap_or(0))
             .sum::<i64>();
-        progress.after_key = batch
-            .last()
-            .and_then(|c| c.last())
-            .map(|o| o.key.clone())
-            .or(progress.after_key);
+        consumed += batch.iter().map(Vec::len).sum::<usize>();
+        match &ends {
+            Some(ends) => {
+                progress.list_offset = consumed
+                    .checked_sub(1)
+                    .and_then(|i| ends.get(i))
+                    .copied()
+                    .or(progress.list_offset);
+            }
+            None => {
+                progress.after_key = batch
+                    .last()
+                    .and_then(|c| c.last())
+                    .map(|o| o.key.clone())
+                    .or(progress.after_key);
+            }
+        }
         checkpoint(progress.clone()).await?;
     }
     if last {

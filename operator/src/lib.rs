@@ -23,6 +23,7 @@ pub mod error;
 pub mod fanout;
 pub mod health;
 pub mod http;
+pub mod item_list;
 pub mod leader;
 pub mod manifest;
 pub mod metrics;

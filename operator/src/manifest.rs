@@ -63,7 +63,7 @@ pub struct Manifest {
     pub start_time: Option<String>,
     /// RFC 3339.
     pub completion_time: Option<String>,
-    /// `s3://bucket/prefix` read.
+    /// `s3://bucket/prefix` read, or the list object for a list source.
     pub input: String,
     /// `s3://bucket/prefix` written.
     pub output: String,
@@ -95,7 +95,10 @@ pub fn build(
         phase: status.phase,
         start_time: status.start_time.as_ref().map(|t| t.0.to_string()),
         completion_time: status.completion_time.as_ref().map(|t| t.0.to_string()),
-        input: format!("s3://{}/{}", input.bucket, input.prefix),
+        input: match &input.list {
+            Some(list) => format!("s3://{}/{}", input.bucket, list.key),
+            None => format!("s3://{}/{}", input.bucket, input.prefix),
+        },
         output: format!("s3://{}/{}", output.bucket, output.prefix),
         dead_letter_queue_url: status.dead_letter_queue_url.clone(),
         chunks: status.chunks.clone(),

@@ -70,6 +70,7 @@ pub fn as_s3(source: &BatchJobSource, input: &InputLocation) -> S3Source {
         prefix: input.prefix.clone(),
         max_items_per_chunk: source.max_items_per_chunk,
         max_bytes_per_chunk: source.max_bytes_per_chunk,
+        list: None,
     }
 }
 
@@ -120,6 +121,7 @@ mod tests {
                 prefix: "thumbs/".into(),
                 max_items_per_chunk: Some(100),
                 max_bytes_per_chunk: None,
+                list: None,
             })
         );
     }

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::crd::{BatchJob, ChunkCounts, Phase, SplitCheckpoint};
+use crate::crd::{BatchJob, ChunkCounts, Phase, S3Source, SplitCheckpoint};
 use crate::scaling::Policy;
 use crate::sqs::{Backlog, QueueSettings};
 use crate::workload;
@@ -60,6 +60,43 @@ pub fn event_note(mut note: String) -> String {
     note.truncate(end);
     note.push('…');
     note
+}
+
+/// Seconds one delivery may be held: SQS extends a lease to 12 h at most
+/// (43,200 s, less a margin), RabbitMQ closes a channel after its default
+/// `consumer_timeout` (1,800 s, less a margin).
+pub const LEASE_BUDGET_SQS: u64 = 43_000;
+/// See [`LEASE_BUDGET_SQS`].
+pub const LEASE_BUDGET_AMQP: u64 = 1_750;
+
+/// `source` with at most as many items per chunk as one delivery can run
+/// within its queue's longest lease: `concurrency` items at a time, each
+/// up to the timeout. (1,000 items of 60 s one at a time would take 16 h:
+/// past SQS's 12 h, the chunk would be delivered again while it runs.)
+pub fn within_lease(job: &BatchJob, mut source: S3Source) -> S3Source {
+    let handler = &job.spec.handler;
+    let timeout = u64::from(
+        handler
+            .timeout_seconds
+            .unwrap_or(crate::workload::DEFAULT_TIMEOUT_SECONDS)
+            .max(1),
+    );
+    let amqp = job.spec.queue.as_ref().is_some_and(|q| q.amqp.is_some());
+    let budget = if amqp {
+        LEASE_BUDGET_AMQP
+    } else {
+        LEASE_BUDGET_SQS
+    };
+    let rounds = (budget / timeout).max(1);
+    let concurrency = u64::from(handler.concurrency.unwrap_or(1).max(1));
+    let cap = u32::try_from(rounds.saturating_mul(concurrency)).unwrap_or(u32::MAX);
+    let items = source
+        .max_items_per_chunk
+        .unwrap_or(crate::fanout::DEFAULT_MAX_ITEMS);
+    if items > cap {
+        source.max_items_per_chunk = Some(cap);
+    }
+    source
 }
 
 /// `condition` with its transition time kept from `previous` when its
@@ -461,6 +498,7 @@ mod tests {
             chunks,
             items: chunks * 4,
             done: true,
+            ..SplitCheckpoint::default()
         }
     }
 
@@ -646,6 +684,47 @@ mod tests {
         assert_eq!((p.min, p.max), (50, 50));
         // And deciding with it never panics on inverted bounds.
         assert_eq!(scaling::decide(&p, 0, 0, None).replicas, 50);
+    }
+
+    #[test]
+    fn chunks_fit_in_one_lease() {
+        let source = |items| S3Source {
+            bucket: "b".into(),
+            prefix: String::new(),
+            max_items_per_chunk: items,
+            max_bytes_per_chunk: None,
+            list: None,
+        };
+        let mut j = job(None, None);
+        // The default (60 s, one at a time) fits 716 items in 43,000 s.
+        assert_eq!(
+            within_lease(&j, source(Some(1000))).max_items_per_chunk,
+            Some(716)
+        );
+        assert_eq!(
+            within_lease(&j, source(None)).max_items_per_chunk,
+            None,
+            "10 fit"
+        );
+        j.spec.handler.timeout_seconds = Some(4 * 3600);
+        assert_eq!(within_lease(&j, source(None)).max_items_per_chunk, Some(2));
+        j.spec.handler.concurrency = Some(4);
+        assert_eq!(within_lease(&j, source(None)).max_items_per_chunk, Some(8));
+        // One item longer than the budget still makes a chunk of one.
+        j.spec.handler.timeout_seconds = Some(43_200);
+        j.spec.handler.concurrency = None;
+        assert_eq!(within_lease(&j, source(None)).max_items_per_chunk, Some(1));
+        // On RabbitMQ the budget is the consumer timeout.
+        j.spec.handler.timeout_seconds = Some(600);
+        j.spec.queue = Some(crate::crd::QueueSpec {
+            amqp: Some(crate::crd::AmqpConnection {
+                secret_name: "s".into(),
+                key: None,
+                management_url: None,
+            }),
+            ..crate::crd::QueueSpec::default()
+        });
+        assert_eq!(within_lease(&j, source(None)).max_items_per_chunk, Some(2));
     }
 
     /// What `kubectl get bj NAME -o jsonpath` would show for `type_`.

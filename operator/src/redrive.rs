@@ -25,11 +25,15 @@
 use std::collections::HashMap;
 
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
 use shoal_worker::queue::headers::DEAD_LETTER_ONLY;
 
-use crate::crd::{BatchJob, BatchJobStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{BatchJob, BatchJobStatus, RedriveStatus};
 use crate::error::{Error, Result};
 use crate::sqs::Sqs;
 
@@ -43,6 +47,43 @@ pub fn pending(job: &BatchJob, status: &BatchJobStatus) -> Option<i64> {
         Some(done) if done.round == asked && done.done => None,
         _ => Some(asked),
     }
+}
+
+/// Shortest time a job whose redrive moved messages is kept from
+/// finishing on its counts (see [`settling`]).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The redrive status after a page of `moved` messages in `round`, the
+/// queue found empty when `done`, from the `previous` one.
+pub fn advance(
+    previous: Option<&RedriveStatus>,
+    round: i64,
+    moved: usize,
+    done: bool,
+    now: Timestamp,
+) -> RedriveStatus {
+    let before = previous.filter(|r| r.round == round).map_or(0, |r| r.moved);
+    RedriveStatus {
+        round,
+        moved: before.saturating_add(i64::try_from(moved).unwrap_or(i64::MAX)),
+        done,
+        completion_time: done.then_some(Time(now)),
+    }
+}
+
+/// Whether a redrive that moved messages ended so recently that queue
+/// counts (which lag by up to `lag`, and by more on AWS) may not show them:
+/// for twice the lag and at least [`SETTLE`], the job is not finished from
+/// its counts.
+pub fn settling(redrive: Option<&RedriveStatus>, now: Timestamp, lag: std::time::Duration) -> bool {
+    let Some(ended) = redrive
+        .filter(|r| r.done && r.moved > 0)
+        .and_then(|r| r.completion_time.as_ref())
+    else {
+        return false;
+    };
+    let since = std::time::Duration::try_from(now.duration_since(ended.0)).unwrap_or_default();
+    since < lag.saturating_mul(2).max(SETTLE)
 }
 
 /// Whether a message attribute or header named `name` moves with a
@@ -80,14 +121,6 @@ impl Sqs {
         round: i64,
         limit: usize,
     ) -> Result<(usize, bool)> {
-        let fail = |what: &'static str, queue: &str| {
-            let queue = queue.to_owned();
-            move |e: String| Error::Queue {
-                queue,
-                what,
-                reason: e,
-            }
-        };
         let fifo = to.ends_with(".fifo");
         let mut moved = 0;
         while moved < limit {
@@ -103,10 +136,14 @@ impl Sqs {
                 .send()
                 .await
                 .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
-                .map_err(fail("receiving dead letters to redrive", from))?;
+                .map_err(Self::error(from, "receiving dead letters to redrive"))?;
             let messages = got.messages();
             if messages.is_empty() {
-                return Ok((moved, true));
+                // Empty for receiving; done only when no dead letter is
+                // held either (one a failed earlier move left invisible
+                // comes back and moves next time).
+                let held = self.backlog(from).await?.map_or(0, |b| b.in_flight);
+                return Ok((moved, held == 0));
             }
             let mut sends = Vec::with_capacity(messages.len());
             let mut deletes = Vec::with_capacity(messages.len());
@@ -137,16 +174,9 @@ impl Sqs {
                     entry
                         .build()
                         .map_err(|e| e.to_string())
-                        .map_err(fail("redriving", to))?,
+                        .map_err(Self::error(to, "redriving"))?,
                 );
-                deletes.push(
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(message.receipt_handle().unwrap_or_default())
-                        .build()
-                        .map_err(|e| e.to_string())
-                        .map_err(fail("redriving", from))?,
-                );
+                deletes.push((i.to_string(), message.receipt_handle().unwrap_or_default()));
             }
             let sent = self
                 .client
@@ -156,30 +186,58 @@ impl Sqs {
                 .send()
                 .await
                 .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
-                .map_err(fail("redriving dead letters", to))?;
-            if let Some(refused) = sent.failed().first() {
-                // Nothing of this batch is deleted: the dead letters come
-                // back after their visibility timeout and move next time.
-                return Err(Error::Queue {
-                    queue: to.to_owned(),
-                    what: "redriving dead letters",
-                    reason: format!(
-                        "{} ({})",
-                        refused.message().unwrap_or_default(),
-                        refused.code()
-                    ),
-                });
+                .map_err(Self::error(to, "redriving dead letters"))?;
+            // Only what the work queue took leaves the dead-letter queue; the
+            // rest is made visible again and moves next time.
+            let refused: Vec<&str> = sent.failed().iter().map(|f| f.id()).collect();
+            let (kept, taken): (Vec<_>, Vec<_>) = deletes
+                .into_iter()
+                .partition(|(id, _)| refused.contains(&id.as_str()));
+            let count = taken.len();
+            if !kept.is_empty() {
+                let release = kept
+                    .iter()
+                    .map(|(id, handle)| {
+                        ChangeMessageVisibilityBatchRequestEntry::builder()
+                            .id(id)
+                            .receipt_handle(*handle)
+                            .visibility_timeout(0)
+                            .build()
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())
+                    .map_err(Self::error(from, "releasing dead letters not redriven"))?;
+                let _ = self
+                    .client
+                    .change_message_visibility_batch()
+                    .queue_url(from)
+                    .set_entries(Some(release))
+                    .send()
+                    .await;
             }
-            let count = deletes.len();
+            let entries = taken
+                .iter()
+                .map(|(id, handle)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(id)
+                        .receipt_handle(*handle)
+                        .build()
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())
+                .map_err(Self::error(from, "deleting redriven dead letters"))?;
+            if entries.is_empty() {
+                return Err(Self::error(to, "redriving dead letters")(refusal(&sent)));
+            }
             let deleted = self
                 .client
                 .delete_message_batch()
                 .queue_url(from)
-                .set_entries(Some(deletes))
+                .set_entries(Some(entries))
                 .send()
                 .await
                 .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
-                .map_err(fail("deleting redriven dead letters", from))?;
+                .map_err(Self::error(from, "deleting redriven dead letters"))?;
             if let Some(refused) = deleted.failed().first() {
                 return Err(Error::Queue {
                     queue: from.to_owned(),
@@ -192,51 +250,19 @@ impl Sqs {
                 });
             }
             moved += count;
+            if !kept.is_empty() {
+                return Err(Self::error(to, "redriving dead letters")(refusal(&sent)));
+            }
         }
         Ok((moved, false))
     }
+}
 
-    /// The dead-letter queue of the queue at `url`, from its redrive
-    /// policy; `None` when it has none.
-    pub async fn dead_letter_of(&self, url: &str) -> Result<Option<String>> {
-        let fail = |what: &'static str| {
-            let queue = url.to_owned();
-            move |e: String| Error::Queue {
-                queue,
-                what,
-                reason: e,
-            }
-        };
-        let answer = self
-            .client
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
-            .send()
-            .await
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
-            .map_err(fail("reading the redrive policy"))?;
-        let Some(policy) = answer
-            .attributes()
-            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy))
-        else {
-            return Ok(None);
-        };
-        let Some(name) = dead_letter_name(policy) else {
-            return Err(fail("reading the redrive policy")(format!(
-                "no deadLetterTargetArn in {policy}"
-            )));
-        };
-        let found = self
-            .client
-            .get_queue_url()
-            .queue_name(&name)
-            .send()
-            .await
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
-            .map_err(fail("finding the dead-letter queue"))?;
-        Ok(found.queue_url().map(str::to_owned))
-    }
+/// The first refusal of a send, in SQS's words.
+fn refusal(sent: &aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput) -> String {
+    sent.failed().first().map_or_else(String::new, |f| {
+        format!("{} ({})", f.message().unwrap_or_default(), f.code())
+    })
 }
 
 /// Asks for a new redrive of BatchJob `namespace/name`: sets
@@ -287,7 +313,7 @@ pub async fn wait(
         if let Some(done) = job
             .status
             .and_then(|s| s.redrive)
-            .filter(|r| r.round == round && r.done)
+            .filter(|r| r.round >= round && r.done)
         {
             return Ok(done.moved);
         }
@@ -300,16 +326,6 @@ pub async fn wait(
     }
 }
 
-/// The queue name in a redrive policy's `deadLetterTargetArn`.
-fn dead_letter_name(policy: &str) -> Option<String> {
-    let policy: serde_json::Value = serde_json::from_str(policy).ok()?;
-    let arn = policy.get("deadLetterTargetArn")?.as_str()?;
-    arn.rsplit(':')
-        .next()
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(
@@ -318,7 +334,6 @@ mod tests {
     )]
 
     use super::*;
-    use crate::crd::RedriveStatus;
 
     fn job(redrive: Option<i64>) -> BatchJob {
         let mut job: BatchJob = serde_json::from_value(serde_json::json!({
@@ -338,6 +353,7 @@ mod tests {
                 round,
                 moved: 3,
                 done,
+                completion_time: None,
             }),
             ..BatchJobStatus::default()
         }
@@ -356,6 +372,31 @@ mod tests {
         assert_eq!(pending(&job(Some(2)), &status(1, true)), Some(2));
         // Any other value is a new request, even a smaller one.
         assert_eq!(pending(&job(Some(0)), &status(1, true)), Some(0));
+    }
+
+    #[test]
+    fn a_job_that_just_got_its_dead_letters_back_does_not_finish_on_old_counts() {
+        let t0 = Timestamp::UNIX_EPOCH;
+        let at = |s: i64| t0 + k8s_openapi::jiff::SignedDuration::from_secs(s);
+        let lag = std::time::Duration::from_secs(10);
+        let first = advance(None, 1, 1000, false, t0);
+        assert_eq!(
+            (first.moved, first.done, first.completion_time.is_none()),
+            (1000, false, true)
+        );
+        let done = advance(Some(&first), 1, 5, true, at(1));
+        assert_eq!((done.moved, done.done), (1005, true));
+        assert!(settling(Some(&done), at(1), lag));
+        assert!(settling(Some(&done), at(20), lag), "twice the lag");
+        assert!(!settling(Some(&done), at(21), lag));
+        // SQS counts have no known lag: still a few seconds.
+        assert!(settling(Some(&done), at(10), std::time::Duration::ZERO));
+        assert!(!settling(Some(&done), at(12), std::time::Duration::ZERO));
+        // Nothing moved: nothing to wait for.
+        let none = advance(None, 2, 0, true, t0);
+        assert!(!settling(Some(&none), t0, lag));
+        // A new round starts its count afresh.
+        assert_eq!(advance(Some(&done), 2, 3, false, t0).moved, 3);
     }
 
     #[test]
@@ -387,14 +428,5 @@ mod tests {
         let long = "x".repeat(300);
         assert_eq!(dedup_id(&long, 7).len(), 128);
         assert_eq!(dedup_id("a b\u{e9}", 1), "ab-redrive-1");
-    }
-
-    #[test]
-    fn the_dead_letter_queue_name_comes_from_the_redrive_policy() {
-        let policy =
-            r#"{"deadLetterTargetArn":"arn:aws:sqs:eu-west-1:1:jobs-dlq","maxReceiveCount":"5"}"#;
-        assert_eq!(dead_letter_name(policy).as_deref(), Some("jobs-dlq"));
-        assert_eq!(dead_letter_name("{}"), None);
-        assert_eq!(dead_letter_name("not json"), None);
     }
 }

@@ -9,7 +9,7 @@ use crate::split::Listed;
 /// An S3 client shared by every reconcile.
 #[derive(Debug, Clone)]
 pub struct S3 {
-    client: aws_sdk_s3::Client,
+    pub(crate) client: aws_sdk_s3::Client,
 }
 
 /// One page of a listing.

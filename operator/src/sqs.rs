@@ -193,7 +193,7 @@ pub const OWNER_TAG: &str = "shoal.dev/batchjob-uid";
 pub const JOB_TAG: &str = "shoal.dev/batchjob";
 
 impl Sqs {
-    fn error(queue: &str, what: &'static str) -> impl FnOnce(String) -> Error {
+    pub(crate) fn error(queue: &str, what: &'static str) -> impl FnOnce(String) -> Error {
         let queue = queue.to_owned();
         move |reason| Error::Queue {
             queue,

@@ -218,3 +218,29 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Every message in the queue at `url`, received (and kept invisible)
+/// until the queue answers empty three times in a row.
+pub async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    let mut empty = 0;
+    while empty < 3 {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(600)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("receive from {url}: {e:?}"));
+        let messages = got.messages();
+        if messages.is_empty() {
+            empty += 1;
+        } else {
+            empty = 0;
+        }
+        bodies.extend(messages.iter().filter_map(|m| m.body().map(str::to_owned)));
+    }
+    bodies
+}

@@ -147,7 +147,7 @@ fn install_upgrade_with_a_crd_change_and_uninstall() {
     assert_eq!(get(&["clusterrole", "shoal"], "{.metadata.name}"), "shoal");
     assert_eq!(
         printer_columns(&plane),
-        "Phase Done Total Failed Workers Age"
+        "Phase Done Total Failed Workers Age Desired Suspended Queue Message"
     );
 
     // Version 0.1.1 of the chart adds a printer column to the CRD.
@@ -180,7 +180,7 @@ fn install_upgrade_with_a_crd_change_and_uninstall() {
     );
     assert_eq!(
         printer_columns(&plane),
-        "Items Phase Done Total Failed Workers Age"
+        "Items Phase Done Total Failed Workers Age Desired Suspended Queue Message"
     );
     assert_eq!(
         get(

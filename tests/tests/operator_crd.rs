@@ -168,10 +168,10 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
             batchjob(
                 "long-on-rabbitmq",
                 &format!(
-                    "  handler:\n    image: x\n    timeoutSeconds: 1801\n{S3_SOURCE}{OUTPUT}  queue:\n    amqp:\n      secretName: rabbitmq\n"
+                    "  handler:\n    image: x\n    timeoutSeconds: 1701\n{S3_SOURCE}{OUTPUT}  queue:\n    amqp:\n      secretName: rabbitmq\n"
                 ),
             ),
-            "on RabbitMQ handler.timeoutSeconds may be at most 1800",
+            "on RabbitMQ handler.timeoutSeconds may be at most 1700",
         ),
         (
             "bucket name",

@@ -265,34 +265,111 @@ async fn a_suspended_fan_out_stops_at_its_checkpoint_and_resumes_without_duplica
 
     // Every item is on the queue exactly once.
     let url = plane.jsonpath(&["bj", "many"], "{.status.queueUrl}");
+    let (messages, seen) = queued_keys(&stack.sqs, &url).await;
+    assert_eq!((messages, seen.len()), (total, total as usize));
+}
+
+/// Every chunk message on the queue at `url` (received, not deleted): how
+/// many, and the keys they name; panics on a key named twice.
+async fn queued_keys(sqs: &aws_sdk_sqs::Client, url: &str) -> (i64, BTreeSet<String>) {
+    let bodies = shoal_tests::sqs::drain(sqs, url).await;
     let mut seen = BTreeSet::new();
-    let mut messages = 0;
-    let mut empty = 0;
-    while empty < 3 {
-        let got = stack
-            .sqs
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
+    for body in &bodies {
+        let chunk: Chunk = serde_json::from_str(body).unwrap();
+        for item in chunk.items {
+            let ChunkItem::Object(object) = item else {
+                panic!("an S3 fan-out enqueues objects")
+            };
+            assert!(seen.insert(object.key.clone()), "{} twice", object.key);
+        }
+    }
+    (i64::try_from(bodies.len()).unwrap(), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_and_json_lines_lists_fan_out_exactly_their_keys() {
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    let stack = Stack::start();
+    // 2,500 plain keys and an awkward one, a header with the key second,
+    // a blank line: three pages of 1,000, each resumed from its offset.
+    let mut keys: Vec<String> = (0..2500).map(|n| format!("in/p{n:05}.jpg")).collect();
+    let mut csv = String::from("size,key\n");
+    for key in &keys {
+        csv.push_str(&format!("1,{key}\n"));
+    }
+    csv.push_str("\n7,\"odd, \"\"quoted\"\" name.jpg\"\r\n");
+    keys.push("odd, \"quoted\" name.jpg".to_owned());
+    let jsonl = "{\"key\": \"a.jpg\", \"n\": 1}\n\"b.jpg\"\n{\"key\": \"c.jpg\"}\n";
+    let bad = "\"fine.jpg\"\n{\"key\": \"also-fine.jpg\"}\n{oops\n";
+    upload(
+        &stack.s3,
+        "photos",
+        &["lists/all.csv".to_owned()],
+        csv.as_bytes(),
+    )
+    .await;
+    for (key, body) in [("lists/few.jsonl", jsonl), ("lists/bad.jsonl", bad)] {
+        stack
+            .s3
+            .put_object()
+            .bucket("photos")
+            .key(key)
+            .body(body.as_bytes().to_vec().into())
             .send()
             .await
             .unwrap();
-        if got.messages().is_empty() {
-            empty += 1;
-        }
-        for message in got.messages() {
-            messages += 1;
-            let chunk: Chunk = serde_json::from_str(message.body().unwrap()).unwrap();
-            for item in chunk.items {
-                let ChunkItem::Object(object) = item else {
-                    panic!("an S3 fan-out enqueues objects")
-                };
-                assert!(seen.insert(object.key.clone()), "{} twice", object.key);
-            }
-        }
     }
-    assert_eq!((messages, seen.len()), (total, total as usize));
+    // Three keys a chunk: pages of 1,000 end in the middle of a chunk.
+    for (name, list, per_chunk) in [
+        ("from-csv", "{key: lists/all.csv, format: csv}", 3),
+        ("from-jsonl", "{key: lists/few.jsonl, format: jsonl}", 2),
+        ("bad-list", "{key: lists/bad.jsonl, format: jsonl}", 2),
+    ] {
+        let spec = job(&stack, name, &format!("  queue:\n    name: lists-{name}\n"))
+            .replace(&format!("prefix: {name}/\n"), &format!("list: {list}\n"))
+            .replace(
+                "maxItemsPerChunk: 2",
+                &format!("maxItemsPerChunk: {per_chunk}"),
+            );
+        plane.apply_yaml(&spec);
+    }
+    let (operator, _metrics) = operator::spawn(OPERATOR, &plane, stack.env());
+    let log = || operator.log_text();
+    let limit = Duration::from_secs(120);
+
+    let split = operator::split_done(&plane, "from-csv", limit, log);
+    assert_eq!(split, "true 834 2501");
+    let url = plane.jsonpath(&["bj", "from-csv"], "{.status.queueUrl}");
+    let (messages, seen) = queued_keys(&stack.sqs, &url).await;
+    assert_eq!(messages, 834, "every chunk once");
+    assert_eq!(seen, keys.into_iter().collect::<BTreeSet<_>>());
+
+    let split = operator::split_done(&plane, "from-jsonl", limit, log);
+    assert_eq!(split, "true 2 3");
+    let url = plane.jsonpath(&["bj", "from-jsonl"], "{.status.queueUrl}");
+    let (_, seen) = queued_keys(&stack.sqs, &url).await;
+    let want: BTreeSet<String> = ["a.jpg", "b.jpg", "c.jpg"].map(String::from).into();
+    assert_eq!(seen, want);
+
+    // A line that is not an item fails the job, saying where and why.
+    wait_until(
+        limit,
+        "bad-list Failed",
+        || (condition(&plane, "bad-list", "Failed") == "True ListInvalid").then_some(()),
+        log,
+    );
+    let message = plane.jsonpath(
+        &["bj", "bad-list"],
+        "{.status.conditions[?(@.type==\"Failed\")].message}",
+    );
+    assert!(
+        message.contains("s3://photos/lists/bad.jsonl")
+            && message.contains("ending at byte 42")
+            && message.contains("not JSON"),
+        "{message}"
+    );
+    assert_eq!(replicas(&plane, "bad-list-workers"), Some(0), "no workers");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,6 +396,7 @@ async fn a_consuming_job_suspends_to_zero_workers_and_keeps_its_queue() {
         || (replicas(plane, "uploads-workers") == Some(0)).then_some(()),
         log,
     );
+    // The operator neither purges nor deletes a suspended job's queue.
     let visible = plane.jsonpath(&["bj", "uploads"], "{.status.chunks.visible}");
     assert_eq!(visible, "5", "the queue keeps its messages");
 
@@ -389,9 +467,12 @@ async fn a_poison_item_fixed_and_redriven_completes_the_job_with_counts_right() 
         || replicas(&plane, "fixme-workers").filter(|r| *r > 0),
         log,
     );
-    let _workers = shoal_tests::pods::start_workers(&plane, "fixme-workers", HANDLER, 1);
+    let workers = shoal_tests::pods::start_workers(&plane, "fixme-workers", HANDLER, 1);
     let mut failed = kubectl_wait(&plane, "fixme", "Failed");
     assert!(failed.wait(limit).success(), "{}", failed.log_text());
+    // Failed: no workers wanted, so the pod would be gone.
+    assert_eq!(replicas(&plane, "fixme-workers"), Some(0));
+    drop(workers);
     let counts = "{.status.chunks.total} {.status.chunks.succeeded} {.status.chunks.deadLettered}";
     assert_eq!(plane.jsonpath(&["bj", "fixme"], counts), "2 1 1");
 
@@ -411,6 +492,14 @@ async fn a_poison_item_fixed_and_redriven_completes_the_job_with_counts_right() 
         said.contains("redrive 1 moved 1 dead letters back"),
         "{said}"
     );
+    // Running again: workers are wanted for the moved dead letter.
+    wait_until(
+        limit,
+        "workers after the redrive",
+        || replicas(&plane, "fixme-workers").filter(|r| *r > 0),
+        log,
+    );
+    let _workers = shoal_tests::pods::start_workers(&plane, "fixme-workers", HANDLER, 1);
     let mut complete = kubectl_wait(&plane, "fixme", "Complete");
     assert!(complete.wait(limit).success(), "{}", complete.log_text());
     assert_eq!(plane.jsonpath(&["bj", "fixme"], counts), "2 2 0");

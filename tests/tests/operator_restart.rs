@@ -47,32 +47,6 @@ spec:
     prefix: thumbs/
 ";
 
-/// Every message in the queue at `url`, received (and kept invisible)
-/// until the queue answers empty three times in a row.
-async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
-    let mut bodies = Vec::new();
-    let mut empty = 0;
-    while empty < 3 {
-        let got = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .visibility_timeout(600)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let messages = got.messages();
-        if messages.is_empty() {
-            empty += 1;
-        } else {
-            empty = 0;
-        }
-        bodies.extend(messages.iter().filter_map(|m| m.body().map(str::to_owned)));
-    }
-    bodies
-}
-
 async fn visible(sqs: &aws_sdk_sqs::Client, url: &str) -> i64 {
     sqs.get_queue_attributes()
         .queue_url(url)
@@ -140,7 +114,7 @@ async fn an_operator_killed_between_send_and_checkpoint_enqueues_no_chunk_twice(
     assert_eq!(split, format!("true {PHOTOS} {PHOTOS}"));
 
     // The queue holds each chunk once, and together they cover every photo.
-    let bodies = drain(&stack.sqs, &url).await;
+    let bodies = shoal_tests::sqs::drain(&stack.sqs, &url).await;
     let chunks: Vec<Chunk> = bodies
         .iter()
         .map(|b| serde_json::from_str(b).unwrap())

@@ -212,6 +212,14 @@ pub struct RunArgs {
     #[arg(long, env = "SHOAL_ITEMS_PER_CHUNK", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub items_per_chunk: u32,
 
+    /// Process only the keys this file lists (keys of --input, in the
+    /// file's order, each once): `.csv` (a header row with a `key`
+    /// column), `.jsonl`/`.ndjson` (`{"key": ...}` or a string per line),
+    /// anything else one key per line. A key that is not an item of --input
+    /// refuses the run before anything runs.
+    #[arg(long, env = "SHOAL_INPUT_LIST")]
+    pub input_list: Option<PathBuf>,
+
     /// Where the journal and dead letters live [default: OUTPUT/.shoal for
     /// a folder, ./.shoal-state/BUCKET/PREFIX for S3].
     #[arg(long, env = "SHOAL_STATE_DIR")]

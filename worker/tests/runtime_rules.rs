@@ -313,6 +313,7 @@ fn run_args(input: &std::path::Path, output: &std::path::Path) -> RunArgs {
         input: Location::Local(input.to_owned()),
         output: Location::Local(output.to_owned()),
         items_per_chunk: 3,
+        input_list: None,
         state_dir: None,
         tolerated_failure_percent: None,
         strict: true,

@@ -400,3 +400,74 @@ fn bad_settings_are_refused_with_a_clear_message() {
         .unwrap();
     assert_eq!(bad_flag.status.code(), Some(2));
 }
+
+#[test]
+fn an_input_list_runs_exactly_the_keys_it_names_and_refuses_others() {
+    let out = tempfile::tempdir().unwrap();
+    let lists = tempfile::tempdir().unwrap();
+    let input = samples();
+    let run_list = |list: &Path, output: &Path| {
+        thumbnail(&["run", "--no-progress", "--input-list"])
+            .arg(list)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(output)
+            .output()
+            .unwrap()
+    };
+    // Two samples (one quoted, one listed twice) and a blank line.
+    let csv = lists.path().join("keys.csv");
+    std::fs::write(
+        &csv,
+        "size,key\n1,photo-0000.jpg\n1,\"logo-transparent.png\"\n\n1,photo-0000.jpg\n",
+    )
+    .unwrap();
+    let run = run_list(&csv, out.path());
+    let stdout = text(&run.stdout);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&run.stderr)
+    );
+    assert!(
+        stdout.contains("2 total, 2 succeeded, 0 dead-lettered"),
+        "{stdout}"
+    );
+    let mut made: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    made.sort();
+    assert_eq!(made, ["logo-transparent.jpg", "photo-0000.jpg"]);
+
+    // A key that is not an item of --input (missing, or leaving it) refuses
+    // the whole run before anything runs.
+    let plain = lists.path().join("keys.txt");
+    std::fs::write(&plain, "photo-0001.jpg\nmissing.jpg\n../README.md\n").unwrap();
+    let elsewhere = lists.path().join("out-refused");
+    let refused = run_list(&plain, &elsewhere);
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("names 2 keys that are not items of --input"),
+        "{stderr}"
+    );
+    assert!(
+        !elsewhere.join("photo-0001.jpg").exists(),
+        "nothing was run"
+    );
+
+    // A list line that is not an item refuses the run too.
+    let jsonl = lists.path().join("bad.jsonl");
+    std::fs::write(&jsonl, "\"photo-0000.jpg\"\n{\"key\": 3}\n").unwrap();
+    let refused = run_list(&jsonl, &lists.path().join("out-bad"));
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("bad.jsonl: line 2: field") && stderr.contains("is not a string"),
+        "{stderr}"
+    );
+}

@@ -37,7 +37,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::amqp::Amqp;
-use crate::crd::{BatchJob, BatchJobStatus, ChunkCounts, InputLocation, Phase, RedriveStatus};
+use crate::crd::{BatchJob, BatchJobStatus, ChunkCounts, InputLocation, Phase};
 use crate::error::{Error, Result};
 use crate::fanout;
 use crate::health;
@@ -54,7 +54,7 @@ use crate::scaling;
 use crate::sqs::Sqs;
 use crate::workload::Wiring;
 use queues::Resolved;
-use stages::{Source, blocked, source, write_manifest};
+use stages::{Source, blocked, redrive_page, source, write_manifest};
 use workers::{
     apply_deployment, observe_deployment, observe_stuck_pods, refused_deployment, workers_condition,
 };
@@ -231,8 +231,25 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     let now = Timestamp::now();
     // A finished job runs again only for a redrive of the queues it had.
     let redrive_round = redrive::pending(&job, &previous);
-    if previous.phase.is_finished() && (redrive_round.is_none() || previous.queue_url.is_none()) {
-        return expire(&job, &ctx, &namespace, &previous, now).await;
+    if previous.phase.is_finished() {
+        match redrive_round {
+            Some(round) if previous.queue_url.is_none() => {
+                // Failed before it had queues: nothing to move, said once.
+                let mut status = previous.clone();
+                status.redrive = Some(redrive::advance(None, round, 0, true, now));
+                write_status(&job, &ctx, &namespace, &status).await?;
+                ctx.event(
+                    &job,
+                    true,
+                    "RedriveUnsupported",
+                    "the job has no queues: nothing moved".to_owned(),
+                )
+                .await;
+                return expire(&job, &ctx, &namespace, &status, now).await;
+            }
+            Some(_) => {}
+            None => return expire(&job, &ctx, &namespace, &previous, now).await,
+        }
     }
     let generation = job.metadata.generation;
     let mut status = previous.clone();
@@ -242,7 +259,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     let spec = &job.spec;
     let fan_out = match source(&job, &ctx, &namespace, &previous).await? {
         Source::Queue => None,
-        Source::FanOut(s3) => Some(s3),
+        Source::FanOut(s3) => Some(plan::within_lease(&job, s3)),
         Source::Blocked {
             fail,
             reason,
@@ -299,30 +316,18 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     let mut drained_since = previous.drained_since.clone();
     if let Some(round) = redrive_round {
         drained_since = None;
-        let (moved, done) = queue.redrive(&ctx, round).await?;
-        let before = previous
-            .redrive
-            .as_ref()
-            .filter(|r| r.round == round)
-            .map_or(0, |r| r.moved);
-        let moved = before.saturating_add(i64::try_from(moved).unwrap_or(i64::MAX));
-        status.redrive = Some(RedriveStatus { round, moved, done });
-        if done {
-            tracing::info!(batchjob = %job.name_any(), namespace = %namespace, round, moved, "redrive done");
-            ctx.event(
-                &job,
-                false,
-                "Redriven",
-                format!("moved {moved} dead letters back to {url} (redrive {round})"),
-            )
-            .await;
-        }
+        status.redrive =
+            Some(redrive_page(&job, &ctx, &namespace, &queue, round, &status, now).await?);
     }
-    let redriving = status.redrive.as_ref().is_some_and(|r| !r.done);
+    // Moving, or just moved: counts may not show the moved messages yet,
+    // so the job is not finished from them (and keeps a worker).
+    let moving = status.redrive.as_ref().is_some_and(|r| !r.done);
+    let redriving = moving || redrive::settling(status.redrive.as_ref(), now, queue.lag(&ctx));
 
     // Fan out (one listing page per reconcile, checkpointed per batch);
     // a suspended job keeps its checkpoint and enqueues nothing.
     let suspended = spec.suspend == Some(true);
+    let mut bad_list: Option<String> = None;
     if let Some(source) = &fan_out {
         let from = previous.split.clone().unwrap_or_default();
         if !from.done && suspended {
@@ -339,8 +344,16 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
                 let namespace = namespace.clone();
                 async move { write_status(&job, &ctx, &namespace, &checkpoint).await }
             };
-            let progress = fanout::step(&ctx.s3, source, from, send, checkpoint).await?;
-            status.split = Some(progress);
+            match fanout::step(&ctx.s3, source, from.clone(), send, checkpoint).await {
+                Ok(progress) => status.split = Some(progress),
+                // The job fails below (workers scaled to zero); what was
+                // enqueued before stays counted.
+                Err(Error::BadList { list, reason }) => {
+                    bad_list = Some(format!("item list {list}: {reason}"));
+                    status.split = Some(from);
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -362,6 +375,9 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     let (chunks, phase) = match &status.split {
         Some(split) => {
             let (chunks, mut phase) = plan::fanout_progress(&job, split, backlog, dead);
+            if bad_list.is_some() {
+                phase = Phase::Failed;
+            }
             if redriving && phase.is_finished() {
                 // Dead letters are still on their way back.
                 phase = Phase::Running;
@@ -386,7 +402,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         .scale_down_since
         .as_ref()
         .map(|since| Duration::try_from(now.duration_since(since.0)).unwrap_or(Duration::ZERO));
-    let decision = if phase.is_finished() || suspended {
+    let mut decision = if phase.is_finished() || suspended {
         scaling::Decision {
             replicas: 0,
             wanted: 0,
@@ -395,6 +411,9 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     } else {
         scaling::decide(&policy, backlog.total(), current, below_for)
     };
+    if redriving && !suspended && decision.replicas == 0 {
+        decision.replicas = 1;
+    }
 
     status.phase = phase;
     status.chunks = chunks;
@@ -405,14 +424,25 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         .map(|_| previous.scale_down_since.clone().unwrap_or(Time(now)));
     status.completion_time = phase.is_finished().then_some(Time(now));
     let workers = workers_condition(&job, &ctx, looked, &previous.conditions, now).await;
-    let ready = plan::ready_condition(
-        &previous.conditions,
-        (phase, suspended),
-        &status.chunks,
-        &url,
-        generation,
-        now,
-    );
+    let ready = match &bad_list {
+        Some(message) => plan::condition(
+            &previous.conditions,
+            "Ready",
+            false,
+            "ListInvalid",
+            message.clone(),
+            generation,
+            now,
+        ),
+        None => plan::ready_condition(
+            &previous.conditions,
+            (phase, suspended),
+            &status.chunks,
+            &url,
+            generation,
+            now,
+        ),
+    };
     let lifecycle = plan::lifecycle_conditions(
         &previous.conditions,
         (phase, suspended),
@@ -462,6 +492,9 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     }
 
     // Update status.
+    if let Some(message) = &bad_list {
+        ctx.event(&job, true, "ListInvalid", message.clone()).await;
+    }
     if let Some((reason, note)) = plan::suspension_change(&previous.conditions, &status.conditions)
     {
         tracing::info!(batchjob = %job.name_any(), namespace = %namespace, reason, "suspension changed");
@@ -491,7 +524,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     );
     Ok(if phase.is_finished() {
         expire(&job, &ctx, &namespace, &status, now).await?
-    } else if redriving || (phase == Phase::Splitting && !suspended) {
+    } else if moving || (phase == Phase::Splitting && !suspended) {
         Action::requeue(Duration::from_millis(50))
     } else if suspended {
         Action::requeue(SUSPENDED_INTERVAL)

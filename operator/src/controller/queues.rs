@@ -333,25 +333,38 @@ impl WorkQueue {
 
     /// Moves one page of dead letters back to the work queue for redrive
     /// `round` (see [`crate::redrive`]); returns how many moved and whether
-    /// the dead-letter queue is empty. A given SQS queue's dead-letter
-    /// queue is the one its redrive policy names (none: nothing to move).
-    pub(super) async fn redrive(&self, ctx: &Context, round: i64) -> Result<(usize, bool)> {
+    /// the dead-letter queue is empty. On SQS only from the dead-letter
+    /// queue the operator made for this job: one it was given (with
+    /// `source.sqs` or `queue.deadLetterQueue`) may hold other queues'
+    /// messages, so nothing moves (with a warning Event).
+    pub(super) async fn redrive(
+        &self,
+        job: &BatchJob,
+        ctx: &Context,
+        round: i64,
+    ) -> Result<(usize, bool)> {
         match self {
             Self::Sqs {
                 url,
                 dead_letter_url,
             } => {
-                let dlq = match dead_letter_url {
-                    Some(dlq) => Some(dlq.clone()),
-                    None => ctx.sqs.dead_letter_of(url).await?,
-                };
-                match dlq {
-                    Some(dlq) => {
-                        ctx.sqs
-                            .redrive(&dlq, url, round, crate::redrive::PAGE)
-                            .await
+                let given = job
+                    .spec
+                    .queue
+                    .as_ref()
+                    .is_some_and(|q| q.dead_letter_queue.is_some());
+                match dead_letter_url.as_ref().filter(|_| !given) {
+                    Some(dlq) => ctx.sqs.redrive(dlq, url, round, crate::redrive::PAGE).await,
+                    None => {
+                        ctx.event(
+                            job,
+                            true,
+                            "RedriveUnsupported",
+                            "the dead-letter queue was given, not made for this job, and may hold other queues' messages: nothing moved".to_owned(),
+                        )
+                        .await;
+                        Ok((0, true))
                     }
-                    None => Ok((0, true)),
                 }
             }
             Self::Amqp { broker, queue, .. } => {

@@ -10,7 +10,7 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 
 use super::{Context, UPSTREAM_INTERVAL, expire, job_key, write_status};
-use crate::crd::{BatchJob, BatchJobStatus, OutputSpec, Phase, S3Source};
+use crate::crd::{BatchJob, BatchJobStatus, OutputSpec, Phase, RedriveStatus, S3Source};
 use crate::error::{Error, Result};
 use crate::manifest;
 use crate::metrics::JobFigures;
@@ -165,6 +165,39 @@ pub(super) fn recheck_after(reason: &str) -> std::time::Duration {
         }
         _ => UPSTREAM_INTERVAL,
     }
+}
+
+/// Moves one page of dead letters back for redrive `round`; returns the
+/// redrive's status, also written at once (moved messages are not counted
+/// twice if the reconcile fails later).
+pub(super) async fn redrive_page(
+    job: &BatchJob,
+    ctx: &Context,
+    namespace: &str,
+    queue: &super::queues::WorkQueue,
+    round: i64,
+    status: &BatchJobStatus,
+    now: Timestamp,
+) -> Result<RedriveStatus> {
+    let previous = job.status.clone().unwrap_or_default();
+    let (moved, done) = queue.redrive(job, ctx, round).await?;
+    let redrive = crate::redrive::advance(previous.redrive.as_ref(), round, moved, done, now);
+    let mut checkpoint = status.clone();
+    checkpoint.redrive = Some(redrive.clone());
+    write_status(job, ctx, namespace, &checkpoint).await?;
+    if done {
+        let moved = redrive.moved;
+        let url = queue.url();
+        tracing::info!(batchjob = %job.name_any(), namespace, round, moved, "redrive done");
+        ctx.event(
+            job,
+            false,
+            "Redriven",
+            format!("moved {moved} dead letters back to {url} (redrive {round})"),
+        )
+        .await;
+    }
+    Ok(redrive)
 }
 
 /// Writes the results manifest of a job that has just finished; returns

@@ -281,6 +281,8 @@ fn s3_item(s3: S3Entity) -> Result<RawItem, MessageError> {
     })
 }
 
+pub mod list;
+
 #[cfg(test)]
 mod tests {
     use super::*;
