@@ -26,7 +26,7 @@ use std::collections::HashMap;
 
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageSystemAttributeName, SendMessageBatchRequestEntry,
+    MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
 use shoal_worker::queue::headers::DEAD_LETTER_ONLY;
 
@@ -149,12 +149,24 @@ impl Sqs {
             let mut deletes = Vec::with_capacity(messages.len());
             for (i, message) in messages.iter().enumerate() {
                 let id = message.message_id().unwrap_or_default();
+                // Each value built afresh from its type and value: copied
+                // whole, the empty list fields a receive returns are sent
+                // too, and ElasticMQ then fails every receive that asks
+                // for attributes of that message.
                 let attributes: HashMap<_, _> = message
                     .message_attributes()
                     .into_iter()
                     .flatten()
                     .filter(|(name, _)| keeps(name))
-                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .filter_map(|(name, value)| {
+                        MessageAttributeValue::builder()
+                            .data_type(value.data_type())
+                            .set_string_value(value.string_value().map(str::to_owned))
+                            .set_binary_value(value.binary_value().cloned())
+                            .build()
+                            .ok()
+                            .map(|value| (name.clone(), value))
+                    })
                     .collect();
                 let mut entry = SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())

@@ -61,7 +61,7 @@ fn kubectl_wait(plane: &ControlPlane, name: &str, condition: &str) -> shoal_test
             "--timeout=180s",
             &format!("bj/{name}"),
         ],
-        &format!("wait-{name}"),
+        &format!("wait-{name}-{condition}"),
     )
 }
 
@@ -470,11 +470,18 @@ async fn a_poison_item_fixed_and_redriven_completes_the_job_with_counts_right() 
     let workers = shoal_tests::pods::start_workers(&plane, "fixme-workers", HANDLER, 1);
     let mut failed = kubectl_wait(&plane, "fixme", "Failed");
     assert!(failed.wait(limit).success(), "{}", failed.log_text());
-    // Failed: no workers wanted, so the pod would be gone.
+    // Failed at the first dead letter, maybe before the other chunk is
+    // done: no workers wanted. The pod drains what it holds before it goes.
     assert_eq!(replicas(&plane, "fixme-workers"), Some(0));
+    let failed_at = "{.status.chunks.total} {.status.chunks.deadLettered}";
+    assert_eq!(plane.jsonpath(&["bj", "fixme"], failed_at), "2 1");
+    let url = plane.jsonpath(&["bj", "fixme"], "{.status.queueUrl}");
+    shoal_tests::sqs::wait_for("the other chunk done", limit, || async {
+        shoal_tests::sqs::counts(&stack.sqs, &url).await == (0, 0, 0)
+    })
+    .await;
     drop(workers);
     let counts = "{.status.chunks.total} {.status.chunks.succeeded} {.status.chunks.deadLettered}";
-    assert_eq!(plane.jsonpath(&["bj", "fixme"], counts), "2 1 1");
 
     // The fix: a good image where the corrupt one was. And p2's thumbnail
     // removed: were p2 run again, it would come back.
@@ -499,9 +506,20 @@ async fn a_poison_item_fixed_and_redriven_completes_the_job_with_counts_right() 
         || replicas(&plane, "fixme-workers").filter(|r| *r > 0),
         log,
     );
-    let _workers = shoal_tests::pods::start_workers(&plane, "fixme-workers", HANDLER, 1);
-    let mut complete = kubectl_wait(&plane, "fixme", "Complete");
-    assert!(complete.wait(limit).success(), "{}", complete.log_text());
+    let workers = shoal_tests::pods::start_workers(&plane, "fixme-workers", HANDLER, 1);
+    let all_logs = || {
+        let mut text = log();
+        for worker in &workers {
+            text.push_str(&worker.log_text());
+        }
+        text
+    };
+    wait_until(
+        limit,
+        "Complete after the redrive",
+        || (condition(&plane, "fixme", "Complete") == "True Succeeded").then_some(()),
+        all_logs,
+    );
     assert_eq!(plane.jsonpath(&["bj", "fixme"], counts), "2 2 0");
     assert_eq!(condition(&plane, "fixme", "Failed"), "", "no longer failed");
     assert_eq!(
