@@ -16,6 +16,7 @@
 
 pub mod amqp;
 pub mod cli;
+pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub mod drift;
