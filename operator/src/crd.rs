@@ -102,8 +102,10 @@ pub struct HandlerSpec {
     /// Arguments before the operator's own (`worker`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    /// Extra environment for the handler.
+    /// Extra environment for the handler; a variable the operator also
+    /// sets (`SHOAL_*`) takes the value given here. Each name at most once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub env: Vec<EnvVar>,
     /// Memory limit in MiB (Lambda's range); CPU follows at 1,769 MiB per
     /// CPU, as on Lambda. Default 1024.
@@ -257,11 +259,19 @@ pub struct S3Source {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ItemList {
-    /// Key of the list object in `source.s3.bucket`.
+    /// Key of the list object (for `inventory`, of the inventory's
+    /// `manifest.json`).
     #[schemars(length(min = 1, max = 1024))]
     pub key: String,
+    /// Bucket holding the list object (for `inventory`, the inventory's
+    /// destination bucket). Default `source.s3.bucket`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: Option<String>,
     /// `csv`: a header row, then one record per line; `jsonl`: one JSON
-    /// object per line (or a JSON string, the key itself).
+    /// object per line (or a JSON string, the key itself); `inventory`: an
+    /// S3 Inventory report (CSV format) of `source.s3.bucket`, named by its
+    /// `manifest.json`.
     pub format: ListFormat,
     /// The CSV column (by its header) or JSON field holding each item's
     /// key. Default `key`.
@@ -286,6 +296,9 @@ pub enum ListFormat {
     /// JSON Lines.
     #[serde(rename = "jsonl")]
     JsonLines,
+    /// An S3 Inventory manifest and its gzip CSV data files.
+    #[serde(rename = "inventory")]
+    Inventory,
 }
 
 /// Another BatchJob whose outputs are this job's input: once it has
@@ -471,6 +484,11 @@ pub struct SplitCheckpoint {
     /// offset of another file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_etag: Option<String>,
+    /// For an inventory: the data file being read (by index in its
+    /// manifest); `listOffset` is then a byte offset in its decompressed
+    /// text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_file: Option<i64>,
     /// Chunks enqueued so far (the next chunk's index).
     pub chunks: i64,
     /// Items enqueued so far.

@@ -16,8 +16,9 @@
 //! those 10 chunks are processed twice (outputs are keyed by input:
 //! duplicates cost work, never correctness).
 
-use crate::crd::{S3Source, SplitCheckpoint};
+use crate::crd::{ListFormat, S3Source, SplitCheckpoint};
 use crate::error::Result;
+use crate::inventory;
 use crate::s3::S3;
 use crate::split::{self, Limits, Listed};
 
@@ -59,22 +60,41 @@ where
     // A list object: one page from the checkpoint's offset, each item with
     // the offset after its line.
     let mut ends: Option<Vec<i64>> = None;
+    // An inventory's data file that ends with this page: the next page
+    // reads the next file.
+    let mut next_file: Option<i64> = None;
     let (chunks, last) = if let Some(list) = &source.list {
-        let at = (
-            progress.list_offset.unwrap_or(0),
-            progress.list_etag.as_deref(),
-        );
-        let page = s3.read_list(&source.bucket, list, at, LIST_PAGE).await?;
+        let list_bucket = list.bucket.as_deref().unwrap_or(&source.bucket);
+        let offset = progress.list_offset.unwrap_or(0);
+        let etag = progress.list_etag.as_deref();
+        let page = if list.format == ListFormat::Inventory {
+            let file = usize::try_from(progress.list_file.unwrap_or(0)).unwrap_or(0);
+            let at = (file, u64::try_from(offset).unwrap_or(0), etag);
+            let buckets = (list_bucket, source.bucket.as_str());
+            s3.read_inventory(buckets, list, at, inventory::PAGE)
+                .await?
+        } else {
+            s3.read_list(list_bucket, list, (offset, etag), LIST_PAGE)
+                .await?
+        };
         progress.list_etag = page.etag.clone().or(progress.list_etag);
+        if page.file_end && !page.last {
+            next_file = Some(progress.list_file.unwrap_or(0) + 1);
+        }
         if page.items.is_empty() && !page.last {
-            // Only blank lines so far: their end is progress too.
+            // Only blank (or skipped) lines so far: their end is progress
+            // too.
             progress.list_offset = Some(page.end);
+            if let Some(file) = next_file {
+                progress.list_file = Some(file);
+                progress.list_offset = Some(0);
+            }
             checkpoint(progress.clone()).await?;
             return Ok(progress);
         }
         ends = Some(page.ends);
         (
-            split::cut(&source.bucket, &page.items, limits, page.last),
+            split::cut(&source.bucket, &page.items, limits, page.file_end),
             page.last,
         )
     } else {
@@ -134,6 +154,12 @@ where
                     .or(progress.after_key);
             }
         }
+        checkpoint(progress.clone()).await?;
+    }
+    if let Some(file) = next_file {
+        // Every item of the file is enqueued (its last chunk closed with it).
+        progress.list_file = Some(file);
+        progress.list_offset = Some(0);
         checkpoint(progress.clone()).await?;
     }
     if last {

@@ -38,8 +38,14 @@ pub struct ListPage {
     pub last: bool,
     /// Byte offset where reading stopped.
     pub end: i64,
-    /// ETag of the list object read.
+    /// ETag of the list object read (of the manifest, for an inventory).
     pub etag: Option<String>,
+    /// Whether the object read ended (for a CSV or JSON Lines list, the
+    /// same as `last`; for an inventory, its current data file): the last
+    /// chunk closes here.
+    pub file_end: bool,
+    /// The inventory data file read, by index.
+    pub file: Option<usize>,
 }
 
 /// Most bytes read past blank lines before a page with no item ends (its
@@ -48,11 +54,27 @@ const BLANK_BUDGET: u64 = 1 << 20;
 
 /// Why a line could not be read.
 #[derive(Debug, PartialEq, Eq)]
-enum LineError {
+pub(crate) enum LineError {
     /// The connection or the stream failed: worth reading again.
     Io(String),
     /// The list itself is wrong.
     TooLong,
+}
+
+impl LineError {
+    /// The error for a line at `at`: `io` for a failed read (retried),
+    /// `bad` for a list that is wrong.
+    pub(crate) fn into_error(
+        self,
+        at: String,
+        io: impl Fn(String) -> Error,
+        bad: impl Fn(String) -> Error,
+    ) -> Error {
+        match self {
+            Self::Io(e) => io(format!("{at}: {e}")),
+            Self::TooLong => bad(format!("{at}: a line longer than {MAX_LINE} bytes")),
+        }
+    }
 }
 
 impl S3 {
@@ -76,16 +98,17 @@ impl S3 {
             source_name: name.clone(),
             reason,
         };
-        let line_error = |at: String| {
-            move |e: LineError| match e {
-                LineError::Io(e) => io(format!("{at}: {e}")),
-                LineError::TooLong => bad(format!("{at}: a line longer than {MAX_LINE} bytes")),
-            }
-        };
+        let line_error = |at: String| move |e: LineError| e.into_error(at, io, bad);
         let mut offset = u64::try_from(offset).unwrap_or(0);
         let mut etag = etag.map(str::to_owned);
         let locator = match list.format {
             ListFormat::JsonLines => Locator::Field(list.key_field().to_owned()),
+            ListFormat::Inventory => {
+                return Err(bad(
+                    "an inventory manifest is not a list of lines (read_inventory reads it)"
+                        .to_owned(),
+                ));
+            }
             ListFormat::Csv => {
                 let (mut header, tag) = self.lines(bucket, list, 0, etag.as_deref()).await?;
                 etag = etag.or(tag);
@@ -124,6 +147,7 @@ impl S3 {
             }
         }
         page.end = i64::try_from(position).unwrap_or(i64::MAX);
+        page.file_end = page.last;
         Ok(page)
     }
 
@@ -184,7 +208,7 @@ impl S3 {
 
 /// The next line (with its break) and how many bytes it took; `(_, 0)` at
 /// the end. A line over [`MAX_LINE`] bytes is refused, read no further.
-async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+pub(crate) async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     reader: &mut R,
 ) -> std::result::Result<(Vec<u8>, u64), LineError> {
     let mut line = Vec::new();

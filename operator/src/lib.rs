@@ -10,6 +10,7 @@
 //! - [`split`]: cutting a listing into chunks.
 //! - [`pipeline`]: when a `batchJob` source may start and what it reads.
 //! - [`manifest`]: the results manifest written when a job finishes.
+//! - [`report`]: the failure report (sharded item results) it points at.
 //! - [`health`]: why worker pods cannot run, from their status.
 //! - [`controller`]: the reconciler (the only part that calls the API
 //!   server, with [`sqs`] and [`amqp`] for the queues).
@@ -24,6 +25,7 @@ pub mod error;
 pub mod fanout;
 pub mod health;
 pub mod http;
+pub mod inventory;
 pub mod item_list;
 pub mod leader;
 pub mod manifest;
@@ -32,6 +34,7 @@ pub mod ownership;
 pub mod pipeline;
 pub mod plan;
 pub mod redrive;
+pub mod report;
 pub mod s3;
 pub mod scaling;
 pub mod split;

@@ -5,20 +5,22 @@
 //! Contract:
 //! - It names the job (namespace, name, uid), its final phase, start and
 //!   completion time, input and output locations, the dead-letter queue,
-//!   chunk and item counts, and every object under the output prefix
-//!   (key and size, in key order; `_shoal/` excluded) when the job
-//!   finished. It is one JSON document: a job with millions of outputs
-//!   makes a manifest of tens of MB.
+//!   chunk and item counts, and the failure report's shard files
+//!   (`results`: succeeded and failed, each with its item count and files;
+//!   see [`crate::report`]). It stays small however many items the job
+//!   has: the items themselves, with their outputs or failure reasons, are
+//!   in the shards.
 //! - Written before the status records the finish, so a finished job
 //!   always has one (`status.manifest` gives its URL); a failed write is
-//!   retried by the next reconcile.
+//!   retried by the next reconcile. A job that finishes again (redrive)
+//!   gets both rewritten.
 //! - Sources skip the `_shoal/` folder under their prefix, so a pipeline
-//!   stage never takes its upstream's manifest for an input.
+//!   stage never takes its upstream's manifest or report for an input.
 
 use serde::Serialize;
 
 use crate::crd::{BatchJob, BatchJobStatus, ChunkCounts, OutputSpec, Phase, S3Source};
-use crate::split::Listed;
+use crate::report::Report;
 
 /// shoal's own folder under an output prefix.
 pub const FOLDER: &str = "_shoal/";
@@ -32,15 +34,6 @@ pub fn key(prefix: &str) -> String {
 pub fn is_shoal_key(prefix: &str, key: &str) -> bool {
     key.strip_prefix(prefix)
         .is_some_and(|rest| rest.starts_with(FOLDER))
-}
-
-/// One output object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OutputObject {
-    /// Its key.
-    pub key: String,
-    /// Its size in bytes.
-    pub size: i64,
 }
 
 /// The manifest document.
@@ -73,19 +66,22 @@ pub struct Manifest {
     pub chunks: ChunkCounts,
     /// Items enqueued.
     pub items: i64,
-    /// Every object under the output prefix, in key order.
-    pub outputs: Vec<OutputObject>,
+    /// The failure report: succeeded and failed items, sharded.
+    pub results: Report,
 }
 
 /// The manifest of `job`, finished with `status`, having read `input` and
-/// left `outputs` under `output`.
+/// written `results` under `output`.
 pub fn build(
     job: &BatchJob,
     status: &BatchJobStatus,
     input: &S3Source,
     output: &OutputSpec,
-    outputs: Vec<Listed>,
+    mut results: Report,
 ) -> Manifest {
+    let items = status.split.as_ref().map_or(0, |s| s.items);
+    let settled = results.succeeded.items.saturating_add(results.failed.items);
+    results.pending = u64::try_from(items).unwrap_or(0).saturating_sub(settled);
     Manifest {
         api_version: "shoal.dev/v1alpha1",
         kind: "BatchJobManifest",
@@ -102,14 +98,8 @@ pub fn build(
         output: format!("s3://{}/{}", output.bucket, output.prefix),
         dead_letter_queue_url: status.dead_letter_queue_url.clone(),
         chunks: status.chunks.clone(),
-        items: status.split.as_ref().map_or(0, |s| s.items),
-        outputs: outputs
-            .into_iter()
-            .map(|o| OutputObject {
-                key: o.key,
-                size: o.size,
-            })
-            .collect(),
+        items,
+        results,
     }
 }
 

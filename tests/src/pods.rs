@@ -118,6 +118,22 @@ pub fn start_workers(plane: &ControlPlane, name: &str, handler: &str, count: usi
         .collect()
 }
 
+/// Stops `workers` as the kubelet stops a pod: SIGTERM, then waits for
+/// each to exit (at most a minute) after it drained.
+pub fn stop_workers(workers: Vec<Proc>) {
+    for worker in &workers {
+        worker.signal("TERM");
+    }
+    for mut worker in workers {
+        let status = worker.wait(std::time::Duration::from_secs(60));
+        assert!(
+            status.success(),
+            "worker exit {status}: {}",
+            worker.log_text()
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

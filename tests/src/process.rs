@@ -43,6 +43,24 @@ impl Proc {
         self.child.id()
     }
 
+    /// Peak resident memory (VmHWM) since the start or the last
+    /// [`Proc::reset_peak_memory`], in KiB.
+    pub fn peak_memory_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.id()))
+            .unwrap_or_else(|e| panic!("cannot read the status of {}: {e}", self.id()));
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in the status of {}", self.id()))
+    }
+
+    /// Starts measuring the peak resident memory anew (clear_refs 5).
+    pub fn reset_peak_memory(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.id()), "5")
+            .unwrap_or_else(|e| panic!("cannot reset the peak memory of {}: {e}", self.id()));
+    }
+
     /// Sends a signal by name (`TERM`, `KILL`) with kill(1).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")

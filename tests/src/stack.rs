@@ -112,6 +112,11 @@ pub async fn upload(s3: &aws_sdk_s3::Client, bucket: &str, keys: &[String], body
     }
 }
 
+/// How many of `keys` are outputs (not in shoal's `_shoal/` folders).
+pub fn outputs(keys: &BTreeSet<String>) -> usize {
+    keys.iter().filter(|k| !k.contains("/_shoal/")).count()
+}
+
 /// Every key under `prefix` in `bucket`.
 pub async fn keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> BTreeSet<String> {
     let mut pages = s3

@@ -318,6 +318,16 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
             batchjob("no-handler", &format!("{S3_SOURCE}{OUTPUT}")),
             "spec.handler: Required value",
         ),
+        (
+            "an environment variable named twice",
+            batchjob(
+                "env-twice",
+                &format!(
+                    "{HANDLER}    env:\n      - {{name: RUST_LOG, value: debug}}\n      - {{name: RUST_LOG, value: info}}\n{S3_SOURCE}{OUTPUT}"
+                ),
+            ),
+            "spec.handler.env[1]: Duplicate value",
+        ),
     ];
     for (what, yaml, expected) in &cases {
         let refusal = refused(&plane, yaml);

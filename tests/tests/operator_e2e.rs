@@ -169,11 +169,12 @@ spec:
     assert_eq!(counts, "8 8 0 0");
     let thumbs = keys(&stack.s3, "photos", "thumbs/").await;
     assert_eq!(
-        thumbs.len(),
-        31,
-        "30 thumbnails and the manifest: {thumbs:?}"
+        shoal_tests::stack::outputs(&thumbs),
+        30,
+        "30 thumbnails: {thumbs:?}"
     );
-    // The results manifest lists every output.
+    assert!(thumbs.contains("thumbs/_shoal/manifest.json"), "{thumbs:?}");
+    // The results manifest points at the report, which names every output.
     assert_eq!(
         plane.jsonpath(&["bj", "thumbnails"], "{.status.manifest}"),
         "s3://photos/thumbs/_shoal/manifest.json"
@@ -184,12 +185,30 @@ spec:
     assert_eq!(manifest["chunks"]["total"], 8);
     assert_eq!(manifest["chunks"]["succeeded"], 8);
     assert_eq!(manifest["items"], 30);
-    let listed: Vec<&str> = manifest["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["key"].as_str().unwrap())
+    assert_eq!(manifest["results"]["failed"]["items"], 0);
+    assert_eq!(manifest["results"]["succeeded"]["items"], 30);
+    let shard = manifest["results"]["succeeded"]["files"][0]["key"]
+        .as_str()
+        .unwrap();
+    assert_eq!(shard, "thumbs/_shoal/results/SUCCEEDED_0.jsonl");
+    let shard = stack
+        .s3
+        .get_object()
+        .bucket("photos")
+        .key(shard)
+        .send()
+        .await
+        .unwrap();
+    let shard = shard.body.collect().await.unwrap().into_bytes();
+    let mut listed: Vec<String> = String::from_utf8_lossy(&shard)
+        .lines()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(record["status"], "SUCCEEDED");
+            format!("thumbs/{}", record["output"].as_str().unwrap())
+        })
         .collect();
+    listed.sort_unstable();
     let written: Vec<&str> = thumbs
         .iter()
         .map(String::as_str)
@@ -234,7 +253,11 @@ spec:
         || format!("{}\n{}", log(), worker_logs(&workers)),
     );
     let small = keys(&stack.s3, "photos", "small/").await;
-    assert_eq!(small.len(), 31, "30 thumbnails and the manifest: {small:?}");
+    assert_eq!(
+        shoal_tests::stack::outputs(&small),
+        30,
+        "30 thumbnails: {small:?}"
+    );
     assert_eq!(read_manifest(&stack.s3, "small/").await["items"], 30);
     println!("$ kubectl get bj\n{}", plane.kubectl(&["get", "bj"]));
 

@@ -14,6 +14,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use serde_json::Value;
 use shoal_tests::kube::ControlPlane;
 use shoal_tests::operator::{self, replicas};
 use shoal_tests::stack::{Stack, corrupt_jpeg, tiny_jpeg, upload};
@@ -54,11 +55,21 @@ fn job(stack: &Stack, name: &str, extra: &str) -> String {
 
 /// `kubectl wait --for=condition=<condition> bj/<name>`, in the background.
 fn kubectl_wait(plane: &ControlPlane, name: &str, condition: &str) -> shoal_tests::process::Proc {
+    kubectl_wait_for(plane, name, condition, 180)
+}
+
+/// [`kubectl_wait`] with a timeout of `seconds`.
+fn kubectl_wait_for(
+    plane: &ControlPlane,
+    name: &str,
+    condition: &str,
+    seconds: u32,
+) -> shoal_tests::process::Proc {
     plane.kubectl_spawn(
         &[
             "wait",
             &format!("--for=condition={condition}"),
-            "--timeout=180s",
+            &format!("--timeout={seconds}s"),
             &format!("bj/{name}"),
         ],
         &format!("wait-{name}-{condition}"),
@@ -286,6 +297,68 @@ async fn queued_keys(sqs: &aws_sdk_sqs::Client, url: &str) -> (i64, BTreeSet<Str
     (i64::try_from(bodies.len()).unwrap(), seen)
 }
 
+/// Writes two S3 Inventory reports to bucket `inventory`, as S3 lays them
+/// out: one of bucket photos (two gzip CSV data files, keys URL-encoded,
+/// with an older version and a delete marker that are not items) and one
+/// of bucket secrets. Returns the keys the first one names.
+async fn inventory(s3: &aws_sdk_s3::Client) -> BTreeSet<String> {
+    use std::io::Write;
+    s3.create_bucket().bucket("inventory").send().await.unwrap();
+    let row = |key: &str, latest: bool, marker: bool| {
+        let encoded = key
+            .replace('%', "%25")
+            .replace('+', "%2B")
+            .replace(' ', "+");
+        format!(
+            "\"photos\",\"{encoded}\",\"v1\",\"{latest}\",\"{marker}\",\"12\",\"2026-12-01T00:00:00.000Z\"\n"
+        )
+    };
+    let mut first: Vec<String> = (0..11_997).map(|n| format!("inv/p{n:05}.jpg")).collect();
+    first.push("inv/a cat+dog 100%.jpg".to_owned());
+    let second: Vec<String> = (0..5).map(|n| format!("inv/q{n}.jpg")).collect();
+    let mut files = Vec::new();
+    for (n, keys) in [&first, &second].into_iter().enumerate() {
+        let mut text: String = keys.iter().map(|k| row(k, true, false)).collect();
+        if n == 0 {
+            text.insert_str(0, &row("inv/old.jpg", false, false));
+            text.push_str(&row("inv/deleted.jpg", true, true));
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(text.as_bytes()).unwrap();
+        let body = gz.finish().unwrap();
+        let key = format!("photos/daily/data/{n}.csv.gz");
+        files.push(format!(
+            "{{\"key\": \"{key}\", \"size\": {}, \"MD5checksum\": \"x\"}}",
+            body.len()
+        ));
+        s3.put_object()
+            .bucket("inventory")
+            .key(&key)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+    }
+    for source in ["photos", "secrets"] {
+        let manifest = format!(
+            "{{\"sourceBucket\": \"{source}\", \"destinationBucket\": \"arn:aws:s3:::inventory\",
+              \"version\": \"2016-11-30\", \"creationTimestamp\": \"1764547200000\",
+              \"fileFormat\": \"CSV\",
+              \"fileSchema\": \"Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate\",
+              \"files\": [{}]}}",
+            files.join(", ")
+        );
+        s3.put_object()
+            .bucket("inventory")
+            .key(format!("{source}/daily/manifest.json"))
+            .body(manifest.into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    first.into_iter().chain(second).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_and_json_lines_lists_fan_out_exactly_their_keys() {
     let plane = ControlPlane::start();
@@ -320,11 +393,22 @@ async fn csv_and_json_lines_lists_fan_out_exactly_their_keys() {
             .await
             .unwrap();
     }
+    let inventory = inventory(&stack.s3).await;
     // Three keys a chunk: pages of 1,000 end in the middle of a chunk.
     for (name, list, per_chunk) in [
         ("from-csv", "{key: lists/all.csv, format: csv}", 3),
         ("from-jsonl", "{key: lists/few.jsonl, format: jsonl}", 2),
         ("bad-list", "{key: lists/bad.jsonl, format: jsonl}", 2),
+        (
+            "from-inventory",
+            "{bucket: inventory, key: photos/daily/manifest.json, format: inventory}",
+            3,
+        ),
+        (
+            "foreign-inventory",
+            "{bucket: inventory, key: secrets/daily/manifest.json, format: inventory}",
+            3,
+        ),
     ] {
         let spec = job(&stack, name, &format!("  queue:\n    name: lists-{name}\n"))
             .replace(&format!("prefix: {name}/\n"), &format!("list: {list}\n"))
@@ -351,6 +435,28 @@ async fn csv_and_json_lines_lists_fan_out_exactly_their_keys() {
     let (_, seen) = queued_keys(&stack.sqs, &url).await;
     let want: BTreeSet<String> = ["a.jpg", "b.jpg", "c.jpg"].map(String::from).into();
     assert_eq!(seen, want);
+
+    // The inventory: 12,000 rows then 5 in two data files, an old version
+    // and a delete marker left out; pages of 10,000 rows, and no chunk
+    // across the two files: 3,999 + 1 + 2 chunks.
+    let split = operator::split_done(&plane, "from-inventory", limit, log);
+    assert_eq!(split, "true 4002 12003");
+    let url = plane.jsonpath(&["bj", "from-inventory"], "{.status.queueUrl}");
+    let (messages, seen) = queued_keys(&stack.sqs, &url).await;
+    assert_eq!(messages, 4002, "every chunk once");
+    assert_eq!(seen, inventory);
+    // An inventory of another bucket is refused, not fanned out.
+    wait_until(
+        limit,
+        "foreign-inventory Failed",
+        || (condition(&plane, "foreign-inventory", "Failed") == "True ListInvalid").then_some(()),
+        log,
+    );
+    let message = plane.jsonpath(
+        &["bj", "foreign-inventory"],
+        "{.status.conditions[?(@.type==\"Failed\")].message}",
+    );
+    assert!(message.contains("\"secrets\""), "{message}");
 
     // A line that is not an item fails the job, saying where and why.
     wait_until(
@@ -421,6 +527,38 @@ async fn a_consuming_job_suspends_to_zero_workers_and_keeps_its_queue() {
 }
 
 /// `shoal-operator redrive <name> --wait` against `plane`; its stdout.
+async fn object(s3: &aws_sdk_s3::Client, key: &str) -> Vec<u8> {
+    let got = s3.get_object().bucket("photos").key(key).send().await;
+    let got = got.unwrap_or_else(|e| panic!("s3://photos/{key}: {e:?}"));
+    got.body.collect().await.unwrap().to_vec()
+}
+
+/// The results manifest under `prefix` in bucket photos, and the lines of
+/// its SUCCEEDED and FAILED shards, read through the files it lists.
+async fn report(s3: &aws_sdk_s3::Client, prefix: &str) -> (Value, Vec<Value>, Vec<Value>) {
+    let manifest: Value =
+        serde_json::from_slice(&object(s3, &format!("{prefix}_shoal/manifest.json")).await)
+            .unwrap();
+    let mut shards = Vec::new();
+    for status in ["succeeded", "failed"] {
+        let mut lines = Vec::new();
+        for file in manifest["results"][status]["files"].as_array().unwrap() {
+            let text = object(s3, file["key"].as_str().unwrap()).await;
+            assert_eq!(file["size"], text.len());
+            let before = lines.len();
+            for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                lines.push(serde_json::from_slice::<Value>(line).unwrap());
+            }
+            assert_eq!(file["items"], lines.len() - before);
+        }
+        assert_eq!(manifest["results"][status]["items"], lines.len());
+        shards.push(lines);
+    }
+    let failed = shards.pop().unwrap();
+    let succeeded = shards.pop().unwrap();
+    (manifest, succeeded, failed)
+}
+
 fn redrive(plane: &ControlPlane, name: &str, log: impl Fn() -> String) -> String {
     let out = std::process::Command::new(OPERATOR)
         .args(["redrive", name, "--wait", "--timeout", "2m"])
@@ -480,8 +618,35 @@ async fn a_poison_item_fixed_and_redriven_completes_the_job_with_counts_right() 
         shoal_tests::sqs::counts(&stack.sqs, &url).await == (0, 0, 0)
     })
     .await;
-    drop(workers);
+    // Stopped as a pod is: a receive under way when it stops must not
+    // take the message the redrive moves next.
+    shoal_tests::pods::stop_workers(workers);
     let counts = "{.status.chunks.total} {.status.chunks.succeeded} {.status.chunks.deadLettered}";
+
+    // The failure report, written when the job failed: the poison item,
+    // with why; p2 (its chunk-mate) succeeded. The other chunk may have
+    // finished after the report (then it counts as pending).
+    let (manifest, succeeded, failed) = report(&stack.s3, "out/fixme/").await;
+    assert_eq!(manifest["phase"], "Failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["item"], poison);
+    assert_eq!(failed[0]["status"], "FAILED");
+    assert_eq!(failed[0]["attempts"], 1);
+    assert_eq!(failed[0]["category"], "handler", "{failed:?}");
+    assert!(
+        !failed[0]["reason"].as_str().unwrap().is_empty(),
+        "{failed:?}"
+    );
+    let ok: BTreeSet<&str> = succeeded
+        .iter()
+        .map(|r| r["item"].as_str().unwrap())
+        .collect();
+    assert!(ok.contains("fixme/p2.jpg"), "{succeeded:?}");
+    assert_eq!(
+        manifest["results"]["pending"].as_u64().unwrap() + ok.len() as u64 + 1,
+        4,
+        "{manifest}"
+    );
 
     // The fix: a good image where the corrupt one was. And p2's thumbnail
     // removed: were p2 run again, it would come back.
@@ -538,6 +703,28 @@ async fn a_poison_item_fixed_and_redriven_completes_the_job_with_counts_right() 
         !thumbs.contains("out/fixme/fixme/p2.jpg"),
         "an item that had succeeded was run again: {thumbs:?}"
     );
+    // The report, rewritten at the new finish: nothing failed (the old
+    // FAILED shard is gone), the poison item succeeded on its second try.
+    let (manifest, succeeded, failed) = report(&stack.s3, "out/fixme/").await;
+    assert_eq!(manifest["phase"], "Succeeded");
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(manifest["results"]["pending"], 0);
+    let mut items: Vec<&str> = succeeded
+        .iter()
+        .map(|r| r["item"].as_str().unwrap())
+        .collect();
+    items.sort_unstable();
+    assert_eq!(
+        items,
+        ["fixme/p0.jpg", "fixme/p1.jpg", "fixme/p2.jpg", poison],
+        "each item once"
+    );
+    let fixed = succeeded.iter().find(|r| r["item"] == poison).unwrap();
+    assert_eq!(fixed["attempts"], 2, "{fixed}");
+    assert_eq!(fixed["output"], "fixme/z-poison.jpg");
+    let stale =
+        shoal_tests::stack::keys(&stack.s3, "photos", "out/fixme/_shoal/results/FAILED").await;
+    assert!(stale.is_empty(), "{stale:?}");
 
     // A second redrive with nothing to move runs once and changes nothing.
     let said = redrive(&plane, "fixme", log);
@@ -547,4 +734,116 @@ async fn a_poison_item_fixed_and_redriven_completes_the_job_with_counts_right() 
         "Succeeded"
     );
     assert_eq!(plane.jsonpath(&["bj", "fixme"], counts), "2 2 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failure_report_of_a_100000_item_job_is_written_in_bounded_memory() {
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    let stack = Stack::start();
+    // 100,000 keys from a list, and workers misconfigured so that each
+    // item fails at once, unread: the user's SHOAL_ALLOWED_BUCKETS (theirs
+    // wins over the operator's) leaves out the source bucket. Every failure
+    // tolerated, so the job runs to the end.
+    let keys: Vec<String> = (0..100_000).map(|n| format!("big/k{n:06}.jpg")).collect();
+    upload(&stack.s3, "photos", &[], b"").await;
+    let mut csv = String::from("key\n");
+    for key in &keys {
+        csv.push_str(key);
+        csv.push('\n');
+    }
+    stack
+        .s3
+        .put_object()
+        .bucket("photos")
+        .key("lists/big.csv")
+        .body(csv.into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let spec = job(
+        &stack,
+        "big",
+        "  failurePolicy:\n    maxFailedPercent: 100\n  queue:\n    maxReceiveCount: 1\n",
+    )
+    .replace(
+        "prefix: big/\n",
+        "list: {key: lists/big.csv, format: csv}\n",
+    )
+    .replace("maxItemsPerChunk: 2", "maxItemsPerChunk: 1000")
+    .replace(
+        "timeoutSeconds: 30\n",
+        "timeoutSeconds: 30\n    concurrency: 32\n",
+    )
+    .replace(
+        "    env:\n",
+        "    env:\n      - name: SHOAL_ALLOWED_BUCKETS\n        value: elsewhere\n",
+    );
+    plane.apply_yaml(&spec);
+    let (operator, _metrics) = operator::spawn(OPERATOR, &plane, stack.env());
+    let log = || operator.log_text();
+    let limit = Duration::from_secs(600);
+    let split = operator::split_done(&plane, "big", limit, log);
+    assert_eq!(split, "true 100 100000");
+    wait_until(
+        limit,
+        "a Deployment",
+        || replicas(&plane, "big-workers").filter(|r| *r > 0),
+        log,
+    );
+    // From here the operator's memory is what the finish (the report)
+    // takes on top of what it holds anyway.
+    operator.reset_peak_memory();
+    let baseline = operator.peak_memory_kib();
+    let workers = shoal_tests::pods::start_workers(&plane, "big-workers", HANDLER, 1);
+    let mut complete = kubectl_wait_for(&plane, "big", "Complete", 600);
+    if !complete.wait(limit).success() {
+        let tail: String = workers.iter().map(|w| w.log_text()).collect();
+        let tail = &tail[tail.len().saturating_sub(20_000)..];
+        panic!("{}\n{}\n{tail}", complete.log_text(), log());
+    }
+    let peak = operator.peak_memory_kib();
+    drop(workers);
+
+    let (manifest, succeeded, failed) = report(&stack.s3, "out/big/").await;
+    assert_eq!(manifest["phase"], "Succeeded");
+    assert_eq!(manifest["items"], 100_000);
+    assert_eq!(manifest["results"]["pending"], 0);
+    assert_eq!(manifest["results"]["unreadable"], 0);
+    assert!(succeeded.is_empty());
+    assert_eq!(failed.len(), 100_000);
+    let mut seen = BTreeSet::new();
+    for record in succeeded.iter().chain(&failed) {
+        assert!(
+            seen.insert(record["item"].as_str().unwrap().to_owned()),
+            "{record} twice"
+        );
+    }
+    assert_eq!(seen, keys.iter().cloned().collect::<BTreeSet<_>>());
+    let sample = &failed[12_345];
+    assert_eq!(sample["cause"], "permanent", "{sample}");
+    assert_eq!(sample["attempts"], 1, "{sample}");
+    let reason = sample["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(sample["item"].as_str().unwrap()) && reason.contains("\"photos\""),
+        "{sample}"
+    );
+    // Sharded, and the operator never held the report: its peak grew by
+    // less than the report's size.
+    let files = manifest["results"]["failed"]["files"].as_array().unwrap();
+    let bytes: u64 = files.iter().map(|f| f["size"].as_u64().unwrap()).sum();
+    assert!(files.len() > 1, "{manifest}");
+    eprintln!(
+        "failure report: {} items in {} FAILED shards, {} KiB; operator peak RSS {} KiB, {} KiB over the {} KiB it held before the finish",
+        failed.len(),
+        files.len(),
+        bytes / 1024,
+        peak,
+        peak.saturating_sub(baseline),
+        baseline
+    );
+    assert!(
+        (peak - baseline) * 1024 < bytes,
+        "peak {peak} KiB, baseline {baseline} KiB, report {bytes} bytes"
+    );
 }

@@ -310,6 +310,12 @@ pub struct WorkerArgs {
     /// pod's terminationGracePeriodSeconds).
     #[arg(long, env = "SHOAL_SHUTDOWN_GRACE", default_value_t = 25.0, value_parser = parse_grace)]
     pub shutdown_grace: f64,
+
+    /// Before settling a shoal chunk, write what became of its items (one
+    /// JSON Lines part under `<output>/_shoal/results/parts/`) for the
+    /// BatchJob's failure report; needs --output. The operator sets it.
+    #[arg(long, env = "SHOAL_RECORD_RESULTS", requires = "output")]
+    pub record_results: bool,
 }
 
 fn parse_grace(s: &str) -> Result<f64, String> {

@@ -24,6 +24,7 @@ pub mod payload;
 pub mod platform;
 pub mod queue;
 pub mod redact;
+pub mod results;
 pub mod retry;
 pub mod signals;
 pub mod store;

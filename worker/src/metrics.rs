@@ -122,7 +122,7 @@ pub struct QueueMetrics {
 }
 
 /// Broker operations, the `operation` label of `shoal_queue_errors_total`.
-pub const QUEUE_OPERATIONS: [&str; 7] = [
+pub const QUEUE_OPERATIONS: [&str; 8] = [
     "receive",
     "delete",
     "extend",
@@ -130,6 +130,7 @@ pub const QUEUE_OPERATIONS: [&str; 7] = [
     "requeue",
     "dead_letter",
     "surrender",
+    "record_results",
 ];
 
 /// Seconds: 10 ms to 14 days, SQS's longest retention.

@@ -12,10 +12,10 @@ use kube::runtime::controller::Action;
 use super::{Context, UPSTREAM_INTERVAL, expire, job_key, write_status};
 use crate::crd::{BatchJob, BatchJobStatus, OutputSpec, Phase, RedriveStatus, S3Source};
 use crate::error::{Error, Result};
-use crate::manifest;
 use crate::metrics::JobFigures;
 use crate::pipeline::{self, Upstream};
 use crate::plan;
+use crate::{manifest, report};
 
 /// Where a job's work comes from, as of this reconcile.
 pub(super) enum Source {
@@ -209,14 +209,21 @@ pub(super) async fn write_manifest(
     input: &S3Source,
     output: &OutputSpec,
 ) -> Result<String> {
-    let outputs = ctx.s3.list_all(&output.bucket, &output.prefix).await?;
-    let document = manifest::build(job, status, input, output, outputs);
+    let results = report::write(&ctx.s3, output).await?;
+    let document = manifest::build(job, status, input, output, results);
     let key = manifest::key(&output.prefix);
     let body = serde_json::to_vec_pretty(&document).map_err(|e| Error::Output {
         location: format!("s3://{}/{key}", output.bucket),
         reason: format!("cannot encode the manifest: {e}"),
     })?;
     ctx.s3.put_json(&output.bucket, &key, body).await?;
-    tracing::info!(batchjob = %job.name_any(), manifest = %key, outputs = document.outputs.len(), "results manifest written");
+    tracing::info!(
+        batchjob = %job.name_any(),
+        manifest = %key,
+        succeeded = document.results.succeeded.items,
+        failed = document.results.failed.items,
+        unreadable = document.results.unreadable,
+        "results manifest and failure report written"
+    );
     Ok(format!("s3://{}/{key}", output.bucket))
 }

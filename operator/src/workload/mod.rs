@@ -227,8 +227,15 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
     }
     if let Some(bucket) = &wiring.input_bucket {
         env_vars.push(env("SHOAL_ALLOWED_BUCKETS", bucket.clone()));
+        if wiring.output.is_some() {
+            // A fan-out job's items end in its failure report.
+            env_vars.push(env("SHOAL_RECORD_RESULTS", "true"));
+        }
     }
-    // The user's variables come last: they may override any of ours.
+    // The user's variables win: ours of the same name are left out (a
+    // container's env is a list-map by name, and server-side apply refuses
+    // a Deployment that names a variable twice).
+    env_vars.retain(|ours| handler.env.iter().all(|theirs| theirs.name != ours.name));
     env_vars.extend(handler.env.iter().cloned());
 
     let mut args = handler.args.clone();

@@ -111,10 +111,12 @@ fn worker_command_and_configuration() {
     );
     assert_eq!(env_value(c, "SHOAL_OUTPUT"), ["s3://thumbs/out/"]);
     assert_eq!(env_value(c, "SHOAL_ALLOWED_BUCKETS"), ["photos"]);
+    assert_eq!(env_value(c, "SHOAL_RECORD_RESULTS"), ["true"]);
     assert_eq!(env_value(c, "SHOAL_CONCURRENCY"), ["4"]);
     assert_eq!(env_value(c, "SHOAL_MEMORY_MIB"), ["3538"]);
-    // The user's value comes after the operator's, so it wins.
-    assert_eq!(env_value(c, "SHOAL_TIMEOUT"), ["120", "5"]);
+    // The user's value replaces the operator's (a name twice is refused by
+    // server-side apply).
+    assert_eq!(env_value(c, "SHOAL_TIMEOUT"), ["5"]);
     assert_eq!(env_value(c, "RUST_LOG"), ["debug"]);
     let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some("thumbs-s3"));
@@ -259,11 +261,12 @@ fn restricted_security_probes_metrics_and_grace() {
 fn long_items_keep_their_timeout_and_drain_at_most_an_hour() {
     let mut long = job();
     long.spec.handler.timeout_seconds = Some(4 * 3600);
+    // (Without the test job's own SHOAL_TIMEOUT, which would win.)
+    long.spec.handler.env.retain(|e| e.name != "SHOAL_TIMEOUT");
     let d = deployment(&long, &wiring());
     let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     let c = &pod.containers[0];
-    // (The test job's own env sets SHOAL_TIMEOUT again after the operator's.)
-    assert_eq!(env_value(c, "SHOAL_TIMEOUT")[0], "14400");
+    assert_eq!(env_value(c, "SHOAL_TIMEOUT"), ["14400"]);
     // What the worker accepts as its drain, and Kubernetes a bit longer.
     assert_eq!(env_value(c, "SHOAL_SHUTDOWN_GRACE"), ["3600"]);
     assert_eq!(pod.termination_grace_period_seconds, Some(3610));

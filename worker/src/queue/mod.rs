@@ -70,6 +70,9 @@ pub struct Settings {
     pub grace: Duration,
     /// When the process started (for the start-to-first-receive log).
     pub started: Instant,
+    /// Record what became of each chunk item in the output store before
+    /// settling (see [`crate::results`]).
+    pub record_results: bool,
 }
 
 /// Signals the runner obeys.
@@ -87,6 +90,7 @@ struct Shared<H: Handler, T: Transport> {
     stop: CancellationToken,
     started: Instant,
     first_receive: AtomicBool,
+    record_results: bool,
 }
 
 /// Consumes the queue until `shutdown` says stop, then returns once every
@@ -103,6 +107,7 @@ pub async fn run<H: Handler, T: Transport>(
         stop: shutdown.stop.clone(),
         started: settings.started,
         first_receive: AtomicBool::new(false),
+        record_results: settings.record_results,
     });
     let permits = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
     let tracker = TaskTracker::new();
@@ -121,6 +126,18 @@ pub async fn run<H: Handler, T: Transport>(
         () = shutdown.stop.cancelled() => shutdown.drain.cancel(),
     }
     engine.drain();
+    // The grace period covers the receives still under way (each ends
+    // within its poll's wait) and the invocations after them.
+    let deadline = tokio::time::Instant::now() + settings.grace;
+    let grace_over = || {
+        warn!("grace period over: cutting the invocations in flight short");
+        shutdown.stop.cancel();
+    };
+    tokio::select! {
+        () = async { while receivers.join_next().await.is_some() {} } => {}
+        () = tokio::time::sleep_until(deadline) => grace_over(),
+    }
+    // Stopped receivers return at once.
     while receivers.join_next().await.is_some() {}
     tracker.close();
     let held = engine.metrics().queue.in_flight.get();
@@ -132,10 +149,7 @@ pub async fn run<H: Handler, T: Transport>(
     );
     tokio::select! {
         () = tracker.wait() => {}
-        () = tokio::time::sleep(settings.grace) => {
-            warn!("grace period over: cutting the invocations in flight short");
-            shutdown.stop.cancel();
-        }
+        () = tokio::time::sleep_until(deadline) => grace_over(),
         () = shutdown.stop.cancelled() => {}
     }
     if shutdown.stop.is_cancelled() {
@@ -177,9 +191,15 @@ async fn receive_loop<H: Handler, T: Transport>(
                 Err(_) => return,
             },
         };
+        // A receive under way is not abandoned when the drain starts: the
+        // broker may hand it messages all the same (SQS and ElasticMQ do,
+        // to a poll whose connection has closed), and those would stay
+        // invisible for a whole lease. It ends within the poll's wait time;
+        // what it brings after the drain began is given back at once. Only
+        // the hard stop cuts it short.
         let received = tokio::select! {
             biased;
-            () = drain.cancelled() => return,
+            () = shared.stop.cancelled() => return,
             received = shared.transport.receive(batch) => received,
         };
         let received = match received {
@@ -213,6 +233,12 @@ async fn receive_loop<H: Handler, T: Transport>(
         if received.is_empty() {
             metrics.empty_receives.inc();
             continue;
+        }
+        if drain.is_cancelled() {
+            for delivery in &received {
+                release(&shared, delivery, Duration::ZERO).await;
+            }
+            return;
         }
         // One task per receive: its messages run side by side and each is
         // settled (and its permit freed) as soon as it is done. Permits
@@ -316,7 +342,7 @@ async fn handle<H: Handler, T: Transport>(
         .enumerate()
         .filter(|(index, _)| selected.as_ref().is_none_or(|s| s.contains(index)))
         .collect();
-    let results = run_items(&shared, &delivery, chosen, attempt).await;
+    let (results, outputs) = run_items(&shared, &delivery, chosen, attempt).await;
     if delivery.revoked.is_cancelled() {
         let_go(&shared, &delivery);
         return;
@@ -328,7 +354,54 @@ async fn handle<H: Handler, T: Transport>(
         shared.transport.max_attempts(),
         retry_delay,
     );
+    if shared.record_results
+        && !record_results(&shared, &delivery, &results, &outputs, &plan, attempt).await
+    {
+        // Not settled until recorded: it comes back, and its items run again
+        // (outputs are keyed by input, so that costs work, not correctness).
+        release(&shared, &delivery, retry_delay).await;
+        return;
+    }
     settle(&shared, &delivery, plan, total, attempt).await;
+}
+
+/// Writes the part recording the items this delivery settles (see
+/// [`crate::results`]); false if it could not be written. Messages that are
+/// not shoal chunks, and deliveries that settle no item, write nothing.
+async fn record_results<H: Handler, T: Transport>(
+    shared: &Shared<H, T>,
+    delivery: &Delivery,
+    results: &[(usize, String, ItemResult)],
+    outputs: &BTreeMap<usize, String>,
+    plan: &Plan,
+    attempt: u32,
+) -> bool {
+    let (Some(store), Some(chunk)) = (
+        shared.engine.output_store(),
+        crate::results::chunk_id(&delivery.body),
+    ) else {
+        return true;
+    };
+    let records = settle::records(&chunk, results, outputs, plan, attempt);
+    if records.is_empty() {
+        return true;
+    }
+    let key = crate::results::part_key(&chunk);
+    let body = bytes::Bytes::from(crate::results::encode(&records));
+    match store.put(&key, body, "application/x-ndjson").await {
+        Ok(()) => true,
+        Err(e) => {
+            shared
+                .engine
+                .metrics()
+                .queue
+                .errors
+                .with_label_values(&["record_results"])
+                .inc();
+            warn!(message_id = %delivery.message_id, chunk = %chunk, error = %e, "cannot record the items' results; releasing the message to run it again");
+            false
+        }
+    }
 }
 
 /// Runs the chosen items of a delivery, extending its lease while they run.
@@ -337,7 +410,8 @@ async fn run_items<H: Handler, T: Transport>(
     delivery: &Delivery,
     chosen: Vec<(usize, RawItem)>,
     attempt: u32,
-) -> Vec<(usize, String, ItemResult)> {
+) -> (Vec<(usize, String, ItemResult)>, BTreeMap<usize, String>) {
+    let mut outputs = BTreeMap::new();
     let mut results: BTreeMap<usize, (String, ItemResult)> = chosen
         .iter()
         .map(|(index, item)| (*index, (item.id.clone(), ItemResult::NotStarted)))
@@ -368,7 +442,12 @@ async fn run_items<H: Handler, T: Transport>(
                     let result = match attempt {
                         None => ItemResult::NotStarted,
                         Some(record) => match record.result {
-                            Ok(_) => ItemResult::Succeeded,
+                            Ok(success) => {
+                                if let Some(key) = success.output_key {
+                                    outputs.insert(index, key);
+                                }
+                                ItemResult::Succeeded
+                            }
                             Err(failure) => ItemResult::Failed(failure),
                         },
                     };
@@ -390,10 +469,11 @@ async fn run_items<H: Handler, T: Transport>(
             () = shared.stop.cancelled() => break,
         }
     }
-    results
+    let results = results
         .into_iter()
         .map(|(index, (id, result))| (index, id, result))
-        .collect()
+        .collect();
+    (results, outputs)
 }
 
 async fn settle<H: Handler, T: Transport>(

@@ -14,12 +14,14 @@
 //! count and redrive policy keep counting; otherwise re-sent with only the
 //! items left to do and deleted, so finished items are not redone.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::headers::{MAX_REASON_BYTES, truncate};
 use crate::engine::Failure;
 use crate::handler::ErrorKind;
 use crate::metrics::DeadLetterCause;
+use crate::results::{ItemRecord, Status, bounded_reason};
 
 /// What one item's run came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +138,48 @@ pub fn decide(
         }
     };
     Plan { dead, then }
+}
+
+/// The records of the items a delivery of chunk `chunk` settles under
+/// `plan`: one per item that succeeded (with its output key, from
+/// `outputs` by index) or is dead-lettered. `attempt` is the delivery's.
+pub fn records(
+    chunk: &str,
+    results: &[(usize, String, ItemResult)],
+    outputs: &BTreeMap<usize, String>,
+    plan: &Plan,
+    attempt: u32,
+) -> Vec<ItemRecord> {
+    let dead: BTreeMap<usize, &DeadItem> = plan.dead.iter().map(|d| (d.index, d)).collect();
+    results
+        .iter()
+        .filter_map(|(index, id, result)| {
+            let base = ItemRecord {
+                item: id.clone(),
+                chunk: chunk.to_owned(),
+                status: Status::Succeeded,
+                attempts: attempt,
+                output: None,
+                cause: None,
+                category: None,
+                reason: None,
+            };
+            match (result, dead.get(index)) {
+                (ItemResult::Succeeded, _) => Some(ItemRecord {
+                    output: outputs.get(index).cloned(),
+                    ..base
+                }),
+                (ItemResult::Failed(_), Some(d)) => Some(ItemRecord {
+                    status: Status::Failed,
+                    cause: Some(d.cause.as_str().to_owned()),
+                    category: Some(d.failure.category.as_str().to_owned()),
+                    reason: Some(bounded_reason(&d.failure.reason)),
+                    ..base
+                }),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// The dead-letter reason of `dead` items: one line per item.
@@ -318,5 +362,42 @@ mod tests {
                 delay: Duration::ZERO
             }
         );
+    }
+
+    #[test]
+    fn records_name_what_settles_now_and_nothing_that_comes_back() {
+        let list = results(vec![
+            ItemResult::Succeeded,
+            failed(ErrorKind::Permanent),
+            failed(ErrorKind::Retryable),
+            ItemResult::NotStarted,
+            ItemResult::Succeeded,
+        ]);
+        let plan = decide(&list, 2, 3, BACKOFF);
+        let outputs = BTreeMap::from([(0, "out/item-0.jpg".to_owned())]);
+        let written = records("c-9", &list, &outputs, &plan, 2);
+        let short: Vec<(&str, Status, Option<&str>)> = written
+            .iter()
+            .map(|r| (r.item.as_str(), r.status, r.output.as_deref()))
+            .collect();
+        assert_eq!(
+            short,
+            [
+                ("item-0", Status::Succeeded, Some("out/item-0.jpg")),
+                ("item-1", Status::Failed, None),
+                ("item-4", Status::Succeeded, None),
+            ]
+        );
+        let dead = &written[1];
+        assert_eq!(dead.chunk, "c-9");
+        assert_eq!(dead.attempts, 2);
+        assert_eq!(dead.cause.as_deref(), Some("permanent"));
+        assert_eq!(dead.category.as_deref(), Some("handler"));
+        assert_eq!(dead.reason.as_deref(), Some("boom"));
+        // On the last attempt the retryable failure settles too.
+        let last = decide(&list, 3, 3, BACKOFF);
+        let written = records("c-9", &list, &outputs, &last, 3);
+        assert_eq!(written.len(), 4);
+        assert_eq!(written[2].cause.as_deref(), Some("exhausted"));
     }
 }

@@ -1,0 +1,329 @@
+//! Item results: what became of each item of a fanned-out job, recorded by
+//! the workers and merged by the operator into the job's failure report
+//! (sharded `SUCCEEDED_<n>.jsonl` / `FAILED_<n>.jsonl` files and a small
+//! manifest pointing at them; see the operator's `report` module).
+//!
+//! Contract:
+//! - A worker started with `--record-results` writes, for every delivery of
+//!   a shoal chunk that settles items, one *part* object: a JSON Lines file
+//!   of [`ItemRecord`]s, one per item that succeeded or was dead-lettered
+//!   in that delivery (items tried again later are recorded when they
+//!   settle). It is written under [`PARTS`] in the worker's output store
+//!   *before* the message is deleted or dead-lettered: once a chunk's
+//!   message is gone from the queue, its records exist. A part that cannot
+//!   be written leaves the message to be delivered again.
+//! - A part's key groups it by chunk ([`part_key`]): every part of one chunk
+//!   (first delivery, retries, redrives) shares a folder, so a merge reading
+//!   parts in key order sees all records of an item together and needs to
+//!   hold one chunk's items at a time ([`Merger`]).
+//! - Merging is order-free: an item that succeeded in any delivery is
+//!   succeeded (its output exists; a duplicate delivery that failed later
+//!   does not undo it); otherwise it failed with the reason of its last
+//!   record. Attempts add up over deliveries (a redriven item that failed
+//!   three times and then succeeded has four).
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Folder of part objects, relative to the output location.
+pub const PARTS: &str = "_shoal/results/parts/";
+
+/// Longest reason kept in a record, in bytes.
+pub const MAX_REASON_BYTES: usize = 2048;
+
+/// Items of one chunk held by a [`Merger`] before it emits them early (a
+/// chunk message holds far fewer; only forged parts reach this).
+pub const MAX_GROUP_ITEMS: usize = 100_000;
+
+/// Final state of an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    /// The handler succeeded; its output (if any) is stored.
+    Succeeded,
+    /// The item was dead-lettered.
+    Failed,
+}
+
+impl Status {
+    /// `SUCCEEDED` or `FAILED`, as in shard names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
+/// What became of one item, in one delivery or merged over all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemRecord {
+    /// The item id (the object key, or `<chunk>/<index>` for inline items).
+    pub item: String,
+    /// The chunk that carried it.
+    pub chunk: String,
+    /// Succeeded or failed.
+    pub status: Status,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Key of the output written, relative to the output location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// `permanent` or `exhausted`, for a failed item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// The error category (the metrics label), for a failed item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// The last failure's reason, at most [`MAX_REASON_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The folder of `chunk_id`'s parts: a digest, so whatever a message says
+/// its chunk id is, the key is short and safe.
+pub fn group(chunk_id: &str) -> String {
+    Sha256::digest(chunk_id.as_bytes())
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A new part's key for `chunk_id`, relative to the output location:
+/// `_shoal/results/parts/<group>/<ms since epoch>-<random>.jsonl`.
+pub fn part_key(chunk_id: &str) -> String {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!(
+        "{PARTS}{}/{millis:015}-{}.jsonl",
+        group(chunk_id),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// The group a part key (relative to the output location, or with any
+/// prefix before [`PARTS`]) belongs to.
+pub fn group_of(key: &str) -> Option<&str> {
+    let (_, rest) = key.split_once(PARTS)?;
+    let (group, _) = rest.split_once('/')?;
+    Some(group)
+}
+
+/// The `chunkId` of a shoal chunk message, if `body` is one.
+pub fn chunk_id(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(rename = "chunkId")]
+        chunk_id: String,
+    }
+    serde_json::from_slice::<Head>(body)
+        .ok()
+        .map(|h| h.chunk_id)
+}
+
+/// Cuts `reason` to at most [`MAX_REASON_BYTES`], on a character boundary.
+pub fn bounded_reason(reason: &str) -> String {
+    let mut end = reason.len().min(MAX_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}
+
+/// JSON Lines of `records`.
+pub fn encode(records: &[ItemRecord]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for record in records {
+        // A record is strings and numbers: encoding cannot fail.
+        if serde_json::to_writer(&mut out, record).is_ok() {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// Records of a part; lines that are not records are counted, not
+/// returned (a part is written by workers, but anyone who can write to the
+/// bucket can forge one).
+pub fn decode(part: &[u8]) -> (Vec<ItemRecord>, usize) {
+    let mut records = Vec::new();
+    let mut bad = 0;
+    for line in part.split(|b| *b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<ItemRecord>(line) {
+            Ok(record) => records.push(record),
+            Err(_) => bad += 1,
+        }
+    }
+    (records, bad)
+}
+
+/// Merges the records of parts read in key order, one group at a time,
+/// into one final record per item.
+#[derive(Debug, Default)]
+pub struct Merger {
+    group: Option<String>,
+    items: BTreeMap<String, ItemRecord>,
+}
+
+impl Merger {
+    /// An empty merger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the records of a part of `group`; returns the final records of
+    /// the group before it, if `group` starts a new one (or of this group,
+    /// if it grew past [`MAX_GROUP_ITEMS`]).
+    pub fn add(&mut self, group: &str, records: Vec<ItemRecord>) -> Vec<ItemRecord> {
+        let mut done = Vec::new();
+        if self.group.as_deref() != Some(group) {
+            done = self.finish();
+            self.group = Some(group.to_owned());
+        }
+        for record in records {
+            if self.items.len() >= MAX_GROUP_ITEMS && !self.items.contains_key(&record.item) {
+                done.extend(std::mem::take(&mut self.items).into_values());
+            }
+            match self.items.get_mut(&record.item) {
+                None => {
+                    self.items.insert(record.item.clone(), record);
+                }
+                Some(seen) => merge(seen, record),
+            }
+        }
+        done
+    }
+
+    /// The final records of the group being merged.
+    pub fn finish(&mut self) -> Vec<ItemRecord> {
+        self.group = None;
+        std::mem::take(&mut self.items).into_values().collect()
+    }
+}
+
+/// Folds a later record of the same item into `seen`.
+fn merge(seen: &mut ItemRecord, later: ItemRecord) {
+    let attempts = seen.attempts.saturating_add(later.attempts);
+    match (seen.status, later.status) {
+        // Succeeded stays succeeded (keeping the first output).
+        (Status::Succeeded, _) => {}
+        // A success replaces failures; a later failure, an earlier one.
+        (Status::Failed, _) => *seen = later,
+    }
+    seen.attempts = attempts;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(item: &str, status: Status, attempts: u32, reason: &str) -> ItemRecord {
+        ItemRecord {
+            item: item.into(),
+            chunk: "c-1".into(),
+            status,
+            attempts,
+            output: (status == Status::Succeeded).then(|| format!("out/{item}")),
+            cause: (status == Status::Failed).then(|| "exhausted".into()),
+            category: (status == Status::Failed).then(|| "handler".into()),
+            reason: (status == Status::Failed).then(|| reason.into()),
+        }
+    }
+
+    #[test]
+    fn a_redriven_item_that_succeeds_is_succeeded_with_all_its_attempts() {
+        let mut merger = Merger::new();
+        assert!(
+            merger
+                .add(
+                    "g1",
+                    vec![
+                        record("a", Status::Failed, 3, "boom"),
+                        record("b", Status::Succeeded, 1, "")
+                    ]
+                )
+                .is_empty()
+        );
+        assert!(
+            merger
+                .add("g1", vec![record("a", Status::Succeeded, 1, "")])
+                .is_empty()
+        );
+        let done = merger.add("g2", vec![record("c", Status::Failed, 1, "first")]);
+        assert_eq!(done.len(), 2);
+        assert_eq!(done[0].item, "a");
+        assert_eq!(done[0].status, Status::Succeeded);
+        assert_eq!(done[0].attempts, 4);
+        assert_eq!(done[0].output.as_deref(), Some("out/a"));
+        assert_eq!(done[0].reason, None);
+        // A duplicate delivery failing after a success does not undo it.
+        merger.add("g2", vec![record("c", Status::Failed, 2, "second")]);
+        let last = merger.finish();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].status, Status::Failed);
+        assert_eq!(last[0].reason.as_deref(), Some("second"));
+        assert_eq!(last[0].attempts, 3);
+        let mut merger = Merger::new();
+        merger.add("g", vec![record("d", Status::Succeeded, 1, "")]);
+        merger.add("g", vec![record("d", Status::Failed, 1, "late")]);
+        assert_eq!(merger.finish()[0].status, Status::Succeeded);
+    }
+
+    #[test]
+    fn parts_round_trip_and_forged_lines_are_counted() {
+        let records = vec![
+            record("photos/a b.jpg", Status::Succeeded, 1, ""),
+            record("x", Status::Failed, 2, "line\nbreak \"quoted\""),
+        ];
+        let mut bytes = encode(&records);
+        bytes.extend_from_slice(b"not json\n{\"item\":1}\n\n");
+        let (back, bad) = decode(&bytes);
+        assert_eq!(back, records);
+        assert_eq!(bad, 2);
+    }
+
+    #[test]
+    fn part_keys_group_by_chunk_whatever_the_chunk_id_says() {
+        let a = part_key("c-1");
+        let b = part_key("c-1");
+        assert_ne!(a, b);
+        assert_eq!(group_of(&a), group_of(&b));
+        assert_eq!(group_of(&format!("thumbs/{a}")), group_of(&a));
+        let hostile = part_key("../../etc/passwd\n");
+        assert!(hostile.starts_with(PARTS));
+        assert!(
+            hostile[PARTS.len()..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-./".contains(c))
+        );
+        assert_ne!(group_of(&hostile), group_of(&a));
+    }
+
+    #[test]
+    fn a_forged_group_too_large_is_emitted_early_not_held() {
+        let mut merger = Merger::new();
+        let many: Vec<ItemRecord> = (0..MAX_GROUP_ITEMS + 5)
+            .map(|i| record(&format!("k{i}"), Status::Succeeded, 1, ""))
+            .collect();
+        let early = merger.add("g", many);
+        assert_eq!(early.len(), MAX_GROUP_ITEMS);
+        assert_eq!(merger.finish().len(), 5);
+    }
+
+    #[test]
+    fn reasons_are_bounded_on_a_character_boundary() {
+        let long = "é".repeat(MAX_REASON_BYTES);
+        let cut = bounded_reason(&long);
+        assert!(cut.len() <= MAX_REASON_BYTES);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+}
