@@ -30,7 +30,7 @@ use tokio::io::{AsyncReadExt, BufReader};
 
 use crate::crd::ItemList;
 use crate::error::{Error, Result};
-use crate::item_list::{ListPage, read_line};
+use crate::item_list::{BLANK_BUDGET, ListPage, read_line};
 use crate::s3::S3;
 use crate::split::Listed;
 
@@ -226,9 +226,21 @@ impl S3 {
         };
         let skipped = tokio::io::copy(&mut (&mut reader).take(offset), &mut tokio::io::sink())
             .await
-            .map_err(|e| io(format!("cannot decompress: {e}")))?;
+            .map_err(|e| {
+                let reason = format!("cannot decompress: {e}");
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    bad(format!("{where_}: {reason}"))
+                } else {
+                    io(reason)
+                }
+            })?;
         let mut position = skipped;
         while page.items.len() < max_items {
+            // Rows that are not items (older versions, delete markers) are
+            // progress too, but a page reads only so much of them.
+            if page.items.is_empty() && position - skipped > BLANK_BUDGET * 64 {
+                break;
+            }
             let (line, read) = read_line(&mut reader).await.map_err(|e| {
                 e.into_error(format!("{where_}, the line at byte {position}"), io, bad)
             })?;

@@ -50,7 +50,7 @@ pub struct ListPage {
 
 /// Most bytes read past blank lines before a page with no item ends (its
 /// offset is checkpointed all the same).
-const BLANK_BUDGET: u64 = 1 << 20;
+pub(crate) const BLANK_BUDGET: u64 = 1 << 20;
 
 /// Why a line could not be read.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,6 +59,8 @@ pub(crate) enum LineError {
     Io(String),
     /// The list itself is wrong.
     TooLong,
+    /// The bytes cannot be decoded (a gzip data file that is not gzip).
+    Corrupt(String),
 }
 
 impl LineError {
@@ -73,6 +75,7 @@ impl LineError {
         match self {
             Self::Io(e) => io(format!("{at}: {e}")),
             Self::TooLong => bad(format!("{at}: a line longer than {MAX_LINE} bytes")),
+            Self::Corrupt(e) => bad(format!("{at}: {e}")),
         }
     }
 }
@@ -217,7 +220,13 @@ pub(crate) async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
         .take(limit)
         .read_until(b'\n', &mut line)
         .await
-        .map_err(|e| LineError::Io(format!("cannot read the list: {e}")))?;
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                LineError::Corrupt(format!("cannot decode the list: {e}"))
+            } else {
+                LineError::Io(format!("cannot read the list: {e}"))
+            }
+        })?;
     if line.len() > MAX_LINE {
         return Err(LineError::TooLong);
     }

@@ -25,14 +25,24 @@ use crate::report::Report;
 /// shoal's own folder under an output prefix.
 pub const FOLDER: &str = "_shoal/";
 
+/// `prefix` as a folder: with a trailing `/` unless empty, as workers
+/// write under it (`out` and `out/` are the same output location).
+pub fn folder(prefix: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}/")
+    }
+}
+
 /// Key of the manifest for outputs under `prefix`.
 pub fn key(prefix: &str) -> String {
-    format!("{prefix}{FOLDER}manifest.json")
+    format!("{}{FOLDER}manifest.json", folder(prefix))
 }
 
 /// Whether `key`, listed under `prefix`, is in shoal's own folder.
 pub fn is_shoal_key(prefix: &str, key: &str) -> bool {
-    key.strip_prefix(prefix)
+    key.strip_prefix(&folder(prefix))
         .is_some_and(|rest| rest.starts_with(FOLDER))
 }
 
@@ -114,5 +124,8 @@ mod tests {
         assert!(!is_shoal_key("thumbs/", "thumbs/a/_shoal/x.jpg"));
         assert!(!is_shoal_key("thumbs/", "thumbs/_shoalish.jpg"));
         assert!(is_shoal_key("", "_shoal/manifest.json"));
+        // Without the slash, the same folder (where workers write).
+        assert_eq!(key("thumbs"), "thumbs/_shoal/manifest.json");
+        assert!(is_shoal_key("thumbs", "thumbs/_shoal/results/x"));
     }
 }

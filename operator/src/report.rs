@@ -11,7 +11,8 @@
 //!   by [`SHARD_BYTES`] per shard kind, a listing page, one part (at most
 //!   [`MAX_PART_BYTES`]) and one chunk's items, however many items the job
 //!   has.
-//! - One line per item, in chunk order: `item`, `chunk`, `status`,
+//! - One line per item, grouped by chunk (in digest order), by item key
+//!   within a chunk: `item`, `chunk`, `status`,
 //!   `attempts`, and `output` (succeeded) or `cause`, `category` and
 //!   `reason` (failed). An item redriven and then succeeded is succeeded,
 //!   its attempts summed.
@@ -25,10 +26,11 @@
 use aws_sdk_s3::primitives::ByteStream;
 use serde::Serialize;
 use shoal_worker::results::{self, ItemRecord, Merger, Status};
+use tokio::io::AsyncReadExt;
 
 use crate::crd::OutputSpec;
 use crate::error::{Error, Result};
-use crate::manifest::FOLDER;
+use crate::manifest::{self, FOLDER};
 use crate::s3::S3;
 
 /// A shard is written once it holds this many bytes.
@@ -80,7 +82,7 @@ pub struct Report {
 
 /// The folder of the report under `prefix`.
 pub fn folder(prefix: &str) -> String {
-    format!("{prefix}{FOLDER}results/")
+    format!("{}{FOLDER}results/", manifest::folder(prefix))
 }
 
 /// Key of shard `index` of `status` under `prefix`.
@@ -184,10 +186,14 @@ impl Sink<'_> {
     }
 }
 
-/// Merges the parts under `output` into the report's shards; returns what
-/// it wrote.
-pub async fn write(s3: &S3, output: &OutputSpec) -> Result<Report> {
-    let parts_prefix = format!("{}{}", output.prefix, results::PARTS);
+/// Merges the parts the workers of run `run` (the job's uid) wrote under
+/// `output` into the report's shards; returns what it wrote.
+pub async fn write(s3: &S3, output: &OutputSpec, run: &str) -> Result<Report> {
+    let parts_prefix = format!(
+        "{}{}",
+        manifest::folder(&output.prefix),
+        results::run_folder(run)
+    );
     let mut sink = Sink {
         s3,
         output,
@@ -212,7 +218,11 @@ pub async fn write(s3: &S3, output: &OutputSpec) -> Result<Report> {
                 report.unreadable += 1;
                 continue;
             }
-            let body = s3.get(&output.bucket, &key).await?;
+            let Some(body) = s3.get(&output.bucket, &key, MAX_PART_BYTES).await? else {
+                // Replaced by a larger object since it was listed.
+                report.unreadable += 1;
+                continue;
+            };
             let (records, bad) = results::decode(&body);
             report.parts += 1;
             report.unreadable += u64::try_from(bad).unwrap_or(u64::MAX);
@@ -255,36 +265,24 @@ async fn remove_stale(s3: &S3, output: &OutputSpec, status: Status, count: usize
 }
 
 impl S3 {
-    /// Up to 1,000 (key, size) under `prefix` after `after`, nothing left
-    /// out; whether more follow.
+    /// [`S3::list_keys`] of the output location.
     pub async fn list_raw(
         &self,
         bucket: &str,
         prefix: &str,
         after: Option<&str>,
     ) -> Result<(Vec<(String, i64)>, bool)> {
-        let answer = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_start_after(after.map(str::to_owned))
-            .send()
+        self.list_keys(bucket, prefix, after)
             .await
-            .map_err(|e| Error::Output {
+            .map_err(|reason| Error::Output {
                 location: format!("s3://{bucket}/{prefix}"),
-                reason: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-            })?;
-        let objects = answer
-            .contents()
-            .iter()
-            .filter_map(|o| Some((o.key()?.to_owned(), o.size().unwrap_or(0))))
-            .collect();
-        Ok((objects, answer.is_truncated().unwrap_or(false)))
+                reason,
+            })
     }
 
-    /// The whole object at `s3://bucket/key`.
-    pub async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
+    /// The whole object at `s3://bucket/key`, or `None` if it is over
+    /// `max` bytes (read no further).
+    pub async fn get(&self, bucket: &str, key: &str, max: i64) -> Result<Option<Vec<u8>>> {
         let location = || format!("s3://{bucket}/{key}");
         let answer = self
             .client
@@ -297,11 +295,22 @@ impl S3 {
                 location: location(),
                 reason: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
             })?;
-        let body = answer.body.collect().await.map_err(|e| Error::Output {
-            location: location(),
-            reason: e.to_string(),
-        })?;
-        Ok(body.to_vec())
+        if answer.content_length().is_some_and(|n| n > max) {
+            return Ok(None);
+        }
+        let limit = u64::try_from(max).unwrap_or(0).saturating_add(1);
+        let mut body = Vec::new();
+        answer
+            .body
+            .into_async_read()
+            .take(limit)
+            .read_to_end(&mut body)
+            .await
+            .map_err(|e| Error::Output {
+                location: location(),
+                reason: e.to_string(),
+            })?;
+        Ok((u64::try_from(body.len()).unwrap_or(u64::MAX) < limit).then_some(body))
     }
 
     /// Stores a JSON Lines object.

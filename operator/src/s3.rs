@@ -45,6 +45,33 @@ impl S3 {
     /// Up to 1,000 objects under `prefix` with keys after `after`; folder
     /// placeholders and shoal's own `_shoal/` folder are left out.
     pub async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>) -> Result<Page> {
+        let (objects, truncated) =
+            self.list_keys(bucket, prefix, after)
+                .await
+                .map_err(|reason| Error::Source {
+                    source_name: format!("s3://{bucket}/{prefix}"),
+                    reason,
+                })?;
+        Ok(Page {
+            objects: objects
+                .into_iter()
+                // "Folder" placeholders and manifests are not items.
+                .filter(|(key, _)| !key.ends_with('/') && !manifest::is_shoal_key(prefix, key))
+                .map(|(key, size)| Listed { key, size })
+                .collect(),
+            truncated,
+        })
+    }
+
+    /// Up to 1,000 (key, size) under `prefix` after `after`, nothing left
+    /// out, and whether more follow; the error is the reason, for the
+    /// caller to say what was being listed.
+    pub async fn list_keys(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> std::result::Result<(Vec<(String, i64)>, bool), String> {
         let answer = self
             .client
             .list_objects_v2()
@@ -53,25 +80,13 @@ impl S3 {
             .set_start_after(after.map(str::to_owned))
             .send()
             .await
-            .map_err(|e| Error::Source {
-                source_name: format!("s3://{bucket}/{prefix}"),
-                reason: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-            })?;
-        Ok(Page {
-            objects: answer
-                .contents()
-                .iter()
-                .filter_map(|o| {
-                    let key = o.key()?;
-                    // "Folder" placeholders and manifests are not items.
-                    (!key.ends_with('/') && !manifest::is_shoal_key(prefix, key)).then(|| Listed {
-                        key: key.to_owned(),
-                        size: o.size().unwrap_or(0),
-                    })
-                })
-                .collect(),
-            truncated: answer.is_truncated().unwrap_or(false),
-        })
+            .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())?;
+        let objects = answer
+            .contents()
+            .iter()
+            .filter_map(|o| Some((o.key()?.to_owned(), o.size().unwrap_or(0))))
+            .collect();
+        Ok((objects, answer.is_truncated().unwrap_or(false)))
     }
 
     /// Every object under `prefix` (see [`S3::list`]), in key order.

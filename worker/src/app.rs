@@ -326,7 +326,7 @@ where
                 max_in_flight,
                 grace: Duration::from_secs_f64(args.shutdown_grace),
                 started,
-                record_results: args.record_results,
+                record_results: args.record_results.clone(),
             };
             if is_amqp(&args.queue) {
                 if config.timeout > Duration::from_secs(1800) {

@@ -312,10 +312,16 @@ pub struct WorkerArgs {
     pub shutdown_grace: f64,
 
     /// Before settling a shoal chunk, write what became of its items (one
-    /// JSON Lines part under `<output>/_shoal/results/parts/`) for the
-    /// BatchJob's failure report; needs --output. The operator sets it.
-    #[arg(long, env = "SHOAL_RECORD_RESULTS", requires = "output")]
-    pub record_results: bool,
+    /// JSON Lines part under `<output>/_shoal/results/parts/<RUN>/`) for
+    /// the BatchJob's failure report; needs --output. The operator sets it
+    /// to the job's uid.
+    #[arg(
+        long,
+        env = "SHOAL_RECORD_RESULTS",
+        value_name = "RUN",
+        requires = "output"
+    )]
+    pub record_results: Option<String>,
 }
 
 fn parse_grace(s: &str) -> Result<f64, String> {

@@ -12,6 +12,9 @@
 //!   *before* the message is deleted or dead-lettered: once a chunk's
 //!   message is gone from the queue, its records exist. A part that cannot
 //!   be written leaves the message to be delivered again.
+//! - Parts are kept apart by run (the operator passes the job's uid), so
+//!   jobs sharing an output prefix, or a deleted job's namesake, never
+//!   merge each other's records.
 //! - A part's key groups it by chunk ([`part_key`]): every part of one chunk
 //!   (first delivery, retries, redrives) shares a folder, so a merge reading
 //!   parts in key order sees all records of an item together and needs to
@@ -94,14 +97,29 @@ pub fn group(chunk_id: &str) -> String {
         .collect()
 }
 
-/// A new part's key for `chunk_id`, relative to the output location:
-/// `_shoal/results/parts/<group>/<ms since epoch>-<random>.jsonl`.
-pub fn part_key(chunk_id: &str) -> String {
+/// The folder of run `run`'s parts, relative to the output location:
+/// `_shoal/results/parts/<run>/`, the run as given when it is a short
+/// token (a job's uid), else a digest of it.
+pub fn run_folder(run: &str) -> String {
+    let safe = !run.is_empty()
+        && run.len() <= 64
+        && run.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if safe {
+        format!("{PARTS}{run}/")
+    } else {
+        format!("{PARTS}{}/", group(run))
+    }
+}
+
+/// A new part's key for `chunk_id` in run `run`, relative to the output
+/// location: `<run folder><group>/<ms since epoch>-<random>.jsonl`.
+pub fn part_key(run: &str, chunk_id: &str) -> String {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     format!(
-        "{PARTS}{}/{millis:015}-{}.jsonl",
+        "{}{}/{millis:015}-{}.jsonl",
+        run_folder(run),
         group(chunk_id),
         uuid::Uuid::new_v4().simple()
     )
@@ -111,6 +129,7 @@ pub fn part_key(chunk_id: &str) -> String {
 /// prefix before [`PARTS`]) belongs to.
 pub fn group_of(key: &str) -> Option<&str> {
     let (_, rest) = key.split_once(PARTS)?;
+    let (_run, rest) = rest.split_once('/')?;
     let (group, _) = rest.split_once('/')?;
     Some(group)
 }
@@ -159,11 +178,26 @@ pub fn decode(part: &[u8]) -> (Vec<ItemRecord>, usize) {
             continue;
         }
         match serde_json::from_slice::<ItemRecord>(line) {
-            Ok(record) => records.push(record),
-            Err(_) => bad += 1,
+            Ok(mut record) if sane(&record) => {
+                record.reason = record.reason.as_deref().map(bounded_reason);
+                records.push(record);
+            }
+            _ => bad += 1,
         }
     }
     (records, bad)
+}
+
+/// Whether a decoded record has the sizes a worker writes (keys of at
+/// most 1,024 bytes): a forged one must not make the merge hold more.
+fn sane(record: &ItemRecord) -> bool {
+    let short = |s: &str| s.len() <= crate::message::list::MAX_KEY;
+    short(&record.item)
+        && short(&record.chunk)
+        && record.output.as_deref().is_none_or(short)
+        && [&record.cause, &record.category]
+            .iter()
+            .all(|v| v.as_deref().is_none_or(|v| v.len() <= 64))
 }
 
 /// Merges the records of parts read in key order, one group at a time,
@@ -286,19 +320,30 @@ mod tests {
         ];
         let mut bytes = encode(&records);
         bytes.extend_from_slice(b"not json\n{\"item\":1}\n\n");
+        let mut huge = record(&"k".repeat(5000), Status::Succeeded, 1, "");
+        bytes.extend(encode(std::slice::from_ref(&huge)));
+        huge.item = "long-reason".into();
+        huge.output = None;
+        huge.reason = Some("r".repeat(10 * MAX_REASON_BYTES));
+        bytes.extend(encode(std::slice::from_ref(&huge)));
         let (back, bad) = decode(&bytes);
-        assert_eq!(back, records);
-        assert_eq!(bad, 2);
+        assert_eq!(back[..2], records[..]);
+        assert_eq!(bad, 3, "an item key over 1 KiB is not a worker's");
+        assert_eq!(back[2].reason.as_ref().unwrap().len(), MAX_REASON_BYTES);
     }
 
     #[test]
     fn part_keys_group_by_chunk_whatever_the_chunk_id_says() {
-        let a = part_key("c-1");
-        let b = part_key("c-1");
+        let run = "0b4a3c52-5f1e-4c6e-9d43-7f7c2f1b9e10";
+        let a = part_key(run, "c-1");
+        let b = part_key(run, "c-1");
         assert_ne!(a, b);
+        assert!(a.starts_with(&format!("{PARTS}{run}/")), "{a}");
         assert_eq!(group_of(&a), group_of(&b));
         assert_eq!(group_of(&format!("thumbs/{a}")), group_of(&a));
-        let hostile = part_key("../../etc/passwd\n");
+        // Another run's parts are in another folder.
+        assert!(!part_key("another-uid", "c-1").starts_with(&run_folder(run)));
+        let hostile = part_key("../x", "../../etc/passwd\n");
         assert!(hostile.starts_with(PARTS));
         assert!(
             hostile[PARTS.len()..]

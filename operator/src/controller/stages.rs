@@ -209,7 +209,8 @@ pub(super) async fn write_manifest(
     input: &S3Source,
     output: &OutputSpec,
 ) -> Result<String> {
-    let results = report::write(&ctx.s3, output).await?;
+    let run = job.metadata.uid.clone().unwrap_or_else(|| job.name_any());
+    let results = report::write(&ctx.s3, output, &run).await?;
     let document = manifest::build(job, status, input, output, results);
     let key = manifest::key(&output.prefix);
     let body = serde_json::to_vec_pretty(&document).map_err(|e| Error::Output {

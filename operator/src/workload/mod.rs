@@ -229,7 +229,10 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
         env_vars.push(env("SHOAL_ALLOWED_BUCKETS", bucket.clone()));
         if wiring.output.is_some() {
             // A fan-out job's items end in its failure report.
-            env_vars.push(env("SHOAL_RECORD_RESULTS", "true"));
+            // Its parts are the run's: its uid keeps apart the jobs (or a
+            // deleted job's namesake) that share the output prefix.
+            let run = job.metadata.uid.clone().unwrap_or_else(|| job.name_any());
+            env_vars.push(env("SHOAL_RECORD_RESULTS", run));
         }
     }
     // The user's variables win: ours of the same name are left out (a

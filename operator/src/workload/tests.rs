@@ -111,7 +111,11 @@ fn worker_command_and_configuration() {
     );
     assert_eq!(env_value(c, "SHOAL_OUTPUT"), ["s3://thumbs/out/"]);
     assert_eq!(env_value(c, "SHOAL_ALLOWED_BUCKETS"), ["photos"]);
-    assert_eq!(env_value(c, "SHOAL_RECORD_RESULTS"), ["true"]);
+    // The run whose parts the workers write: the job's uid.
+    assert_eq!(
+        env_value(c, "SHOAL_RECORD_RESULTS"),
+        ["0c3d1d8e-5b43-4d38-9d0e-3f0e1c8f4a11"]
+    );
     assert_eq!(env_value(c, "SHOAL_CONCURRENCY"), ["4"]);
     assert_eq!(env_value(c, "SHOAL_MEMORY_MIB"), ["3538"]);
     // The user's value replaces the operator's (a name twice is refused by

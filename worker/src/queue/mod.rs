@@ -71,8 +71,8 @@ pub struct Settings {
     /// When the process started (for the start-to-first-receive log).
     pub started: Instant,
     /// Record what became of each chunk item in the output store before
-    /// settling (see [`crate::results`]).
-    pub record_results: bool,
+    /// settling, as parts of this run (see [`crate::results`]).
+    pub record_results: Option<String>,
 }
 
 /// Signals the runner obeys.
@@ -90,7 +90,7 @@ struct Shared<H: Handler, T: Transport> {
     stop: CancellationToken,
     started: Instant,
     first_receive: AtomicBool,
-    record_results: bool,
+    record_results: Option<String>,
 }
 
 /// Consumes the queue until `shutdown` says stop, then returns once every
@@ -197,9 +197,11 @@ async fn receive_loop<H: Handler, T: Transport>(
         // invisible for a whole lease. It ends within the poll's wait time;
         // what it brings after the drain began is given back at once. Only
         // the hard stop cuts it short.
+        let abandon = shared.transport.receive_can_be_abandoned();
         let received = tokio::select! {
             biased;
             () = shared.stop.cancelled() => return,
+            () = drain.cancelled(), if abandon => return,
             received = shared.transport.receive(batch) => received,
         };
         let received = match received {
@@ -236,6 +238,9 @@ async fn receive_loop<H: Handler, T: Transport>(
         }
         if drain.is_cancelled() {
             for delivery in &received {
+                if shared.stop.is_cancelled() {
+                    break;
+                }
                 release(&shared, delivery, Duration::ZERO).await;
             }
             return;
@@ -354,7 +359,7 @@ async fn handle<H: Handler, T: Transport>(
         shared.transport.max_attempts(),
         retry_delay,
     );
-    if shared.record_results
+    if shared.record_results.is_some()
         && !record_results(&shared, &delivery, &results, &outputs, &plan, attempt).await
     {
         // Not settled until recorded: it comes back, and its items run again
@@ -376,7 +381,8 @@ async fn record_results<H: Handler, T: Transport>(
     plan: &Plan,
     attempt: u32,
 ) -> bool {
-    let (Some(store), Some(chunk)) = (
+    let (Some(run), Some(store), Some(chunk)) = (
+        shared.record_results.as_deref(),
         shared.engine.output_store(),
         crate::results::chunk_id(&delivery.body),
     ) else {
@@ -386,7 +392,7 @@ async fn record_results<H: Handler, T: Transport>(
     if records.is_empty() {
         return true;
     }
-    let key = crate::results::part_key(&chunk);
+    let key = crate::results::part_key(run, &chunk);
     let body = bytes::Bytes::from(crate::results::encode(&records));
     match store.put(&key, body, "application/x-ndjson").await {
         Ok(()) => true,

@@ -94,6 +94,13 @@ pub trait Transport: Send + Sync + 'static {
     fn max_attempts(&self) -> u32;
     /// Receives up to `max` messages, waiting for some (long poll).
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>, TransportError>;
+    /// Whether a [`Transport::receive`] under way may be dropped without
+    /// leaving messages invisible for a lease (true where the broker only
+    /// pushes to a live consumer and takes back what a closed channel
+    /// held). Where false, a draining runner lets it finish.
+    fn receive_can_be_abandoned(&self) -> bool {
+        false
+    }
     /// Acknowledges a delivery: the message is done.
     async fn delete(&self, delivery: &Delivery) -> Result<(), TransportError>;
     /// Extends the lease of a delivery by [`Transport::visibility`].

@@ -297,6 +297,12 @@ impl Transport for AmqpQueue {
         &self.shared.target.queue
     }
 
+    fn receive_can_be_abandoned(&self) -> bool {
+        // Deliveries wait in this consumer's inbox; what is left there
+        // goes back to the queue when the channel closes.
+        true
+    }
+
     fn visibility(&self) -> Duration {
         LEASE
     }
