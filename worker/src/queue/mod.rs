@@ -22,6 +22,7 @@
 //! [`SETTLE_AFTER_STOP`]: the runner returns then whatever the broker does.
 
 pub mod amqp;
+mod broker;
 pub mod headers;
 mod settle;
 mod sqs;
@@ -44,6 +45,8 @@ pub use amqp::{AmqpOptions, AmqpQueue, parse_target};
 pub use settle::{DeadItem, ItemResult, Plan, Then, decide};
 pub use sqs::{SqsOptions, SqsQueue};
 pub use transport::{DeadLetter, Delivery, Transport, TransportError};
+
+use broker::{dead_letter, delete, let_go, record_results, release, settle};
 
 use crate::engine::Engine;
 use crate::handler::Handler;
@@ -370,46 +373,6 @@ async fn handle<H: Handler, T: Transport>(
     settle(&shared, &delivery, plan, total, attempt).await;
 }
 
-/// Writes the part recording the items this delivery settles (see
-/// [`crate::results`]); false if it could not be written. Messages that are
-/// not shoal chunks, and deliveries that settle no item, write nothing.
-async fn record_results<H: Handler, T: Transport>(
-    shared: &Shared<H, T>,
-    delivery: &Delivery,
-    results: &[(usize, String, ItemResult)],
-    outputs: &BTreeMap<usize, String>,
-    plan: &Plan,
-    attempt: u32,
-) -> bool {
-    let (Some(run), Some(store), Some(chunk)) = (
-        shared.record_results.as_deref(),
-        shared.engine.output_store(),
-        crate::results::chunk_id(&delivery.body),
-    ) else {
-        return true;
-    };
-    let records = settle::records(&chunk, results, outputs, plan, attempt);
-    if records.is_empty() {
-        return true;
-    }
-    let key = crate::results::part_key(run, &chunk);
-    let body = bytes::Bytes::from(crate::results::encode(&records));
-    match store.put(&key, body, "application/x-ndjson").await {
-        Ok(()) => true,
-        Err(e) => {
-            shared
-                .engine
-                .metrics()
-                .queue
-                .errors
-                .with_label_values(&["record_results"])
-                .inc();
-            warn!(message_id = %delivery.message_id, chunk = %chunk, error = %e, "cannot record the items' results; releasing the message to run it again");
-            false
-        }
-    }
-}
-
 /// Runs the chosen items of a delivery, extending its lease while they run.
 async fn run_items<H: Handler, T: Transport>(
     shared: &Shared<H, T>,
@@ -480,172 +443,4 @@ async fn run_items<H: Handler, T: Transport>(
         .map(|(index, (id, result))| (index, id, result))
         .collect();
     (results, outputs)
-}
-
-async fn settle<H: Handler, T: Transport>(
-    shared: &Shared<H, T>,
-    delivery: &Delivery,
-    plan: Plan,
-    total: usize,
-    attempt: u32,
-) {
-    if let Some(first) = plan.dead.first() {
-        let whole = delivery.pending.is_none() && plan.dead.len() == total;
-        let letter = DeadLetter {
-            items: (!whole).then(|| plan.dead.iter().map(|d| d.index).collect()),
-            cause: first.cause,
-            category: first.failure.category,
-            reason: settle::reason(&plan.dead),
-            attempts: attempt,
-        };
-        if !dead_letter(shared, delivery, &letter, plan.dead.len()).await {
-            return;
-        }
-        for dead in &plan.dead {
-            shared
-                .engine
-                .metrics()
-                .dead_letters
-                .with_label_values(&[dead.cause.as_str()])
-                .inc();
-            warn!(
-                item = %dead.id,
-                message_id = %delivery.message_id,
-                cause = dead.cause.as_str(),
-                category = dead.failure.category.as_str(),
-                reason = %dead.failure.reason,
-                "item dead-lettered"
-            );
-        }
-    }
-    match plan.then {
-        Then::Delete => delete(shared, delivery).await,
-        Then::Release { delay } => release(shared, delivery, delay).await,
-        Then::Requeue {
-            pending,
-            attempts,
-            delay,
-        } => {
-            match shared
-                .transport
-                .requeue(delivery, &pending, attempts, delay)
-                .await
-            {
-                Ok(()) => {
-                    shared.engine.metrics().queue.requeued.inc();
-                    debug!(message_id = %delivery.message_id, pending = pending.len(), "unfinished items re-sent");
-                    delete(shared, delivery).await;
-                }
-                Err(e) => {
-                    shared
-                        .engine
-                        .metrics()
-                        .queue
-                        .errors
-                        .with_label_values(&["requeue"])
-                        .inc();
-                    warn!(message_id = %delivery.message_id, error = %e, "cannot re-send unfinished items; releasing the whole message");
-                    release(shared, delivery, delay).await;
-                }
-            }
-        }
-    }
-}
-
-/// Forgets a delivery the broker took back: nothing can settle it, and the
-/// broker delivers it again.
-fn let_go<H: Handler, T: Transport>(shared: &Shared<H, T>, delivery: &Delivery) {
-    shared.engine.metrics().queue.revoked.inc();
-    info!(
-        message_id = %delivery.message_id,
-        "the queue took the message back (connection lost); it will be delivered again"
-    );
-}
-
-/// Sends `letter` to the dead-letter queue; on failure releases the
-/// message for a later attempt and returns false.
-/// Deliveries past the last attempt during which dead-lettering may keep
-/// failing before the message goes to the broker's own dead-lettering.
-const SURRENDER_AFTER: u32 = 3;
-
-async fn dead_letter<H: Handler, T: Transport>(
-    shared: &Shared<H, T>,
-    delivery: &Delivery,
-    letter: &DeadLetter,
-    items: usize,
-) -> bool {
-    let metrics = shared.engine.metrics();
-    match shared.transport.dead_letter(delivery, letter).await {
-        Ok(()) => {
-            metrics.queue.dead_lettered.inc();
-            true
-        }
-        Err(e) => {
-            metrics.dead_letter_errors.inc();
-            metrics
-                .queue
-                .errors
-                .with_label_values(&["dead_letter"])
-                .inc();
-            let attempt = delivery.attempt();
-            if attempt
-                > shared
-                    .transport
-                    .max_attempts()
-                    .saturating_add(SURRENDER_AFTER)
-            {
-                // Dead-lettering has failed delivery after delivery: stop
-                // the loop, and let the broker's own dead-lettering take
-                // the original. The reason survives in this log line.
-                error!(
-                    message_id = %delivery.message_id,
-                    items,
-                    attempt,
-                    error = %e,
-                    reason = %letter.reason,
-                    "cannot dead-letter, again; handing the message to the queue's own dead-lettering"
-                );
-                if let Err(e) = shared.transport.surrender(delivery).await {
-                    metrics.queue.errors.with_label_values(&["surrender"]).inc();
-                    warn!(message_id = %delivery.message_id, error = %e, "cannot hand the message over; it returns when its lease ends");
-                }
-                return false;
-            }
-            error!(
-                message_id = %delivery.message_id,
-                items,
-                error = %e,
-                "cannot dead-letter; releasing the message to try again"
-            );
-            let delay = shared.engine.config().retry.backoff(attempt);
-            release(shared, delivery, delay).await;
-            false
-        }
-    }
-}
-
-async fn delete<H: Handler, T: Transport>(shared: &Shared<H, T>, delivery: &Delivery) {
-    let metrics = &shared.engine.metrics().queue;
-    match shared.transport.delete(delivery).await {
-        Ok(()) => metrics.deleted.inc(),
-        Err(e) => {
-            metrics.errors.with_label_values(&["delete"]).inc();
-            warn!(message_id = %delivery.message_id, error = %e, "cannot delete a finished message; it will be delivered again");
-        }
-    }
-}
-
-async fn release<H: Handler, T: Transport>(
-    shared: &Shared<H, T>,
-    delivery: &Delivery,
-    delay: Duration,
-) {
-    let metrics = &shared.engine.metrics().queue;
-    match shared.transport.release(delivery, delay).await {
-        Ok(()) => metrics.released.inc(),
-        Err(e) => {
-            metrics.errors.with_label_values(&["release"]).inc();
-            warn!(message_id = %delivery.message_id, error = %e, "cannot release a message; it returns when its lease ends");
-        }
-    }
 }
