@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds shoal's container images without a container engine, as OCI image
 # archives that containerd imports (`ctr images import`):
-#   shoal-operator:$TAG      the release operator binary, as deploy/operator.Dockerfile
-#   shoal-thumbnail:$TAG     the release thumbnail worker, as deploy/Dockerfile
+#   shoal-operator:$TAG      the operator binary, as deploy/operator.Dockerfile
+#   shoal-thumbnail:$TAG     the thumbnail worker, as deploy/Dockerfile
 #   registry.k8s.io/pause:3.10  the pod sandbox (tools/pause/pause.c, static)
 # The final stage of each Dockerfile is what the image holds; a test
 # (tests/tests/images.rs) checks that they agree.
@@ -10,22 +10,44 @@
 # Usage: scripts/build-images.sh OUT_DIR
 # Prints one line per image; the archives are OUT_DIR/<name>.tar. Binaries
 # come from $CARGO_TARGET_DIR (default ~/.cache/shoal/target), built here
-# with `cargo build --release` when missing or stale.
+# with `cargo build` of profile $SHOAL_IMAGE_PROFILE when missing or stale:
+#   release  (the default) what the Dockerfiles build and users run
+#   dev      the test build's profile: scripts/test-all.sh uses it, since a
+#            release build compiles every dependency a second time (a
+#            quarter of an hour on two cores) and no test measures speed
+# The unstripped binaries are kept as OUT_DIR/bin/<name> with the profile in
+# OUT_DIR/profile: tests/tests/images.rs checks each image holds its
+# binary stripped as the Dockerfile strips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out="${1:?usage: scripts/build-images.sh OUT_DIR}"
 TAG="${SHOAL_IMAGE_TAG:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal/target}"
+profile="${SHOAL_IMAGE_PROFILE:-release}"
+case "$profile" in
+  release) profile_dir=release ;;
+  dev) profile_dir=debug ;;
+  *)
+    echo "SHOAL_IMAGE_PROFILE must be release or dev, not '$profile'" >&2
+    exit 2
+    ;;
+esac
 mkdir -p "$out"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-cargo build --release --locked -p shoal-operator -p thumbnail >&2
+cargo build --profile "$profile" --locked -p shoal-operator -p thumbnail >&2
+mkdir -p "$out/bin"
 for bin in shoal-operator thumbnail; do
+  # A copy: a later build of another feature set replaces the one in the
+  # target folder.
+  cp "$CARGO_TARGET_DIR/$profile_dir/$bin" "$out/bin/$bin.tmp"
+  mv "$out/bin/$bin.tmp" "$out/bin/$bin"
   # As the Dockerfiles do: debug info out, symbols kept.
-  strip --strip-debug -o "$work/$bin" "$CARGO_TARGET_DIR/release/$bin"
+  strip --strip-debug -o "$work/$bin" "$out/bin/$bin"
 done
+echo "$profile" >"$out/profile"
 
 scripts/oci-image.py --name "shoal-operator:$TAG" --out "$out/shoal-operator.tar" --distroless \
   --file "$work/shoal-operator:/usr/local/bin/shoal-operator" \

@@ -53,6 +53,7 @@ command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 if [ "${#missing[@]}" -gt 0 ]; then
+  started=$SECONDS
   echo "installing test dependencies: ${missing[*]}"
   $SUDO apt-get update -qq
   # The packages would start servers; tests start their own.
@@ -60,6 +61,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   if command -v systemctl >/dev/null 2>&1; then
     $SUDO systemctl stop prometheus prometheus-pushgateway rabbitmq-server epmd.socket epmd containerd >/dev/null 2>&1 || true
   fi
+  echo "installed the Debian packages in $((SECONDS - started)) s"
 fi
 
 # pip_tool NAME REQUIREMENT: a virtualenv at $SHOAL_CACHE/tools/NAME with
@@ -67,11 +69,13 @@ fi
 pip_tool() {
   local venv="$SHOAL_CACHE/tools/$1"
   if [ ! -f "$venv/.installed" ]; then
+    local started=$SECONDS
     echo "installing $2 into $venv" >&2
     rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "$2"
     touch "$venv/.installed"
+    echo "installed $2 in $((SECONDS - started)) s" >&2
   fi
   echo "$venv"
 }
@@ -85,6 +89,7 @@ export SHOAL_CARGO_LAMBDA
 
 elasticmq_lib="$SHOAL_CACHE/tools/elasticmq-$ELASTICMQ_VERSION/lib"
 if [ ! -f "$elasticmq_lib/elasticmq-server_2.13-$ELASTICMQ_VERSION.jar" ]; then
+  started=$SECONDS
   echo "installing ElasticMQ $ELASTICMQ_VERSION into $elasticmq_lib"
   pom_dir="$(mktemp -d)"
   cat >"$pom_dir/pom.xml" <<POM
@@ -105,14 +110,17 @@ POM
   rm -rf "$elasticmq_lib"
   mvn -q -B -Dstyle.color=never -f "$pom_dir/pom.xml" dependency:copy-dependencies -DoutputDirectory="$elasticmq_lib"
   rm -rf "$pom_dir"
+  echo "installed ElasticMQ in $((SECONDS - started)) s"
 fi
 export SHOAL_ELASTICMQ_LIB="$elasticmq_lib"
 
 rie_bin="$SHOAL_CACHE/tools/aws-lambda-rie-$RIE_VERSION/bin"
 if [ ! -x "$rie_bin/aws-lambda-rie" ]; then
+  started=$SECONDS
   echo "building aws-lambda-rie $RIE_VERSION into $rie_bin"
   GOBIN="$rie_bin" GOFLAGS=-mod=mod go install \
     "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@$RIE_VERSION"
+  echo "built aws-lambda-rie in $((SECONDS - started)) s"
 fi
 export SHOAL_LAMBDA_RIE="$rie_bin/aws-lambda-rie"
 

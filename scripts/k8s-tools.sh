@@ -41,6 +41,7 @@ K8S_STAGING=(api apiextensions-apiserver apimachinery apiserver cli-runtime
 k8s_bin="$SHOAL_CACHE/tools/kubernetes-v$KUBERNETES_VERSION-aio/bin"
 K8S_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 if [ ! -x "$k8s_bin/kube" ]; then
+  started=$SECONDS
   echo "building kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl v$KUBERNETES_VERSION (one binary) into $k8s_bin (takes a while once)"
   mod_dir="$(mktemp -d)"
   staging_version="v0.${KUBERNETES_VERSION#1.}"
@@ -78,6 +79,7 @@ if [ ! -x "$k8s_bin/kube" ]; then
   )
   rm -rf "$k8s_bin" "$mod_dir"
   mv "$k8s_bin.tmp" "$k8s_bin"
+  echo "built Kubernetes v$KUBERNETES_VERSION in $((SECONDS - started)) s"
 fi
 export SHOAL_KUBE_APISERVER="$k8s_bin/kube-apiserver"
 export SHOAL_KUBE_CONTROLLER_MANAGER="$k8s_bin/kube-controller-manager"
@@ -88,6 +90,7 @@ export SHOAL_KUBECTL="$k8s_bin/kubectl"
 
 etcd_bin="$SHOAL_CACHE/tools/etcd-v$ETCD_VERSION/bin"
 if [ ! -x "$etcd_bin/etcd" ]; then
+  started=$SECONDS
   echo "building etcd v$ETCD_VERSION into $etcd_bin"
   mod_dir="$(mktemp -d)"
   cat >"$mod_dir/go.mod" <<GOMOD
@@ -115,11 +118,13 @@ GO
   )
   rm -rf "$etcd_bin" "$mod_dir"
   mv "$etcd_bin.tmp" "$etcd_bin"
+  echo "built etcd v$ETCD_VERSION in $((SECONDS - started)) s"
 fi
 export SHOAL_ETCD="$etcd_bin/etcd"
 
 helm_bin="$SHOAL_CACHE/tools/helm-v$HELM_VERSION/bin"
 if [ ! -x "$helm_bin/helm" ]; then
+  started=$SECONDS
   echo "building helm v$HELM_VERSION into $helm_bin"
   mod_dir="$(mktemp -d)"
   printf 'module shoal.dev/helm\n\ngo 1.25\n' >"$mod_dir/go.mod"
@@ -133,6 +138,7 @@ if [ ! -x "$helm_bin/helm" ]; then
   )
   rm -rf "$helm_bin" "$mod_dir"
   mv "$helm_bin.tmp" "$helm_bin"
+  echo "built helm v$HELM_VERSION in $((SECONDS - started)) s"
 fi
 export SHOAL_HELM="$helm_bin/helm"
 

@@ -1,7 +1,12 @@
-//! Shared steps of the operator tests: an `uploads` BatchJob on an existing
-//! SQS queue, and reading what the operator wrote.
+//! Shared steps of the operator tests: BatchJobs of the thumbnail handler,
+//! an `uploads` BatchJob on an existing SQS queue, waiting on a job's
+//! conditions, and reading what the operator wrote.
+
+use serde_json::Value;
 
 use crate::kube::ControlPlane;
+use crate::process::Proc;
+use crate::stack::Stack;
 
 /// A BatchJob manifest: `apiVersion`, `kind`, `metadata.name: name`, then
 /// `spec` (the spec's YAML lines, indented two spaces).
@@ -183,4 +188,114 @@ pub async fn send_messages(sqs: &aws_sdk_sqs::Client, url: &str, count: usize) {
             .await
             .unwrap_or_else(|e| panic!("send to {url}: {e:?}"));
     }
+}
+
+/// A BatchJob `name` making thumbnails of `s3://photos/<name>/` into
+/// `s3://photos/out/<name>/` with `handler` (a program path), one delivery
+/// per chunk of two, one worker, `extra` spec lines appended.
+pub fn thumbnail_job(stack: &Stack, handler: &str, name: &str, extra: &str) -> String {
+    let env = stack.env_yaml();
+    batchjob_yaml(
+        name,
+        &format!(
+            "  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+    command: [\"{handler}\"]
+    timeoutSeconds: 30
+    env:
+{env}      - name: SHOAL_WAIT_TIME
+        value: \"1\"
+  source:
+    s3:
+      bucket: photos
+      prefix: {name}/
+      maxItemsPerChunk: 2
+  scaling:
+    maxWorkers: 1
+  output:
+    bucket: photos
+    prefix: out/{name}/
+{extra}"
+        ),
+    )
+}
+
+/// `kubectl wait --for=condition=<condition> --timeout=<seconds>s
+/// bj/<name>`, in the background.
+pub fn kubectl_wait(plane: &ControlPlane, name: &str, condition: &str, seconds: u32) -> Proc {
+    plane.kubectl_spawn(
+        &[
+            "wait",
+            &format!("--for=condition={condition}"),
+            &format!("--timeout={seconds}s"),
+            &format!("bj/{name}"),
+        ],
+        &format!("wait-{name}-{condition}"),
+    )
+}
+
+/// `"<status> <reason>"` of condition `type_` of BatchJob `name`; empty
+/// while it is absent.
+pub fn condition(plane: &ControlPlane, name: &str, type_: &str) -> String {
+    plane
+        .jsonpath(
+            &["bj", name],
+            &format!(
+                "{{.status.conditions[?(@.type==\"{type_}\")].status}} {{.status.conditions[?(@.type==\"{type_}\")].reason}}"
+            ),
+        )
+        .trim()
+        .to_owned()
+}
+
+/// The body of `s3://photos/<key>`.
+pub async fn object(s3: &aws_sdk_s3::Client, key: &str) -> Vec<u8> {
+    let got = s3.get_object().bucket("photos").key(key).send().await;
+    let got = got.unwrap_or_else(|e| panic!("s3://photos/{key}: {e:?}"));
+    let body = got.body.collect().await;
+    body.unwrap_or_else(|e| panic!("s3://photos/{key}: {e}"))
+        .to_vec()
+}
+
+/// Lines of a JSON Lines object, each parsed.
+fn json_lines(key: &str, text: &[u8]) -> Vec<Value> {
+    text.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| serde_json::from_slice(line).unwrap_or_else(|e| panic!("a line of {key}: {e}")))
+        .collect()
+}
+
+/// The results manifest under `prefix` in bucket photos, and the lines of
+/// its SUCCEEDED and FAILED shards, read through the files it lists (each
+/// file's size and item count checked against the manifest).
+pub async fn report(s3: &aws_sdk_s3::Client, prefix: &str) -> (Value, Vec<Value>, Vec<Value>) {
+    let key = format!("{prefix}_shoal/manifest.json");
+    let manifest: Value =
+        serde_json::from_slice(&object(s3, &key).await).unwrap_or_else(|e| panic!("{key}: {e}"));
+    let read = |status: &'static str| {
+        let files = manifest["results"][status]["files"].as_array().cloned();
+        let files = files.unwrap_or_else(|| panic!("{key}: no results.{status}.files"));
+        async move {
+            let mut lines = Vec::new();
+            for file in files {
+                let shard = file["key"].as_str().unwrap_or_default();
+                let text = object(s3, shard).await;
+                assert_eq!(file["size"], text.len(), "{shard}: size");
+                let got = json_lines(shard, &text);
+                assert_eq!(file["items"], got.len(), "{shard}: items");
+                lines.extend(got);
+            }
+            lines
+        }
+    };
+    let succeeded = read("succeeded").await;
+    let failed = read("failed").await;
+    for (status, lines) in [("succeeded", &succeeded), ("failed", &failed)] {
+        assert_eq!(
+            manifest["results"][status]["items"],
+            lines.len(),
+            "{key}: {status}"
+        );
+    }
+    (manifest, succeeded, failed)
 }

@@ -11,11 +11,11 @@
 )]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use shoal_tests::node::{PAUSE_IMAGE, image_archive};
+use shoal_tests::node::{PAUSE_IMAGE, image_archive, images_dir};
 
 /// Environment the Dockerfiles' base image (distroless cc) sets.
 const BASE_ENV: [&str; 2] = [
@@ -156,20 +156,27 @@ fn same_image(dockerfile_name: &str, archive: &str, binary: &str) {
         .unwrap_or_default();
     assert_eq!(ports, stage.expose, "{dockerfile_name}: EXPOSE");
 
-    // The binary: where COPY puts it, the release build's (debug info
-    // stripped as the Dockerfile does), and runnable by its loader.
+    // The binary: where COPY puts it, the release build's in the
+    // Dockerfile; in the archive, the build scripts/build-images.sh made
+    // (release, or dev for the tests: see its header), debug info stripped
+    // as the Dockerfile does, and runnable by its loader.
     let (source, dest) = &stage.copies[0];
     assert!(source.ends_with(&format!("/release/{binary}")), "{source}");
     let inside = image.root.path().join(dest.trim_start_matches('/'));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let images = images_dir();
+    let profile = std::fs::read_to_string(images.join("profile")).unwrap();
+    assert!(
+        ["release", "dev"].contains(&profile.trim()),
+        "profile {profile:?}"
+    );
+    let built = images.join("bin").join(binary);
+    let unstripped = std::fs::read(&built).unwrap();
     let stripped = tempfile::NamedTempFile::new().unwrap();
     let out = Command::new("strip")
         .arg("--strip-debug")
         .arg("-o")
         .arg(stripped.path())
-        .arg(target.join("release").join(binary))
+        .arg(&built)
         .output()
         .unwrap();
     assert!(
@@ -177,9 +184,16 @@ fn same_image(dockerfile_name: &str, archive: &str, binary: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let stripped = std::fs::read(stripped.path()).unwrap();
+    let held = std::fs::read(&inside).unwrap();
     assert!(
-        std::fs::read(&inside).unwrap() == std::fs::read(stripped.path()).unwrap(),
-        "{dest} is the release {binary}, stripped"
+        held == stripped,
+        "{dest} is the {} {binary}, stripped",
+        profile.trim()
+    );
+    assert!(
+        held.len() < unstripped.len(),
+        "{dest}: stripping took debug info out"
     );
     let ldd = Command::new("ldd").arg(&inside).output().unwrap();
     for line in String::from_utf8_lossy(&ldd.stdout).lines() {

@@ -3,7 +3,9 @@
 //! `--for=condition=Failed` return when a job finishes that way;
 //! `spec.suspend` stops a fan-out mid-way and scales the workers to zero,
 //! and a resume enqueues the rest with no item twice; a consuming job
-//! suspends and resumes with its queue untouched.
+//! suspends and resumes with its queue untouched; CSV, JSON Lines and S3
+//! Inventory lists fan out exactly their keys, and a bad or foreign list
+//! fails its job.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,7 +16,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde_json::Value;
 use shoal_tests::kube::ControlPlane;
 use shoal_tests::operator::{self, replicas};
 use shoal_tests::stack::{Stack, corrupt_jpeg, tiny_jpeg, upload};
@@ -23,72 +24,6 @@ use shoal_worker::message::{Chunk, ChunkItem};
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
 const HANDLER: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");
-
-/// A BatchJob `name` making thumbnails of `s3://photos/<name>/` with the
-/// test's handler, one delivery per chunk, `extra` spec lines appended.
-fn job(stack: &Stack, name: &str, extra: &str) -> String {
-    let env = stack.env_yaml();
-    operator::batchjob_yaml(
-        name,
-        &format!(
-            "  handler:
-    image: ghcr.io/shoal-dev/thumbnail:0.1.0
-    command: [\"{HANDLER}\"]
-    timeoutSeconds: 30
-    env:
-{env}      - name: SHOAL_WAIT_TIME
-        value: \"1\"
-  source:
-    s3:
-      bucket: photos
-      prefix: {name}/
-      maxItemsPerChunk: 2
-  scaling:
-    maxWorkers: 1
-  output:
-    bucket: photos
-    prefix: out/{name}/
-{extra}"
-        ),
-    )
-}
-
-/// `kubectl wait --for=condition=<condition> bj/<name>`, in the background.
-fn kubectl_wait(plane: &ControlPlane, name: &str, condition: &str) -> shoal_tests::process::Proc {
-    kubectl_wait_for(plane, name, condition, 180)
-}
-
-/// [`kubectl_wait`] with a timeout of `seconds`.
-fn kubectl_wait_for(
-    plane: &ControlPlane,
-    name: &str,
-    condition: &str,
-    seconds: u32,
-) -> shoal_tests::process::Proc {
-    plane.kubectl_spawn(
-        &[
-            "wait",
-            &format!("--for=condition={condition}"),
-            &format!("--timeout={seconds}s"),
-            &format!("bj/{name}"),
-        ],
-        &format!("wait-{name}-{condition}"),
-    )
-}
-
-/// `"<status> <reason>"` of condition `type_` of BatchJob `name`; empty
-/// while it is absent.
-fn condition(plane: &ControlPlane, name: &str, type_: &str) -> String {
-    plane
-        .jsonpath(
-            &["bj", name],
-            &format!(
-                "{{.status.conditions[?(@.type==\"{type_}\")].status}} {{.status.conditions[?(@.type==\"{type_}\")].reason}}"
-            ),
-        )
-        .trim()
-        .to_owned()
-}
 
 fn patch_suspend(plane: &ControlPlane, name: &str, suspend: bool) {
     plane.kubectl(&[
@@ -121,19 +56,37 @@ async fn kubectl_wait_returns_on_complete_and_on_failed() {
             .unwrap();
     }
     let one_delivery = "  queue:\n    maxReceiveCount: 1\n";
-    plane.apply_yaml(&job(&stack, "good", one_delivery));
-    plane.apply_yaml(&job(&stack, "poison", one_delivery));
+    plane.apply_yaml(&operator::thumbnail_job(
+        &stack,
+        HANDLER,
+        "good",
+        one_delivery,
+    ));
+    plane.apply_yaml(&operator::thumbnail_job(
+        &stack,
+        HANDLER,
+        "poison",
+        one_delivery,
+    ));
     // Both waits start before anything has run: they must wait.
-    let mut complete = kubectl_wait(&plane, "good", "Complete");
-    let mut failed = kubectl_wait(&plane, "poison", "Failed");
+    let mut complete = operator::kubectl_wait(&plane, "good", "Complete", 180);
+    let mut failed = operator::kubectl_wait(&plane, "poison", "Failed", 180);
 
     let (operator, _metrics) = operator::spawn(OPERATOR, &plane, stack.env());
     let log = || operator.log_text();
     let limit = Duration::from_secs(120);
     for name in ["good", "poison"] {
         operator::split_done(&plane, name, limit, log);
-        assert_eq!(condition(&plane, name, "Complete"), "", "{name} not done");
-        assert_eq!(condition(&plane, name, "Failed"), "", "{name} not failed");
+        assert_eq!(
+            operator::condition(&plane, name, "Complete"),
+            "",
+            "{name} not done"
+        );
+        assert_eq!(
+            operator::condition(&plane, name, "Failed"),
+            "",
+            "{name} not failed"
+        );
     }
     assert!(complete.running() && failed.running(), "kubectl wait waits");
     // `kubectl get shoal -o wide`: the category and the wide columns.
@@ -170,13 +123,16 @@ async fn kubectl_wait_returns_on_complete_and_on_failed() {
     assert!(status.success(), "wait Failed: {}", failed.log_text());
     drop(workers);
 
-    assert_eq!(condition(&plane, "good", "Complete"), "True Succeeded");
-    assert_eq!(condition(&plane, "good", "Failed"), "");
     assert_eq!(
-        condition(&plane, "poison", "Failed"),
+        operator::condition(&plane, "good", "Complete"),
+        "True Succeeded"
+    );
+    assert_eq!(operator::condition(&plane, "good", "Failed"), "");
+    assert_eq!(
+        operator::condition(&plane, "poison", "Failed"),
         "True FailureToleranceExceeded"
     );
-    assert_eq!(condition(&plane, "poison", "Complete"), "");
+    assert_eq!(operator::condition(&plane, "poison", "Complete"), "");
     let message = plane.jsonpath(
         &["bj", "poison"],
         "{.status.conditions[?(@.type==\"Failed\")].message}",
@@ -195,9 +151,14 @@ async fn a_suspended_fan_out_stops_at_its_checkpoint_and_resumes_without_duplica
     upload(&stack.s3, "photos", &photos, b"x").await;
     // A standard queue: a chunk enqueued twice would be there twice (a FIFO
     // queue would hide it).
-    let spec = job(&stack, "many", "  queue:\n    name: lifecycle-many\n")
-        .replace("maxItemsPerChunk: 2", "maxItemsPerChunk: 1")
-        .replace("maxWorkers: 1", "maxWorkers: 3");
+    let spec = operator::thumbnail_job(
+        &stack,
+        HANDLER,
+        "many",
+        "  queue:\n    name: lifecycle-many\n",
+    )
+    .replace("maxItemsPerChunk: 2", "maxItemsPerChunk: 1")
+    .replace("maxWorkers: 1", "maxWorkers: 3");
     plane.apply_yaml(&spec);
     let (operator, _metrics) = operator::spawn(OPERATOR, &plane, stack.env());
     let log = || operator.log_text();
@@ -232,7 +193,7 @@ async fn a_suspended_fan_out_stops_at_its_checkpoint_and_resumes_without_duplica
     wait_until(
         limit,
         "Suspended",
-        || (condition(&plane, "many", "Suspended") == "True Suspended").then_some(()),
+        || (operator::condition(&plane, "many", "Suspended") == "True Suspended").then_some(()),
         log,
     );
     let at = plane.jsonpath(
@@ -248,7 +209,10 @@ async fn a_suspended_fan_out_stops_at_its_checkpoint_and_resumes_without_duplica
         Some(0),
         "suspended: no workers"
     );
-    assert_eq!(condition(&plane, "many", "Ready"), "False Suspended");
+    assert_eq!(
+        operator::condition(&plane, "many", "Ready"),
+        "False Suspended"
+    );
     let events = plane.kubectl(&[
         "get",
         "events",
@@ -266,7 +230,10 @@ async fn a_suspended_fan_out_stops_at_its_checkpoint_and_resumes_without_duplica
     patch_suspend(&plane, "many", false);
     let split = operator::split_done(&plane, "many", limit, log);
     assert_eq!(split, format!("true {total} {total}"));
-    assert_eq!(condition(&plane, "many", "Suspended"), "False Resumed");
+    assert_eq!(
+        operator::condition(&plane, "many", "Suspended"),
+        "False Resumed"
+    );
     wait_until(
         limit,
         "workers wanted again",
@@ -410,12 +377,17 @@ async fn csv_and_json_lines_lists_fan_out_exactly_their_keys() {
             3,
         ),
     ] {
-        let spec = job(&stack, name, &format!("  queue:\n    name: lists-{name}\n"))
-            .replace(&format!("prefix: {name}/\n"), &format!("list: {list}\n"))
-            .replace(
-                "maxItemsPerChunk: 2",
-                &format!("maxItemsPerChunk: {per_chunk}"),
-            );
+        let spec = operator::thumbnail_job(
+            &stack,
+            HANDLER,
+            name,
+            &format!("  queue:\n    name: lists-{name}\n"),
+        )
+        .replace(&format!("prefix: {name}/\n"), &format!("list: {list}\n"))
+        .replace(
+            "maxItemsPerChunk: 2",
+            &format!("maxItemsPerChunk: {per_chunk}"),
+        );
         plane.apply_yaml(&spec);
     }
     let (operator, _metrics) = operator::spawn(OPERATOR, &plane, stack.env());
@@ -449,7 +421,10 @@ async fn csv_and_json_lines_lists_fan_out_exactly_their_keys() {
     wait_until(
         limit,
         "foreign-inventory Failed",
-        || (condition(&plane, "foreign-inventory", "Failed") == "True ListInvalid").then_some(()),
+        || {
+            (operator::condition(&plane, "foreign-inventory", "Failed") == "True ListInvalid")
+                .then_some(())
+        },
         log,
     );
     let message = plane.jsonpath(
@@ -462,7 +437,7 @@ async fn csv_and_json_lines_lists_fan_out_exactly_their_keys() {
     wait_until(
         limit,
         "bad-list Failed",
-        || (condition(&plane, "bad-list", "Failed") == "True ListInvalid").then_some(()),
+        || (operator::condition(&plane, "bad-list", "Failed") == "True ListInvalid").then_some(()),
         log,
     );
     let message = plane.jsonpath(
@@ -493,7 +468,7 @@ async fn a_consuming_job_suspends_to_zero_workers_and_keeps_its_queue() {
         log,
     );
 
-    let mut wait = kubectl_wait(plane, "uploads", "Suspended");
+    let mut wait = operator::kubectl_wait(plane, "uploads", "Suspended", 180);
     patch_suspend(plane, "uploads", true);
     assert!(wait.wait(limit).success(), "{}", wait.log_text());
     wait_until(
@@ -513,8 +488,14 @@ async fn a_consuming_job_suspends_to_zero_workers_and_keeps_its_queue() {
         || replicas(plane, "uploads-workers").filter(|r| *r > 0),
         log,
     );
-    assert_eq!(condition(plane, "uploads", "Suspended"), "False Resumed");
-    assert_eq!(condition(plane, "uploads", "Ready"), "True Consuming");
+    assert_eq!(
+        operator::condition(plane, "uploads", "Suspended"),
+        "False Resumed"
+    );
+    assert_eq!(
+        operator::condition(plane, "uploads", "Ready"),
+        "True Consuming"
+    );
     let resumed = plane.kubectl(&[
         "get",
         "events",
@@ -524,326 +505,4 @@ async fn a_consuming_job_suspends_to_zero_workers_and_keeps_its_queue() {
         "name",
     ]);
     assert_eq!(resumed.lines().count(), 1, "{resumed}");
-}
-
-/// `shoal-operator redrive <name> --wait` against `plane`; its stdout.
-async fn object(s3: &aws_sdk_s3::Client, key: &str) -> Vec<u8> {
-    let got = s3.get_object().bucket("photos").key(key).send().await;
-    let got = got.unwrap_or_else(|e| panic!("s3://photos/{key}: {e:?}"));
-    got.body.collect().await.unwrap().to_vec()
-}
-
-/// The results manifest under `prefix` in bucket photos, and the lines of
-/// its SUCCEEDED and FAILED shards, read through the files it lists.
-async fn report(s3: &aws_sdk_s3::Client, prefix: &str) -> (Value, Vec<Value>, Vec<Value>) {
-    let manifest: Value =
-        serde_json::from_slice(&object(s3, &format!("{prefix}_shoal/manifest.json")).await)
-            .unwrap();
-    let mut shards = Vec::new();
-    for status in ["succeeded", "failed"] {
-        let mut lines = Vec::new();
-        for file in manifest["results"][status]["files"].as_array().unwrap() {
-            let text = object(s3, file["key"].as_str().unwrap()).await;
-            assert_eq!(file["size"], text.len());
-            let before = lines.len();
-            for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                lines.push(serde_json::from_slice::<Value>(line).unwrap());
-            }
-            assert_eq!(file["items"], lines.len() - before);
-        }
-        assert_eq!(manifest["results"][status]["items"], lines.len());
-        shards.push(lines);
-    }
-    let failed = shards.pop().unwrap();
-    let succeeded = shards.pop().unwrap();
-    (manifest, succeeded, failed)
-}
-
-fn redrive(plane: &ControlPlane, name: &str, log: impl Fn() -> String) -> String {
-    let out = std::process::Command::new(OPERATOR)
-        .args(["redrive", name, "--wait", "--timeout", "2m"])
-        .env("KUBECONFIG", plane.kubeconfig())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "redrive: {stdout}{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        log()
-    );
-    stdout
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_item_fixed_and_redriven_completes_the_job_with_counts_right() {
-    let plane = ControlPlane::start();
-    plane.install_crds();
-    let stack = Stack::start();
-    let good: Vec<String> = (0..3).map(|n| format!("fixme/p{n}.jpg")).collect();
-    upload(&stack.s3, "photos", &good, &tiny_jpeg()).await;
-    let poison = "fixme/z-poison.jpg";
-    let put = |body: Vec<u8>| {
-        stack
-            .s3
-            .put_object()
-            .bucket("photos")
-            .key(poison)
-            .body(body.into())
-            .send()
-    };
-    put(corrupt_jpeg()).await.unwrap();
-    // Chunks [p0, p1] and [p2, z-poison]: the second is dead-lettered with
-    // p2 done and z-poison pending.
-    plane.apply_yaml(&job(&stack, "fixme", "  queue:\n    maxReceiveCount: 1\n"));
-    let (operator, _metrics) = operator::spawn(OPERATOR, &plane, stack.env());
-    let log = || operator.log_text();
-    let limit = Duration::from_secs(120);
-    wait_until(
-        limit,
-        "a Deployment",
-        || replicas(&plane, "fixme-workers").filter(|r| *r > 0),
-        log,
-    );
-    let workers = shoal_tests::pods::start_workers(&plane, "fixme-workers", HANDLER, 1);
-    let mut failed = kubectl_wait(&plane, "fixme", "Failed");
-    assert!(failed.wait(limit).success(), "{}", failed.log_text());
-    // Failed at the first dead letter, maybe before the other chunk is
-    // done: no workers wanted. The pod drains what it holds before it goes.
-    assert_eq!(replicas(&plane, "fixme-workers"), Some(0));
-    let failed_at = "{.status.chunks.total} {.status.chunks.deadLettered}";
-    assert_eq!(plane.jsonpath(&["bj", "fixme"], failed_at), "2 1");
-    let url = plane.jsonpath(&["bj", "fixme"], "{.status.queueUrl}");
-    shoal_tests::sqs::wait_for("the other chunk done", limit, || async {
-        shoal_tests::sqs::counts(&stack.sqs, &url).await == (0, 0, 0)
-    })
-    .await;
-    // Stopped as a pod is: a receive under way when it stops must not
-    // take the message the redrive moves next.
-    shoal_tests::pods::stop_workers(workers);
-    let counts = "{.status.chunks.total} {.status.chunks.succeeded} {.status.chunks.deadLettered}";
-
-    // The failure report, written when the job failed: the poison item,
-    // with why; p2 (its chunk-mate) succeeded. The other chunk may have
-    // finished after the report (then it counts as pending).
-    let (manifest, succeeded, failed) = report(&stack.s3, "out/fixme/").await;
-    assert_eq!(manifest["phase"], "Failed");
-    assert_eq!(failed.len(), 1, "{failed:?}");
-    assert_eq!(failed[0]["item"], poison);
-    assert_eq!(failed[0]["status"], "FAILED");
-    assert_eq!(failed[0]["attempts"], 1);
-    assert_eq!(failed[0]["category"], "handler", "{failed:?}");
-    assert!(
-        !failed[0]["reason"].as_str().unwrap().is_empty(),
-        "{failed:?}"
-    );
-    let ok: BTreeSet<&str> = succeeded
-        .iter()
-        .map(|r| r["item"].as_str().unwrap())
-        .collect();
-    assert!(ok.contains("fixme/p2.jpg"), "{succeeded:?}");
-    assert_eq!(
-        manifest["results"]["pending"].as_u64().unwrap() + ok.len() as u64 + 1,
-        4,
-        "{manifest}"
-    );
-
-    // The fix: a good image where the corrupt one was. And p2's thumbnail
-    // removed: were p2 run again, it would come back.
-    put(tiny_jpeg()).await.unwrap();
-    stack
-        .s3
-        .delete_object()
-        .bucket("photos")
-        .key("out/fixme/fixme/p2.jpg")
-        .send()
-        .await
-        .unwrap();
-    let said = redrive(&plane, "fixme", log);
-    assert!(
-        said.contains("redrive 1 moved 1 dead letters back"),
-        "{said}"
-    );
-    // Running again: workers are wanted for the moved dead letter.
-    wait_until(
-        limit,
-        "workers after the redrive",
-        || replicas(&plane, "fixme-workers").filter(|r| *r > 0),
-        log,
-    );
-    let workers = shoal_tests::pods::start_workers(&plane, "fixme-workers", HANDLER, 1);
-    let all_logs = || {
-        let mut text = log();
-        for worker in &workers {
-            text.push_str(&worker.log_text());
-        }
-        text
-    };
-    wait_until(
-        limit,
-        "Complete after the redrive",
-        || (condition(&plane, "fixme", "Complete") == "True Succeeded").then_some(()),
-        all_logs,
-    );
-    assert_eq!(plane.jsonpath(&["bj", "fixme"], counts), "2 2 0");
-    assert_eq!(condition(&plane, "fixme", "Failed"), "", "no longer failed");
-    assert_eq!(
-        plane.jsonpath(
-            &["bj", "fixme"],
-            "{.spec.redrive} {.status.redrive.round} {.status.redrive.moved} {.status.redrive.done}"
-        ),
-        "1 1 1 true"
-    );
-    let thumbs = shoal_tests::stack::keys(&stack.s3, "photos", "out/fixme/").await;
-    assert!(
-        thumbs.contains("out/fixme/fixme/z-poison.jpg"),
-        "{thumbs:?}"
-    );
-    assert!(
-        !thumbs.contains("out/fixme/fixme/p2.jpg"),
-        "an item that had succeeded was run again: {thumbs:?}"
-    );
-    // The report, rewritten at the new finish: nothing failed (the old
-    // FAILED shard is gone), the poison item succeeded on its second try.
-    let (manifest, succeeded, failed) = report(&stack.s3, "out/fixme/").await;
-    assert_eq!(manifest["phase"], "Succeeded");
-    assert!(failed.is_empty(), "{failed:?}");
-    assert_eq!(manifest["results"]["pending"], 0);
-    let mut items: Vec<&str> = succeeded
-        .iter()
-        .map(|r| r["item"].as_str().unwrap())
-        .collect();
-    items.sort_unstable();
-    assert_eq!(
-        items,
-        ["fixme/p0.jpg", "fixme/p1.jpg", "fixme/p2.jpg", poison],
-        "each item once"
-    );
-    let fixed = succeeded.iter().find(|r| r["item"] == poison).unwrap();
-    assert_eq!(fixed["attempts"], 2, "{fixed}");
-    assert_eq!(fixed["output"], "fixme/z-poison.jpg");
-    let stale =
-        shoal_tests::stack::keys(&stack.s3, "photos", "out/fixme/_shoal/results/FAILED").await;
-    assert!(stale.is_empty(), "{stale:?}");
-
-    // A second redrive with nothing to move runs once and changes nothing.
-    let said = redrive(&plane, "fixme", log);
-    assert!(said.contains("redrive 2 moved 0 dead letters"), "{said}");
-    assert_eq!(
-        plane.jsonpath(&["bj", "fixme"], "{.status.phase}"),
-        "Succeeded"
-    );
-    assert_eq!(plane.jsonpath(&["bj", "fixme"], counts), "2 2 0");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_failure_report_of_a_100000_item_job_is_written_in_bounded_memory() {
-    let plane = ControlPlane::start();
-    plane.install_crds();
-    let stack = Stack::start();
-    // 100,000 keys from a list, and workers misconfigured so that each
-    // item fails at once, unread: the user's SHOAL_ALLOWED_BUCKETS (theirs
-    // wins over the operator's) leaves out the source bucket. Every failure
-    // tolerated, so the job runs to the end.
-    let keys: Vec<String> = (0..100_000).map(|n| format!("big/k{n:06}.jpg")).collect();
-    upload(&stack.s3, "photos", &[], b"").await;
-    let mut csv = String::from("key\n");
-    for key in &keys {
-        csv.push_str(key);
-        csv.push('\n');
-    }
-    stack
-        .s3
-        .put_object()
-        .bucket("photos")
-        .key("lists/big.csv")
-        .body(csv.into_bytes().into())
-        .send()
-        .await
-        .unwrap();
-    let spec = job(
-        &stack,
-        "big",
-        "  failurePolicy:\n    maxFailedPercent: 100\n  queue:\n    maxReceiveCount: 1\n",
-    )
-    .replace(
-        "prefix: big/\n",
-        "list: {key: lists/big.csv, format: csv}\n",
-    )
-    .replace("maxItemsPerChunk: 2", "maxItemsPerChunk: 1000")
-    .replace(
-        "timeoutSeconds: 30\n",
-        "timeoutSeconds: 30\n    concurrency: 32\n",
-    )
-    .replace(
-        "    env:\n",
-        "    env:\n      - name: SHOAL_ALLOWED_BUCKETS\n        value: elsewhere\n",
-    );
-    plane.apply_yaml(&spec);
-    let (operator, _metrics) = operator::spawn(OPERATOR, &plane, stack.env());
-    let log = || operator.log_text();
-    let limit = Duration::from_secs(600);
-    let split = operator::split_done(&plane, "big", limit, log);
-    assert_eq!(split, "true 100 100000");
-    wait_until(
-        limit,
-        "a Deployment",
-        || replicas(&plane, "big-workers").filter(|r| *r > 0),
-        log,
-    );
-    // From here the operator's memory is what the finish (the report)
-    // takes on top of what it holds anyway.
-    operator.reset_peak_memory();
-    let baseline = operator.peak_memory_kib();
-    let workers = shoal_tests::pods::start_workers(&plane, "big-workers", HANDLER, 1);
-    let mut complete = kubectl_wait_for(&plane, "big", "Complete", 600);
-    if !complete.wait(limit).success() {
-        let tail: String = workers.iter().map(|w| w.log_text()).collect();
-        let tail = &tail[tail.len().saturating_sub(20_000)..];
-        panic!("{}\n{}\n{tail}", complete.log_text(), log());
-    }
-    let peak = operator.peak_memory_kib();
-    drop(workers);
-
-    let (manifest, succeeded, failed) = report(&stack.s3, "out/big/").await;
-    assert_eq!(manifest["phase"], "Succeeded");
-    assert_eq!(manifest["items"], 100_000);
-    assert_eq!(manifest["results"]["pending"], 0);
-    assert_eq!(manifest["results"]["unreadable"], 0);
-    assert!(succeeded.is_empty());
-    assert_eq!(failed.len(), 100_000);
-    let mut seen = BTreeSet::new();
-    for record in succeeded.iter().chain(&failed) {
-        assert!(
-            seen.insert(record["item"].as_str().unwrap().to_owned()),
-            "{record} twice"
-        );
-    }
-    assert_eq!(seen, keys.iter().cloned().collect::<BTreeSet<_>>());
-    let sample = &failed[12_345];
-    assert_eq!(sample["cause"], "permanent", "{sample}");
-    assert_eq!(sample["attempts"], 1, "{sample}");
-    let reason = sample["reason"].as_str().unwrap();
-    assert!(
-        reason.contains(sample["item"].as_str().unwrap()) && reason.contains("\"photos\""),
-        "{sample}"
-    );
-    // Sharded, and the operator never held the report: its peak grew by
-    // less than the report's size.
-    let files = manifest["results"]["failed"]["files"].as_array().unwrap();
-    let bytes: u64 = files.iter().map(|f| f["size"].as_u64().unwrap()).sum();
-    assert!(files.len() > 1, "{manifest}");
-    eprintln!(
-        "failure report: {} items in {} FAILED shards, {} KiB; operator peak RSS {} KiB, {} KiB over the {} KiB it held before the finish",
-        failed.len(),
-        files.len(),
-        bytes / 1024,
-        peak,
-        peak.saturating_sub(baseline),
-        baseline
-    );
-    assert!(
-        (peak - baseline) * 1024 < bytes,
-        "peak {peak} KiB, baseline {baseline} KiB, report {bytes} bytes"
-    );
 }

@@ -3,7 +3,7 @@
 //! the test's own (`shoal_tests::node`). The operator runs as a pod that
 //! `helm install` of `charts/shoal` creates from the image
 //! `scripts/build-images.sh` built; BatchJobs run real worker pods of the
-//! release thumbnail image, which read from moto (S3) and ElasticMQ (SQS)
+//! thumbnail image, which read from moto (S3) and ElasticMQ (SQS)
 //! listening on the node's address.
 //!
 //! One test, its scenarios in order on one node (starting a node takes a

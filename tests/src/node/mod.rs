@@ -428,17 +428,22 @@ impl Drop for Node {
     }
 }
 
-/// The archive `scripts/build-images.sh` wrote for image `name` into
-/// `$SHOAL_IMAGES`. Panics with the way out when it is missing.
-pub fn image_archive(name: &str) -> PathBuf {
-    let dir = std::env::var_os("SHOAL_IMAGES")
+/// The folder `scripts/build-images.sh` wrote its archives into:
+/// `$SHOAL_IMAGES`. Panics with the way out when it is not set.
+pub fn images_dir() -> PathBuf {
+    std::env::var_os("SHOAL_IMAGES")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             panic!(
                 "SHOAL_IMAGES is not set: run through scripts/test-all.sh, which builds the images"
             )
-        });
-    let path = dir.join(format!("{name}.tar"));
+        })
+}
+
+/// The archive `scripts/build-images.sh` wrote for image `name` into
+/// `$SHOAL_IMAGES`. Panics with the way out when it is missing.
+pub fn image_archive(name: &str) -> PathBuf {
+    let path = images_dir().join(format!("{name}.tar"));
     assert!(path.is_file(), "{} is missing", path.display());
     path
 }
