@@ -88,6 +88,14 @@ struct RunArgs {
         default_value = "10s"
     )]
     amqp_stats_interval: humantime::Duration,
+    /// BatchJobs with `shoal_batchjob_*` series (ten each) at most; a job
+    /// past the limit counts only in the sums until another is deleted.
+    #[arg(
+        long,
+        env = "SHOAL_OPERATOR_PER_JOB_METRICS_LIMIT",
+        default_value_t = crate::metrics::DEFAULT_PER_JOB_LIMIT
+    )]
+    per_job_metrics_limit: usize,
 }
 
 /// Runs the command named by the process arguments.
@@ -201,7 +209,7 @@ fn run(args: RunArgs) -> ExitCode {
     // for crash tests); kept for the life of the process.
     let _failpoints = fail::FailScenario::setup();
     runtime.block_on(async {
-        let metrics = match Metrics::new() {
+        let metrics = match Metrics::new(args.per_job_metrics_limit) {
             Ok(m) => Arc::new(m),
             Err(e) => {
                 tracing::error!(error = %e, "cannot register metrics");

@@ -7,11 +7,17 @@
 //! API server refuses a BatchJob that makes no sense when it is applied,
 //! with the rule's message.
 
-use k8s_openapi::api::core::v1::EnvVar;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+mod template;
+
+pub use template::{WorkerMetadata, WorkerPodSpec, WorkerTemplate};
 
 /// Lambda gives one vCPU per 1,769 MiB of memory; shoal does the same.
 pub const MIB_PER_CPU: u32 = 1769;
@@ -53,6 +59,10 @@ pub const MIB_PER_CPU: u32 = 1769;
 pub struct BatchJobSpec {
     /// The handler: image, command, resources, limits.
     pub handler: HandlerSpec,
+    /// The worker pods' labels, annotations, scheduling, image pull
+    /// secrets and volumes, merged into the Deployment the operator builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<WorkerTemplate>,
     /// Where the work comes from (exactly one kind).
     #[x_kube(validation = Rule::new("self == oldSelf").message("source is immutable: create a new BatchJob"))]
     pub source: SourceSpec,
@@ -107,6 +117,31 @@ pub struct HandlerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub env: Vec<EnvVar>,
+    /// Environment from ConfigMaps and Secrets. A variable also set in
+    /// `env`, or by the operator, takes that value (Kubernetes lets `env`
+    /// win over `envFrom`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub env_from: Vec<EnvFromSource>,
+    /// Mounts of `template.spec.volumes` into the handler's container.
+    /// `/tmp` is the worker's own writable folder. A mount naming no
+    /// volume is refused by the API server's dry run (`SpecInvalid`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(m, m.mountPath != '/tmp')").message("handler.volumeMounts: /tmp is the worker's own writable folder: mount elsewhere"))]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// Extended resources each worker requests and is limited to, as
+    /// whole counts (`nvidia.com/gpu: 1`). CPU and memory follow
+    /// `memoryMiB`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    #[x_kube(validation = Rule::new("self.all(k, k.contains('/') && !k.startsWith('kubernetes.io/') && !k.startsWith('requests.'))").message("handler.extendedResources names extended resources as domain/name (nvidia.com/gpu): cpu and memory follow handler.memoryMiB"))]
+    #[x_kube(validation = Rule::new("self.all(k, self[k] >= 1 && self[k] <= 256)").message("handler.extendedResources: each count is from 1 to 256"))]
+    pub extended_resources: BTreeMap<String, u32>,
+    /// When the kubelet pulls `image`: `Always`, `IfNotPresent` or
+    /// `Never`. Kubernetes' default when unset (`Always` for `:latest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
     /// Memory limit in MiB (Lambda's range); CPU follows at 1,769 MiB per
     /// CPU, as on Lambda. Default 1024.
     #[serde(default, rename = "memoryMiB", skip_serializing_if = "Option::is_none")]
@@ -134,6 +169,28 @@ pub struct HandlerSpec {
     pub service_account_name: Option<String>,
 }
 
+/// When the kubelet pulls the handler's image.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    /// On every pod start.
+    Always,
+    /// When the node does not hold it.
+    IfNotPresent,
+    /// Never: the node must hold it.
+    Never,
+}
+
+impl PullPolicy {
+    /// The name Kubernetes uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
 impl HandlerSpec {
     /// A handler running `image`, everything else at its default.
     pub fn image(image: impl Into<String>) -> Self {
@@ -142,6 +199,10 @@ impl HandlerSpec {
             command: Vec::new(),
             args: Vec::new(),
             env: Vec::new(),
+            env_from: Vec::new(),
+            volume_mounts: Vec::new(),
+            extended_resources: BTreeMap::new(),
+            image_pull_policy: None,
             memory_mib: None,
             timeout_seconds: None,
             concurrency: None,

@@ -5,6 +5,11 @@
 //! own, so the live object is never equal to the applied one. It has
 //! drifted when a value the operator set differs or is gone: someone
 //! edited the Deployment by hand, and the next apply puts it back.
+//!
+//! The API server also stores some values differently from how they were
+//! sent, and those are not drift: a Go zero value (`false`, `0`, `""`,
+//! empty list or object) is left out, and a resource quantity is kept in
+//! canonical form (`1024Mi` as `1Gi`), compared here by value.
 
 use serde_json::Value;
 
@@ -39,7 +44,7 @@ fn differs_at(live: &Value, desired: &Value, path: String) -> Option<String> {
             };
             match live.get(key) {
                 Some(have) => differs_at(have, want, at),
-                None if want.is_null() => None,
+                None if is_zero(want) => None,
                 None => Some(at),
             }
         }),
@@ -59,7 +64,40 @@ fn differs_at(live: &Value, desired: &Value, path: String) -> Option<String> {
         (Value::Number(have), Value::Number(want)) => {
             (have.as_f64() != want.as_f64()).then(here).flatten()
         }
+        (Value::String(have), Value::String(want))
+            if have != want && is_quantity(&path) && same_quantity(have, want) =>
+        {
+            None
+        }
         (have, want) => (have != want).then(here).flatten(),
+    }
+}
+
+/// Whether the API server leaves `value` out when it stores it: null, or
+/// the zero value of its Go type (`omitempty`).
+fn is_zero(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
+/// Whether the value at `path` is a resource quantity: a container's
+/// requests and limits, an `emptyDir`'s size limit, a claim's storage.
+fn is_quantity(path: &str) -> bool {
+    path.contains(".resources.") || path.ends_with(".sizeLimit")
+}
+
+/// Whether `a` and `b` are the same quantity written two ways.
+fn same_quantity(a: &str, b: &str) -> bool {
+    use kube_quantity::ParsedQuantity;
+    match (ParsedQuantity::try_from(a), ParsedQuantity::try_from(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 
@@ -77,6 +115,29 @@ mod tests {
             "imagePullPolicy": "IfNotPresent", "terminationMessagePath": "/dev/termination-log"
         }], "dnsPolicy": "ClusterFirst"});
         assert!(holds(&live, &desired));
+    }
+
+    #[test]
+    fn zero_values_left_out_and_quantities_in_canonical_form_are_not_drift() {
+        let desired = json!({"containers": [{
+            "volumeMounts": [{"name": "m", "mountPath": "/m", "readOnly": false}],
+            "resources": {"limits": {"memory": "1024Mi", "nvidia.com/gpu": "1000"}}
+        }], "tolerations": [{"key": "spot", "value": ""}], "priorityClassName": "",
+            "volumes": [{"name": "s", "emptyDir": {"sizeLimit": "1.5Gi"}}]});
+        let live = json!({"containers": [{
+            "volumeMounts": [{"name": "m", "mountPath": "/m"}],
+            "resources": {"limits": {"memory": "1Gi", "nvidia.com/gpu": "1k"}}
+        }], "tolerations": [{"key": "spot"}],
+            "volumes": [{"name": "s", "emptyDir": {"sizeLimit": "1536Mi"}}]});
+        assert_eq!(super::difference(&live, &desired), None);
+        // A different amount is drift; so is a quantity-looking string
+        // outside resources.
+        let more = json!({"containers": [{"resources": {"limits": {"memory": "2Gi"}}}]});
+        let less = json!({"containers": [{"resources": {"limits": {"memory": "1Gi"}}}]});
+        assert!(!holds(&less, &more));
+        assert!(!holds(&json!({"args": ["1k"]}), &json!({"args": ["1000"]})));
+        assert!(!holds(&json!({"image": "1k"}), &json!({"image": "1000"})));
+        assert!(!holds(&json!({}), &json!({"readOnly": true})));
     }
 
     #[test]

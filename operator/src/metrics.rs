@@ -1,8 +1,14 @@
-//! The operator's own Prometheus metrics. Labels are fixed enums only: no
-//! BatchJob names (their number is unbounded); per-job figures are in each
-//! BatchJob's status, and the gauges here are sums over all jobs.
+//! The operator's own Prometheus metrics.
+//!
+//! Two kinds: sums over every BatchJob (`shoal_operator_*`, labels from
+//! fixed enums only), and per-job series (`shoal_batchjob_*`, labelled
+//! `namespace` and `batchjob`), ten a job, removed when the job is deleted.
+//! Since anyone who may create BatchJobs decides how many there are, the
+//! per-job series are bounded: past [`Metrics::per_job_limit`] jobs, a new
+//! job gets none (it still counts in the sums and in
+//! `shoal_operator_batchjobs_without_series`) until another is deleted.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use prometheus::{
@@ -11,6 +17,9 @@ use prometheus::{
 };
 
 use crate::crd::Phase;
+
+/// Jobs with per-job series when no limit is given: 10,000 series.
+pub const DEFAULT_PER_JOB_LIMIT: usize = 1000;
 
 /// Every operator metric, in one registry.
 pub struct Metrics {
@@ -29,16 +38,43 @@ pub struct Metrics {
     desired: IntGauge,
     dead_lettered: IntGauge,
     phases: IntGaugeVec,
-    jobs: Mutex<HashMap<String, JobFigures>>,
+    without_series: IntGauge,
+    per_job: PerJob,
+    per_job_limit: usize,
+    jobs: Mutex<BTreeMap<JobKey, Tracked>>,
+}
+
+/// A job's namespace and name.
+type JobKey = (String, String);
+
+/// A job's figures, and whether it has per-job series.
+struct Tracked {
+    figures: JobFigures,
+    labelled: bool,
+}
+
+/// The per-job gauges, each labelled `namespace`, `batchjob`.
+struct PerJob {
+    waiting: IntGaugeVec,
+    in_flight: IntGaugeVec,
+    dead_lettered: IntGaugeVec,
+    desired: IntGaugeVec,
+    ready: IntGaugeVec,
+    /// Also labelled `phase`: 1 for the job's phase, 0 for the others.
+    phase: IntGaugeVec,
 }
 
 /// What one job contributes to the gauges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobFigures {
-    /// Messages waiting or in flight.
-    pub backlog: i64,
+    /// Messages waiting (visible or delayed).
+    pub waiting: i64,
+    /// Messages leased by workers.
+    pub in_flight: i64,
     /// Workers asked for.
     pub desired: i64,
+    /// Workers ready.
+    pub ready: i64,
     /// Chunks in the dead-letter queue.
     pub dead_lettered: i64,
     /// Phase.
@@ -63,9 +99,90 @@ fn phase_label(phase: Phase) -> &'static str {
     }
 }
 
+fn job_gauge(name: &str, help: &str) -> Result<IntGaugeVec, prometheus::Error> {
+    IntGaugeVec::new(Opts::new(name, help), &["namespace", "batchjob"])
+}
+
+impl PerJob {
+    fn new() -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            waiting: job_gauge(
+                "shoal_batchjob_waiting_messages",
+                "Messages waiting in the BatchJob's work queue (visible or delayed)",
+            )?,
+            in_flight: job_gauge(
+                "shoal_batchjob_in_flight_messages",
+                "Messages of the BatchJob leased by workers",
+            )?,
+            dead_lettered: job_gauge(
+                "shoal_batchjob_dead_lettered_chunks",
+                "Chunks in the BatchJob's dead-letter queue",
+            )?,
+            desired: job_gauge(
+                "shoal_batchjob_desired_workers",
+                "Workers the operator asks for the BatchJob",
+            )?,
+            ready: job_gauge(
+                "shoal_batchjob_ready_workers",
+                "Ready worker pods of the BatchJob",
+            )?,
+            phase: IntGaugeVec::new(
+                Opts::new(
+                    "shoal_batchjob_phase",
+                    "1 for the BatchJob's phase, 0 for the others",
+                ),
+                &["namespace", "batchjob", "phase"],
+            )?,
+        })
+    }
+
+    fn all(&self) -> [&IntGaugeVec; 6] {
+        [
+            &self.waiting,
+            &self.in_flight,
+            &self.dead_lettered,
+            &self.desired,
+            &self.ready,
+            &self.phase,
+        ]
+    }
+
+    fn set(&self, (namespace, name): &JobKey, f: &JobFigures) {
+        let labels = [namespace.as_str(), name.as_str()];
+        self.waiting.with_label_values(&labels).set(f.waiting);
+        self.in_flight.with_label_values(&labels).set(f.in_flight);
+        self.dead_lettered
+            .with_label_values(&labels)
+            .set(f.dead_lettered);
+        self.desired.with_label_values(&labels).set(f.desired);
+        self.ready.with_label_values(&labels).set(f.ready);
+        for phase in PHASES {
+            self.phase
+                .with_label_values(&[namespace.as_str(), name.as_str(), phase_label(phase)])
+                .set(i64::from(phase == f.phase));
+        }
+    }
+
+    fn remove(&self, (namespace, name): &JobKey) {
+        let labels = [namespace.as_str(), name.as_str()];
+        for gauge in self.all().into_iter().take(5) {
+            // Absent already is fine: nothing to remove.
+            let _ = gauge.remove_label_values(&labels);
+        }
+        for phase in PHASES {
+            let _ = self.phase.remove_label_values(&[
+                namespace.as_str(),
+                name.as_str(),
+                phase_label(phase),
+            ]);
+        }
+    }
+}
+
 impl Metrics {
-    /// Registers every metric.
-    pub fn new() -> Result<Self, prometheus::Error> {
+    /// Registers every metric, with per-job series for at most
+    /// `per_job_limit` jobs at a time.
+    pub fn new(per_job_limit: usize) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let reconciles = IntCounterVec::new(
             Opts::new(
@@ -117,6 +234,21 @@ impl Metrics {
             ),
             &["phase"],
         )?;
+        let without_series = IntGauge::new(
+            "shoal_operator_batchjobs_without_series",
+            "BatchJobs past the per-job series limit, which have no shoal_batchjob_* series",
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "shoal_build_info",
+                "1, labelled with the version of the running operator",
+            ),
+            &["component", "version"],
+        )?;
+        build_info
+            .with_label_values(&["operator", env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let per_job = PerJob::new()?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -126,6 +258,11 @@ impl Metrics {
         registry.register(Box::new(dead_lettered.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(finished.clone()))?;
+        registry.register(Box::new(without_series.clone()))?;
+        registry.register(Box::new(build_info))?;
+        for gauge in per_job.all() {
+            registry.register(Box::new(gauge.clone()))?;
+        }
         for phase in [Phase::Succeeded, Phase::Failed] {
             finished.with_label_values(&[phase_label(phase)]);
         }
@@ -149,34 +286,60 @@ impl Metrics {
             desired,
             dead_lettered,
             phases,
-            jobs: Mutex::new(HashMap::new()),
+            without_series,
+            per_job,
+            per_job_limit,
+            jobs: Mutex::new(BTreeMap::new()),
         })
     }
 
-    /// Records `job`'s figures (`None`: the job is gone) and recomputes
-    /// the sums.
-    pub fn set_job(&self, job: &str, figures: Option<JobFigures>) {
+    /// How many jobs at most have per-job series at once.
+    pub fn per_job_limit(&self) -> usize {
+        self.per_job_limit
+    }
+
+    /// Records the figures of job `name` in `namespace` (`None`: the job
+    /// is gone, its series removed) and recomputes the sums.
+    pub fn set_job(&self, namespace: &str, name: &str, figures: Option<JobFigures>) {
         let Ok(mut jobs) = self.jobs.lock() else {
             return;
         };
+        let key = (namespace.to_owned(), name.to_owned());
         match figures {
-            Some(f) => {
-                jobs.insert(job.to_owned(), f);
+            Some(figures) => {
+                let labelled_now = jobs.values().filter(|t| t.labelled).count();
+                let tracked = jobs.entry(key.clone()).or_insert(Tracked {
+                    figures,
+                    labelled: false,
+                });
+                tracked.figures = figures;
+                if !tracked.labelled && labelled_now < self.per_job_limit {
+                    tracked.labelled = true;
+                }
+                if tracked.labelled {
+                    self.per_job.set(&key, &figures);
+                }
             }
             None => {
-                jobs.remove(job);
+                if jobs.remove(&key).is_some_and(|t| t.labelled) {
+                    self.per_job.remove(&key);
+                }
             }
         }
-        self.backlog.set(jobs.values().map(|f| f.backlog).sum());
-        self.desired.set(jobs.values().map(|f| f.desired).sum());
-        self.dead_lettered
-            .set(jobs.values().map(|f| f.dead_lettered).sum());
+        let all = || jobs.values().map(|t| t.figures);
+        self.backlog
+            .set(all().map(|f| f.waiting.saturating_add(f.in_flight)).sum());
+        self.desired.set(all().map(|f| f.desired).sum());
+        self.dead_lettered.set(all().map(|f| f.dead_lettered).sum());
         for phase in PHASES {
-            let count = jobs.values().filter(|f| f.phase == phase).count();
+            let count = all().filter(|f| f.phase == phase).count();
             self.phases
                 .with_label_values(&[phase_label(phase)])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
+        let without = jobs.values().filter(|t| !t.labelled).count();
+        self.without_series
+            .set(i64::try_from(without).unwrap_or(i64::MAX));
     }
 
     /// Counts a job that has just reached `phase` (Succeeded or Failed).
@@ -203,39 +366,55 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn gauges_are_sums_over_jobs_without_job_labels() {
-        let m = Metrics::new().unwrap();
-        let running = |backlog, desired| JobFigures {
-            backlog,
+    fn running(waiting: i64, desired: i64) -> JobFigures {
+        JobFigures {
+            waiting,
+            in_flight: 2,
             desired,
+            ready: desired,
             dead_lettered: 1,
             phase: Phase::Running,
-        };
-        m.set_job("media/a", Some(running(30, 3)));
-        m.set_job("media/b", Some(running(12, 2)));
-        m.set_job("media/a", Some(running(10, 1)));
+        }
+    }
+
+    #[test]
+    fn sums_over_jobs_and_a_series_set_per_job_removed_with_it() {
+        let m = Metrics::new(DEFAULT_PER_JOB_LIMIT).unwrap();
+        m.set_job("media", "a", Some(running(28, 3)));
+        m.set_job("media", "b", Some(running(10, 2)));
+        m.set_job("media", "a", Some(running(8, 1)));
         let text = m.encode().unwrap();
-        assert!(
-            text.contains("shoal_operator_backlog_messages 22"),
-            "{text}"
-        );
-        assert!(text.contains("shoal_operator_desired_workers 3"), "{text}");
-        assert!(
-            text.contains("shoal_operator_dead_lettered_chunks 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("shoal_operator_batchjobs{phase=\"Running\"} 2"),
-            "{text}"
-        );
-        m.set_job("media/b", None);
+        for line in [
+            "shoal_operator_backlog_messages 22",
+            "shoal_operator_desired_workers 3",
+            "shoal_operator_dead_lettered_chunks 2",
+            "shoal_operator_batchjobs{phase=\"Running\"} 2",
+            "shoal_batchjob_waiting_messages{batchjob=\"a\",namespace=\"media\"} 8",
+            "shoal_batchjob_in_flight_messages{batchjob=\"b\",namespace=\"media\"} 2",
+            "shoal_batchjob_desired_workers{batchjob=\"a\",namespace=\"media\"} 1",
+            "shoal_batchjob_ready_workers{batchjob=\"b\",namespace=\"media\"} 2",
+            "shoal_batchjob_phase{batchjob=\"a\",namespace=\"media\",phase=\"Running\"} 1",
+            "shoal_batchjob_phase{batchjob=\"a\",namespace=\"media\",phase=\"Pending\"} 0",
+            "shoal_operator_batchjobs_without_series 0",
+            "shoal_build_info{component=\"operator\",version=\"",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+        m.set_job("media", "b", None);
         let text = m.encode().unwrap();
         assert!(
             text.contains("shoal_operator_batchjobs{phase=\"Running\"} 1"),
             "{text}"
         );
-        assert!(!text.contains("media/"), "no object names in labels");
+        assert!(
+            !text.contains("batchjob=\"b\""),
+            "b's series go with it:\n{text}"
+        );
+        assert_eq!(
+            text.matches("batchjob=\"a\"").count(),
+            10,
+            "ten series a job:\n{text}"
+        );
         m.finished(Phase::Failed);
         m.finished(Phase::Running);
         let text = m.encode().unwrap();
@@ -245,6 +424,33 @@ mod tests {
         );
         assert!(
             text.contains("shoal_operator_batchjobs_finished_total{phase=\"Succeeded\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn past_the_limit_a_job_has_no_series_until_another_goes() {
+        let m = Metrics::new(2).unwrap();
+        for name in ["a", "b", "c"] {
+            m.set_job("media", name, Some(running(1, 1)));
+        }
+        let text = m.encode().unwrap();
+        assert!(!text.contains("batchjob=\"c\""), "{text}");
+        assert!(
+            text.contains("shoal_operator_batchjobs_without_series 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shoal_operator_backlog_messages 9"),
+            "c still sums: {text}"
+        );
+        m.set_job("media", "a", None);
+        m.set_job("media", "c", Some(running(1, 1)));
+        let text = m.encode().unwrap();
+        assert!(text.contains("batchjob=\"c\""), "{text}");
+        assert!(!text.contains("batchjob=\"a\""), "{text}");
+        assert!(
+            text.contains("shoal_operator_batchjobs_without_series 0"),
             "{text}"
         );
     }

@@ -84,6 +84,7 @@ mod tests {
             "thumbnails",
             BatchJobSpec {
                 handler: HandlerSpec::image("x"),
+                template: None,
                 source: SourceSpec::default(),
                 queue: None,
                 scaling: None,

@@ -309,7 +309,9 @@ mod tests {
                     timeout_seconds: None,
                     concurrency,
                     service_account_name: None,
+                    ..HandlerSpec::image("i")
                 },
+                template: None,
                 source: SourceSpec {
                     sqs: Some(SqsSource {
                         queue_url: "http://q".into(),

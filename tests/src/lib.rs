@@ -35,12 +35,41 @@ pub fn tool(name: &str, package: &str) -> PathBuf {
     }
 }
 
-/// A loopback port nobody listens on right now.
+/// Lowest port handed out by [`free_port`].
+const LOWEST_PORT: u16 = 10_000;
+
+/// The first port of the kernel's ephemeral range (where outgoing
+/// connections get their local ports), 32768 when unknown.
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .filter(|start| *start > LOWEST_PORT + 1000)
+        .unwrap_or(32_768)
+}
+
+/// A port nobody listens on right now, on any address. Taken at random
+/// below the kernel's ephemeral range: a port from that range (what
+/// binding port 0 gives) can be taken as the local end of any outgoing
+/// connection in the time between this check and the server's own bind,
+/// and a broker that boots for seconds (RabbitMQ's distribution port) then
+/// fails to start. Below it, only another explicit bind can take it.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let span = u64::from(ephemeral_start() - LOWEST_PORT);
+    for _ in 0..10_000 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.write_u64(DRAWS.fetch_add(1, Ordering::Relaxed));
+        let offset = u16::try_from(hasher.finish() % span).unwrap_or(0);
+        let port = LOWEST_PORT + offset;
+        if TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {}", ephemeral_start())
 }
 
 /// Waits until something listens on loopback `port`; after `limit`, panics

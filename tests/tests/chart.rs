@@ -163,8 +163,13 @@ fn the_operator_deployment_is_locked_down_and_wired() {
     assert!(!role.to_string().contains("secrets"));
     // No Secret at all by default; one Role per granted RabbitMQ Secret,
     // `get` on that name only.
-    let default = render(home.path(), "shoal", "shoal-system", &[]);
-    assert!(!default.contains("secrets"), "{default}");
+    let default = documents(&render(home.path(), "shoal", "shoal-system", &[]));
+    for rbac in default
+        .iter()
+        .filter(|d| matches!(d["kind"].as_str(), Some("Role" | "ClusterRole")))
+    {
+        assert!(!rbac["rules"].to_string().contains("secrets"), "{rbac}");
+    }
     let granted = documents(&render(
         home.path(),
         "shoal",
@@ -212,6 +217,73 @@ fn the_operator_deployment_is_locked_down_and_wired() {
     }
 }
 
+#[test]
+fn names_disruption_budget_spread_volumes_and_security_contexts_follow_the_values() {
+    let home = tempfile::tempdir().unwrap();
+    // One replica: no PodDisruptionBudget (it would block every drain).
+    let single = documents(&render(home.path(), "shoal", "shoal-system", &[]));
+    assert!(single.iter().all(|d| d["kind"] != "PodDisruptionBudget"));
+    let docs = documents(&render(
+        home.path(),
+        "ops",
+        "shoal-system",
+        &[
+            "replicaCount=2",
+            "nameOverride=batch",
+            "crds.annotations.example\\.com/owner=platform",
+            "extraEnvFrom[0].secretRef.name=aws",
+            "extraVolumes[0].name=ca,extraVolumes[0].configMap.name=corporate-ca",
+            "extraVolumeMounts[0].name=ca,extraVolumeMounts[0].mountPath=/etc/ssl/corporate",
+            "topologySpreadConstraints[0].maxSkew=1,topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone,topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule",
+            "podSecurityContext.runAsUser=10001,podSecurityContext.runAsNonRoot=true",
+        ],
+    ));
+    let deployment = find(&docs, "Deployment");
+    assert_eq!(deployment["metadata"]["name"], "ops-batch");
+    assert_eq!(
+        deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        "batch"
+    );
+    let pdb = find(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"], deployment["spec"]["selector"],
+        "the budget covers the operator's pods"
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "corporate-ca");
+    assert_eq!(pod["topologySpreadConstraints"][0]["maxSkew"], 1);
+    // Values merge key by key into the restricted defaults.
+    assert_eq!(pod["securityContext"]["runAsUser"], 10001);
+    assert_eq!(pod["securityContext"]["runAsGroup"], 65532);
+    let container = &pod["containers"][0];
+    assert_eq!(container["envFrom"][0]["secretRef"]["name"], "aws");
+    assert_eq!(
+        container["volumeMounts"][0]["mountPath"],
+        "/etc/ssl/corporate"
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    let crd = find(&docs, "CustomResourceDefinition");
+    let annotations = &crd["metadata"]["annotations"];
+    assert_eq!(annotations["helm.sh/resource-policy"], "keep");
+    assert_eq!(annotations["example.com/owner"], "platform");
+    // fullnameOverride names every object.
+    let full = documents(&render(
+        home.path(),
+        "ops",
+        "shoal-system",
+        &["fullnameOverride=shoal-operator"],
+    ));
+    assert_eq!(
+        find(&full, "Deployment")["metadata"]["name"],
+        "shoal-operator"
+    );
+    assert_eq!(
+        find(&full, "ServiceAccount")["metadata"]["name"],
+        "shoal-operator"
+    );
+}
+
 /// Writes `groups` as a Prometheus rule file in `dir`; returns its path.
 fn rule_file(dir: &Path, name: &str, groups: &Value) -> std::path::PathBuf {
     let path = dir.join(name);
@@ -249,6 +321,50 @@ fn alert_rules_fire_as_documented_and_dashboard_queries_parse() {
     .unwrap();
     promtool(&["test", "rules", "alerts.test.yaml"], dir);
 
+    // The operator's per-job series keep their own namespace label.
+    assert_eq!(
+        find(&docs, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"],
+        true
+    );
+    // Worker series carry their BatchJob, as the operator's per-job ones do.
+    let pod_monitor = find(&docs, "PodMonitor");
+    let relabel = &pod_monitor["spec"]["podMetricsEndpoints"][0]["relabelings"][0];
+    assert_eq!(
+        relabel["sourceLabels"][0],
+        "__meta_kubernetes_pod_label_shoal_dev_batchjob"
+    );
+    assert_eq!(relabel["targetLabel"], "batchjob");
+
+    // Each alert links its runbook: a section of docs/runbooks.md.
+    let runbooks =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/runbooks.md"))
+            .unwrap();
+    let alerts: Vec<&Value> = rule["spec"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .collect();
+    assert!(alerts.len() >= 4);
+    for alert in alerts {
+        let name = alert["alert"].as_str().unwrap();
+        let url = alert["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_default();
+        assert_eq!(
+            url,
+            format!(
+                "https://github.com/shoal-dev/shoal/blob/main/docs/runbooks.md#{}",
+                name.to_lowercase()
+            ),
+            "{name}"
+        );
+        assert!(
+            runbooks.contains(&format!("\n## {name}\n")),
+            "docs/runbooks.md has no section {name}"
+        );
+    }
+
     // Every dashboard query, as a recording rule, must parse.
     let config_map = docs
         .iter()
@@ -256,6 +372,14 @@ fn alert_rules_fire_as_documented_and_dashboard_queries_parse() {
         .expect("dashboard ConfigMap");
     let dashboard: Value =
         serde_json::from_str(config_map["data"]["shoal.json"].as_str().unwrap()).unwrap();
+    // Namespace and BatchJob variables, from the operator's per-job series.
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(variables, ["datasource", "namespace", "batchjob"]);
     let rules: Vec<Value> = dashboard["panels"]
         .as_array()
         .unwrap()
@@ -265,11 +389,27 @@ fn alert_rules_fire_as_documented_and_dashboard_queries_parse() {
         .map(|(n, t)| {
             serde_json::json!({
                 "record": format!("shoal:dashboard_query_{n}"),
-                "expr": t["expr"].as_str().unwrap().replace("$__rate_interval", "5m"),
+                "expr": t["expr"]
+                    .as_str()
+                    .unwrap()
+                    .replace("$__rate_interval", "5m")
+                    .replace("$namespace", ".*")
+                    .replace("$batchjob", ".*"),
             })
         })
         .collect();
     assert!(rules.len() >= 10, "{} queries", rules.len());
+    // Every worker and job query follows the variables.
+    for rule in &rules {
+        let expr = rule["expr"].as_str().unwrap();
+        if expr.contains("shoal_operator_") {
+            continue;
+        }
+        assert!(
+            expr.contains("namespace=~\".*\", batchjob=~\".*\""),
+            "{expr}"
+        );
+    }
     rule_file(
         dir,
         "dashboard.yaml",

@@ -73,7 +73,14 @@ fn everything_rendered_passes_a_server_dry_run_in_a_restricted_namespace() {
     let namespaced: Vec<&str> = everything
         .iter()
         .copied()
-        .chain(["watchNamespace=media", "replicaCount=2"])
+        .chain([
+            "watchNamespace=media",
+            "replicaCount=2",
+            "extraVolumes[0].name=ca,extraVolumes[0].configMap.name=corporate-ca",
+            "extraVolumeMounts[0].name=ca,extraVolumeMounts[0].mountPath=/etc/ssl/corporate",
+            "extraEnvFrom[0].secretRef.name=aws",
+            "topologySpreadConstraints[0].maxSkew=1,topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone,topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway,topologySpreadConstraints[0].labelSelector.matchLabels.app\\.kubernetes\\.io/component=operator",
+        ])
         .collect();
     for sets in [&everything[..], &namespaced[..]] {
         let yaml = render(&home, "shoal", "shoal-system", sets);
@@ -92,6 +99,11 @@ fn everything_rendered_passes_a_server_dry_run_in_a_restricted_namespace() {
         ] {
             assert!(stdout.contains(kind), "{sets:?}: no {kind} in\n{stdout}");
         }
+        assert_eq!(
+            stdout.contains("poddisruptionbudget.policy/shoal"),
+            sets.contains(&"replicaCount=2"),
+            "a budget exactly with more than one replica: {stdout}"
+        );
     }
 }
 

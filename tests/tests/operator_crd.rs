@@ -63,6 +63,7 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
         "existing-queue",
         "pipeline",
         "rabbitmq",
+        "gpu-on-spot",
     ] {
         let path = repo().join(format!("examples/batchjobs/{example}.yaml"));
         plane.kubectl(&["apply", "-f", &path.to_string_lossy()]);
@@ -77,6 +78,7 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
         "thumbnail-index",
         "orders",
         "thumbnails-on-rabbitmq",
+        "thumbnails-gpu",
     ] {
         assert!(listed.contains(name), "{listed}");
     }
@@ -407,6 +409,178 @@ fn the_worker_deployment_passes_the_restricted_pod_security_standard() {
         "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name} {.spec.replicas} {.spec.template.spec.containers[0].resources.limits.cpu} {.spec.template.spec.containers[0].resources.limits.memory}",
     ]);
     assert_eq!(stored, "BatchJob/thumbnails 2 1 1769Mi");
+}
+
+/// The worker pod template on the real API server: the example's
+/// template (node selector, tolerations, topology spread, pull secret, a
+/// GPU, a ConfigMap as variables and as files) makes a Deployment the API
+/// server stores as built in a namespace enforcing the restricted profile;
+/// a template that reaches for what the operator owns, or for a volume the
+/// profile forbids, is refused with the reason.
+#[test]
+fn a_worker_template_merges_under_the_restricted_profile_and_cannot_take_what_the_operator_owns() {
+    let plane = ControlPlane::start();
+    plane.install_crds();
+    plane.kubectl(&["create", "namespace", "media"]);
+    plane.kubectl(&[
+        "label",
+        "namespace",
+        "media",
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/warn=restricted",
+    ]);
+    let example = repo().join("examples/batchjobs/gpu-on-spot.yaml");
+    plane.kubectl(&["apply", "-n", "media", "-f", &example.to_string_lossy()]);
+    let stored = plane.kubectl(&["get", "-n", "media", "bj", "thumbnails-gpu", "-o", "json"]);
+    let job: BatchJob = serde_json::from_str(&stored).unwrap();
+    let wiring = Wiring {
+        queue: WorkerQueue::Url("http://127.0.0.1:9324/000000000000/thumbnails-gpu".into()),
+        output: Some("s3://photos/thumbs/".into()),
+        input_bucket: Some("photos".into()),
+        replicas: 1,
+    };
+    let built = workload::deployment(&job, &wiring);
+    let deployment = serde_json::to_string(&built).unwrap();
+    let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(&deployment));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("Warning"),
+        "the API server warned about the pod template:\n{stderr}"
+    );
+    let live: serde_json::Value = serde_json::from_str(&plane.kubectl(&[
+        "get",
+        "-n",
+        "media",
+        "deployment",
+        "thumbnails-gpu-workers",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let desired = serde_json::to_value(&built).unwrap();
+    // The API server keeps every value as built (its defaults come on top),
+    // so the operator sees no drift and applies nothing again.
+    assert_eq!(
+        shoal_operator::drift::difference(&live["spec"], &desired["spec"]),
+        None
+    );
+    let pod = &live["spec"]["template"];
+    assert_eq!(pod["metadata"]["labels"]["team"], "media");
+    assert_eq!(pod["spec"]["nodeSelector"]["pool"], "gpu-spot");
+    assert_eq!(pod["spec"]["tolerations"][0]["key"], "spot");
+    assert_eq!(
+        pod["spec"]["imagePullSecrets"][0]["name"],
+        "registry-example-com"
+    );
+    assert_eq!(
+        pod["spec"]["volumes"][1]["configMap"]["name"],
+        "thumbnail-settings"
+    );
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["resources"]["limits"]["nvidia.com/gpu"], "1");
+    assert_eq!(container["resources"]["requests"]["nvidia.com/gpu"], "1");
+    assert_eq!(container["volumeMounts"][1]["mountPath"], "/etc/thumbnail");
+    assert_eq!(
+        container["envFrom"][0]["configMapRef"]["name"],
+        "thumbnail-settings"
+    );
+
+    // What the operator owns, and what the profile forbids.
+    let with = |handler: &str, template: &str| {
+        batchjob(
+            "grabby",
+            &format!(
+                "  handler:\n    image: x\n{handler}  template:\n{template}{S3_SOURCE}{OUTPUT}"
+            ),
+        )
+    };
+    let cases = [
+        (
+            with(
+                "",
+                "    metadata:\n      labels:\n        shoal.dev/batchjob: other\n",
+            ),
+            "app.kubernetes.io/name and shoal.dev/* select the job's workers",
+        ),
+        (
+            with(
+                "",
+                "    metadata:\n      labels:\n        app.kubernetes.io/name: x\n",
+            ),
+            "app.kubernetes.io/name and shoal.dev/* select the job's workers",
+        ),
+        (
+            with(
+                "",
+                "    metadata:\n      annotations:\n        prometheus.io/port: \"1\"\n",
+            ),
+            "shoal.dev/* and prometheus.io/* are set by the operator",
+        ),
+        (
+            with(
+                "",
+                "    spec:\n      volumes:\n        - name: host\n          hostPath:\n            path: /\n",
+            ),
+            "the volume types the restricted Pod Security Standard allows",
+        ),
+        (
+            with(
+                "",
+                "    spec:\n      volumes:\n        - name: tmp\n          emptyDir: {}\n",
+            ),
+            "tmp is the worker's own /tmp volume",
+        ),
+        (
+            with(
+                "    volumeMounts:\n      - name: tmp\n        mountPath: /tmp\n        readOnly: true\n",
+                "    spec: {}\n",
+            ),
+            "/tmp is the worker's own writable folder",
+        ),
+        (
+            with(
+                "",
+                "    spec:\n      priorityClassName: system-cluster-critical\n",
+            ),
+            "the system- classes are for the cluster's own critical pods",
+        ),
+        (
+            with("    extendedResources:\n      cpu: 64\n", "    spec: {}\n"),
+            "cpu and memory follow handler.memoryMiB",
+        ),
+        (
+            with(
+                "    extendedResources:\n      nvidia.com/gpu: 0\n",
+                "    spec: {}\n",
+            ),
+            "each count is from 1 to 256",
+        ),
+        (
+            with("    imagePullPolicy: Sometimes\n", "    spec: {}\n"),
+            "Unsupported value: \"Sometimes\"",
+        ),
+    ];
+    for (yaml, reason) in &cases {
+        let refusal = refused(&plane, yaml);
+        assert!(refusal.contains(reason), "{yaml}\n{refusal}");
+    }
+
+    // A mount of a volume the template does not declare: CEL cannot afford
+    // to compare every name with every name, the API server's dry run of
+    // the Deployment (which the operator makes before creating anything)
+    // refuses it.
+    let mut dangling = job.clone();
+    dangling.spec.handler.volume_mounts[0].name = "missing".into();
+    let deployment = serde_json::to_string(&workload::deployment(&dangling, &wiring)).unwrap();
+    let out =
+        plane.kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], Some(&deployment));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("volumeMounts[1].name: Not found: \"missing\""),
+        "{stderr}"
+    );
 }
 
 #[test]

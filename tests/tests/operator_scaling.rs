@@ -1,6 +1,7 @@
 //! The operator against a real kube-apiserver and a real SQS server (moto):
 //! the worker Deployment's replicas follow the queue's backlog up, and back
-//! down to zero after the scale-down delay. No pod runs (there is no
+//! down to zero after the scale-down delay, and the job's own series in
+//! the operator's metrics come and go with it. No pod runs (there is no
 //! kubelet): the test reads the Deployment the operator wrote.
 
 #![allow(
@@ -79,7 +80,8 @@ async fn replicas_follow_the_sqs_backlog_up_and_down_to_zero() {
     );
     assert_eq!(status, "Running 4 35");
 
-    // The operator's own metrics: valid exposition, sums without job names.
+    // The operator's own metrics: valid exposition, sums, and the job's
+    // series labelled with its namespace and name.
     let (code, ready) = http_get(&format!("http://{metrics_addr}/readyz"));
     assert_eq!(code, 200, "{ready}");
     let metrics = wait_until(
@@ -108,7 +110,35 @@ async fn replicas_follow_the_sqs_backlog_up_and_down_to_zero() {
         .unwrap_or(0.0)
             >= 2.0
     );
-    assert!(!metrics.contains("uploads"), "no BatchJob names in labels");
+    let job = "{batchjob=\"uploads\",namespace=\"default\"}";
+    for (name, want) in [
+        ("shoal_batchjob_desired_workers", 4.0),
+        ("shoal_batchjob_waiting_messages", 35.0),
+        ("shoal_batchjob_in_flight_messages", 0.0),
+        ("shoal_batchjob_dead_lettered_chunks", 0.0),
+        ("shoal_batchjob_ready_workers", 0.0),
+    ] {
+        assert_eq!(
+            sample(&metrics, &format!("{name}{job}")),
+            Some(want),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &metrics,
+            "shoal_batchjob_phase{batchjob=\"uploads\",namespace=\"default\",phase=\"Running\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.matches("batchjob=\"uploads\"").count(),
+        10,
+        "ten series a job:\n{metrics}"
+    );
+    for line in metrics.lines().filter(|l| l.starts_with("shoal_operator_")) {
+        assert!(!line.contains("uploads"), "sums carry no job name: {line}");
+    }
 
     // The queue drains: back to zero once the delay has passed.
     sqs.purge_queue().queue_url(&url).send().await.unwrap();
@@ -124,4 +154,21 @@ async fn replicas_follow_the_sqs_backlog_up_and_down_to_zero() {
     );
     assert_eq!(status, "0 0");
     assert!(log().contains("scaled workers"), "{}", log());
+
+    // Deleted: its series go with it.
+    plane.kubectl(&["delete", "bj", "uploads", "--wait=false"]);
+    let metrics = wait_until(
+        limit,
+        "the job's series removed",
+        || {
+            let (_, text) = http_get(&format!("http://{metrics_addr}/metrics"));
+            (!text.contains("uploads")).then_some(text)
+        },
+        log,
+    );
+    promtool_check(&metrics);
+    assert_eq!(
+        sample(&metrics, "shoal_operator_desired_workers"),
+        Some(0.0)
+    );
 }

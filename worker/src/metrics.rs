@@ -292,8 +292,19 @@ impl Metrics {
             ),
             &["state"],
         )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "shoal_build_info",
+                "1, labelled with the version of the shoal runtime the handler is built with.",
+            ),
+            &["component", "version"],
+        )?;
+        build_info
+            .with_label_values(&["worker", env!("CARGO_PKG_VERSION")])
+            .set(1);
         for collector in [
-            Box::new(invocations.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(build_info) as Box<dyn prometheus::core::Collector>,
+            Box::new(invocations.clone()),
             Box::new(errors.clone()),
             Box::new(duration.clone()),
             Box::new(concurrent.clone()),

@@ -5,6 +5,7 @@ rules` on them (tests/rules/).
 */}}
 {{- define "shoal.alertGroups" -}}
 {{- $rule := .Values.metrics.prometheusRule -}}
+{{- $runbook := $rule.runbookUrl -}}
 - name: shoal
   rules:
     - alert: ShoalOperatorDown
@@ -16,22 +17,28 @@ rules` on them (tests/rules/).
       annotations:
         summary: No shoal operator replica holds the leader Lease
         description: BatchJobs are not reconciled and workers are not scaled.
+        runbook_url: {{ $runbook }}#shoaloperatordown
     - alert: ShoalDeadLetterQueueGrowing
-      # Chunks keep failing for good.
-      expr: increase(shoal_operator_dead_lettered_chunks[{{ $rule.deadLetterGrowingFor }}]) > 0 and shoal_operator_dead_lettered_chunks > 0
+      # A job's chunks keep failing for good.
+      expr: increase(shoal_batchjob_dead_lettered_chunks[{{ $rule.deadLetterGrowingFor }}]) > 0 and shoal_batchjob_dead_lettered_chunks > 0
       for: {{ $rule.deadLetterGrowingFor }}
       labels:
         severity: warning
       annotations:
-        summary: Dead-letter queues of shoal BatchJobs are growing
-        description: '{{ "{{" }} $value {{ "}}" }} more chunks were dead-lettered in the last {{ $rule.deadLetterGrowingFor }}; see `kubectl get bj` (FAILED) and the dead-letter queues.'
+        summary: 'The dead-letter queue of BatchJob {{ "{{" }} $labels.namespace {{ "}}" }}/{{ "{{" }} $labels.batchjob {{ "}}" }} is growing'
+        description: '{{ "{{" }} $value {{ "}}" }} more chunks were dead-lettered in the last {{ $rule.deadLetterGrowingFor }}; `kubectl describe bj -n {{ "{{" }} $labels.namespace {{ "}}" }} {{ "{{" }} $labels.batchjob {{ "}}" }}` and its failure report say why.'
+        runbook_url: {{ $runbook }}#shoaldeadletterqueuegrowing
     - alert: ShoalBatchJobFailed
-      expr: increase(shoal_operator_batchjobs_finished_total{phase="Failed"}[10m]) > 0
+      # Turned Failed in the last 10 minutes.
+      # On the job's labels only: a new leader's series (another pod) for a
+      # job that failed long ago is not a new failure.
+      expr: shoal_batchjob_phase{phase="Failed"} == 1 unless on (namespace, batchjob) (shoal_batchjob_phase{phase="Failed"} offset 10m == 1)
       labels:
         severity: warning
       annotations:
-        summary: A shoal BatchJob failed
-        description: 'More chunks were dead-lettered than its failurePolicy allows, or its upstream failed; `kubectl get bj` and `kubectl describe bj` say which.'
+        summary: 'BatchJob {{ "{{" }} $labels.namespace {{ "}}" }}/{{ "{{" }} $labels.batchjob {{ "}}" }} failed'
+        description: 'More chunks were dead-lettered than its failurePolicy allows, or its upstream failed; `kubectl describe bj -n {{ "{{" }} $labels.namespace {{ "}}" }} {{ "{{" }} $labels.batchjob {{ "}}" }}` says which.'
+        runbook_url: {{ $runbook }}#shoalbatchjobfailed
     - alert: ShoalBacklogAgeRising
       # Workers receive messages that waited long, and longer and longer.
       expr: |
@@ -44,4 +51,5 @@ rules` on them (tests/rules/).
       annotations:
         summary: shoal messages wait longer and longer before a worker takes them
         description: 'The 90th percentile of message age at receipt is {{ "{{" }} $value | humanizeDuration {{ "}}" }} and rising in namespace {{ "{{" }} $labels.namespace {{ "}}" }}: raise scaling.maxWorkers or look for slow handlers.'
+        runbook_url: {{ $runbook }}#shoalbacklogagerising
 {{- end -}}

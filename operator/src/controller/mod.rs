@@ -178,7 +178,8 @@ pub(crate) async fn expire(
 /// Deletes the queues the operator created for `job` (not a queue it was
 /// given): the finalizer's cleanup.
 async fn cleanup(job: &BatchJob, ctx: &Context) -> Result<Action> {
-    ctx.metrics.set_job(&job_key(job), None);
+    ctx.metrics
+        .set_job(&job.namespace().unwrap_or_default(), &job.name_any(), None);
     if queues::delete_created(job, ctx).await? {
         ctx.event(
             job,
@@ -514,10 +515,13 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         write_status(&job, &ctx, &namespace, &status).await?;
     }
     ctx.metrics.set_job(
-        &job_key(&job),
+        &namespace,
+        &job.name_any(),
         Some(JobFigures {
-            backlog: backlog.total(),
+            waiting: backlog.visible,
+            in_flight: backlog.in_flight,
             desired: i64::from(decision.replicas),
+            ready: i64::from(status.ready_workers),
             dead_lettered: status.chunks.dead_lettered,
             phase,
         }),

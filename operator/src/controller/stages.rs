@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 
-use super::{Context, UPSTREAM_INTERVAL, expire, job_key, write_status};
+use super::{Context, UPSTREAM_INTERVAL, expire, write_status};
 use crate::crd::{BatchJob, BatchJobStatus, OutputSpec, Phase, RedriveStatus, S3Source};
 use crate::error::{Error, Result};
 use crate::metrics::JobFigures;
@@ -134,13 +134,13 @@ pub(super) async fn blocked(
         write_status(job, ctx, namespace, &status).await?;
     }
     ctx.metrics.set_job(
-        &job_key(job),
+        namespace,
+        &job.name_any(),
         Some(JobFigures {
-            backlog: status
-                .chunks
-                .visible
-                .saturating_add(status.chunks.in_flight),
+            waiting: status.chunks.visible,
+            in_flight: status.chunks.in_flight,
             desired: i64::from(status.desired_workers),
+            ready: i64::from(status.ready_workers),
             dead_lettered: status.chunks.dead_lettered,
             phase: status.phase,
         }),

@@ -74,7 +74,7 @@ fn context() -> (Arc<Context>, Handle) {
         sqs: Sqs::from_client(aws_sdk_sqs::Client::from_conf(sqs)),
         s3: S3::from_client(aws_sdk_s3::Client::from_conf(s3)),
         amqp: crate::amqp::Amqp::new(std::time::Duration::from_secs(10)).unwrap(),
-        metrics: Arc::new(Metrics::new().unwrap()),
+        metrics: Arc::new(Metrics::new(crate::metrics::DEFAULT_PER_JOB_LIMIT).unwrap()),
         pod_looks: crate::health::Looks::default(),
     };
     (Arc::new(ctx), handle)
@@ -140,6 +140,7 @@ fn job(name: &str, source: SourceSpec, status: Option<BatchJobStatus>, fresh: bo
         name,
         BatchJobSpec {
             handler: HandlerSpec::image("x"),
+            template: None,
             source,
             queue: None,
             scaling: None,

@@ -141,8 +141,9 @@ pub(super) async fn workers_condition(
 }
 
 /// What the API server would say of `job`'s worker Deployment, asked with
-/// a server-side dry run before any queue exists: `Some(message)` when it
-/// refuses it (an env name it does not take, a label value too long, an
+/// a server-side dry run before any queue exists (after the operator's own
+/// look at the template, [`workload::template_refusal`]): `Some(message)`
+/// when it refuses it (an env name it does not take, a label value too long, an
 /// image it cannot parse), so the job stops there with the reason instead
 /// of creating queues and sending chunks for workers that can never start.
 pub(super) async fn refused_deployment(
@@ -150,6 +151,9 @@ pub(super) async fn refused_deployment(
     ctx: &Context,
     namespace: &str,
 ) -> Result<Option<String>> {
+    if let Some(reason) = workload::template_refusal(job.spec.template.as_ref()) {
+        return Ok(Some(reason));
+    }
     let wiring = Wiring {
         queue: workload::WorkerQueue::Url("https://sqs.invalid/000000000000/validate".into()),
         output: crate::plan::output_location(job),

@@ -5,15 +5,17 @@
 //! and are configured through the same `SHOAL_*` variables as the CLI. They
 //! run under the `restricted` Pod Security Standard: non-root, read-only
 //! root filesystem (an `emptyDir` at `/tmp`), no privilege escalation, all
-//! capabilities dropped, seccomp `RuntimeDefault`.
+//! capabilities dropped, seccomp `RuntimeDefault`. The BatchJob's worker
+//! template (scheduling, pull secrets, volumes, labels, extended resources)
+//! is merged in by [`template`], the operator's settings winning.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecurityContext, ServiceAccount, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecurityContext, ServiceAccount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -21,6 +23,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{BatchJob, MIB_PER_CPU};
+
+mod template;
+
+pub use template::refusal as template_refusal;
 
 /// Port of `/metrics`, `/healthz` and `/readyz` in worker pods.
 pub const METRICS_PORT: i32 = 9090;
@@ -257,7 +263,7 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
         ..Probe::default()
     };
 
-    let container = Container {
+    let mut container = Container {
         name: CONTAINER.to_owned(),
         image: Some(handler.image.clone()),
         command: (!handler.command.is_empty()).then(|| handler.command.clone()),
@@ -296,15 +302,13 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: "/tmp".to_owned(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(template::volume_mounts(handler)),
         ..Container::default()
     };
+    template::add_container_settings(handler, &mut container);
+    let user_template = job.spec.template.as_ref();
 
-    let pod = PodSpec {
+    let mut pod = PodSpec {
         containers: vec![container],
         service_account_name: Some(
             handler
@@ -327,13 +331,13 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
             }),
             ..PodSecurityContext::default()
         }),
-        volumes: Some(vec![Volume {
-            name: "tmp".to_owned(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
+        volumes: Some(template::volumes(user_template)),
         ..PodSpec::default()
     };
+    template::add_pod_settings(user_template, &mut pod);
+    let user_metadata = user_template
+        .and_then(|t| t.metadata.clone())
+        .unwrap_or_default();
 
     Deployment {
         metadata: ObjectMeta {
@@ -355,11 +359,14 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations: Some(BTreeMap::from([
-                        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
-                        ("prometheus.io/port".to_owned(), METRICS_PORT.to_string()),
-                    ])),
+                    labels: Some(template::merged(&user_metadata.labels, labels)),
+                    annotations: Some(template::merged(
+                        &user_metadata.annotations,
+                        BTreeMap::from([
+                            ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+                            ("prometheus.io/port".to_owned(), METRICS_PORT.to_string()),
+                        ]),
+                    )),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),

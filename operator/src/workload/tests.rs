@@ -21,7 +21,9 @@ fn job() -> BatchJob {
                 timeout_seconds: Some(120),
                 concurrency: Some(4),
                 service_account_name: Some("thumbs-s3".into()),
+                ..HandlerSpec::image("x")
             },
+            template: None,
             source: SourceSpec {
                 sqs: Some(SqsSource {
                     queue_url: "http://127.0.0.1:9324/000000000000/jobs".into(),
@@ -274,4 +276,225 @@ fn long_items_keep_their_timeout_and_drain_at_most_an_hour() {
     // What the worker accepts as its drain, and Kubernetes a bit longer.
     assert_eq!(env_value(c, "SHOAL_SHUTDOWN_GRACE"), ["3600"]);
     assert_eq!(pod.termination_grace_period_seconds, Some(3610));
+}
+
+/// `job()` with `template` and the handler settings in `handler` (JSON
+/// objects as a user writes them).
+fn templated(template: serde_json::Value, handler: serde_json::Value) -> BatchJob {
+    let mut job = job();
+    job.spec.template = Some(serde_json::from_value(template).unwrap());
+    let mut spec = serde_json::to_value(&job.spec.handler).unwrap();
+    for (key, value) in handler.as_object().unwrap() {
+        spec[key] = value.clone();
+    }
+    job.spec.handler = serde_json::from_value(spec).unwrap();
+    job
+}
+
+fn pod(d: &Deployment) -> (&ObjectMeta, &PodSpec) {
+    let template = &d.spec.as_ref().unwrap().template;
+    (
+        template.metadata.as_ref().unwrap(),
+        template.spec.as_ref().unwrap(),
+    )
+}
+
+#[test]
+fn a_template_places_the_workers_and_the_handler_mounts_and_requests() {
+    let job = templated(
+        serde_json::json!({
+            "metadata": {
+                "labels": {"team": "media", "cost-center": "42"},
+                "annotations": {"example.com/owner": "media@example.com"}
+            },
+            "spec": {
+                "nodeSelector": {"pool": "gpu-spot"},
+                "tolerations": [{"key": "spot", "operator": "Exists", "effect": "NoSchedule"}],
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a", "b"]}
+                    ]}]
+                }}},
+                "topologySpreadConstraints": [{
+                    "maxSkew": 1,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {"matchLabels": {"shoal.dev/batchjob": "thumbs"}}
+                }],
+                "priorityClassName": "batch-low",
+                "runtimeClassName": "nvidia",
+                "imagePullSecrets": [{"name": "registry"}],
+                "volumes": [{"name": "models", "configMap": {"name": "models"}}]
+            }
+        }),
+        serde_json::json!({
+            "envFrom": [{"configMapRef": {"name": "thumbnail-settings"}}],
+            "volumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": true}],
+            "extendedResources": {"nvidia.com/gpu": 1},
+            "imagePullPolicy": "IfNotPresent"
+        }),
+    );
+    let d = deployment(&job, &wiring());
+    let (meta, spec) = pod(&d);
+    let labels = meta.labels.as_ref().unwrap();
+    assert_eq!(labels["team"], "media");
+    assert_eq!(labels[JOB_LABEL], "thumbs");
+    let selector = d
+        .spec
+        .as_ref()
+        .unwrap()
+        .selector
+        .match_labels
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        selector,
+        &selector_labels(&job),
+        "the selector is the operator's alone"
+    );
+    let annotations = meta.annotations.as_ref().unwrap();
+    assert_eq!(annotations["example.com/owner"], "media@example.com");
+    assert_eq!(annotations["prometheus.io/port"], "9090");
+
+    assert_eq!(spec.node_selector.as_ref().unwrap()["pool"], "gpu-spot");
+    assert_eq!(
+        spec.tolerations.as_ref().unwrap()[0].key.as_deref(),
+        Some("spot")
+    );
+    assert!(spec.affinity.as_ref().unwrap().node_affinity.is_some());
+    assert_eq!(
+        spec.topology_spread_constraints.as_ref().unwrap()[0].max_skew,
+        1
+    );
+    assert_eq!(spec.priority_class_name.as_deref(), Some("batch-low"));
+    assert_eq!(spec.runtime_class_name.as_deref(), Some("nvidia"));
+    assert_eq!(
+        spec.image_pull_secrets.as_ref().unwrap()[0].name,
+        "registry"
+    );
+    let volumes: Vec<&str> = spec
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(volumes, ["tmp", "models"]);
+    // Untouched by the template: the restricted profile and the account.
+    assert_eq!(
+        spec.security_context.as_ref().unwrap().run_as_non_root,
+        Some(true)
+    );
+    assert_eq!(spec.automount_service_account_token, Some(false));
+
+    let c = container(&d);
+    let mounts: Vec<(&str, &str)> = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+        .collect();
+    assert_eq!(mounts, [("tmp", "/tmp"), ("models", "/models")]);
+    let env_from = c.env_from.as_ref().unwrap();
+    assert_eq!(
+        env_from[0].config_map_ref.as_ref().unwrap().name,
+        "thumbnail-settings"
+    );
+    // env wins over envFrom in Kubernetes: the operator's variables stay.
+    assert_eq!(env_value(c, "SHOAL_QUEUE").len(), 1);
+    assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    let resources = c.resources.as_ref().unwrap();
+    for map in [&resources.requests, &resources.limits] {
+        let map = map.as_ref().unwrap();
+        assert_eq!(map["nvidia.com/gpu"], Quantity("1".into()));
+        assert_eq!(map["memory"], Quantity("3538Mi".into()));
+        assert_eq!(map["cpu"], Quantity("2".into()));
+    }
+}
+
+#[test]
+fn what_the_operator_owns_a_template_cannot_take() {
+    // What the schema refuses, had a BatchJob stored before its rules
+    // carried it.
+    let job = templated(
+        serde_json::json!({
+            "metadata": {
+                "labels": {"shoal.dev/batchjob": "someone-else", "app.kubernetes.io/name": "x"},
+                "annotations": {"prometheus.io/port": "1"}
+            },
+            "spec": {"volumes": [{"name": "tmp", "hostPath": {"path": "/"}}]}
+        }),
+        serde_json::json!({
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp", "readOnly": true}],
+            "extendedResources": {"cpu": 64, "memory": 1}
+        }),
+    );
+    let d = deployment(&job, &wiring());
+    let (meta, spec) = pod(&d);
+    assert_eq!(meta.labels.as_ref().unwrap(), &selector_labels(&job));
+    assert_eq!(
+        meta.annotations.as_ref().unwrap()["prometheus.io/port"],
+        "9090"
+    );
+    let volumes = spec.volumes.as_ref().unwrap();
+    assert_eq!(volumes.len(), 1);
+    assert!(volumes[0].empty_dir.is_some() && volumes[0].host_path.is_none());
+    let c = container(&d);
+    let mounts = c.volume_mounts.as_ref().unwrap();
+    assert_eq!(mounts.len(), 1);
+    assert_eq!(mounts[0].read_only, None, "/tmp stays writable");
+    let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    assert_eq!(limits["cpu"], Quantity("2".into()));
+    assert_eq!(limits["memory"], Quantity("3538Mi".into()));
+}
+
+#[test]
+fn without_a_template_the_pod_is_as_before() {
+    let d = deployment(&job(), &wiring());
+    let (_, spec) = pod(&d);
+    assert_eq!(spec.node_selector, None);
+    assert_eq!(spec.tolerations, None);
+    assert_eq!(spec.affinity, None);
+    assert_eq!(spec.image_pull_secrets, None);
+    let c = container(&d);
+    assert_eq!(c.env_from, None);
+    assert_eq!(c.image_pull_policy, None);
+    assert_eq!(
+        c.resources.as_ref().unwrap().limits.as_ref().unwrap().len(),
+        2
+    );
+}
+
+#[test]
+fn a_projected_token_or_a_node_volume_is_refused_before_anything_is_made() {
+    let refusal = |volumes: serde_json::Value| {
+        let template: crate::crd::WorkerTemplate =
+            serde_json::from_value(serde_json::json!({"spec": {"volumes": volumes}})).unwrap();
+        template_refusal(Some(&template))
+    };
+    assert_eq!(template_refusal(None), None);
+    assert_eq!(
+        refusal(serde_json::json!([
+            {"name": "settings", "configMap": {"name": "s"}},
+            {"name": "both", "projected": {"sources": [
+                {"configMap": {"name": "s"}}, {"secret": {"name": "k"}},
+                {"downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}
+            ]}},
+            {"name": "claim", "persistentVolumeClaim": {"claimName": "models"}}
+        ])),
+        None
+    );
+    let token = refusal(
+        serde_json::json!([{"name": "api", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "audience": "sts.amazonaws.com"}}
+        ]}}]),
+    )
+    .unwrap();
+    assert!(
+        token.contains("volume api projects a service account token"),
+        "{token}"
+    );
+    let host = refusal(serde_json::json!([{"name": "root", "hostPath": {"path": "/"}}])).unwrap();
+    assert!(host.contains("volume root is of a type"), "{host}");
 }
