@@ -49,9 +49,6 @@ command -v runc >/dev/null 2>&1 || missing+=(runc)
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
-# A linker some ten times faster than ld on the tests' 100 MB debug
-# binaries (scripts/test-all.sh uses it when present).
-command -v mold >/dev/null 2>&1 || missing+=(mold)
 # The durability test reads which system calls a run makes.
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)

@@ -16,11 +16,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sho
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-# Link with mold (installed above): the test build links some thirty
-# binaries of 100 MB each, the most of its time with ld.
-if command -v mold >/dev/null 2>&1 && [ -z "${RUSTFLAGS:-}" ]; then
-  export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="${CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS:--C link-arg=-fuse-ld=mold}"
-fi
 # Incremental caches only pay off for edit-compile loops; here they would
 # add some 20 GB to the target folder and fill small disks.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"

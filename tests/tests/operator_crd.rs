@@ -367,8 +367,18 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
     }
 }
 
-#[test]
-fn the_worker_deployment_passes_the_restricted_pod_security_standard() {
+/// A control plane with the CRD and namespace `media` enforcing the
+/// restricted Pod Security Standard, example `example` of
+/// `examples/batchjobs/` applied there (its BatchJob named `name`), and
+/// the worker Deployment the operator builds for it (with `replicas`)
+/// applied, which the API server took without a warning. Returns the
+/// plane, the BatchJob as stored, the wiring and the Deployment built (as
+/// JSON).
+fn example_in_a_restricted_namespace(
+    example: &str,
+    name: &str,
+    replicas: i32,
+) -> (ControlPlane, BatchJob, Wiring, serde_json::Value) {
     let plane = ControlPlane::start();
     plane.install_crds();
     plane.kubectl(&["create", "namespace", "media"]);
@@ -379,18 +389,19 @@ fn the_worker_deployment_passes_the_restricted_pod_security_standard() {
         "pod-security.kubernetes.io/enforce=restricted",
         "pod-security.kubernetes.io/warn=restricted",
     ]);
-    let example = repo().join("examples/batchjobs/thumbnails-from-s3.yaml");
-    plane.kubectl(&["apply", "-n", "media", "-f", &example.to_string_lossy()]);
+    let path = repo().join(format!("examples/batchjobs/{example}.yaml"));
+    plane.kubectl(&["apply", "-n", "media", "-f", &path.to_string_lossy()]);
     // The BatchJob as stored (with its uid, for the owner reference).
-    let stored = plane.kubectl(&["get", "-n", "media", "bj", "thumbnails", "-o", "json"]);
+    let stored = plane.kubectl(&["get", "-n", "media", "bj", name, "-o", "json"]);
     let job: BatchJob = serde_json::from_str(&stored).unwrap();
     let wiring = Wiring {
-        queue: WorkerQueue::Url("http://127.0.0.1:9324/000000000000/thumbnails".into()),
+        queue: WorkerQueue::Url(format!("http://127.0.0.1:9324/000000000000/{name}")),
         output: Some("s3://photos/thumbs/".into()),
         input_bucket: Some("photos".into()),
-        replicas: 2,
+        replicas,
     };
-    let deployment = serde_json::to_string(&workload::deployment(&job, &wiring)).unwrap();
+    let built = workload::deployment(&job, &wiring);
+    let deployment = serde_json::to_string(&built).unwrap();
     let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(&deployment));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -398,6 +409,12 @@ fn the_worker_deployment_passes_the_restricted_pod_security_standard() {
         !stderr.contains("Warning"),
         "the API server warned about the pod template:\n{stderr}"
     );
+    (plane, job, wiring, serde_json::to_value(&built).unwrap())
+}
+
+#[test]
+fn the_worker_deployment_passes_the_restricted_pod_security_standard() {
+    let (plane, ..) = example_in_a_restricted_namespace("thumbnails-from-s3", "thumbnails", 2);
     // Stored as built: owner, replicas, resources.
     let stored = plane.kubectl(&[
         "get",
@@ -419,35 +436,8 @@ fn the_worker_deployment_passes_the_restricted_pod_security_standard() {
 /// profile forbids, is refused with the reason.
 #[test]
 fn a_worker_template_merges_under_the_restricted_profile_and_cannot_take_what_the_operator_owns() {
-    let plane = ControlPlane::start();
-    plane.install_crds();
-    plane.kubectl(&["create", "namespace", "media"]);
-    plane.kubectl(&[
-        "label",
-        "namespace",
-        "media",
-        "pod-security.kubernetes.io/enforce=restricted",
-        "pod-security.kubernetes.io/warn=restricted",
-    ]);
-    let example = repo().join("examples/batchjobs/gpu-on-spot.yaml");
-    plane.kubectl(&["apply", "-n", "media", "-f", &example.to_string_lossy()]);
-    let stored = plane.kubectl(&["get", "-n", "media", "bj", "thumbnails-gpu", "-o", "json"]);
-    let job: BatchJob = serde_json::from_str(&stored).unwrap();
-    let wiring = Wiring {
-        queue: WorkerQueue::Url("http://127.0.0.1:9324/000000000000/thumbnails-gpu".into()),
-        output: Some("s3://photos/thumbs/".into()),
-        input_bucket: Some("photos".into()),
-        replicas: 1,
-    };
-    let built = workload::deployment(&job, &wiring);
-    let deployment = serde_json::to_string(&built).unwrap();
-    let out = plane.kubectl_with_input(&["apply", "-f", "-"], Some(&deployment));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        !stderr.contains("Warning"),
-        "the API server warned about the pod template:\n{stderr}"
-    );
+    let (plane, job, wiring, desired) =
+        example_in_a_restricted_namespace("gpu-on-spot", "thumbnails-gpu", 1);
     let live: serde_json::Value = serde_json::from_str(&plane.kubectl(&[
         "get",
         "-n",
@@ -458,7 +448,6 @@ fn a_worker_template_merges_under_the_restricted_profile_and_cannot_take_what_th
         "json",
     ]))
     .unwrap();
-    let desired = serde_json::to_value(&built).unwrap();
     // The API server keeps every value as built (its defaults come on top),
     // so the operator sees no drift and applies nothing again.
     assert_eq!(

@@ -208,6 +208,12 @@ impl QueueMetrics {
         Ok(metrics)
     }
 
+    /// Counts a failed call to the queue: `operation` is one of
+    /// [`QUEUE_OPERATIONS`].
+    pub fn failed(&self, operation: &str) {
+        self.errors.with_label_values(&[operation]).inc();
+    }
+
     fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
         vec![
             Box::new(self.received.clone()),

@@ -40,13 +40,7 @@ pub(super) async fn record_results<H: Handler, T: Transport>(
     match store.put(&key, body, "application/x-ndjson").await {
         Ok(()) => true,
         Err(e) => {
-            shared
-                .engine
-                .metrics()
-                .queue
-                .errors
-                .with_label_values(&["record_results"])
-                .inc();
+            shared.engine.metrics().queue.failed("record_results");
             warn!(message_id = %delivery.message_id, chunk = %chunk, error = %e, "cannot record the items' results; releasing the message to run it again");
             false
         }
@@ -108,13 +102,7 @@ pub(super) async fn settle<H: Handler, T: Transport>(
                     delete(shared, delivery).await;
                 }
                 Err(e) => {
-                    shared
-                        .engine
-                        .metrics()
-                        .queue
-                        .errors
-                        .with_label_values(&["requeue"])
-                        .inc();
+                    shared.engine.metrics().queue.failed("requeue");
                     warn!(message_id = %delivery.message_id, error = %e, "cannot re-send unfinished items; releasing the whole message");
                     release(shared, delivery, delay).await;
                 }
@@ -153,11 +141,7 @@ pub(super) async fn dead_letter<H: Handler, T: Transport>(
         }
         Err(e) => {
             metrics.dead_letter_errors.inc();
-            metrics
-                .queue
-                .errors
-                .with_label_values(&["dead_letter"])
-                .inc();
+            metrics.queue.failed("dead_letter");
             let attempt = delivery.attempt();
             if attempt
                 > shared
@@ -177,7 +161,7 @@ pub(super) async fn dead_letter<H: Handler, T: Transport>(
                     "cannot dead-letter, again; handing the message to the queue's own dead-lettering"
                 );
                 if let Err(e) = shared.transport.surrender(delivery).await {
-                    metrics.queue.errors.with_label_values(&["surrender"]).inc();
+                    metrics.queue.failed("surrender");
                     warn!(message_id = %delivery.message_id, error = %e, "cannot hand the message over; it returns when its lease ends");
                 }
                 return false;
@@ -200,7 +184,7 @@ pub(super) async fn delete<H: Handler, T: Transport>(shared: &Shared<H, T>, deli
     match shared.transport.delete(delivery).await {
         Ok(()) => metrics.deleted.inc(),
         Err(e) => {
-            metrics.errors.with_label_values(&["delete"]).inc();
+            metrics.failed("delete");
             warn!(message_id = %delivery.message_id, error = %e, "cannot delete a finished message; it will be delivered again");
         }
     }
@@ -215,7 +199,7 @@ pub(super) async fn release<H: Handler, T: Transport>(
     match shared.transport.release(delivery, delay).await {
         Ok(()) => metrics.released.inc(),
         Err(e) => {
-            metrics.errors.with_label_values(&["release"]).inc();
+            metrics.failed("release");
             warn!(message_id = %delivery.message_id, error = %e, "cannot release a message; it returns when its lease ends");
         }
     }

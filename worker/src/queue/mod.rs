@@ -210,7 +210,7 @@ async fn receive_loop<H: Handler, T: Transport>(
         let received = match received {
             Ok(received) => received,
             Err(e) => {
-                metrics.errors.with_label_values(&["receive"]).inc();
+                metrics.failed("receive");
                 failures = failures.saturating_add(1);
                 let wait = Duration::from_millis(100)
                     .saturating_mul(1 << failures.min(6))
@@ -429,7 +429,7 @@ async fn run_items<H: Handler, T: Transport>(
                 match shared.transport.extend(delivery).await {
                     Ok(()) => debug!(message_id = %delivery.message_id, "lease extended"),
                     Err(e) => {
-                        shared.engine.metrics().queue.errors.with_label_values(&["extend"]).inc();
+                        shared.engine.metrics().queue.failed("extend");
                         warn!(message_id = %delivery.message_id, error = %e, "cannot extend the lease");
                     }
                 }
