@@ -10,11 +10,15 @@
 # Usage: scripts/build-images.sh OUT_DIR
 # Prints one line per image; the archives are OUT_DIR/<name>.tar. Binaries
 # come from $CARGO_TARGET_DIR (default ~/.cache/shoal/target), built here
-# with `cargo build` of profile $SHOAL_IMAGE_PROFILE when missing or stale:
+# with `cargo build` when missing or stale, as $SHOAL_IMAGE_PROFILE says:
 #   release  (the default) what the Dockerfiles build and users run
-#   dev      the test build's profile: scripts/test-all.sh uses it, since a
+#   test     the test build's binaries: the dev profile, and the features
+#            `cargo test --workspace` resolves (the operator's failpoints
+#            compiled in, inert unless a test arms them). scripts/test-all.sh
+#            uses it: after the test build nothing compiles again, where a
 #            release build compiles every dependency a second time (a
 #            quarter of an hour on two cores) and no test measures speed
+#   dev      the dev profile, these two packages' own features
 # The unstripped binaries are kept as OUT_DIR/bin/<name> with the profile in
 # OUT_DIR/profile: tests/tests/images.rs checks each image holds its
 # binary stripped as the Dockerfile strips it.
@@ -27,9 +31,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sho
 profile="${SHOAL_IMAGE_PROFILE:-release}"
 case "$profile" in
   release) profile_dir=release ;;
-  dev) profile_dir=debug ;;
+  dev | test) profile_dir=debug ;;
   *)
-    echo "SHOAL_IMAGE_PROFILE must be release or dev, not '$profile'" >&2
+    echo "SHOAL_IMAGE_PROFILE must be release, test or dev, not '$profile'" >&2
     exit 2
     ;;
 esac
@@ -37,7 +41,12 @@ mkdir -p "$out"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-cargo build --profile "$profile" --locked -p shoal-operator -p thumbnail >&2
+if [ "$profile" = test ]; then
+  # The whole workspace's binaries: the features the test build resolves.
+  cargo build --locked --workspace --bins >&2
+else
+  cargo build --profile "$profile" --locked -p shoal-operator -p thumbnail >&2
+fi
 mkdir -p "$out/bin"
 for bin in shoal-operator thumbnail; do
   # A copy: a later build of another feature set replaces the one in the

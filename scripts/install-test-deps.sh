@@ -21,6 +21,13 @@
 #                (scripts/k8s-tools.sh)
 # Source it to get SHOAL_MOTO_SERVER, SHOAL_ELASTICMQ_LIB, SHOAL_LAMBDA_RIE,
 # SHOAL_CFN_LINT and SHOAL_CARGO_LAMBDA exported; run it to just install.
+#
+# SHOAL_K8S_TOOLS=background (test-all.sh sets it) starts the Kubernetes
+# build (some 17 minutes of CPU on two cores, the longest step of a cold
+# run) at low priority once Go is installed, and returns without waiting:
+# SHOAL_K8S_TOOLS_PID is its process group, SHOAL_K8S_TOOLS_LOG its output.
+# The caller waits for it and then sources k8s-tools.sh, which only exports
+# once everything is built. Unset (the default), it is built here, in turn.
 set -euo pipefail
 
 SHOAL_CACHE="${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}"
@@ -62,6 +69,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $SUDO systemctl stop prometheus prometheus-pushgateway rabbitmq-server epmd.socket epmd containerd >/dev/null 2>&1 || true
   fi
   echo "installed the Debian packages in $((SECONDS - started)) s"
+fi
+
+if [ "${SHOAL_K8S_TOOLS:-}" = background ]; then
+  SHOAL_K8S_TOOLS_LOG="$(mktemp)"
+  # A session of its own: the caller stops the whole build (go and its
+  # compilers) with one kill if it gives up early.
+  setsid nice -n 19 bash "$(dirname "${BASH_SOURCE[0]}")/k8s-tools.sh" >"$SHOAL_K8S_TOOLS_LOG" 2>&1 &
+  SHOAL_K8S_TOOLS_PID=$!
 fi
 
 # pip_tool NAME REQUIREMENT: a virtualenv at $SHOAL_CACHE/tools/NAME with
@@ -128,4 +143,6 @@ export SHOAL_LAMBDA_RIE="$rie_bin/aws-lambda-rie"
 # kube-apiserver, kubectl and etcd for the operator's tests, built from Go
 # modules once per version (exports SHOAL_KUBE_APISERVER, SHOAL_KUBECTL,
 # SHOAL_ETCD).
-source "$(dirname "${BASH_SOURCE[0]}")/k8s-tools.sh"
+if [ "${SHOAL_K8S_TOOLS:-}" != background ]; then
+  source "$(dirname "${BASH_SOURCE[0]}")/k8s-tools.sh"
+fi

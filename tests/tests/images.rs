@@ -158,7 +158,7 @@ fn same_image(dockerfile_name: &str, archive: &str, binary: &str) {
 
     // The binary: where COPY puts it, the release build's in the
     // Dockerfile; in the archive, the build scripts/build-images.sh made
-    // (release, or dev for the tests: see its header), debug info stripped
+    // (release, or dev or test for the tests: see its header), debug info stripped
     // as the Dockerfile does, and runnable by its loader.
     let (source, dest) = &stage.copies[0];
     assert!(source.ends_with(&format!("/release/{binary}")), "{source}");
@@ -166,7 +166,7 @@ fn same_image(dockerfile_name: &str, archive: &str, binary: &str) {
     let images = images_dir();
     let profile = std::fs::read_to_string(images.join("profile")).unwrap();
     assert!(
-        ["release", "dev"].contains(&profile.trim()),
+        ["release", "dev", "test"].contains(&profile.trim()),
         "profile {profile:?}"
     );
     let built = images.join("bin").join(binary);
