@@ -96,6 +96,12 @@ struct RunArgs {
         default_value_t = crate::metrics::DEFAULT_PER_JOB_LIMIT
     )]
     per_job_metrics_limit: usize,
+    /// Before lowering a job's workers, write each ready worker's in-flight
+    /// count as its pod's `controller.kubernetes.io/pod-deletion-cost`, so
+    /// idle workers go first. Needs `patch` on pods, and the worker pods'
+    /// metrics port reachable from the operator.
+    #[arg(long, env = "SHOAL_OPERATOR_IDLE_FIRST_SCALE_IN", default_value_t = true, action = clap::ArgAction::Set)]
+    idle_first_scale_in: bool,
 }
 
 /// Runs the command named by the process arguments.
@@ -253,6 +259,9 @@ fn run(args: RunArgs) -> ExitCode {
         // replica that cannot lead until the old one is gone.
         ready.store(true, Ordering::Relaxed);
         let scope = args.watch_namespace.clone();
+        let scale_in = args
+            .idle_first_scale_in
+            .then(crate::controller::Prober::default);
         let code = if args.leader_election {
             let lock = LeaseLock::new(
                 Api::namespaced(client.clone(), &args.lease_namespace),
@@ -270,7 +279,7 @@ fn run(args: RunArgs) -> ExitCode {
             }
             metrics.leader.set(1);
             let code = tokio::select! {
-                () = crate::controller::run(client, sqs, s3, amqp, metrics.clone(), scope) => ExitCode::SUCCESS,
+                () = crate::controller::run(client, sqs, s3, amqp, metrics.clone(), scope, scale_in.clone()) => ExitCode::SUCCESS,
                 lost = lock.keep() => {
                     tracing::error!(error = %lost, "stopped leading; exiting");
                     ExitCode::FAILURE
@@ -281,7 +290,7 @@ fn run(args: RunArgs) -> ExitCode {
             code
         } else {
             metrics.leader.set(1);
-            crate::controller::run(client, sqs, s3, amqp, metrics.clone(), scope).await;
+            crate::controller::run(client, sqs, s3, amqp, metrics.clone(), scope, scale_in.clone()).await;
             metrics.leader.set(0);
             ExitCode::SUCCESS
         };

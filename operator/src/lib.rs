@@ -6,6 +6,7 @@
 //! - [`crd`]: the resource types, the single source of the CRD schema.
 //! - [`workload`]: the worker Deployment built from a BatchJob.
 //! - [`scaling`]: replicas from the queue backlog.
+//! - [`scale_in`]: which workers go first when there are fewer.
 //! - [`plan`]: defaults, queue names, progress, phase and conditions.
 //! - [`split`]: cutting a listing into chunks.
 //! - [`pipeline`]: when a `batchJob` source may start and what it reads.
@@ -36,6 +37,7 @@ pub mod plan;
 pub mod redrive;
 pub mod report;
 pub mod s3;
+pub mod scale_in;
 pub mod scaling;
 pub mod split;
 pub mod sqs;

@@ -18,7 +18,9 @@ use crate::process::Proc;
 /// The admin's bearer token (test-only).
 const ADMIN_TOKEN: &str = "shoal-test-admin-token";
 
-pub(crate) fn tool_from_env(var: &str) -> String {
+/// The path in environment variable `var` (set by scripts/k8s-tools.sh),
+/// or a panic saying how to get it.
+pub fn tool_from_env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run the tests through scripts/test-all.sh, which builds the Kubernetes test bed; a test binary that needs it must be in the script's k8s_tests")
     })

@@ -170,6 +170,41 @@ fn the_operator_deployment_is_locked_down_and_wired() {
     {
         assert!(!rbac["rules"].to_string().contains("secrets"), "{rbac}");
     }
+    // Pods: `list` always; `patch` (deletion costs) only with idle-first
+    // scale-in, which the operator is told of too.
+    let pod_verbs = |docs: &[serde_json::Value]| -> (serde_json::Value, bool) {
+        let role = docs
+            .iter()
+            .find(|d| d["kind"] == "ClusterRole")
+            .expect("a ClusterRole");
+        let rule = role["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["resources"][0] == "pods")
+            .expect("a rule on pods");
+        let deployment = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("the Deployment");
+        let on = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a == "--idle-first-scale-in=true");
+        (rule["verbs"].clone(), on)
+    };
+    assert_eq!(
+        pod_verbs(&default),
+        (serde_json::json!(["list", "patch"]), true)
+    );
+    let off = documents(&render(
+        home.path(),
+        "shoal",
+        "shoal-system",
+        &["idleFirstScaleIn=false"],
+    ));
+    assert_eq!(pod_verbs(&off), (serde_json::json!(["list"]), false));
     let granted = documents(&render(
         home.path(),
         "shoal",

@@ -10,7 +10,7 @@
 //! minute): the chart's operator becomes Ready; an S3 job of a few hundred
 //! images succeeds with every thumbnail once, scales to zero and is
 //! deleted by its TTL; a scale-down mid-work drains the pods the kubelet
-//! stops; a worker pod force-deleted and the operator pod deleted in the
+//! stops; a scale-in removes idle workers and keeps busy ones; a worker pod force-deleted and the operator pod deleted in the
 //! middle of a fan-out lose nothing; an SQS-source job scales 0 -> N -> 0;
 //! worker pods that cannot start (no such image, a crashing handler) show
 //! in the job's status and Events. The node is torn down at the end and
@@ -22,12 +22,12 @@
     reason = "test code: a panic is how a test reports failure"
 )]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_tests::kube::ControlPlane;
-use shoal_tests::node::bed::{Bed, Edit, LIMIT, TAG};
+use shoal_tests::node::bed::{Bed, Edit, LIMIT, TAG, selector};
 use shoal_tests::node::{Node, image_archives, with_node};
 use shoal_tests::process::Proc;
 use shoal_tests::sqs::create_queues;
@@ -88,6 +88,7 @@ async fn scenarios(node: &Node) {
     install_the_chart(&bed);
     s3_job_succeeds_and_scales_to_zero(&bed).await;
     scale_down_mid_work_drains(&bed).await;
+    scale_in_removes_idle_workers_first(&bed).await;
     operator_and_worker_pod_deleted_mid_run(&bed).await;
     sqs_source_scales_from_zero_and_back(&bed).await;
     pods_that_cannot_start_are_reported(&bed).await;
@@ -268,6 +269,134 @@ async fn scale_down_mid_work_drains(bed: &Bed<'_>) {
     );
     bed.plane()
         .kubectl(&["delete", "bj", "drain", "--wait=true"]);
+}
+
+/// Each worker pod's `shoal_messages_in_flight`, read from its metrics
+/// port on the pod network (the test runs in the node's namespace); pods
+/// that do not answer yet are left out.
+fn in_flight_by_pod(bed: &Bed<'_>, job: &str) -> BTreeMap<String, i64> {
+    let agent = shoal_tests::prom::http_agent(Duration::from_secs(5));
+    bed.plane()
+        .jsonpath(
+            &["pods", "-l", &selector(job)],
+            r#"{range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}"#,
+        )
+        .lines()
+        .filter_map(|line| {
+            let (pod, ip) = line.split_once(' ')?;
+            let mut response = agent
+                .get(&format!("http://{ip}:9090/metrics"))
+                .call()
+                .ok()?;
+            let text = response.body_mut().read_to_string().ok()?;
+            let count = text
+                .lines()
+                .find_map(|l| l.strip_prefix("shoal_messages_in_flight "))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((pod.to_owned(), count))
+        })
+        .collect()
+}
+
+/// Idle-first scale-in: four workers, two chunks of slow images, so two
+/// workers hold a message and two hold none; the job is then capped at two
+/// workers. The operator writes each worker's in-flight count as its pod
+/// deletion cost before lowering the replicas, so the ReplicaSet removes
+/// the two idle pods and the busy ones keep their chunks (left to chance,
+/// both idle pods go one time in six).
+async fn scale_in_removes_idle_workers_first(bed: &Bed<'_>) {
+    let photos = bed.upload_photos("idle/", 40, &big_jpeg()).await;
+    let scaling = |n: u32| format!("    minWorkers: {n}\n    maxWorkers: {n}\n");
+    let job = bed
+        .s3_job(
+            "idle",
+            "idle/",
+            "    memoryMiB: 256\n    concurrency: 1\n",
+            &scaling(4),
+        )
+        .edit("timeoutSeconds: 20\n", "timeoutSeconds: 600\n")
+        .edit(
+            "prefix: idle/\n",
+            "prefix: idle/\n      maxItemsPerChunk: 20\n",
+        )
+        // One message held per worker (they prefetch ten by default): the
+        // two chunks go to two workers.
+        .edit(
+            "    env:\n",
+            "    env:\n      - name: THUMBNAIL_MAX_EDGE\n        value: \"2000\"\n      - name: SHOAL_MAX_MESSAGES_IN_FLIGHT\n        value: \"1\"\n",
+        );
+    bed.apply(&job);
+    let busy = wait_until(
+        LIMIT,
+        "four Ready workers, two of them holding a chunk",
+        || {
+            if bed.ready_pods("idle").len() != 4 {
+                return None;
+            }
+            let counts = in_flight_by_pod(bed, "idle");
+            let busy: BTreeSet<String> = counts
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(pod, _)| pod.clone())
+                .collect();
+            (counts.len() == 4 && busy.len() == 2).then_some(busy)
+        },
+        || bed.context(),
+    );
+    // `kubectl shoal logs`: the last lines of each of the four pods, as
+    // JSON lines naming their pod.
+    let out = std::process::Command::new(shoal_tests::plugin_binary())
+        .args(["logs", "idle", "--tail", "5", "-o", "json"])
+        .env("KUBECONFIG", bed.plane().kubeconfig())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines_by_pod: BTreeMap<String, usize> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let line: Value = serde_json::from_str(line).unwrap();
+        *lines_by_pod
+            .entry(line["pod"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let pods: BTreeSet<String> = bed.pods("idle").into_iter().collect();
+    assert_eq!(
+        lines_by_pod.keys().cloned().collect::<BTreeSet<_>>(),
+        pods,
+        "a log line of every pod"
+    );
+    assert!(
+        lines_by_pod.values().all(|n| (1..=5).contains(n)),
+        "{lines_by_pod:?}"
+    );
+    bed.apply(&job.edit(&scaling(4), &scaling(2)));
+    wait_until(
+        LIMIT,
+        "two workers left",
+        || (bed.pod_count("idle") == 2).then_some(()),
+        || bed.context(),
+    );
+    let kept: BTreeSet<String> = bed.pods("idle").into_iter().collect();
+    assert_eq!(kept, busy, "the idle workers went, the busy ones stayed");
+    for pod in &kept {
+        assert_eq!(
+            bed.plane().jsonpath(
+                &["pod", pod],
+                r#"{.metadata.annotations.controller\.kubernetes\.io/pod-deletion-cost}"#
+            ),
+            "1",
+            "{pod}: its deletion cost is the one message it holds"
+        );
+    }
+    expect_outputs(bed, "idle", &photos).await;
+    bed.wait_phase("idle", "Succeeded");
+    bed.plane()
+        .kubectl(&["delete", "bj", "idle", "--wait=true"]);
 }
 
 /// The operator pod deleted while it fans 1,500 images out one per chunk,

@@ -65,7 +65,8 @@ app.kubernetes.io/component: operator
   resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: [""]
-  # why worker pods cannot run (image pull, crash loop), for status and Events
+  # why worker pods cannot run (image pull, crash loop), for status and
+  # Events; patch: idle-first scale-in's deletion costs
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: {{ if .Values.idleFirstScaleIn }}["list", "patch"]{{ else }}["list"]{{ end }}
 {{- end -}}

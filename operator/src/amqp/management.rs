@@ -4,7 +4,7 @@
 //! [`Broker::parse`] allowed.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Limited};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -66,6 +66,9 @@ fn backlogs(queue: &str, items: &[QueueCounts]) -> Counts {
     Counts::Known(work, dead)
 }
 
+/// The most bytes read of one management API answer.
+const MAX_ANSWER: usize = 4 * 1024 * 1024;
+
 /// A queue's name and arguments in the management API.
 #[derive(Debug, Deserialize)]
 struct QueueArguments {
@@ -106,11 +109,16 @@ impl Amqp {
             })?
             .map_err(|e| fail()(format!("GET {}/api/queues: {e}", broker.management)))?;
         let status = response.status();
-        let body = response
-            .into_body()
+        // A page is at most 500 queues of a few short columns: a broker
+        // answering more is not one to trust with the operator's memory.
+        let body = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| fail()(format!("reading the management API's answer: {e}")))?
+            .map_err(|e| {
+                fail()(format!(
+                    "reading the management API's answer (at most {MAX_ANSWER} bytes): {e}"
+                ))
+            })?
             .to_bytes();
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body);

@@ -47,6 +47,7 @@ use crate::redrive;
 use crate::s3::S3;
 
 mod queues;
+mod scale_in;
 mod stages;
 mod workers;
 
@@ -54,6 +55,8 @@ use crate::scaling;
 use crate::sqs::Sqs;
 use crate::workload::Wiring;
 use queues::Resolved;
+pub use scale_in::Prober;
+use scale_in::rank_idle_first;
 use stages::{Source, blocked, redrive_page, source, write_manifest};
 use workers::{
     apply_deployment, observe_deployment, observe_stuck_pods, refused_deployment, workers_condition,
@@ -91,6 +94,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// When each job's worker pods were last looked at (`WorkersHealthy`).
     pub pod_looks: health::Looks,
+    /// Idle-first scale-in ([`crate::scale_in`]); `None`: off.
+    pub scale_in: Option<Prober>,
 }
 
 impl Context {
@@ -468,6 +473,11 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         input_bucket: fan_out.as_ref().map(|s3| s3.bucket.clone()),
         replicas: decision.replicas,
     };
+    if let Some(from) = replicas
+        && decision.replicas < from
+    {
+        rank_idle_first(&job, &ctx, &namespace, from).await;
+    }
     apply_deployment(&job, &ctx, &namespace, &wiring, &observed).await?;
     if replicas != Some(decision.replicas) {
         tracing::info!(
@@ -557,6 +567,7 @@ pub async fn run(
     amqp: Amqp,
     metrics: Arc<Metrics>,
     namespace: Option<String>,
+    scale_in: Option<Prober>,
 ) {
     let (jobs, deployments): (Api<BatchJob>, Api<Deployment>) = match &namespace {
         Some(ns) => (
@@ -574,6 +585,7 @@ pub async fn run(
         recorder,
         metrics,
         pod_looks: health::Looks::default(),
+        scale_in,
     });
     Controller::new(jobs, watcher::Config::default())
         .owns(deployments, watcher::Config::default())

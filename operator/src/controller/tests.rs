@@ -76,6 +76,7 @@ fn context() -> (Arc<Context>, Handle) {
         amqp: crate::amqp::Amqp::new(std::time::Duration::from_secs(10)).unwrap(),
         metrics: Arc::new(Metrics::new(crate::metrics::DEFAULT_PER_JOB_LIMIT).unwrap()),
         pod_looks: crate::health::Looks::default(),
+        scale_in: None,
     };
     (Arc::new(ctx), handle)
 }

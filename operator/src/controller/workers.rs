@@ -82,11 +82,7 @@ pub(super) async fn observe_stuck_pods(
         return None;
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = workload::selector_labels(job)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = workload::pod_selector(job);
     match pods
         .list(&ListParams::default().labels(&selector).match_any())
         .await

@@ -119,6 +119,16 @@ pub fn selector_labels(job: &BatchJob) -> BTreeMap<String, String> {
     ])
 }
 
+/// [`selector_labels`] as a label selector (`k=v,k=v`), for listing the
+/// job's worker pods.
+pub fn pod_selector(job: &BatchJob) -> String {
+    selector_labels(job)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// CPU for `memory_mib`, as Lambda allots it (1,769 MiB = 1 CPU), in
 /// millicores, at least 50m.
 pub fn cpu_millis(memory_mib: u32) -> u32 {

@@ -1,0 +1,236 @@
+//! `kubectl shoal`: a kubectl plugin for shoal's BatchJobs.
+//!
+//! Installed as `kubectl-shoal` on the `PATH`, kubectl runs it for
+//! `kubectl shoal ...`. It talks to the API server with the kubeconfig
+//! kubectl would use (`KUBECONFIG`, `--kubeconfig`, `--context`), never to
+//! queues or buckets.
+//!
+//! - [`progress`]: what a job's status says (rates, ETA), without API calls.
+//! - [`commands`]: the commands, each a few API calls.
+//!
+//! Exit codes: 0 done; 1 the cluster refused or could not be reached; 2 the
+//! command line is wrong; 3 no such BatchJob; 4 `--wait` gave up.
+
+pub mod commands;
+pub mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+/// Why a command failed; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The BatchJob does not exist.
+    #[error("batchjob {namespace}/{name} not found")]
+    NotFound {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// An API call failed.
+    #[error("{what}: {source}")]
+    Kube {
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        source: kube::Error,
+    },
+    /// The kubeconfig could not be read or used.
+    #[error("kubeconfig: {0}")]
+    Config(String),
+    /// A request the operator's library made failed (its message says
+    /// what and why).
+    #[error("{0}")]
+    Request(String),
+    /// `--wait` ran out of time.
+    #[error("{0}")]
+    TimedOut(String),
+    /// Writing the output failed.
+    #[error("writing the output: {0}")]
+    Output(String),
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::NotFound { .. } => 3,
+            Self::TimedOut(_) => 4,
+            Self::Kube { .. } | Self::Config(_) | Self::Request(_) | Self::Output(_) => 1,
+        }
+    }
+
+    /// An API error while doing `what`.
+    pub(crate) fn kube(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Kube { what, source }
+    }
+}
+
+/// Result of the plugin's operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// shoal's BatchJobs from kubectl.
+#[derive(Debug, Parser)]
+#[command(name = "kubectl-shoal", bin_name = "kubectl shoal", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: Global,
+}
+
+/// Flags every command takes, as kubectl spells them.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Namespace [default: the kubeconfig context's].
+    #[arg(long, short = 'n', global = true)]
+    pub namespace: Option<String>,
+    /// Path of the kubeconfig [default: KUBECONFIG, else ~/.kube/config].
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context [default: its current context].
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Tables and sentences.
+    Human,
+    /// One JSON document (JSON lines for `logs`).
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Jobs with their progress: chunks done, failures, workers, rate, ETA.
+    Status(StatusArgs),
+    /// One job: progress, conditions, redrive, results, recent events.
+    Describe(NameArgs),
+    /// Logs of a job's worker pods, each line after its pod's name.
+    Logs(LogsArgs),
+    /// Pause a job: the fan-out stops, workers drain and go (spec.suspend).
+    Suspend(NameArgs),
+    /// Resume a suspended job from where it stopped.
+    Resume(NameArgs),
+    /// Move a job's dead letters back to its work queue (spec.redrive).
+    Redrive(RedriveArgs),
+    /// Print a completion script for SHELL (for `kubectl-shoal`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// One job; every job of the namespace when left out.
+    name: Option<String>,
+    /// Jobs of every namespace.
+    #[arg(long, short = 'A', conflicts_with = "name")]
+    all_namespaces: bool,
+}
+
+#[derive(Debug, Args)]
+struct NameArgs {
+    /// The BatchJob.
+    name: String,
+}
+
+#[derive(Debug, Args)]
+struct LogsArgs {
+    /// The BatchJob.
+    name: String,
+    /// Lines from the end of each pod's log.
+    #[arg(long, default_value_t = 100)]
+    tail: i64,
+    /// Keep following the logs until interrupted.
+    #[arg(long, short = 'f')]
+    follow: bool,
+}
+
+#[derive(Debug, Args)]
+struct RedriveArgs {
+    /// The BatchJob.
+    name: String,
+    /// Wait until the operator has moved them, and say how many.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = "10m")]
+    timeout: humantime::Duration,
+}
+
+/// Runs the command the process arguments name.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        let mut command = Cli::command();
+        clap_complete::generate(shell, &mut command, "kubectl-shoal", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let (client, default_namespace) = commands::client(&cli.global).await?;
+    let namespace = cli.global.namespace.clone().unwrap_or(default_namespace);
+    let out = cli.global.output;
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Status(args) => {
+            let scope = if args.all_namespaces {
+                None
+            } else {
+                Some(namespace.as_str())
+            };
+            commands::status(&client, scope, args.name.as_deref(), out, &mut stdout).await
+        }
+        Command::Describe(args) => {
+            commands::describe(&client, &namespace, &args.name, out, &mut stdout).await
+        }
+        Command::Logs(args) => {
+            let how = commands::LogOptions {
+                tail: args.tail,
+                follow: args.follow,
+            };
+            commands::logs(&client, &namespace, &args.name, how, out, &mut stdout).await
+        }
+        Command::Suspend(args) => {
+            commands::suspend(&client, &namespace, &args.name, true, out, &mut stdout).await
+        }
+        Command::Resume(args) => {
+            commands::suspend(&client, &namespace, &args.name, false, out, &mut stdout).await
+        }
+        Command::Redrive(args) => {
+            let wait = args.wait.then(|| Duration::from(args.timeout));
+            commands::redrive(&client, &namespace, &args.name, wait, out, &mut stdout).await
+        }
+        Command::Completions { .. } => Ok(()),
+    }
+}
