@@ -42,8 +42,11 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 if [ "$profile" = test ]; then
-  # The whole workspace's binaries: the features the test build resolves.
-  cargo build --locked --workspace --bins >&2
+  # The whole workspace's binaries, built beside its tests: the features
+  # the test build resolves (dev-dependencies included: tower-test turns
+  # on tokio's test-util, so without them tokio and all above it would
+  # compile again).
+  cargo build --locked --workspace --bins --tests >&2
 else
   cargo build --profile "$profile" --locked -p shoal-operator -p thumbnail >&2
 fi

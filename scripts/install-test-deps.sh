@@ -25,7 +25,9 @@
 # SHOAL_K8S_TOOLS=background (test-all.sh sets it) starts the Kubernetes
 # build (some 17 minutes of CPU on two cores, the longest step of a cold
 # run) at low priority once Go is installed, and returns without waiting:
-# SHOAL_K8S_TOOLS_PID is its process group, SHOAL_K8S_TOOLS_LOG its output.
+# SHOAL_K8S_TOOLS_PID is the process to wait for (its status is the
+# build's), SHOAL_K8S_TOOLS_PGID_FILE holds the build's process group (to
+# kill it), SHOAL_K8S_TOOLS_LOG its output.
 # The caller waits for it and then sources k8s-tools.sh, which only exports
 # once everything is built. Unset (the default), it is built here, in turn.
 set -euo pipefail
@@ -73,10 +75,20 @@ fi
 
 if [ "${SHOAL_K8S_TOOLS:-}" = background ]; then
   SHOAL_K8S_TOOLS_LOG="$(mktemp)"
-  # A session of its own: the caller stops the whole build (go and its
-  # compilers) with one kill if it gives up early.
-  setsid nice -n 19 bash "$(dirname "${BASH_SOURCE[0]}")/k8s-tools.sh" >"$SHOAL_K8S_TOOLS_LOG" 2>&1 &
+  SHOAL_K8S_TOOLS_PGID_FILE="$(mktemp)"
+  # A session of its own, whose id the build writes first: the caller
+  # stops the whole build (go and its compilers) with one kill. `setsid -w`
+  # stays until the build ends and exits with its status, even where
+  # setsid has to fork (a shell with job control).
+  setsid -w bash -c 'echo $$ >"$1"; shift; exec nice -n 19 bash "$@"' \
+    setsid "$SHOAL_K8S_TOOLS_PGID_FILE" "$(dirname "${BASH_SOURCE[0]}")/k8s-tools.sh" \
+    >"$SHOAL_K8S_TOOLS_LOG" 2>&1 &
   SHOAL_K8S_TOOLS_PID=$!
+  # The session id, once the build has written it.
+  for _ in $(seq 100); do
+    [ -s "$SHOAL_K8S_TOOLS_PGID_FILE" ] && break
+    sleep 0.1
+  done
 fi
 
 # pip_tool NAME REQUIREMENT: a virtualenv at $SHOAL_CACHE/tools/NAME with

@@ -71,6 +71,8 @@ if [ ! -x "$k8s_bin/kube" ]; then
       cat resolve.log >&2
       exit 1
     fi
+    # A build killed after its links leaves them: start clean.
+    rm -rf "$k8s_bin.tmp"
     mkdir -p "$k8s_bin.tmp"
     # No cgo: the kubelet runs without it here, and the binary needs no C
     # toolchain at run time.
@@ -113,6 +115,7 @@ GO
   (
     cd "$mod_dir"
     GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >/dev/null
+    rm -rf "$etcd_bin.tmp"
     mkdir -p "$etcd_bin.tmp"
     GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$etcd_bin.tmp/etcd" .
   )
@@ -131,6 +134,7 @@ if [ ! -x "$helm_bin/helm" ]; then
   (
     cd "$mod_dir"
     GOFLAGS=-mod=mod go get "helm.sh/helm/v4/cmd/helm@v$HELM_VERSION" >/dev/null 2>&1
+    rm -rf "$helm_bin.tmp"
     mkdir -p "$helm_bin.tmp"
     GOFLAGS=-mod=mod go build -trimpath \
       -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=v$HELM_VERSION" \

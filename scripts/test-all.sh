@@ -12,24 +12,33 @@ cd "$(dirname "$0")/.."
 # time goes.
 phase() { echo "== $1 (${SECONDS} s)"; }
 
-# Installs the Debian packages, moto, ElasticMQ, the Lambda emulators;
-# starts the Kubernetes build (SHOAL_K8S_TOOLS_PID, SHOAL_K8S_TOOLS_LOG).
-export SHOAL_K8S_TOOLS=background
-source ./scripts/install-test-deps.sh
-k8s_pid="$SHOAL_K8S_TOOLS_PID"
+k8s_pid=""
 node_pid=""
-# Nothing outlives the script, whatever phase fails.
+# Nothing outlives the script, whatever phase fails: the Kubernetes build
+# (its whole process group), and the real node's test, whose node is then
+# torn down by `real-node --clean` (a killed test skips its own teardown).
 stop_background() {
+  if [ -z "$k8s_pid" ] && [ -n "${SHOAL_K8S_TOOLS_PGID_FILE:-}" ] && [ -s "$SHOAL_K8S_TOOLS_PGID_FILE" ]; then
+    k8s_pid="$(cat "$SHOAL_K8S_TOOLS_PGID_FILE")"
+  fi
   if [ -n "$k8s_pid" ]; then
-    kill -- -"$k8s_pid" 2>/dev/null || kill "$k8s_pid" 2>/dev/null || true
+    kill -- -"$k8s_pid" 2>/dev/null || true
   fi
   if [ -n "$node_pid" ]; then
     kill "$node_pid" 2>/dev/null || true
+    wait "$node_pid" 2>/dev/null || true
+    "$CARGO_TARGET_DIR/debug/real-node" --clean || true
   fi
   wait 2>/dev/null || true
-  rm -f "$SHOAL_K8S_TOOLS_LOG"
+  rm -f "${SHOAL_K8S_TOOLS_LOG:-}" "${SHOAL_K8S_TOOLS_PGID_FILE:-}"
 }
 trap stop_background EXIT
+
+# Installs the Debian packages, moto, ElasticMQ, the Lambda emulators;
+# starts the Kubernetes build (see install-test-deps.sh).
+export SHOAL_K8S_TOOLS=background
+source ./scripts/install-test-deps.sh
+k8s_pid="$(cat "$SHOAL_K8S_TOOLS_PGID_FILE")"
 
 # Build outputs live outside the clone so a warm machine reuses them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal/target}"
@@ -77,12 +86,15 @@ cargo test --workspace --locked --no-fail-fast --lib --bins "${plain_tests[@]}" 
 cargo test --workspace --locked --doc || status=$?
 
 phase "waiting for the Kubernetes test bed"
-if ! wait "$k8s_pid"; then
+if ! wait "$SHOAL_K8S_TOOLS_PID"; then
   cat "$SHOAL_K8S_TOOLS_LOG"
   echo "building the Kubernetes test bed failed (output above)" >&2
   exit 1
 fi
+# Built: nothing left to stop (its process group id may be reused).
 k8s_pid=""
+rm -f "$SHOAL_K8S_TOOLS_PGID_FILE"
+SHOAL_K8S_TOOLS_PGID_FILE=""
 cat "$SHOAL_K8S_TOOLS_LOG"
 source ./scripts/k8s-tools.sh
 
@@ -92,7 +104,7 @@ phase "cargo test: with Kubernetes"
 # nothing: the node lives in a network namespace of its own, with its own
 # servers; the others' servers listen on loopback ports the kernel picks.
 real_node="batchjobs_run_as_real_pods_on_a_real_node"
-node_test="$(cargo test --locked -p shoal-tests --test real_node --no-run --message-format=json |
+node_test="$(cargo test --workspace --locked --test real_node --no-run --message-format=json |
   python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)

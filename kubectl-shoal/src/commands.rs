@@ -342,6 +342,7 @@ pub async fn logs(
         follow: how.follow,
         ..LogParams::default()
     };
+    let mut unread = 0;
     if !how.follow {
         for pod in &names {
             match pods.logs(pod, &params).await {
@@ -350,15 +351,18 @@ pub async fn logs(
                         write_line(out, output, pod, line, false)?;
                     }
                 }
-                // A pod not started yet has no log: say so, go on.
-                Err(e) => eprintln!("[{pod}] no log: {e}"),
+                Err(e) => {
+                    no_log(namespace, pod, e)?;
+                    unread += 1;
+                }
             }
         }
-        return out.flush().map_err(|e| Error::Output(e.to_string()));
+        out.flush().map_err(|e| Error::Output(e.to_string()))?;
+        return all_unread(namespace, name, unread, names.len());
     }
     let mut streams = Vec::new();
-    for pod in names {
-        match pods.log_stream(&pod, &params).await {
+    for pod in &names {
+        match pods.log_stream(pod, &params).await {
             Ok(reader) => {
                 let pod_name = pod.clone();
                 streams.push(
@@ -368,9 +372,13 @@ pub async fn logs(
                         .boxed(),
                 );
             }
-            Err(e) => eprintln!("[{pod}] no log: {e}"),
+            Err(e) => {
+                no_log(namespace, pod, e)?;
+                unread += 1;
+            }
         }
     }
+    all_unread(namespace, name, unread, names.len())?;
     let mut merged = stream::select_all(streams);
     while let Some(next) = merged.next().await {
         match next {
@@ -379,6 +387,32 @@ pub async fn logs(
             }
             Err(e) => eprintln!("a log stream ended: {e}"),
         }
+    }
+    Ok(())
+}
+
+/// A pod whose log could not be read: refused (401, 403) is an error for
+/// every pod alike, so it ends the command; anything else (a pod whose
+/// container has not started) is said and skipped.
+fn no_log(namespace: &str, pod: &str, error: kube::Error) -> Result<()> {
+    if let kube::Error::Api(status) = &error
+        && matches!(status.code, 401 | 403)
+    {
+        return Err(Error::Kube {
+            what: format!("reading the log of pod {namespace}/{pod}"),
+            source: error,
+        });
+    }
+    eprintln!("[{pod}] no log: {error}");
+    Ok(())
+}
+
+/// An error when not one of `pods` pods had a log to read.
+fn all_unread(namespace: &str, name: &str, unread: usize, pods: usize) -> Result<()> {
+    if unread > 0 && unread == pods {
+        return Err(Error::Request(format!(
+            "none of the {pods} worker pods of batchjob {namespace}/{name} has a log to read yet"
+        )));
     }
     Ok(())
 }

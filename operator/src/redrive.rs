@@ -284,26 +284,41 @@ fn refusal(sent: &aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOu
 pub async fn request(client: kube::Client, namespace: &str, name: &str) -> Result<i64> {
     use kube::api::{Api, Patch, PatchParams};
     let api: Api<BatchJob> = Api::namespaced(client, namespace);
-    let job = api
-        .get(name)
-        .await
-        .map_err(Error::kube(format!("reading batchjob {namespace}/{name}")))?;
-    let last = job
-        .status
-        .as_ref()
-        .and_then(|s| s.redrive.as_ref())
-        .map(|r| r.round);
-    let round = job.spec.redrive.max(last).unwrap_or(0).saturating_add(1);
-    let patch = serde_json::json!({
-        "metadata": {"resourceVersion": job.metadata.resource_version},
-        "spec": {"redrive": round},
-    });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(Error::kube(format!(
-            "asking batchjob {namespace}/{name} for redrive {round}"
-        )))?;
-    Ok(round)
+    // The operator writes the job's status every second or so, and each
+    // write moves its resourceVersion: a conflict is retried with a fresh
+    // read, a few times.
+    let mut conflicts = 0;
+    loop {
+        let job = api
+            .get(name)
+            .await
+            .map_err(Error::kube(format!("reading batchjob {namespace}/{name}")))?;
+        let last = job
+            .status
+            .as_ref()
+            .and_then(|s| s.redrive.as_ref())
+            .map(|r| r.round);
+        let round = job.spec.redrive.max(last).unwrap_or(0).saturating_add(1);
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": job.metadata.resource_version},
+            "spec": {"redrive": round},
+        });
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(round),
+            Err(kube::Error::Api(status)) if status.code == 409 && conflicts < 5 => {
+                conflicts += 1;
+            }
+            Err(e) => {
+                return Err(Error::Kube {
+                    what: format!("asking batchjob {namespace}/{name} for redrive {round}"),
+                    source: e,
+                });
+            }
+        }
+    }
 }
 
 /// Waits until BatchJob `namespace/name` has finished redrive `round`;

@@ -38,6 +38,10 @@ pub const IN_FLIGHT_METRIC: &str = "shoal_messages_in_flight";
 /// How long one worker's metrics may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long all the probes of one scale-in may take together: workers that
+/// have not answered by then keep the cost they had.
+pub const PROBES_DEADLINE: Duration = Duration::from_secs(3);
+
 /// The most bytes read of one worker's metrics (a worker serves some
 /// 10 KiB).
 pub const BODY_LIMIT: usize = 256 * 1024;
@@ -63,10 +67,11 @@ pub fn in_flight(exposition: &str) -> Option<i64> {
     })
 }
 
-/// A worker pod that can be asked: running, ready, not being deleted, with
-/// an IP. Its name and IP.
-pub fn probe_target(pod: &Pod) -> Option<(String, String)> {
-    if pod.metadata.deletion_timestamp.is_some() {
+/// A worker pod that can be asked: one of `deployment`'s (its controller a
+/// ReplicaSet `<deployment>-<hash>`; a pod that only wears the labels is
+/// not), running, ready, not being deleted, with an IP. Its name and IP.
+pub fn probe_target(pod: &Pod, deployment: &str) -> Option<(String, String)> {
+    if pod.metadata.deletion_timestamp.is_some() || !owned_by(pod, deployment) {
         return None;
     }
     let status = pod.status.as_ref()?;
@@ -83,6 +88,19 @@ pub fn probe_target(pod: &Pod) -> Option<(String, String)> {
     }
     let ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
     Some((pod.metadata.name.clone()?, ip))
+}
+
+/// Whether `pod`'s controller is a ReplicaSet of Deployment `deployment`.
+pub fn owned_by(pod: &Pod, deployment: &str) -> bool {
+    pod.metadata.owner_references.iter().flatten().any(|owner| {
+        owner.controller == Some(true)
+            && owner.kind == "ReplicaSet"
+            && owner
+                .name
+                .strip_prefix(deployment)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|hash| !hash.is_empty() && !hash.contains('-'))
+    })
 }
 
 /// The deletion-cost annotations to write: for each pod whose count is
@@ -106,12 +124,24 @@ pub fn patches(pods: &[Pod], counts: &BTreeMap<String, i64>) -> Vec<(String, Str
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+
+    fn owner(kind: &str, name: &str, controller: bool) -> OwnerReference {
+        OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: "u".into(),
+            controller: Some(controller),
+            ..Default::default()
+        }
+    }
 
     fn pod(name: &str, phase: &str, ready: bool, ip: Option<&str>) -> Pod {
         Pod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
+                owner_references: Some(vec![owner("ReplicaSet", "thumbs-workers-5d9f7c", true)]),
                 ..Default::default()
             },
             status: Some(PodStatus {
@@ -165,22 +195,37 @@ mod tests {
 
     #[test]
     fn only_running_ready_live_pods_with_an_ip_are_asked() {
+        let target = |pod: &Pod| probe_target(pod, "thumbs-workers");
         assert_eq!(
-            probe_target(&pod("a", "Running", true, Some("10.0.0.5"))),
+            target(&pod("a", "Running", true, Some("10.0.0.5"))),
             Some(("a".into(), "10.0.0.5".into()))
         );
-        assert_eq!(
-            probe_target(&pod("b", "Running", false, Some("10.0.0.6"))),
-            None
-        );
-        assert_eq!(
-            probe_target(&pod("c", "Pending", true, Some("10.0.0.7"))),
-            None
-        );
-        assert_eq!(probe_target(&pod("d", "Running", true, None)), None);
+        assert_eq!(target(&pod("b", "Running", false, Some("10.0.0.6"))), None);
+        assert_eq!(target(&pod("c", "Pending", true, Some("10.0.0.7"))), None);
+        assert_eq!(target(&pod("d", "Running", true, None)), None);
         let mut leaving = pod("e", "Running", true, Some("10.0.0.8"));
         leaving.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
-        assert_eq!(probe_target(&leaving), None);
+        assert_eq!(target(&leaving), None);
+    }
+
+    #[test]
+    fn only_pods_of_the_jobs_own_replica_sets_are_asked() {
+        let with = |owners: Vec<OwnerReference>| {
+            let mut p = pod("x", "Running", true, Some("10.0.0.9"));
+            p.metadata.owner_references = Some(owners);
+            probe_target(&p, "thumbs-workers")
+        };
+        assert!(with(vec![owner("ReplicaSet", "thumbs-workers-5d9f7c", true)]).is_some());
+        for owners in [
+            vec![],
+            vec![owner("ReplicaSet", "thumbs-workers-5d9f7c", false)],
+            vec![owner("StatefulSet", "thumbs-workers-5d9f7c", true)],
+            vec![owner("ReplicaSet", "thumbs-workers", true)],
+            vec![owner("ReplicaSet", "thumbs-workers-other-5d9f7c", true)],
+            vec![owner("ReplicaSet", "other-thumbs-workers-5d9f7c", true)],
+        ] {
+            assert!(with(owners.clone()).is_none(), "{owners:?}");
+        }
     }
 
     #[test]

@@ -35,25 +35,6 @@ pub fn tool(name: &str, package: &str) -> PathBuf {
     }
 }
 
-/// The `kubectl-shoal` plugin binary of this build: beside the test
-/// binaries' folder, where cargo puts the workspace's binaries (it builds
-/// it for the plugin's own integration tests, `kubectl-shoal/tests`).
-pub fn plugin_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("the test binary's path: {e}"));
-    // target/<profile>/deps/<test> -> target/<profile>/kubectl-shoal
-    let path = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .map(|dir| dir.join("kubectl-shoal"))
-        .unwrap_or_else(|| panic!("{} has no grandparent folder", exe.display()));
-    assert!(
-        path.is_file(),
-        "{} is missing: build the workspace's tests (`cargo test --workspace --no-run`)",
-        path.display()
-    );
-    path
-}
-
 /// Lowest port handed out by [`free_port`].
 const LOWEST_PORT: u16 = 10_000;
 

@@ -20,14 +20,15 @@ use serde_json::Value;
 use shoal_tests::kube::{ControlPlane, tool_from_env};
 use shoal_tests::operator::{self, replicas};
 use shoal_tests::stack::{Stack, corrupt_jpeg, tiny_jpeg, upload};
-use shoal_tests::{plugin_binary, wait_until};
+use shoal_tests::wait_until;
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
 const HANDLER: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");
+const PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-shoal-e2e");
 
 /// `kubectl-shoal ARGS` with the plane's kubeconfig.
 fn shoal(plane: &ControlPlane, args: &[&str]) -> Output {
-    Command::new(plugin_binary())
+    Command::new(PLUGIN)
         .args(args)
         .env("KUBECONFIG", plane.kubeconfig())
         .output()
@@ -101,11 +102,12 @@ async fn every_command_against_a_running_job() {
     let cells: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(&cells[..2], ["plug", "Running"], "{table}");
     assert_eq!(&cells[2..4], ["0/4", "(0%)"], "{table}");
-    // Through kubectl's plugin lookup (kubectl-shoal on the PATH).
-    let dir = plugin_binary().parent().unwrap().to_owned();
+    // Through kubectl's plugin lookup: `kubectl-shoal` on the PATH.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(PLUGIN, dir.path().join("kubectl-shoal")).unwrap();
     let path = format!(
         "{}:{}",
-        dir.display(),
+        dir.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
     let via_kubectl = Command::new(tool_from_env("SHOAL_KUBECTL"))

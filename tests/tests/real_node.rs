@@ -307,7 +307,7 @@ fn in_flight_by_pod(bed: &Bed<'_>, job: &str) -> BTreeMap<String, i64> {
 /// the two idle pods and the busy ones keep their chunks (left to chance,
 /// both idle pods go one time in six).
 async fn scale_in_removes_idle_workers_first(bed: &Bed<'_>) {
-    let photos = bed.upload_photos("idle/", 40, &big_jpeg()).await;
+    let photos = bed.upload_photos("idle/", 50, &big_jpeg()).await;
     let scaling = |n: u32| format!("    minWorkers: {n}\n    maxWorkers: {n}\n");
     let job = bed
         .s3_job(
@@ -319,7 +319,7 @@ async fn scale_in_removes_idle_workers_first(bed: &Bed<'_>) {
         .edit("timeoutSeconds: 20\n", "timeoutSeconds: 600\n")
         .edit(
             "prefix: idle/\n",
-            "prefix: idle/\n      maxItemsPerChunk: 20\n",
+            "prefix: idle/\n      maxItemsPerChunk: 25\n",
         )
         // One message held per worker (they prefetch ten by default): the
         // two chunks go to two workers.
@@ -347,7 +347,7 @@ async fn scale_in_removes_idle_workers_first(bed: &Bed<'_>) {
     );
     // `kubectl shoal logs`: the last lines of each of the four pods, as
     // JSON lines naming their pod.
-    let out = std::process::Command::new(shoal_tests::plugin_binary())
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-shoal-e2e"))
         .args(["logs", "idle", "--tail", "5", "-o", "json"])
         .env("KUBECONFIG", bed.plane().kubeconfig())
         .output()

@@ -475,6 +475,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     };
     if let Some(from) = replicas
         && decision.replicas < from
+        && decision.replicas > 0
     {
         rank_idle_first(&job, &ctx, &namespace, from).await;
     }

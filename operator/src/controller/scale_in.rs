@@ -18,7 +18,9 @@ use serde_json::json;
 
 use super::{Context, MANAGER};
 use crate::crd::BatchJob;
-use crate::scale_in::{self, BODY_LIMIT, DELETION_COST, PROBE_TIMEOUT, PROBES_AT_ONCE};
+use crate::scale_in::{
+    self, BODY_LIMIT, DELETION_COST, PROBE_TIMEOUT, PROBES_AT_ONCE, PROBES_DEADLINE,
+};
 use crate::workload::{self, METRICS_PORT};
 
 /// Reads workers' metrics over plain HTTP on their pod IPs (built once).
@@ -73,8 +75,10 @@ impl Prober {
     }
 }
 
-/// Before `job`'s workers go from `from` to fewer: each ready worker's
-/// in-flight count as its pod's deletion cost.
+/// Before `job`'s workers go from `from` to fewer (not to none: then every
+/// pod goes anyway): each ready worker's in-flight count as its pod's
+/// deletion cost. Takes at most [`PROBES_DEADLINE`] for the probes, then
+/// the patches (8 at once).
 pub(super) async fn rank_idle_first(job: &BatchJob, ctx: &Context, namespace: &str, from: i32) {
     let Some(prober) = &ctx.scale_in else {
         return;
@@ -94,46 +98,57 @@ pub(super) async fn rank_idle_first(job: &BatchJob, ctx: &Context, namespace: &s
     };
     // A Deployment mid-rollout can have more pods than replicas; never
     // more probes than a bounded multiple of them.
+    let deployment = workload::deployment_name(job);
     let bound = usize::try_from(from).unwrap_or(0).saturating_mul(2).max(1);
     let targets: Vec<(String, String)> = list
         .iter()
-        .filter_map(scale_in::probe_target)
+        .filter_map(|pod| scale_in::probe_target(pod, &deployment))
         .take(bound)
         .collect();
-    let counts: BTreeMap<String, i64> = stream::iter(targets)
+    // Answers as they come, until the deadline: the scale-in waits at
+    // most that long, however many workers are silent.
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    let mut answers = stream::iter(targets)
         .map(|(name, ip)| async move {
             let count = prober.in_flight(&ip).await;
             (name, count)
         })
-        .buffer_unordered(PROBES_AT_ONCE)
-        .filter_map(|(name, count)| async move {
-            match count {
-                Ok(count) => Some((name, count)),
-                Err(why) => {
-                    tracing::debug!(batchjob = %job.name_any(), pod = %name, %why,
-                        "no in-flight count: the pod keeps its deletion cost");
-                    None
+        .buffer_unordered(PROBES_AT_ONCE);
+    let deadline = tokio::time::sleep(PROBES_DEADLINE);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => {
+                tracing::debug!(batchjob = %job.name_any(), answered = counts.len(),
+                    "probe deadline: workers not heard from keep their deletion cost");
+                break;
+            }
+            next = answers.next() => match next {
+                Some((name, Ok(count))) => {
+                    counts.insert(name, count);
+                }
+                Some((name, Err(why))) => tracing::debug!(batchjob = %job.name_any(), pod = %name, %why,
+                    "no in-flight count: the pod keeps its deletion cost"),
+                None => break,
+            },
+        }
+    }
+    let patches = scale_in::patches(&list, &counts);
+    stream::iter(patches)
+        .for_each_concurrent(PROBES_AT_ONCE, |(pod, cost)| {
+            let pods = pods.clone();
+            async move {
+                let patch = json!({"metadata": {"annotations": {DELETION_COST: cost}}});
+                let params = PatchParams {
+                    field_manager: Some(MANAGER.to_owned()),
+                    ..PatchParams::default()
+                };
+                match pods.patch(&pod, &params, &Patch::Merge(&patch)).await {
+                    Ok(_) => tracing::debug!(batchjob = %job.name_any(), %pod, %cost, "deletion cost"),
+                    Err(e) => tracing::warn!(batchjob = %job.name_any(), namespace, %pod, error = %e,
+                        "cannot write the pod's deletion cost (does the operator's role allow `patch` on pods?)"),
                 }
             }
         })
-        .collect()
         .await;
-    for (pod, cost) in scale_in::patches(&list, &counts) {
-        let patch = json!({"metadata": {"annotations": {DELETION_COST: cost}}});
-        match pods
-            .patch(
-                &pod,
-                &PatchParams {
-                    field_manager: Some(MANAGER.to_owned()),
-                    ..PatchParams::default()
-                },
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            Ok(_) => tracing::debug!(batchjob = %job.name_any(), %pod, %cost, "deletion cost"),
-            Err(e) => tracing::warn!(batchjob = %job.name_any(), namespace, %pod, error = %e,
-                "cannot write the pod's deletion cost (does the operator's role allow `patch` on pods?)"),
-        }
-    }
 }
