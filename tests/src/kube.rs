@@ -400,12 +400,26 @@ current-context: test
     pub fn install_crds(&self) {
         let crd = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds/batchjob.yaml");
         self.kubectl(&["apply", "--server-side", "-f", &crd.to_string_lossy()]);
-        self.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/batchjobs.shoal.dev",
-        ]);
+        self.wait_established("batchjobs.shoal.dev");
+    }
+
+    /// Waits (60 s at most) until CustomResourceDefinition `name` is
+    /// Established. Polled rather than `kubectl wait`, which fails at once
+    /// instead of waiting when it reads the CRD before the API server has
+    /// given it any condition (seen on a loaded machine).
+    pub fn wait_established(&self, name: &str) {
+        crate::wait_until(
+            Duration::from_secs(60),
+            &format!("CRD {name} Established"),
+            || {
+                (self.jsonpath(
+                    &["crd", name],
+                    r#"{.status.conditions[?(@.type=="Established")].status}"#,
+                ) == "True")
+                    .then_some(())
+            },
+            || self.jsonpath(&["crd", name], "{.status}"),
+        );
     }
 
     /// `kubectl get` with a JSONPath template; empty when the object does

@@ -48,12 +48,7 @@ fn install_monitoring_crds(plane: &ControlPlane) {
         plane.kubectl(&["apply", "--server-side", "-f", &path.to_string_lossy()]);
     }
     for crd in ["servicemonitors", "podmonitors", "prometheusrules"] {
-        plane.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            &format!("crd/{crd}.monitoring.coreos.com"),
-            "--timeout=60s",
-        ]);
+        plane.wait_established(&format!("{crd}.monitoring.coreos.com"));
     }
 }
 
