@@ -26,10 +26,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shoal_tests::kube::ControlPlane;
-use shoal_tests::node::bed::{Bed, Edit, LIMIT, TAG, selector};
+use shoal_tests::node::bed::{Bed, Edit, LIMIT, TAG};
+use shoal_tests::node::watch::{PodWatch, in_flight_by_pod};
 use shoal_tests::node::{Node, image_archives, with_node};
-use shoal_tests::process::Proc;
 use shoal_tests::sqs::create_queues;
 use shoal_tests::stack::tiny_jpeg;
 use shoal_tests::wait_until;
@@ -269,35 +268,6 @@ async fn scale_down_mid_work_drains(bed: &Bed<'_>) {
     );
     bed.plane()
         .kubectl(&["delete", "bj", "drain", "--wait=true"]);
-}
-
-/// Each worker pod's `shoal_messages_in_flight`, read from its metrics
-/// port on the pod network (the test runs in the node's namespace); pods
-/// that do not answer yet are left out.
-fn in_flight_by_pod(bed: &Bed<'_>, job: &str) -> BTreeMap<String, i64> {
-    let agent = shoal_tests::prom::http_agent(Duration::from_secs(5));
-    bed.plane()
-        .jsonpath(
-            &["pods", "-l", &selector(job)],
-            r#"{range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}"#,
-        )
-        .lines()
-        .filter_map(|line| {
-            let (pod, ip) = line.split_once(' ')?;
-            let mut response = agent
-                .get(&format!("http://{ip}:9090/metrics"))
-                .call()
-                .ok()?;
-            let text = response.body_mut().read_to_string().ok()?;
-            let count = text
-                .lines()
-                .find_map(|l| l.strip_prefix("shoal_messages_in_flight "))?
-                .trim()
-                .parse()
-                .ok()?;
-            Some((pod.to_owned(), count))
-        })
-        .collect()
 }
 
 /// Idle-first scale-in: four workers, two chunks of slow images, so two
@@ -593,73 +563,4 @@ fn big_jpeg() -> Vec<u8> {
         .encode_image(&image)
         .unwrap();
     bytes
-}
-
-/// `kubectl get pods -w -o json` of a job's pods, to a file: every state
-/// a pod went through, including the last one of a pod since deleted.
-struct PodWatch {
-    process: Proc,
-}
-
-impl PodWatch {
-    fn start(plane: &ControlPlane, job: &str) -> Self {
-        let kubectl = std::env::var("SHOAL_KUBECTL").unwrap();
-        let log = plane.dir().join(format!("watch-{job}.json"));
-        let process = Proc::spawn(
-            &kubectl,
-            &[
-                "--kubeconfig",
-                &plane.kubeconfig().to_string_lossy(),
-                "get",
-                "pods",
-                "-l",
-                &shoal_tests::node::bed::selector(job),
-                "--watch",
-                "-o",
-                "json",
-            ],
-            &[],
-            &log,
-        );
-        Self { process }
-    }
-
-    fn text(&self) -> String {
-        self.process.log_text()
-    }
-
-    /// The pods whose worker container was Ready in some state seen.
-    fn ever_ready(&self) -> BTreeSet<String> {
-        serde_json::Deserializer::from_str(&self.text())
-            .into_iter::<Value>()
-            .map_while(Result::ok)
-            .filter(|pod| pod["status"]["containerStatuses"][0]["ready"] == true)
-            .filter_map(|pod| pod["metadata"]["name"].as_str().map(str::to_owned))
-            .collect()
-    }
-
-    /// The exit code of `pod`'s worker container in the last state seen.
-    fn last_exit(&self, pod: &str) -> Option<i64> {
-        let started = Instant::now();
-        loop {
-            let text = self.text();
-            let mut last = None;
-            for value in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
-                let Ok(value) = value else { break };
-                if value["metadata"]["name"] != pod {
-                    continue;
-                }
-                if let Some(code) =
-                    value["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"]
-                        .as_i64()
-                {
-                    last = Some(code);
-                }
-            }
-            if last.is_some() || started.elapsed() > Duration::from_secs(60) {
-                return last;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
 }

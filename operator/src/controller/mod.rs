@@ -30,10 +30,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::amqp::Amqp;
@@ -46,6 +46,7 @@ use crate::plan;
 use crate::redrive;
 use crate::s3::S3;
 
+mod context;
 mod queues;
 mod scale_in;
 mod stages;
@@ -54,6 +55,7 @@ mod workers;
 use crate::scaling;
 use crate::sqs::Sqs;
 use crate::workload::Wiring;
+pub use context::Context;
 use queues::Resolved;
 pub use scale_in::Prober;
 use scale_in::rank_idle_first;
@@ -77,49 +79,6 @@ pub const UPSTREAM_INTERVAL: Duration = Duration::from_secs(2);
 /// How often a suspended job's queue counts are refreshed (a resume, being
 /// a spec change, is seen at once).
 pub const SUSPENDED_INTERVAL: Duration = Duration::from_secs(10);
-
-/// What every reconcile shares.
-pub struct Context {
-    /// Kubernetes client.
-    pub client: Client,
-    /// SQS client.
-    pub sqs: Sqs,
-    /// S3 client (fan-out listings).
-    pub s3: S3,
-    /// RabbitMQ clients (`source.amqp`, `queue.amqp`).
-    pub amqp: Amqp,
-    /// Publishes Kubernetes Events about BatchJobs.
-    pub recorder: Recorder,
-    /// The operator's metrics.
-    pub metrics: Arc<Metrics>,
-    /// When each job's worker pods were last looked at (`WorkersHealthy`).
-    pub pod_looks: health::Looks,
-    /// Idle-first scale-in ([`crate::scale_in`]); `None`: off.
-    pub scale_in: Option<Prober>,
-}
-
-impl Context {
-    /// Publishes an Event on `job`; a failure is logged, never fatal. The
-    /// note is cut to the 1,024 bytes the API server takes (the status
-    /// condition keeps the whole message).
-    pub(crate) async fn event(&self, job: &BatchJob, warning: bool, reason: &str, note: String) {
-        let note = plan::event_note(note);
-        let event = KubeEvent {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &job.object_ref(&())).await {
-            tracing::warn!(batchjob = %job.name_any(), reason, error = %e, "cannot publish event");
-        }
-    }
-}
 
 pub(crate) async fn write_status(
     job: &BatchJob,

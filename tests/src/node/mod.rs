@@ -18,6 +18,7 @@ mod certs;
 mod config;
 pub mod host;
 pub mod netns;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
