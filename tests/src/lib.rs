@@ -48,16 +48,35 @@ fn ephemeral_start() -> u16 {
         .unwrap_or(32_768)
 }
 
-/// A port nobody listens on right now, on any address. Taken at random
-/// below the kernel's ephemeral range: a port from that range (what
-/// binding port 0 gives) can be taken as the local end of any outgoing
-/// connection in the time between this check and the server's own bind,
-/// and a broker that boots for seconds (RabbitMQ's distribution port) then
-/// fails to start. Below it, only another explicit bind can take it.
+/// A port nobody listens on right now, on any address, and that no other
+/// caller of this function in any test process on the machine holds. Taken
+/// at random below the kernel's ephemeral range: a port from that range
+/// (what binding port 0 gives) can be taken as the local end of any
+/// outgoing connection in the time between this check and the server's own
+/// bind, and a broker that boots for seconds (RabbitMQ's distribution port)
+/// then fails to start. Below it, only another explicit bind can take it.
+///
+/// Test binaries run side by side (the real-node test beside the operator
+/// tests), each starting servers that bind some time after the port was
+/// chosen; two draws of the same port in that window made etcd fail with
+/// "address already in use". So each port handed out is also reserved: an
+/// exclusive lock on `shoal-test-ports/PORT` in the temporary directory,
+/// held until the process exits (the kernel drops it then, whatever the
+/// exit). A port whose lock another process holds is skipped, and this
+/// process never hands out the same port twice.
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, Ordering};
     static DRAWS: AtomicU64 = AtomicU64::new(0);
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("shoal-test-ports");
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        panic!(
+            "cannot create the port reservation folder {}: {e}",
+            dir.display()
+        );
+    }
     let span = u64::from(ephemeral_start() - LOWEST_PORT);
     for _ in 0..10_000 {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -65,7 +84,25 @@ pub fn free_port() -> u16 {
         hasher.write_u64(DRAWS.fetch_add(1, Ordering::Relaxed));
         let offset = u16::try_from(hasher.finish() % span).unwrap_or(0);
         let port = LOWEST_PORT + offset;
+        let path = dir.join(port.to_string());
+        let lock = match std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(e) => panic!("cannot open the port reservation {}: {e}", path.display()),
+        };
+        // Held by another process, or by this one (a lock taken through
+        // another open file conflicts too).
+        if lock.try_lock().is_err() {
+            continue;
+        }
         if TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok() {
+            HELD.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(lock);
             return port;
         }
     }
