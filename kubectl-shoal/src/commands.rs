@@ -48,7 +48,7 @@ pub async fn client(global: &Global) -> Result<(Client, String)> {
 }
 
 /// BatchJob `namespace/name`, or [`Error::NotFound`].
-async fn job(client: &Client, namespace: &str, name: &str) -> Result<BatchJob> {
+pub async fn job(client: &Client, namespace: &str, name: &str) -> Result<BatchJob> {
     let api: Api<BatchJob> = Api::namespaced(client.clone(), namespace);
     api.get_opt(name)
         .await
@@ -189,6 +189,8 @@ pub async fn describe(
                 "deadLetterQueueUrl": status.dead_letter_queue_url,
                 "redrive": status.redrive,
                 "manifest": status.manifest,
+                "failures": status.failures,
+                "usage": status.usage,
                 "conditions": status.conditions,
                 "events": events,
             }),
@@ -257,6 +259,24 @@ pub async fn describe(
     if !progress.message.is_empty() {
         field("Message", progress.message.clone());
     }
+    if !status.failures.is_empty() {
+        text.push_str("Failed items (the first; the failure report under Results has all):\n");
+        let mut rows = vec![
+            ["ITEM", "ATTEMPTS", "CAUSE", "CATEGORY", "REASON"]
+                .map(str::to_owned)
+                .to_vec(),
+        ];
+        for f in &status.failures {
+            rows.push(vec![
+                printable(&f.item),
+                f.attempts.to_string(),
+                printable(f.cause.as_deref().unwrap_or_default()),
+                printable(f.category.as_deref().unwrap_or_default()),
+                printable(f.reason.as_deref().unwrap_or_default()),
+            ]);
+        }
+        text.push_str(&indent(&pad(&rows)));
+    }
     text.push_str("Conditions:\n");
     let mut rows = vec![
         ["TYPE", "STATUS", "REASON", "MESSAGE"]
@@ -292,6 +312,21 @@ pub async fn describe(
         text.push_str(&indent(&pad(&rows)));
     }
     write_text(out, &text)
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`): an object
+/// key or an error message is anyone's text, and must neither break a
+/// table's lines nor drive the terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn indent(text: &str) -> String {
@@ -518,5 +553,56 @@ pub async fn redrive(
                 "batchjob {namespace}/{name}: redrive {round} moved {moved} dead letters back to the work queue\n"
             ),
         ),
+    }
+}
+
+/// How `cost` prices a job.
+#[derive(Debug, Clone)]
+pub struct CostInputs {
+    /// Region of the Lambda prices.
+    pub region: String,
+    /// Architecture of the Lambda prices.
+    pub architecture: &'static str,
+    /// The Lambda prices.
+    pub prices: crate::cost::LambdaPrices,
+    /// The node priced.
+    pub node: crate::cost::Node,
+}
+
+/// A BatchJob read from a YAML or JSON file (`kubectl get bj NAME -o
+/// yaml`).
+pub fn job_from_file(path: &std::path::Path) -> Result<BatchJob> {
+    const MAX_BYTES: u64 = 4 << 20;
+    let what = path.display();
+    let size = std::fs::metadata(path)
+        .map_err(|e| Error::Usage(format!("reading {what}: {e}")))?
+        .len();
+    if size > MAX_BYTES {
+        return Err(Error::Usage(format!(
+            "{what}: {size} bytes is more than a BatchJob takes ({MAX_BYTES} at most)"
+        )));
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::Usage(format!("reading {what}: {e}")))?;
+    // YAML is a superset of JSON: one parser reads both.
+    serde_yaml::from_str(&text).map_err(|e| Error::Usage(format!("{what}: not a BatchJob: {e}")))
+}
+
+/// `cost`: what `job` cost on the cluster and would have cost on Lambda.
+pub fn cost(
+    job: &BatchJob,
+    inputs: &CostInputs,
+    output: Output,
+    out: &mut impl Write,
+) -> Result<()> {
+    let cost = crate::cost::of(
+        job,
+        Timestamp::now(),
+        (&inputs.region, inputs.architecture, inputs.prices),
+        inputs.node,
+    );
+    match output {
+        Output::Json => write_json(out, &cost),
+        Output::Human => write_text(out, &crate::cost::render(&cost)),
     }
 }

@@ -6,12 +6,14 @@
 //! queues or buckets.
 //!
 //! - [`progress`]: what a job's status says (rates, ETA), without API calls.
+//! - [`cost`]: a job's cost on the cluster and on Lambda, from its status.
 //! - [`commands`]: the commands, each a few API calls.
 //!
 //! Exit codes: 0 done; 1 the cluster refused or could not be reached; 2 the
 //! command line is wrong; 3 no such BatchJob; 4 `--wait` gave up.
 
 pub mod commands;
+pub mod cost;
 pub mod progress;
 
 use std::path::PathBuf;
@@ -52,6 +54,9 @@ pub enum Error {
     /// Writing the output failed.
     #[error("writing the output: {0}")]
     Output(String),
+    /// An argument or a file it names is wrong.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl Error {
@@ -60,6 +65,7 @@ impl Error {
         match self {
             Self::NotFound { .. } => 3,
             Self::TimedOut(_) => 4,
+            Self::Usage(_) => 2,
             Self::Kube { .. } | Self::Config(_) | Self::Request(_) | Self::Output(_) => 1,
         }
     }
@@ -124,6 +130,9 @@ enum Command {
     Resume(NameArgs),
     /// Move a job's dead letters back to its work queue (spec.redrive).
     Redrive(RedriveArgs),
+    /// A job's cost on the cluster next to what the same work would have
+    /// cost on Lambda.
+    Cost(CostArgs),
     /// Print a completion script for SHELL (for `kubectl-shoal`).
     Completions {
         /// The shell.
@@ -170,6 +179,58 @@ struct RedriveArgs {
     timeout: humantime::Duration,
 }
 
+#[derive(Debug, Args)]
+struct CostArgs {
+    /// The BatchJob (or give -f).
+    #[arg(required_unless_present = "filename")]
+    name: Option<String>,
+    /// Read the BatchJob from this YAML or JSON file (what `kubectl get
+    /// bj NAME -o yaml` prints) instead of the cluster.
+    #[arg(long, short = 'f', conflicts_with = "name")]
+    filename: Option<PathBuf>,
+    /// Region whose Lambda prices apply.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Lambda architecture priced.
+    #[arg(long, value_enum, default_value_t = Architecture::X86_64)]
+    architecture: Architecture,
+    /// Lambda price table (JSON: {"source", "regions": {REGION: {ARCH:
+    /// {"gbSecond", "perMillionRequests"}}}}) [default: built-in list
+    /// prices].
+    #[arg(long)]
+    prices: Option<PathBuf>,
+    /// Price of one node, USD per hour [default: an m5.large's on-demand
+    /// list price in us-east-1].
+    #[arg(long, default_value_t = 0.096)]
+    node_price: f64,
+    /// Allocatable vCPUs of that node.
+    #[arg(long, default_value_t = 2.0)]
+    node_cpu: f64,
+    /// Allocatable memory of that node, GiB.
+    #[arg(long, default_value_t = 8.0)]
+    node_memory: f64,
+}
+
+/// Lambda architectures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Architecture {
+    /// x86_64.
+    #[value(name = "x86_64")]
+    X86_64,
+    /// arm64 (Graviton).
+    #[value(name = "arm64")]
+    Arm64,
+}
+
+impl Architecture {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::X86_64 => "x86_64",
+            Self::Arm64 => "arm64",
+        }
+    }
+}
+
 /// Runs the command the process arguments name.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -198,6 +259,13 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Command::Cost(args) = &cli.command
+        && let Some(path) = &args.filename
+    {
+        let job = commands::job_from_file(path)?;
+        let mut stdout = std::io::stdout().lock();
+        return commands::cost(&job, &cost_inputs(args)?, cli.global.output, &mut stdout);
+    }
     let (client, default_namespace) = commands::client(&cli.global).await?;
     let namespace = cli.global.namespace.clone().unwrap_or(default_namespace);
     let out = cli.global.output;
@@ -231,6 +299,41 @@ async fn run(cli: Cli) -> Result<()> {
             let wait = args.wait.then(|| Duration::from(args.timeout));
             commands::redrive(&client, &namespace, &args.name, wait, out, &mut stdout).await
         }
+        Command::Cost(args) => {
+            let inputs = cost_inputs(&args)?;
+            let name = args.name.unwrap_or_default();
+            let job = commands::job(&client, &namespace, &name).await?;
+            commands::cost(&job, &inputs, out, &mut stdout)
+        }
         Command::Completions { .. } => Ok(()),
     }
+}
+
+/// The prices `args` name, checked.
+fn cost_inputs(args: &CostArgs) -> Result<commands::CostInputs> {
+    let table = match &args.prices {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::Usage(format!("reading {}: {e}", path.display())))?;
+            cost::PriceTable::parse(&text, &path.display().to_string())
+        }
+        None => cost::PriceTable::parse(cost::LIST_PRICES, "built-in"),
+    }
+    .map_err(Error::Usage)?;
+    let architecture = args.architecture.as_str();
+    let prices = table
+        .prices(&args.region, architecture)
+        .map_err(Error::Usage)?;
+    let node = cost::Node {
+        price_per_hour: args.node_price,
+        cpu: args.node_cpu,
+        memory_gib: args.node_memory,
+    };
+    node.validate().map_err(Error::Usage)?;
+    Ok(commands::CostInputs {
+        region: args.region.clone(),
+        architecture,
+        prices,
+        node,
+    })
 }

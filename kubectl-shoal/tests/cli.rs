@@ -33,7 +33,9 @@ fn completion_scripts_name_every_command() {
         let out = plugin(&["completions", shell], &[]);
         assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
         let script = text(&out.stdout);
-        for command in ["status", "describe", "logs", "suspend", "resume", "redrive"] {
+        for command in [
+            "status", "describe", "logs", "suspend", "resume", "redrive", "cost",
+        ] {
             assert!(script.contains(command), "{shell} script names {command}");
         }
     }
@@ -111,4 +113,103 @@ current-context: gone
         assert!(stderr.contains("media"), "names the namespace: {stderr}");
         assert!(!stderr.contains("secret-token"), "{stderr}");
     }
+}
+
+/// docs/hybrid.md shows what `cost -f docs/cost-example.yaml` prints.
+#[test]
+fn the_worked_cost_example_in_the_docs_is_what_the_tool_prints() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let command = "$ kubectl shoal cost -f docs/cost-example.yaml\n";
+    let page = std::fs::read_to_string(format!("{root}/docs/hybrid.md")).unwrap();
+    let shown = page
+        .split_once(command)
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("hybrid.md shows the command and its output");
+    let mut run = Command::new(PLUGIN);
+    run.args(["cost", "-f", "docs/cost-example.yaml"])
+        .current_dir(root)
+        .env_remove("AWS_REGION")
+        .env_remove("KUBECONFIG");
+    let out = run.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        shown,
+        "regenerate the block in docs/hybrid.md"
+    );
+}
+
+#[test]
+fn cost_inputs_that_cannot_be_priced_exit_2_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/cost-example.yaml");
+    let garbage = dir.path().join("job.yaml");
+    std::fs::write(&garbage, "kind: [not a job").unwrap();
+    let prices = dir.path().join("prices.json");
+    std::fs::write(&prices, r#"{"source":"mine","regions":{"eu-north-1":{"arm64":{"gbSecond":0.00001,"perMillionRequests":0.2}}}}"#).unwrap();
+    let prices = prices.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["cost", "-f", example, "--region", "mars-north-1"],
+            "mars-north-1",
+        ),
+        (
+            vec!["cost", "-f", garbage.to_str().unwrap()],
+            "not a BatchJob",
+        ),
+        (
+            vec!["cost", "-f", "/nonexistent/job.yaml"],
+            "/nonexistent/job.yaml",
+        ),
+        (vec!["cost", "-f", example, "--node-cpu", "0"], "--node-cpu"),
+        (
+            vec![
+                "cost",
+                "-f",
+                example,
+                "--prices",
+                prices,
+                "--region",
+                "eu-north-1",
+            ],
+            "x86_64",
+        ),
+        (vec!["cost"], "--help"),
+    ] {
+        let out = plugin(&args, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // A price table of one's own.
+    let out = plugin(
+        &[
+            "cost",
+            "-f",
+            example,
+            "--prices",
+            prices,
+            "--region",
+            "eu-north-1",
+            "--architecture",
+            "arm64",
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cost: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cost["lambda"]["region"], "eu-north-1");
+    let compute = cost["lambda"]["computeUsd"].as_f64().unwrap();
+    assert!((compute - 1_382_031.25 * 0.00001).abs() < 1e-9, "{cost}");
 }

@@ -18,7 +18,8 @@ mod status;
 mod template;
 
 pub use status::{
-    BatchJobStatus, ChunkCounts, InputLocation, Phase, RedriveStatus, SplitCheckpoint,
+    BatchJobStatus, ChunkCounts, FailedItem, InputLocation, Phase, RedriveStatus, SplitCheckpoint,
+    UsageStatus,
 };
 pub use template::{WorkerMetadata, WorkerPodSpec, WorkerTemplate};
 

@@ -41,4 +41,5 @@ pub mod scale_in;
 pub mod scaling;
 pub mod split;
 pub mod sqs;
+pub mod usage;
 pub mod workload;

@@ -50,17 +50,24 @@ pub const EVENT_NOTE_MAX: usize = 1024;
 
 /// `note` cut (on a character boundary, marked with `…`) to
 /// [`EVENT_NOTE_MAX`] bytes.
-pub fn event_note(mut note: String) -> String {
+pub fn event_note(note: String) -> String {
     if note.len() <= EVENT_NOTE_MAX {
         return note;
     }
-    let mut end = EVENT_NOTE_MAX - '…'.len_utf8();
-    while !note.is_char_boundary(end) {
+    cut(&note, EVENT_NOTE_MAX)
+}
+
+/// `text` in at most `max` bytes (at least 4): cut on a character boundary
+/// and marked with `…` when it is longer.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    note.truncate(end);
-    note.push('…');
-    note
+    format!("{}…", &text[..end])
 }
 
 /// Seconds one delivery may be held: SQS extends a lease to 12 h at most

@@ -20,12 +20,15 @@
 //!   of an earlier finish past the new count are deleted, so the manifest's
 //!   list and the folder agree. Idempotent: writing it twice writes the
 //!   same shards.
+//! - The parts' usage lines are summed into [`Report::usage`]: the
+//!   Lambda-equivalent figures of every attempt (see
+//!   [`shoal_worker::results::Usage`]).
 //! - Forged input is counted, never fatal: a part over the size limit or a
 //!   line that is not a record counts in `unreadable`.
 
 use aws_sdk_s3::primitives::ByteStream;
 use serde::Serialize;
-use shoal_worker::results::{self, ItemRecord, Merger, Status};
+use shoal_worker::results::{self, ItemRecord, Merger, Status, Usage};
 use tokio::io::AsyncReadExt;
 
 use crate::crd::OutputSpec;
@@ -38,6 +41,9 @@ pub const SHARD_BYTES: usize = 4 << 20;
 /// Bytes a record may take past a full shard (an item key of 1 KiB, a
 /// reason of 2 KiB and the rest).
 const RECORD_ROOM: usize = 8 << 10;
+/// Failed items kept for the status (`kubectl shoal describe`); the rest
+/// are in the shards.
+pub const SAMPLE: usize = 5;
 /// Largest part read; a bigger one is not a worker's.
 pub const MAX_PART_BYTES: i64 = 32 << 20;
 
@@ -78,6 +84,12 @@ pub struct Report {
     pub parts: u64,
     /// Parts too large and lines that were not records (forged input).
     pub unreadable: u64,
+    /// The first failed items (at most [`SAMPLE`]), for the job's status.
+    #[serde(skip)]
+    pub sample: Vec<ItemRecord>,
+    /// What every attempt of the job's workers used, as Lambda would have
+    /// billed it: the sum of their REPORT lines.
+    pub usage: Usage,
 }
 
 /// The folder of the report under `prefix`.
@@ -155,11 +167,15 @@ struct Sink<'a> {
     output: &'a OutputSpec,
     succeeded: Writer,
     failed: Writer,
+    sample: Vec<ItemRecord>,
 }
 
 impl Sink<'_> {
     async fn add(&mut self, records: Vec<ItemRecord>) -> Result<()> {
         for record in records {
+            if record.status == Status::Failed && self.sample.len() < SAMPLE {
+                self.sample.push(record.clone());
+            }
             let writer = match record.status {
                 Status::Succeeded => &mut self.succeeded,
                 Status::Failed => &mut self.failed,
@@ -199,6 +215,7 @@ pub async fn write(s3: &S3, output: &OutputSpec, run: &str) -> Result<Report> {
         output,
         succeeded: Writer::new(Status::Succeeded),
         failed: Writer::new(Status::Failed),
+        sample: Vec::new(),
     };
     let mut merger = Merger::new();
     let mut report = Report::default();
@@ -223,10 +240,11 @@ pub async fn write(s3: &S3, output: &OutputSpec, run: &str) -> Result<Report> {
                 report.unreadable += 1;
                 continue;
             };
-            let (records, bad) = results::decode(&body);
+            let part = results::decode(&body);
             report.parts += 1;
-            report.unreadable += u64::try_from(bad).unwrap_or(u64::MAX);
-            let done = merger.add(group, records);
+            report.unreadable += u64::try_from(part.bad).unwrap_or(u64::MAX);
+            report.usage.add(&part.usage);
+            let done = merger.add(group, part.records);
             sink.add(done).await?;
         }
         if !truncated {
@@ -240,6 +258,7 @@ pub async fn write(s3: &S3, output: &OutputSpec, run: &str) -> Result<Report> {
     }
     report.succeeded = sink.succeeded.shards;
     report.failed = sink.failed.shards;
+    report.sample = sink.sample;
     Ok(report)
 }
 

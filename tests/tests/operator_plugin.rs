@@ -1,10 +1,11 @@
 //! `kubectl shoal` against a running job, on a real kube-apiserver with the
 //! operator, S3 on moto and SQS on ElasticMQ: `status` (table and JSON,
 //! through kubectl's own plugin lookup too), `suspend` and `resume` acting
-//! on the job, `describe` with conditions and Events once it failed on a
-//! poison item, `redrive --wait` moving the dead letter back after the fix
-//! until the job completes, `logs` of a job without pods, and exit code 3
-//! for a job that does not exist.
+//! on the job, `describe` with conditions, Events and the failed item with
+//! its reason once it failed on a poison item, `redrive --wait` moving the
+//! dead letter back after the fix until the job completes, `cost` matching
+//! a hand calculation from the workers' REPORT lines, `logs` of a job
+//! without pods, and exit code 3 for a job that does not exist.
 //! (`logs` of real pods: `real_node.rs`.)
 
 #![allow(
@@ -213,6 +214,26 @@ async fn every_command_against_a_running_job() {
         .filter_map(|e| e["reason"].as_str())
         .collect();
     assert!(reasons.contains(&"Failed"), "{reasons:?}");
+    // The failed item, with why, from the failure report.
+    let failures = described["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{described}");
+    assert_eq!(failures[0]["item"], "plug/z-corrupt.jpg", "{described}");
+    assert_eq!(failures[0]["category"], "handler", "{described}");
+    assert_eq!(failures[0]["attempts"], 1, "{described}");
+    let why = failures[0]["reason"].as_str().unwrap_or_default();
+    assert!(!why.is_empty(), "{described}");
+    let text = ok(&plane, &["describe", "plug"]);
+    let listed = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Failed items"))
+        .nth(2)
+        .unwrap_or_else(|| panic!("a failed item listed: {text}"));
+    let cells: Vec<&str> = listed.split_whitespace().collect();
+    assert_eq!(
+        cells[..4],
+        ["plug/z-corrupt.jpg", "1", "permanent", "handler"],
+        "{text}"
+    );
 
     // The fix (a good image where the corrupt one was), then redrive
     // --wait: the dead letter goes back, once, and the job completes.
@@ -265,5 +286,59 @@ async fn every_command_against_a_running_job() {
     );
     assert!(text.contains("Conditions:\n  TYPE"), "{text}");
     assert!(text.contains("Events:\n  LAST SEEN"), "{text}");
+    assert!(
+        !text.contains("Failed items"),
+        "redriven to success, nothing failed: {text}"
+    );
     shoal_tests::pods::stop_workers(workers);
+
+    // cost: the Lambda side is the hand calculation from the REPORT lines
+    // of both workers (every attempt: the failed one and its redrive too),
+    // at the us-east-1 list price. No kubelet runs pods here, so no worker
+    // pod was ever ready: the cluster side counts none.
+    let logs = std::fs::read_to_string(plane.dir().join("plug-workers-0.log")).unwrap();
+    let (invocations, mb_ms) = report_figures(&logs);
+    assert!(invocations >= 8, "7 images, the corrupt one twice: {logs}");
+    let cost = json(&plane, &["cost", "plug", "--region", "us-east-1"]);
+    let lambda = &cost["lambda"];
+    assert_eq!(lambda["invocations"], invocations, "{cost}");
+    let gb_seconds = mb_ms as f64 / 1_024_000.0;
+    let close = |a: &Value, b: f64| (a.as_f64().unwrap() - b).abs() <= 1e-12 * b.max(1.0);
+    assert!(
+        close(&lambda["gbSeconds"], gb_seconds),
+        "{cost} {gb_seconds}"
+    );
+    let by_hand = invocations as f64 * 0.20 / 1e6 + gb_seconds * 0.000_016_666_7;
+    assert!(close(&lambda["totalUsd"], by_hand), "{cost} {by_hand}");
+    assert_eq!(cost["cluster"]["workerSeconds"], 0.0, "{cost}");
+    assert_eq!(cost["cluster"]["totalUsd"], 0.0, "{cost}");
+    let text = ok(&plane, &["cost", "plug", "--region", "us-east-1"]);
+    assert!(text.contains("On Lambda (us-east-1, x86_64)"), "{text}");
+    let out = shoal(&plane, &["cost", "plug", "--region", "mars-north-1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--prices FILE"), "{stderr}");
+}
+
+/// The number of REPORT lines in `log` and the sum of their `Billed
+/// Duration × Memory Size` (MB·ms), read as a person reads them.
+fn report_figures(log: &str) -> (u64, u64) {
+    let number_after = |line: &str, label: &str| -> u64 {
+        let at = line
+            .find(label)
+            .unwrap_or_else(|| panic!("{label} in {line}"));
+        line[at + label.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    let mut count = 0;
+    let mut mb_ms = 0;
+    for line in log.lines().filter(|l| l.contains("REPORT RequestId: ")) {
+        count += 1;
+        mb_ms += number_after(line, "Billed Duration: ") * number_after(line, "Memory Size: ");
+    }
+    (count, mb_ms)
 }

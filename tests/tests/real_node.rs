@@ -142,6 +142,7 @@ fn install_the_chart(bed: &Bed<'_>) {
 
 /// The seed story as real pods: a few hundred images in S3, a BatchJob,
 /// worker pods scheduled and Ready, one thumbnail per image, Succeeded,
+/// its usage recorded (worker-seconds of real pods, REPORT figures),
 /// scaled to zero, deleted by its TTL. Its images (`in/`) stay for the
 /// SQS scenario.
 async fn s3_job_succeeds_and_scales_to_zero(bed: &Bed<'_>) {
@@ -154,6 +155,7 @@ async fn s3_job_succeeds_and_scales_to_zero(bed: &Bed<'_>) {
             "    maxWorkers: 3\n    targetBacklogPerWorker: 5\n    scaleDownDelaySeconds: 2\n",
         )
         .edit("output:", "ttlSecondsAfterFinished: 20\n  output:");
+    let applied = std::time::Instant::now();
     bed.apply(&job);
     wait_until(
         LIMIT,
@@ -173,6 +175,24 @@ async fn s3_job_succeeds_and_scales_to_zero(bed: &Bed<'_>) {
         "{.status.chunks.total} {.status.chunks.succeeded} {.status.chunks.deadLettered}",
     );
     assert_eq!(counts, "30 30 0", "300 images in chunks of 10");
+    // What it used, for `kubectl shoal cost`: ready pods for some of that
+    // time (never more than the 3 it may have for as long as it ran), and
+    // every image billed as Lambda would have.
+    let usage = bed.plane().jsonpath(
+        &["bj", "thumbs"],
+        "{.status.usage.workerSeconds} {.status.usage.invocations} {.status.usage.gbSeconds}",
+    );
+    let figures: Vec<f64> = usage
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(f64::NAN))
+        .collect();
+    assert_eq!(figures.len(), 3, "{usage}");
+    let most = applied.elapsed().as_secs_f64() * 3.0;
+    assert!(
+        figures[0] > 0.0 && figures[0] <= most,
+        "{usage}, at most {most}"
+    );
+    assert!(figures[1] >= 300.0 && figures[2] > 0.0, "{usage}");
     println!(
         "{}",
         bed.plane()

@@ -28,10 +28,19 @@ pub fn report_line(
     max_memory_used_mib: u64,
 ) -> String {
     let millis = duration.as_secs_f64() * 1000.0;
-    let billed = duration.as_micros().div_ceil(1000).max(1);
+    let billed = billed_ms(duration);
     format!(
         "REPORT RequestId: {request_id}\tDuration: {millis:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory_size_mib} MB\tMax Memory Used: {max_memory_used_mib} MB\t"
     )
+}
+
+/// The billed duration of an invocation that took `duration`, in ms:
+/// rounded up to the millisecond, at least 1, as Lambda bills (and as the
+/// REPORT line says).
+pub fn billed_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// Peak resident set size of this process in MiB (`VmHWM`), 0 where unknown.

@@ -24,6 +24,13 @@
 //!   does not undo it); otherwise it failed with the reason of its last
 //!   record. Attempts add up over deliveries (a redriven item that failed
 //!   three times and then succeeded has four).
+//! - A part also says what the delivery's attempts used, as Lambda would
+//!   have billed them ([`Usage`]: invocations, billed milliseconds, memory
+//!   size), on a line of its own; a delivery that settles nothing (all its
+//!   items retried) still writes a part when it ran any, so the sum over a
+//!   run's parts is every attempt's. It is the sum of the REPORT lines the
+//!   worker wrote for those attempts: the same rounding, the same memory
+//!   size.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -85,6 +92,82 @@ pub struct ItemRecord {
     /// The last failure's reason, at most [`MAX_REASON_BYTES`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// What a delivery's attempts used, summed; the figures of their REPORT
+/// lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Attempts run (Lambda would count each as a request).
+    pub invocations: u64,
+    /// Sum of their `Billed Duration`, in ms.
+    pub billed_ms: u64,
+    /// Sum of `Billed Duration` × `Memory Size` (MB × ms): GB-seconds ×
+    /// 1,024,000, kept whole so sums are exact.
+    pub mb_ms: u64,
+    /// Highest `Max Memory Used` seen, in MB.
+    pub max_memory_used_mb: u64,
+}
+
+impl Usage {
+    /// Counts one attempt billed `billed_ms` with `memory_mb` configured.
+    pub fn add_invocation(&mut self, billed_ms: u64, memory_mb: u32) {
+        self.invocations = self.invocations.saturating_add(1);
+        self.billed_ms = self.billed_ms.saturating_add(billed_ms);
+        self.mb_ms = self
+            .mb_ms
+            .saturating_add(billed_ms.saturating_mul(u64::from(memory_mb)));
+    }
+
+    /// Adds `other` to these figures.
+    pub fn add(&mut self, other: &Usage) {
+        self.invocations = self.invocations.saturating_add(other.invocations);
+        self.billed_ms = self.billed_ms.saturating_add(other.billed_ms);
+        self.mb_ms = self.mb_ms.saturating_add(other.mb_ms);
+        self.max_memory_used_mb = self.max_memory_used_mb.max(other.max_memory_used_mb);
+    }
+
+    /// Lambda's GB-seconds: `mb_ms` / 1,024 / 1,000.
+    pub fn gb_seconds(&self) -> f64 {
+        // Exact below 2^53 MB·ms (some 8.8 billion GB-seconds).
+        self.mb_ms as f64 / 1_024_000.0
+    }
+
+    /// Whether a worker could have written these figures: at most
+    /// [`MAX_PART_INVOCATIONS`] attempts, each billed at most 12 hours
+    /// with at most 10,240 MB (Lambda's largest size) — a forged line must
+    /// not inflate a job's cost without bound.
+    fn plausible(&self) -> bool {
+        const MAX_BILLED_MS: u64 = 12 * 3600 * 1000;
+        const MAX_MEMORY_MB: u64 = 10_240;
+        self.invocations <= MAX_PART_INVOCATIONS
+            && self.billed_ms <= self.invocations.saturating_mul(MAX_BILLED_MS)
+            && self.mb_ms <= self.billed_ms.saturating_mul(MAX_MEMORY_MB)
+            && self.max_memory_used_mb <= 1 << 30
+    }
+}
+
+/// Most attempts one part may count (one delivery runs a chunk's items
+/// once each; chunks hold far fewer).
+pub const MAX_PART_INVOCATIONS: u64 = MAX_GROUP_ITEMS as u64;
+
+/// The usage line of a part.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageLine {
+    usage: Usage,
+}
+
+/// What a part holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Part {
+    /// Its item records.
+    pub records: Vec<ItemRecord>,
+    /// What its attempts used (the sum of its usage lines).
+    pub usage: Usage,
+    /// Lines that were neither (forged, or from a newer writer).
+    pub bad: usize,
 }
 
 /// The folder of `chunk_id`'s parts: a digest, so whatever a message says
@@ -155,8 +238,9 @@ pub fn bounded_reason(reason: &str) -> String {
     reason[..end].to_owned()
 }
 
-/// JSON Lines of `records`.
-pub fn encode(records: &[ItemRecord]) -> Vec<u8> {
+/// A part: JSON Lines of `records`, then the usage line when `usage`
+/// counts any attempt.
+pub fn encode(records: &[ItemRecord], usage: &Usage) -> Vec<u8> {
     let mut out = Vec::new();
     for record in records {
         // A record is strings and numbers: encoding cannot fail.
@@ -164,15 +248,19 @@ pub fn encode(records: &[ItemRecord]) -> Vec<u8> {
             out.push(b'\n');
         }
     }
+    if usage.invocations > 0
+        && serde_json::to_writer(&mut out, &UsageLine { usage: *usage }).is_ok()
+    {
+        out.push(b'\n');
+    }
     out
 }
 
-/// Records of a part; lines that are not records are counted, not
-/// returned (a part is written by workers, but anyone who can write to the
-/// bucket can forge one).
-pub fn decode(part: &[u8]) -> (Vec<ItemRecord>, usize) {
-    let mut records = Vec::new();
-    let mut bad = 0;
+/// What a part holds; lines that are neither records nor a plausible
+/// usage line are counted, not returned (a part is written by workers, but
+/// anyone who can write to the bucket can forge one).
+pub fn decode(part: &[u8]) -> Part {
+    let mut decoded = Part::default();
     for line in part.split(|b| *b == b'\n') {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -180,12 +268,16 @@ pub fn decode(part: &[u8]) -> (Vec<ItemRecord>, usize) {
         match serde_json::from_slice::<ItemRecord>(line) {
             Ok(mut record) if sane(&record) => {
                 record.reason = record.reason.as_deref().map(bounded_reason);
-                records.push(record);
+                decoded.records.push(record);
             }
-            _ => bad += 1,
+            Ok(_) => decoded.bad += 1,
+            Err(_) => match serde_json::from_slice::<UsageLine>(line) {
+                Ok(UsageLine { usage }) if usage.plausible() => decoded.usage.add(&usage),
+                _ => decoded.bad += 1,
+            },
         }
     }
-    (records, bad)
+    decoded
 }
 
 /// Whether a decoded record has the sizes a worker writes (keys of at
@@ -318,18 +410,51 @@ mod tests {
             record("photos/a b.jpg", Status::Succeeded, 1, ""),
             record("x", Status::Failed, 2, "line\nbreak \"quoted\""),
         ];
-        let mut bytes = encode(&records);
+        let mut usage = Usage::default();
+        usage.add_invocation(13, 128);
+        usage.add_invocation(1, 128);
+        usage.max_memory_used_mb = 18;
+        let mut bytes = encode(&records, &usage);
         bytes.extend_from_slice(b"not json\n{\"item\":1}\n\n");
+        let none = Usage::default();
         let mut huge = record(&"k".repeat(5000), Status::Succeeded, 1, "");
-        bytes.extend(encode(std::slice::from_ref(&huge)));
+        bytes.extend(encode(std::slice::from_ref(&huge), &none));
         huge.item = "long-reason".into();
         huge.output = None;
         huge.reason = Some("r".repeat(10 * MAX_REASON_BYTES));
-        bytes.extend(encode(std::slice::from_ref(&huge)));
-        let (back, bad) = decode(&bytes);
-        assert_eq!(back[..2], records[..]);
-        assert_eq!(bad, 3, "an item key over 1 KiB is not a worker's");
-        assert_eq!(back[2].reason.as_ref().unwrap().len(), MAX_REASON_BYTES);
+        bytes.extend(encode(std::slice::from_ref(&huge), &none));
+        let back = decode(&bytes);
+        assert_eq!(back.records[..2], records[..]);
+        assert_eq!(back.bad, 3, "an item key over 1 KiB is not a worker's");
+        assert_eq!(
+            back.records[2].reason.as_ref().unwrap().len(),
+            MAX_REASON_BYTES
+        );
+        assert_eq!(back.usage, usage);
+        assert_eq!(back.usage.mb_ms, 14 * 128);
+        assert_eq!(back.usage.max_memory_used_mb, 18);
+    }
+
+    #[test]
+    fn forged_usage_cannot_inflate_a_bill_without_bound() {
+        let forged = [
+            // A billion attempts in one part.
+            r#"{"usage":{"invocations":1000000000,"billedMs":1,"mbMs":1,"maxMemoryUsedMb":1}}"#,
+            // A year billed for one attempt.
+            r#"{"usage":{"invocations":1,"billedMs":31536000000,"mbMs":1,"maxMemoryUsedMb":1}}"#,
+            // More memory than Lambda has.
+            r#"{"usage":{"invocations":1,"billedMs":10,"mbMs":1000000,"maxMemoryUsedMb":1}}"#,
+            // Fields a worker does not write.
+            r#"{"usage":{"invocations":1,"billedMs":10,"mbMs":1280,"maxMemoryUsedMb":1},"cost":9}"#,
+        ];
+        let part = decode(forged.join("\n").as_bytes());
+        assert_eq!(part.bad, 4);
+        assert_eq!(part.usage, Usage::default());
+        // Two usage lines (a part written twice over) add up.
+        let line = r#"{"usage":{"invocations":2,"billedMs":30,"mbMs":3840,"maxMemoryUsedMb":20}}"#;
+        let part = decode(format!("{line}\n{line}\n").as_bytes());
+        assert_eq!((part.usage.invocations, part.usage.mb_ms), (4, 7680));
+        assert!((part.usage.gb_seconds() - 0.0075).abs() < 1e-12);
     }
 
     #[test]

@@ -54,6 +54,7 @@ mod workers;
 
 use crate::scaling;
 use crate::sqs::Sqs;
+use crate::usage;
 use crate::workload::Wiring;
 pub use context::Context;
 use queues::Resolved;
@@ -384,6 +385,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     status.chunks = chunks;
     status.desired_workers = decision.replicas;
     status.ready_workers = ready;
+    status.usage = usage::count_workers(previous.usage.as_ref(), ready, phase.is_finished(), now);
     status.scale_down_since = decision
         .below_for
         .map(|_| previous.scale_down_since.clone().unwrap_or(Time(now)));
@@ -422,7 +424,11 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
 
     // The results manifest, before the status records the finish.
     if let (true, Some(input), Some(output)) = (phase.is_finished(), &fan_out, &spec.output) {
-        status.manifest = Some(write_manifest(&job, &ctx, &status, input, output).await?);
+        let (manifest, failures, lambda) =
+            write_manifest(&job, &ctx, &status, input, output).await?;
+        status.manifest = Some(manifest);
+        status.failures = failures;
+        status.usage = Some(usage::with_lambda(status.usage.take(), &lambda));
     }
 
     // Apply.

@@ -10,12 +10,15 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 
 use super::{Context, UPSTREAM_INTERVAL, expire, write_status};
-use crate::crd::{BatchJob, BatchJobStatus, OutputSpec, Phase, RedriveStatus, S3Source};
+use crate::crd::{
+    BatchJob, BatchJobStatus, FailedItem, OutputSpec, Phase, RedriveStatus, S3Source,
+};
 use crate::error::{Error, Result};
 use crate::metrics::JobFigures;
 use crate::pipeline::{self, Upstream};
 use crate::plan;
 use crate::{manifest, report};
+use shoal_worker::results::Usage;
 
 /// Where a job's work comes from, as of this reconcile.
 pub(super) enum Source {
@@ -119,6 +122,8 @@ pub(super) async fn blocked(
         .collect();
     if fail {
         status.completion_time = Some(Time(now));
+        status.usage =
+            crate::usage::count_workers(status.usage.as_ref(), status.ready_workers, true, now);
     }
     let first = !previous
         .conditions
@@ -201,16 +206,27 @@ pub(super) async fn redrive_page(
 }
 
 /// Writes the results manifest of a job that has just finished; returns
-/// its `s3://` URL.
+/// its `s3://` URL, the first failed items and what the workers'
+/// attempts used.
 pub(super) async fn write_manifest(
     job: &BatchJob,
     ctx: &Context,
     status: &BatchJobStatus,
     input: &S3Source,
     output: &OutputSpec,
-) -> Result<String> {
+) -> Result<(String, Vec<FailedItem>, Usage)> {
     let run = job.metadata.uid.clone().unwrap_or_else(|| job.name_any());
-    let results = report::write(&ctx.s3, output, &run).await?;
+    let mut results = report::write(&ctx.s3, output, &run).await?;
+    let failures = std::mem::take(&mut results.sample)
+        .into_iter()
+        .map(|record| FailedItem {
+            item: record.item,
+            attempts: i64::from(record.attempts),
+            cause: record.cause,
+            category: record.category,
+            reason: record.reason.map(|r| plan::cut(&r, 256)),
+        })
+        .collect();
     let document = manifest::build(job, status, input, output, results);
     let key = manifest::key(&output.prefix);
     let body = serde_json::to_vec_pretty(&document).map_err(|e| Error::Output {
@@ -226,5 +242,9 @@ pub(super) async fn write_manifest(
         unreadable = document.results.unreadable,
         "results manifest and failure report written"
     );
-    Ok(format!("s3://{}/{key}", output.bucket))
+    Ok((
+        format!("s3://{}/{key}", output.bucket),
+        failures,
+        document.results.usage,
+    ))
 }

@@ -60,6 +60,57 @@ pub struct RedriveStatus {
     pub completion_time: Option<Time>,
 }
 
+/// What a job's workers used, for its cost: on the cluster, seconds of
+/// ready worker pods, counted as the job runs; on Lambda, what the same
+/// attempts would have been billed (the sum of the workers' REPORT lines),
+/// known once a fanned-out job with an output has finished (from its
+/// failure report's parts).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageStatus {
+    /// Seconds of ready worker pods up to `countedUntil`.
+    #[serde(default)]
+    pub worker_seconds: f64,
+    /// Ready worker pods since `countedUntil` (0 once the job finished):
+    /// the seconds since then count this many times more.
+    #[serde(default)]
+    pub counted_workers: i32,
+    /// Until when `workerSeconds` counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_until: Option<Time>,
+    /// Attempts the workers ran (Lambda's requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocations: Option<i64>,
+    /// Sum of their billed durations, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billed_ms: Option<i64>,
+    /// Sum of billed duration × memory size: Lambda's GB-seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gb_seconds: Option<f64>,
+    /// Highest `Max Memory Used` of a worker, in MB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_used_mb: Option<i64>,
+}
+
+/// A failed item, as the failure report has it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedItem {
+    /// The item (object key, or `<chunk>/<index>`).
+    pub item: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// `permanent` or `exhausted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// The error category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Why, cut to 256 bytes (the report has it whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// Where fan-out stopped: resuming from here never enqueues a chunk twice.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
@@ -149,6 +200,13 @@ pub struct BatchJobStatus {
     /// The last redrive asked for in `spec.redrive`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redrive: Option<RedriveStatus>,
+    /// What the workers used (see `kubectl shoal cost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageStatus>,
+    /// The first failed items of the failure report (at most 5), once
+    /// written; the manifest points at all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<FailedItem>,
     /// `s3://` URL of the results manifest, once written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,

@@ -4,23 +4,22 @@
 //! counted and logged, and a message left unsettled comes back when its
 //! lease ends.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
 
-use super::settle::{self, ItemResult, Plan, Then};
-use super::{DeadLetter, Delivery, Shared, Transport};
+use super::settle::{self, Plan, Then};
+use super::{DeadLetter, Delivery, Ran, Shared, Transport};
 use crate::handler::Handler;
 
-/// Writes the part recording the items this delivery settles (see
-/// [`crate::results`]); false if it could not be written. Messages that are
-/// not shoal chunks, and deliveries that settle no item, write nothing.
+/// Writes the part recording the items this delivery settles and what its
+/// attempts used (see [`crate::results`]); false if it could not be
+/// written. Messages that are not shoal chunks, and deliveries that
+/// neither settle an item nor ran one, write nothing.
 pub(super) async fn record_results<H: Handler, T: Transport>(
     shared: &Shared<H, T>,
     delivery: &Delivery,
-    results: &[(usize, String, ItemResult)],
-    outputs: &BTreeMap<usize, String>,
+    ran: &Ran,
     plan: &Plan,
     attempt: u32,
 ) -> bool {
@@ -31,12 +30,12 @@ pub(super) async fn record_results<H: Handler, T: Transport>(
     ) else {
         return true;
     };
-    let records = settle::records(&chunk, results, outputs, plan, attempt);
-    if records.is_empty() {
+    let records = settle::records(&chunk, &ran.results, &ran.outputs, plan, attempt);
+    if records.is_empty() && ran.usage.invocations == 0 {
         return true;
     }
     let key = crate::results::part_key(run, &chunk);
-    let body = bytes::Bytes::from(crate::results::encode(&records));
+    let body = bytes::Bytes::from(crate::results::encode(&records, &ran.usage));
     match store.put(&key, body, "application/x-ndjson").await {
         Ok(()) => true,
         Err(e) => {

@@ -52,6 +52,8 @@ use crate::engine::Engine;
 use crate::handler::Handler;
 use crate::message::{self, RawItem};
 use crate::metrics::{DeadLetterCause, ErrorCategory};
+use crate::platform;
+use crate::results::Usage;
 
 /// Most messages one receive call returns (SQS's limit).
 pub const MAX_BATCH: usize = 10;
@@ -350,20 +352,20 @@ async fn handle<H: Handler, T: Transport>(
         .enumerate()
         .filter(|(index, _)| selected.as_ref().is_none_or(|s| s.contains(index)))
         .collect();
-    let (results, outputs) = run_items(&shared, &delivery, chosen, attempt).await;
+    let ran = run_items(&shared, &delivery, chosen, attempt).await;
     if delivery.revoked.is_cancelled() {
         let_go(&shared, &delivery);
         return;
     }
     let retry_delay = shared.engine.config().retry.backoff(attempt);
     let plan = decide(
-        &results,
+        &ran.results,
         attempt,
         shared.transport.max_attempts(),
         retry_delay,
     );
     if shared.record_results.is_some()
-        && !record_results(&shared, &delivery, &results, &outputs, &plan, attempt).await
+        && !record_results(&shared, &delivery, &ran, &plan, attempt).await
     {
         // Not settled until recorded: it comes back, and its items run again
         // (outputs are keyed by input, so that costs work, not correctness).
@@ -373,14 +375,26 @@ async fn handle<H: Handler, T: Transport>(
     settle(&shared, &delivery, plan, total, attempt).await;
 }
 
+/// What [`run_items`] gives back.
+pub(super) struct Ran {
+    /// Each chosen item's index, id and result.
+    pub results: Vec<(usize, String, ItemResult)>,
+    /// The output keys of the items that stored one, by index.
+    pub outputs: BTreeMap<usize, String>,
+    /// What the attempts used.
+    pub usage: Usage,
+}
+
 /// Runs the chosen items of a delivery, extending its lease while they run.
 async fn run_items<H: Handler, T: Transport>(
     shared: &Shared<H, T>,
     delivery: &Delivery,
     chosen: Vec<(usize, RawItem)>,
     attempt: u32,
-) -> (Vec<(usize, String, ItemResult)>, BTreeMap<usize, String>) {
+) -> Ran {
     let mut outputs = BTreeMap::new();
+    let mut usage = Usage::default();
+    let memory_mb = shared.engine.config().memory_mib;
     let mut results: BTreeMap<usize, (String, ItemResult)> = chosen
         .iter()
         .map(|(index, item)| (*index, (item.id.clone(), ItemResult::NotStarted)))
@@ -410,7 +424,9 @@ async fn run_items<H: Handler, T: Transport>(
                 Some((index, attempt)) => {
                     let result = match attempt {
                         None => ItemResult::NotStarted,
-                        Some(record) => match record.result {
+                        Some(record) => {
+                            usage.add_invocation(platform::billed_ms(record.duration), memory_mb);
+                            match record.result {
                             Ok(success) => {
                                 if let Some(key) = success.output_key {
                                     outputs.insert(index, key);
@@ -418,7 +434,7 @@ async fn run_items<H: Handler, T: Transport>(
                                 ItemResult::Succeeded
                             }
                             Err(failure) => ItemResult::Failed(failure),
-                        },
+                        }},
                     };
                     if let Some(entry) = results.get_mut(&index) {
                         entry.1 = result;
@@ -442,5 +458,12 @@ async fn run_items<H: Handler, T: Transport>(
         .into_iter()
         .map(|(index, (id, result))| (index, id, result))
         .collect();
-    (results, outputs)
+    if usage.invocations > 0 {
+        usage.max_memory_used_mb = platform::max_memory_used_mib();
+    }
+    Ran {
+        results,
+        outputs,
+        usage,
+    }
 }
