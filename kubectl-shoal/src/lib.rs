@@ -7,13 +7,15 @@
 //!
 //! - [`progress`]: what a job's status says (rates, ETA), without API calls.
 //! - [`cost`]: a job's cost on the cluster and on Lambda, from its status.
-//! - [`commands`]: the commands, each a few API calls.
+//! - [`commands`]: the commands, each a few API calls; [`cost_command`]
+//!   for `cost`.
 //!
 //! Exit codes: 0 done; 1 the cluster refused or could not be reached; 2 the
 //! command line is wrong; 3 no such BatchJob; 4 `--wait` gave up.
 
 pub mod commands;
 pub mod cost;
+pub mod cost_command;
 pub mod progress;
 
 use std::path::PathBuf;
@@ -262,9 +264,9 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Cost(args) = &cli.command
         && let Some(path) = &args.filename
     {
-        let job = commands::job_from_file(path)?;
+        let job = cost_command::job_from_file(path)?;
         let mut stdout = std::io::stdout().lock();
-        return commands::cost(&job, &cost_inputs(args)?, cli.global.output, &mut stdout);
+        return cost_command::cost(&job, &cost_inputs(args)?, cli.global.output, &mut stdout);
     }
     let (client, default_namespace) = commands::client(&cli.global).await?;
     let namespace = cli.global.namespace.clone().unwrap_or(default_namespace);
@@ -303,14 +305,14 @@ async fn run(cli: Cli) -> Result<()> {
             let inputs = cost_inputs(&args)?;
             let name = args.name.unwrap_or_default();
             let job = commands::job(&client, &namespace, &name).await?;
-            commands::cost(&job, &inputs, out, &mut stdout)
+            cost_command::cost(&job, &inputs, out, &mut stdout)
         }
         Command::Completions { .. } => Ok(()),
     }
 }
 
 /// The prices `args` name, checked.
-fn cost_inputs(args: &CostArgs) -> Result<commands::CostInputs> {
+fn cost_inputs(args: &CostArgs) -> Result<cost_command::CostInputs> {
     let table = match &args.prices {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -330,7 +332,7 @@ fn cost_inputs(args: &CostArgs) -> Result<commands::CostInputs> {
         memory_gib: args.node_memory,
     };
     node.validate().map_err(Error::Usage)?;
-    Ok(commands::CostInputs {
+    Ok(cost_command::CostInputs {
         region: args.region.clone(),
         architecture,
         prices,
