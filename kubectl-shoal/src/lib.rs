@@ -2,13 +2,14 @@
 //!
 //! Installed as `kubectl-shoal` on the `PATH`, kubectl runs it for
 //! `kubectl shoal ...`. It talks to the API server with the kubeconfig
-//! kubectl would use (`KUBECONFIG`, `--kubeconfig`, `--context`), never to
-//! queues or buckets.
+//! kubectl would use (`KUBECONFIG`, `--kubeconfig`, `--context`); only
+//! `invoke` also talks to a queue, never to buckets.
 //!
 //! - [`progress`]: what a job's status says (rates, ETA), without API calls.
 //! - [`cost`]: a job's cost on the cluster and on Lambda, from its status.
 //! - [`commands`]: the commands, each a few API calls; [`cost_command`]
-//!   for `cost`.
+//!   for `cost`; [`invoke`] for `invoke`, the one command that talks to a
+//!   queue (the one the job consumes).
 //!
 //! Exit codes: 0 done; 1 the cluster refused or could not be reached; 2 the
 //! command line is wrong; 3 no such BatchJob; 4 `--wait` gave up.
@@ -16,6 +17,7 @@
 pub mod commands;
 pub mod cost;
 pub mod cost_command;
+pub mod invoke;
 pub mod progress;
 
 use std::path::PathBuf;
@@ -132,6 +134,9 @@ enum Command {
     Resume(NameArgs),
     /// Move a job's dead letters back to its work queue (spec.redrive).
     Redrive(RedriveArgs),
+    /// Send one item to the queue a job consumes (source.sqs or
+    /// source.amqp), as its producers would.
+    Invoke(InvokeArgs),
     /// A job's cost on the cluster next to what the same work would have
     /// cost on Lambda.
     Cost(CostArgs),
@@ -179,6 +184,35 @@ struct RedriveArgs {
     /// How long --wait waits.
     #[arg(long, default_value = "10m")]
     timeout: humantime::Duration,
+}
+
+#[derive(Debug, Args)]
+struct InvokeArgs {
+    /// The BatchJob.
+    name: String,
+    /// The item: an object in a bucket, sent as a one-item shoal chunk
+    /// (what the fan-out sends).
+    #[arg(long, value_name = "s3://BUCKET/KEY", conflicts_with_all = ["payload", "payload_file"])]
+    object: Option<String>,
+    /// The item: the message body as it is (a raw item, a shoal chunk, an
+    /// S3 event...; see docs/handler.md, "Message formats").
+    #[arg(long, short = 'p', conflicts_with = "payload_file")]
+    payload: Option<String>,
+    /// Read the message body from this file (- for standard input).
+    #[arg(long)]
+    payload_file: Option<PathBuf>,
+    /// SQS message group (FIFO queues) [default: kubectl-shoal].
+    #[arg(long)]
+    group_id: Option<String>,
+    /// SQS deduplication id (FIFO queues) [default: a fresh one, so each
+    /// invoke is sent].
+    #[arg(long)]
+    deduplication_id: Option<String>,
+    /// Reach the job's RabbitMQ broker at HOST:PORT instead of the
+    /// address in its Secret (e.g. the local end of `kubectl
+    /// port-forward`); credentials and vhost still come from the Secret.
+    #[arg(long, value_name = "HOST:PORT")]
+    amqp_address: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -260,7 +294,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(mut cli: Cli) -> Result<()> {
     if let Command::Cost(args) = &cli.command
         && let Some(path) = &args.filename
     {
@@ -268,6 +302,16 @@ async fn run(cli: Cli) -> Result<()> {
         let mut stdout = std::io::stdout().lock();
         return cost_command::cost(&job, &cost_inputs(args)?, cli.global.output, &mut stdout);
     }
+    // Checked before the kubeconfig is: a bad item is a usage error
+    // wherever the command runs.
+    let payload = match &mut cli.command {
+        Command::Invoke(args) => invoke::payload(
+            args.payload.take(),
+            args.payload_file.as_deref(),
+            args.object.as_deref(),
+        )?,
+        _ => String::new(),
+    };
     let (client, default_namespace) = commands::client(&cli.global).await?;
     let namespace = cli.global.namespace.clone().unwrap_or(default_namespace);
     let out = cli.global.output;
@@ -300,6 +344,23 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Redrive(args) => {
             let wait = args.wait.then(|| Duration::from(args.timeout));
             commands::redrive(&client, &namespace, &args.name, wait, out, &mut stdout).await
+        }
+        Command::Invoke(args) => {
+            let options = invoke::InvokeOptions {
+                group_id: args.group_id,
+                deduplication_id: args.deduplication_id,
+                amqp_address: args.amqp_address,
+            };
+            invoke::invoke(
+                &client,
+                &namespace,
+                &args.name,
+                &payload,
+                &options,
+                out,
+                &mut stdout,
+            )
+            .await
         }
         Command::Cost(args) => {
             let inputs = cost_inputs(&args)?;

@@ -225,6 +225,11 @@ impl Rabbit {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
+    /// `127.0.0.1:PORT`, where it takes AMQP connections.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
     /// The worker's `--queue` URL for `queue`.
     pub fn queue_url(&self, queue: &str) -> String {
         format!("{}/{queue}", self.uri())

@@ -4,8 +4,9 @@
 //! RabbitMQ with confirms, run to Succeeded by worker processes started
 //! from the pod template the operator wrote (no kubelet here: the test
 //! resolves the template's `secretKeyRef` and `$(VAR)` itself, as the
-//! kubelet would); and a chunk published to a queue that does not exist
-//! fails the publish.
+//! kubelet would); a chunk published to a queue that does not exist
+//! fails the publish; and `kubectl shoal invoke` publishes to a consuming
+//! job's queue with the URL from its Secret.
 
 #![allow(
     clippy::unwrap_used,
@@ -28,6 +29,22 @@ use shoal_tests::wait_until;
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
 const HANDLER: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");
+const PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-shoal-e2e");
+
+/// `kubectl-shoal ARGS` with the plane's kubeconfig: its exit code,
+/// standard output and error.
+fn shoal(plane: &ControlPlane, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(PLUGIN)
+        .args(args)
+        .env("KUBECONFIG", plane.kubeconfig())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 /// Creates Secret `rabbitmq` holding the broker's URL under `url`.
 fn broker_secret(plane: &ControlPlane, rabbit: &Rabbit) {
@@ -202,6 +219,104 @@ spec:
         || (replicas(&plane, "uploads-workers") == Some(0)).then_some(()),
         log,
     );
+    channel.close(200, "done".into()).await.unwrap();
+
+    // kubectl shoal invoke: the body published as it is, confirmed by the
+    // broker, with the URL from the job's Secret and its password never
+    // printed; the operator scales up for it.
+    let (code, stdout, stderr) =
+        shoal(&plane, &["invoke", "uploads", "-p", "{\"key\": \"x.jpg\"}"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let public = rabbit
+        .queue_url("uploads")
+        .replace("guest:guest@", "")
+        .replace("%2f", "%2F");
+    assert!(
+        stdout.starts_with(&format!(
+            "sent 16 bytes to batchjob default/uploads on {public}: message invoke-"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(rabbit.ready("uploads").await, 1);
+    wait_until(
+        limit,
+        "a worker for the invoked item",
+        || (replicas(&plane, "uploads-workers") == Some(1)).then_some(()),
+        log,
+    );
+    let (code, _, stderr) = shoal(&plane, &["invoke", "uploads", "-p", "x", "--group-id", "g"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("are for SQS FIFO queues"), "{stderr}");
+    // A job whose Secret is missing: said, nothing sent.
+    let (code, _, stderr) = shoal(&plane, &["invoke", "orphan", "-p", "x"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("secret default/missing (the RabbitMQ URL) does not exist"),
+        "{stderr}"
+    );
+    // A Secret naming an address this machine cannot reach (as an
+    // in-cluster service name would be): refused without the password;
+    // --amqp-address reaches the broker with the Secret's credentials.
+    let unreachable = format!(
+        "amqp://guest:guest@127.0.0.1:{}/%2f",
+        shoal_tests::free_port()
+    );
+    plane.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "in-cluster",
+        &format!("--from-literal=url={unreachable}"),
+    ]);
+    plane.apply_yaml(
+        "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: remote
+spec:
+  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+  source:
+    amqp:
+      connection:
+        secretName: in-cluster
+      queue: uploads
+",
+    );
+    let (code, _, stderr) = shoal(&plane, &["invoke", "remote", "-p", "x"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to amqp://127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("guest:guest"),
+        "the password leaked: {stderr}"
+    );
+    let address = rabbit.address();
+    let (code, stdout, stderr) = shoal(
+        &plane,
+        &[
+            "invoke",
+            "remote",
+            "-p",
+            "x",
+            "--amqp-address",
+            &address,
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let sent: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        sent["queue"],
+        format!("amqp://{address}/%2F/uploads"),
+        "{sent}"
+    );
+    assert_eq!(rabbit.ready("uploads").await, 2);
+    plane.kubectl(&["delete", "bj", "remote", "--wait=true", "--timeout=60s"]);
+
     // Deleting the job leaves the queue it was given.
     plane.kubectl(&["delete", "bj", "uploads", "--wait=true", "--timeout=60s"]);
     assert!(rabbit.exists("uploads").await, "a given queue is kept");

@@ -39,7 +39,9 @@ use crate::ownership::{NotOwned, Unusable};
 
 mod management;
 mod redrive;
+mod secret;
 pub use management::Counts;
+pub use secret::from_secret;
 
 /// How long connecting to a broker may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,6 +133,31 @@ impl Broker {
     /// `amqp[s]://host:port/vhost/queue` without credentials (status).
     pub fn queue_url(&self, queue: &str) -> String {
         format!("{}/{}", self.public, encode_queue(queue))
+    }
+
+    /// The same broker (credentials, vhost, scheme) reached at `address`
+    /// (`host:port`), e.g. the local end of a `kubectl port-forward` to a
+    /// broker whose URL names a host only the cluster resolves. With
+    /// `amqps` the certificate must name `host`.
+    pub fn at(&self, address: &str) -> std::result::Result<Self, String> {
+        let authority: http::uri::Authority = address
+            .parse()
+            .map_err(|_| format!("{address:?} is not host:port"))?;
+        if authority.port_u16().is_none() || address.contains('@') || authority.host().is_empty() {
+            return Err(format!("{address:?} is not host:port"));
+        }
+        let Some((scheme, rest)) = self.uri.split_once("://") else {
+            return Err("the broker URL has no scheme".into());
+        };
+        let (current, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let userinfo = current.rsplit_once('@').map(|(user, _)| user);
+        let uri = match userinfo {
+            Some(user) => format!("{scheme}://{user}@{address}{path}"),
+            None => format!("{scheme}://{address}{path}"),
+        };
+        let mut broker = Self::parse(&uri, None, Some(&self.management))?;
+        broker.management.clone_from(&self.management);
+        Ok(broker)
     }
 }
 
@@ -437,6 +464,40 @@ mod tests {
                 Broker::parse("amqp://u:hunter2@rabbit.mq/v", Some(management), None).unwrap_err();
             assert!(error.contains(why), "{management}: {error}");
             assert!(!error.contains("hunter2"), "the password leaked: {error}");
+        }
+    }
+
+    #[test]
+    fn a_broker_reached_through_another_address_keeps_its_credentials_and_vhost() {
+        let broker = Broker::parse(
+            "amqp://shoal:s%40cret@rabbitmq.jobs.svc:5672/media",
+            None,
+            None,
+        )
+        .unwrap();
+        let local = broker.at("127.0.0.1:15999").unwrap();
+        assert_eq!(local.public(), "amqp://127.0.0.1:15999/media");
+        assert_eq!(local.uri, "amqp://shoal:s%40cret@127.0.0.1:15999/media");
+        assert_eq!(
+            (local.user.as_str(), local.password.as_str()),
+            ("shoal", "s@cret")
+        );
+        assert_eq!(local.management, "http://rabbitmq.jobs.svc:15672");
+        let no_vhost = Broker::parse("amqp://u:p@rabbit", None, None).unwrap();
+        assert_eq!(
+            no_vhost.at("localhost:5673").unwrap().uri,
+            "amqp://u:p@localhost:5673"
+        );
+        for bad in [
+            "127.0.0.1",
+            "x@127.0.0.1:1",
+            ":5672",
+            "a b:1",
+            "127.0.0.1:99999",
+        ] {
+            let error = broker.at(bad).unwrap_err();
+            assert!(error.contains("is not host:port"), "{bad}: {error}");
+            assert!(!error.contains("cret"), "the password leaked: {error}");
         }
     }
 

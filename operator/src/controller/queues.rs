@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::Api;
 
 use super::{Context, write_status};
 use crate::amqp::{Broker, Counts};
@@ -15,9 +13,6 @@ use crate::error::{Error, Result};
 use crate::plan;
 use crate::sqs::Backlog;
 
-/// Key of an optional management API base URL in a broker's Secret; see
-/// [`Broker::parse`].
-const MANAGEMENT_KEY: &str = "managementUrl";
 use crate::workload::WorkerQueue;
 
 /// The queue a job's chunks go through.
@@ -59,68 +54,7 @@ async fn broker(
     namespace: &str,
     connection: &AmqpConnection,
 ) -> Result<std::result::Result<Broker, (&'static str, String)>> {
-    let name = &connection.secret_name;
-    let key = connection.key();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let secret = match secrets.get_opt(name).await {
-        Ok(Some(secret)) => secret,
-        Ok(None) => {
-            return Ok(Err((
-                "BrokerSecretNotFound",
-                format!("secret {namespace}/{name} (the RabbitMQ URL) does not exist"),
-            )));
-        }
-        Err(kube::Error::Api(status)) if status.code == 403 => {
-            return Ok(Err((
-                "BrokerSecretForbidden",
-                format!(
-                    "the operator may not read secret {namespace}/{name}: grant it (chart value rbac.amqpSecrets)"
-                ),
-            )));
-        }
-        Err(e) => {
-            return Err(Error::Kube {
-                what: format!("reading secret {namespace}/{name}"),
-                source: e,
-            });
-        }
-    };
-    let text = |key: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|v| String::from_utf8(v.0.clone()))
-    };
-    let value = text(key);
-    let management = match text(MANAGEMENT_KEY) {
-        None => None,
-        Some(Ok(url)) => Some(url),
-        Some(Err(_)) => {
-            return Ok(Err((
-                "BrokerSecretInvalid",
-                format!("secret {namespace}/{name}, key {MANAGEMENT_KEY}: not UTF-8"),
-            )));
-        }
-    };
-    let invalid = |why: String| {
-        Err((
-            "BrokerSecretInvalid",
-            format!("secret {namespace}/{name}, key {key}: {why}"),
-        ))
-    };
-    Ok(match value {
-        None => invalid("no such key".into()),
-        Some(Err(_)) => invalid("not UTF-8".into()),
-        Some(Ok(url)) => match Broker::parse(
-            &url,
-            connection.management_url.as_deref(),
-            management.as_deref(),
-        ) {
-            Ok(broker) => Ok(broker),
-            Err(why) => invalid(why),
-        },
-    })
+    crate::amqp::from_secret(&ctx.client, namespace, connection).await
 }
 
 /// The queues step: creates the SQS queues or declares the RabbitMQ ones
