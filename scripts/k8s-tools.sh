@@ -9,6 +9,8 @@
 #   etcd                     go.etcd.io/etcd/server/v3 at $ETCD_VERSION
 #                            (>= 3.5.13: watch progress notifications)
 #   helm                     helm.sh/helm/v4 at $HELM_VERSION, version stamped
+#   helm-docs                github.com/norwoodj/helm-docs at $HELM_DOCS_VERSION
+#                            (charts/shoal/README.md, scripts/chart-readme.sh)
 #   monitoring CRDs          ServiceMonitor, PodMonitor, PrometheusRule from the
 #                            prometheus-operator module at $PROMETHEUS_OPERATOR_VERSION
 #                            (its example/ folder), so the chart's optional
@@ -17,14 +19,15 @@
 # comes from Debian's packages (install-test-deps.sh).
 # Sourced by install-test-deps.sh; exports SHOAL_KUBE_APISERVER,
 # SHOAL_KUBE_CONTROLLER_MANAGER, SHOAL_KUBE_SCHEDULER, SHOAL_KUBELET,
-# SHOAL_KUBE_PROXY, SHOAL_KUBECTL, SHOAL_ETCD, SHOAL_HELM and
-# SHOAL_MONITORING_CRDS.
+# SHOAL_KUBE_PROXY, SHOAL_KUBECTL, SHOAL_ETCD, SHOAL_HELM, SHOAL_HELM_DOCS
+# and SHOAL_MONITORING_CRDS.
 set -euo pipefail
 
 SHOAL_CACHE="${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}"
 KUBERNETES_VERSION=1.34.4
 ETCD_VERSION=3.6.16
 HELM_VERSION=4.3.1
+HELM_DOCS_VERSION=1.14.2
 PROMETHEUS_OPERATOR_VERSION=0.90.1
 
 # Staging modules of k8s.io/kubernetes 1.34; each is published as v0.34.x.
@@ -145,6 +148,19 @@ if [ ! -x "$helm_bin/helm" ]; then
   echo "built helm v$HELM_VERSION in $((SECONDS - started)) s"
 fi
 export SHOAL_HELM="$helm_bin/helm"
+
+helm_docs_bin="$SHOAL_CACHE/tools/helm-docs-v$HELM_DOCS_VERSION/bin"
+if [ ! -x "$helm_docs_bin/helm-docs" ]; then
+  started=$SECONDS
+  echo "building helm-docs v$HELM_DOCS_VERSION into $helm_docs_bin"
+  rm -rf "$helm_docs_bin.tmp"
+  GOBIN="$helm_docs_bin.tmp" GOFLAGS=-mod=mod go install -trimpath -ldflags "-s -w" \
+    "github.com/norwoodj/helm-docs/cmd/helm-docs@v$HELM_DOCS_VERSION"
+  rm -rf "$helm_docs_bin"
+  mv "$helm_docs_bin.tmp" "$helm_docs_bin"
+  echo "built helm-docs v$HELM_DOCS_VERSION in $((SECONDS - started)) s"
+fi
+export SHOAL_HELM_DOCS="$helm_docs_bin/helm-docs"
 
 crd_dir="$SHOAL_CACHE/tools/monitoring-crds-v$PROMETHEUS_OPERATOR_VERSION"
 if [ ! -f "$crd_dir/monitoring.coreos.com_prometheusrules.yaml" ]; then

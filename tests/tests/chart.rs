@@ -14,6 +14,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use shoal_tests::helm::{chart, helm, helm_output, render};
+use shoal_tests::kube::tool_from_env;
 use shoal_tests::tool;
 
 /// Every optional object of the chart switched on.
@@ -114,6 +115,71 @@ fn the_chart_crd_is_the_one_in_crds() {
         rendered["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
         "uninstalling the chart keeps the CRD (and every BatchJob)"
     );
+}
+
+/// `charts/shoal/README.md` is what helm-docs makes of `values.yaml` and
+/// `README.md.gotmpl` now, and its table describes every value.
+#[test]
+fn the_chart_readme_is_generated_from_the_values() {
+    let out = Command::new(repo("scripts/chart-readme.sh"))
+        .arg("--dry-run")
+        .env("SHOAL_HELM_DOCS", tool_from_env("SHOAL_HELM_DOCS"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let committed = std::fs::read_to_string(chart().join("README.md")).unwrap();
+    assert!(
+        committed == generated,
+        "charts/shoal/README.md is not what helm-docs generates from values.yaml: \
+         run scripts/chart-readme.sh"
+    );
+    // Rows: | key | type | default | description |.
+    let rows: Vec<(&str, &str)> = generated
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| Key "))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").collect();
+            (cells[0].trim(), cells.last().unwrap().trim())
+        })
+        .collect();
+    for (key, description) in &rows {
+        assert!(!description.is_empty(), "value {key} has no '# --' comment");
+    }
+    let values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap())
+            .unwrap();
+    let mut leaves = Vec::new();
+    leaf_paths(&values, String::new(), &mut leaves);
+    assert!(leaves.len() > 40, "{leaves:?}");
+    for leaf in &leaves {
+        assert!(
+            rows.iter()
+                .any(|(key, _)| leaf == key || leaf.starts_with(&format!("{key}."))),
+            "value {leaf} is not in the chart README"
+        );
+    }
+}
+
+/// The dotted paths of `value`'s leaves (empty maps and lists are leaves).
+fn leaf_paths(value: &Value, path: String, out: &mut Vec<String>) {
+    match value.as_object() {
+        Some(map) if !map.is_empty() => {
+            for (key, child) in map {
+                let child_path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                leaf_paths(child, child_path, out);
+            }
+        }
+        _ => out.push(path),
+    }
 }
 
 #[test]
