@@ -23,17 +23,13 @@ pub struct Page {
 
 impl S3 {
     /// A client from the default AWS chain; path-style addressing when a
-    /// custom endpoint (`AWS_ENDPOINT_URL`) is set, as S3-compatible servers
-    /// need.
+    /// custom endpoint is configured (environment, shared config file), as
+    /// S3-compatible servers need: the worker's client
+    /// ([`shoal_worker::store::s3_client`]).
     pub async fn from_env() -> Self {
         let config = aws_config::load_from_env().await;
-        let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some()
-            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-        let s3 = aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(path_style)
-            .build();
         Self {
-            client: aws_sdk_s3::Client::from_conf(s3),
+            client: shoal_worker::store::s3_client(&config, None),
         }
     }
 

@@ -65,7 +65,7 @@ impl Stack {
     }
 }
 
-/// A small JPEG (64x48 gradient), the same bytes every call.
+/// A small JPEG (a 1200x800 sample photo), the same bytes every call.
 pub fn tiny_jpeg() -> Vec<u8> {
     sample("photo-0000.jpg")
 }

@@ -57,6 +57,24 @@ fn broker_secret(plane: &ControlPlane, rabbit: &Rabbit) {
     ]);
 }
 
+/// BatchJob `name` consuming RabbitMQ queue `queue` of the broker whose
+/// URL Secret `secret` holds.
+fn consuming_job(name: &str, secret: &str, queue: &str) -> String {
+    operator::batchjob_yaml(
+        name,
+        &format!(
+            "  handler:
+    image: ghcr.io/shoal-dev/thumbnail:0.1.0
+  source:
+    amqp:
+      connection:
+        secretName: {secret}
+      queue: {queue}
+"
+        ),
+    )
+}
+
 /// The operator as a process (defaults: counts taken as up to 10 s old).
 fn start_operator(plane: &ControlPlane, env: Vec<(&'static str, String)>) -> Proc {
     operator::spawn(OPERATOR, plane, env).0
@@ -90,19 +108,8 @@ spec:
     targetBacklogPerWorker: 10
     scaleDownDelaySeconds: 2
 ---
-apiVersion: shoal.dev/v1alpha1
-kind: BatchJob
-metadata:
-  name: orphan
-spec:
-  handler:
-    image: ghcr.io/shoal-dev/thumbnail:0.1.0
-  source:
-    amqp:
-      connection:
-        secretName: missing
-      queue: orphan
-"
+{orphan}",
+        orphan = consuming_job("orphan", "missing", "orphan")
     ));
     let operator = start_operator(&plane, Vec::new());
     let log = || operator.log_text();
@@ -268,21 +275,7 @@ spec:
         "in-cluster",
         &format!("--from-literal=url={unreachable}"),
     ]);
-    plane.apply_yaml(
-        "apiVersion: shoal.dev/v1alpha1
-kind: BatchJob
-metadata:
-  name: remote
-spec:
-  handler:
-    image: ghcr.io/shoal-dev/thumbnail:0.1.0
-  source:
-    amqp:
-      connection:
-        secretName: in-cluster
-      queue: uploads
-",
-    );
+    plane.apply_yaml(&consuming_job("remote", "in-cluster", "uploads"));
     let (code, _, stderr) = shoal(&plane, &["invoke", "remote", "-p", "x"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(

@@ -33,14 +33,7 @@ fn start_workers(plane: &ControlPlane, name: &str, count: usize) -> Vec<Proc> {
 
 /// The results manifest under `prefix` in bucket `photos`.
 async fn read_manifest(s3: &aws_sdk_s3::Client, prefix: &str) -> Value {
-    let object = s3
-        .get_object()
-        .bucket("photos")
-        .key(format!("{prefix}_shoal/manifest.json"))
-        .send()
-        .await
-        .unwrap();
-    let bytes = object.body.collect().await.unwrap().into_bytes();
+    let bytes = operator::object(s3, &format!("{prefix}_shoal/manifest.json")).await;
     serde_json::from_slice(&bytes).unwrap()
 }
 
@@ -191,15 +184,7 @@ spec:
         .as_str()
         .unwrap();
     assert_eq!(shard, "thumbs/_shoal/results/SUCCEEDED_0.jsonl");
-    let shard = stack
-        .s3
-        .get_object()
-        .bucket("photos")
-        .key(shard)
-        .send()
-        .await
-        .unwrap();
-    let shard = shard.body.collect().await.unwrap().into_bytes();
+    let shard = operator::object(&stack.s3, shard).await;
     let mut listed: Vec<String> = String::from_utf8_lossy(&shard)
         .lines()
         .map(|line| {

@@ -13,7 +13,9 @@
 //! stops; a scale-in removes idle workers and keeps busy ones; a worker pod force-deleted and the operator pod deleted in the
 //! middle of a fan-out lose nothing; an SQS-source job scales 0 -> N -> 0;
 //! worker pods that cannot start (no such image, a crashing handler) show
-//! in the job's status and Events. The node is torn down at the end and
+//! in the job's status and Events; a job placed by its template (node
+//! selector, toleration, labels) and configured from ConfigMaps (a mounted
+//! AWS config file, `envFrom`) runs where and as its template says. The node is torn down at the end and
 //! the machine checked to be as it was.
 
 #![allow(
@@ -26,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shoal_tests::node::bed::{Bed, Edit, LIMIT, TAG};
+use shoal_tests::node::bed::{Bed, Edit, LIMIT, TAG, selector};
 use shoal_tests::node::watch::{PodWatch, in_flight_by_pod};
 use shoal_tests::node::{Node, image_archives, with_node};
 use shoal_tests::sqs::create_queues;
@@ -91,6 +93,7 @@ async fn scenarios(node: &Node) {
     operator_and_worker_pod_deleted_mid_run(&bed).await;
     sqs_source_scales_from_zero_and_back(&bed).await;
     pods_that_cannot_start_are_reported(&bed).await;
+    templated_job_runs_where_and_as_its_template_says(&bed).await;
 }
 
 /// `helm install` of the chart with the operator image built here: the pod
@@ -570,6 +573,154 @@ async fn pods_that_cannot_start_are_reported(bed: &Bed<'_>) {
         }
         bed.plane().kubectl(&["delete", "bj", job, "--wait=true"]);
     }
+}
+
+/// A job placed and configured through `spec.template` and the handler's
+/// `envFrom` and `volumeMounts`, as real pods. Its workers tolerate the
+/// taint of a node pool and select the pool by label: they wait
+/// Unschedulable until the node joins the pool, then run there with the
+/// template's labels and annotations under the restricted security
+/// context. They find S3 and SQS through a ConfigMap mounted as their AWS
+/// config file (no endpoint in their environment) and take their
+/// thumbnail size from a ConfigMap in their environment. Runs last: the
+/// node's taint and label are removed at the end.
+async fn templated_job_runs_where_and_as_its_template_says(bed: &Bed<'_>) {
+    const POOL: &str = "pool.shoal.example/batch";
+    let plane = bed.plane();
+    let node = plane.kubectl(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let photos = bed.upload_photos("placed/", 6, &tiny_jpeg()).await;
+    let env = bed.stack.env();
+    let endpoint = |name: &str| {
+        env.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let aws_config = format!(
+        "[default]\nservices = test-bed\n[services test-bed]\ns3 =\n  endpoint_url = {}\nsqs =\n  endpoint_url = {}\n",
+        endpoint("AWS_ENDPOINT_URL_S3"),
+        endpoint("AWS_ENDPOINT_URL_SQS")
+    );
+    plane.kubectl(&[
+        "create",
+        "configmap",
+        "aws-config",
+        &format!("--from-literal=config={aws_config}"),
+    ]);
+    plane.kubectl(&[
+        "create",
+        "configmap",
+        "thumbnail-settings",
+        "--from-literal=THUMBNAIL_MAX_EDGE=16",
+    ]);
+    // Credentials and region stay in the environment, endpoints do not.
+    let handler_env: String = env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ENDPOINT_URL"))
+        .map(|(k, v)| format!("      - name: {k}\n        value: \"{v}\"\n"))
+        .collect();
+    plane.kubectl(&["taint", "node", &node, &format!("{POOL}=true:NoSchedule")]);
+    bed.apply(&format!(
+        "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: placed
+spec:
+  template:
+    metadata:
+      labels:
+        team: media
+      annotations:
+        example.com/cost-center: \"42\"
+    spec:
+      nodeSelector:
+        {POOL}: \"true\"
+      tolerations:
+        - key: {POOL}
+          operator: Exists
+          effect: NoSchedule
+      volumes:
+        - name: aws
+          configMap:
+            name: aws-config
+  handler:
+    image: shoal-thumbnail:{TAG}
+    timeoutSeconds: 20
+    envFrom:
+      - configMapRef:
+          name: thumbnail-settings
+    volumeMounts:
+      - name: aws
+        mountPath: /etc/aws
+        readOnly: true
+    env:
+{handler_env}      - name: AWS_CONFIG_FILE
+        value: /etc/aws/config
+      - name: SHOAL_WAIT_TIME
+        value: \"1\"
+  source:
+    s3:
+      bucket: photos
+      prefix: placed/
+  scaling:
+    maxWorkers: 1
+  output:
+    bucket: photos
+    prefix: out/placed/
+"
+    ));
+    // Outside the pool: the scheduler keeps the pod waiting, for the
+    // selector only (the taint is tolerated).
+    let message = wait_until(
+        LIMIT,
+        "the worker pod Unschedulable",
+        || {
+            let s = plane.jsonpath(
+                &["pods", "-l", &selector("placed")],
+                r#"{.items[*].status.conditions[?(@.reason=="Unschedulable")].message}"#,
+            );
+            (!s.is_empty()).then_some(s)
+        },
+        || bed.context(),
+    );
+    assert!(message.contains("affinity/selector"), "{message}");
+    assert!(!message.contains("taint"), "{message}");
+    plane.kubectl(&["label", "node", &node, &format!("{POOL}=true")]);
+    let pod = wait_until(
+        LIMIT,
+        "the worker pod Ready in the pool",
+        || bed.ready_pods("placed").pop(),
+        || bed.context(),
+    );
+    let pod: Value =
+        serde_json::from_str(&plane.kubectl(&["get", "pod", &pod, "-o", "json"])).unwrap();
+    let spec = &pod["spec"];
+    assert_eq!(spec["nodeName"], node.as_str(), "{pod}");
+    assert_eq!(pod["metadata"]["labels"]["team"], "media", "{pod}");
+    assert_eq!(
+        pod["metadata"]["annotations"]["example.com/cost-center"], "42",
+        "{pod}"
+    );
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{pod}");
+    let container = &spec["containers"][0];
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"], false,
+        "{pod}"
+    );
+    bed.wait_phase("placed", "Succeeded");
+    expect_outputs(bed, "placed", &photos).await;
+    // THUMBNAIL_MAX_EDGE from the ConfigMap: the longer edge is 16 pixels
+    // (256 by default).
+    let first = photos.iter().next().unwrap();
+    let thumbnail =
+        shoal_tests::operator::object(&bed.stack.s3, &format!("out/placed/{first}")).await;
+    let image = image::load_from_memory(&thumbnail).unwrap();
+    assert_eq!(image.width().max(image.height()), 16);
+
+    plane.kubectl(&["delete", "bj", "placed", "--wait=true"]);
+    plane.kubectl(&["delete", "configmap", "aws-config", "thumbnail-settings"]);
+    plane.kubectl(&["taint", "node", &node, &format!("{POOL}:NoSchedule-")]);
+    plane.kubectl(&["label", "node", &node, &format!("{POOL}-")]);
 }
 
 /// A 2400x1800 JPEG with detail (a slow item under a small CPU limit).

@@ -138,7 +138,8 @@ pub struct CommonArgs {
     #[arg(long, global = true, env = "SHOAL_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
-    /// S3 path-style addressing [default: on when AWS_ENDPOINT_URL is set].
+    /// S3 path-style addressing [default: on with a custom S3 endpoint:
+    /// AWS_ENDPOINT_URL[_S3], or endpoint_url in the AWS config file].
     #[arg(long, global = true, env = "SHOAL_S3_FORCE_PATH_STYLE")]
     pub s3_force_path_style: Option<bool>,
 
