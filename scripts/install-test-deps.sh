@@ -12,6 +12,9 @@
 #   cfn-lint     CloudFormation/SAM linter from PyPI, in a cached virtualenv
 #   cargo-lambda the Runtime API emulator Rust Lambda users test with
 #                (`cargo lambda watch`), from PyPI, in a cached virtualenv
+#   awslambdaric AWS's Python runtime interface client (and Pillow), from
+#                PyPI, in a cached virtualenv: Python Lambda functions run
+#                unchanged behind shoal's Runtime API host (host/tests)
 #   rabbitmq-server  Debian package: the AMQP broker the RabbitMQ tests start
 #                (one per test, on loopback ports, stopped afterwards)
 #   containerd, runc, containernetworking-plugins, iptables, conntrack
@@ -20,7 +23,8 @@
 #   kube-apiserver, kubectl, etcd, helm  built from Go modules
 #                (scripts/k8s-tools.sh)
 # Source it to get SHOAL_MOTO_SERVER, SHOAL_ELASTICMQ_LIB, SHOAL_LAMBDA_RIE,
-# SHOAL_CFN_LINT and SHOAL_CARGO_LAMBDA exported; run it to just install.
+# SHOAL_CFN_LINT, SHOAL_CARGO_LAMBDA and SHOAL_LAMBDA_PYTHON exported; run it
+# to just install.
 #
 # SHOAL_K8S_TOOLS=background (test-all.sh sets it) starts the Kubernetes
 # build (some 17 minutes of CPU on two cores, the longest step of a cold
@@ -36,6 +40,8 @@ SHOAL_CACHE="${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}"
 MOTO_VERSION=5.2.5
 CFN_LINT_VERSION=1.58.0
 CARGO_LAMBDA_VERSION=1.9.2
+AWSLAMBDARIC_VERSION=4.2.2
+PILLOW_VERSION=12.3.0
 ELASTICMQ_VERSION=1.7.1
 # The emulator publishes no module tags; this is its commit of 2026-10-30.
 RIE_VERSION=v0.0.0-20261030222936-bef5c4ba774d
@@ -91,18 +97,18 @@ if [ "${SHOAL_K8S_TOOLS:-}" = background ]; then
   done
 fi
 
-# pip_tool NAME REQUIREMENT: a virtualenv at $SHOAL_CACHE/tools/NAME with
-# REQUIREMENT installed, made once; prints the folder.
+# pip_tool NAME REQUIREMENT...: a virtualenv at $SHOAL_CACHE/tools/NAME with
+# the REQUIREMENTs installed, made once; prints the folder.
 pip_tool() {
   local venv="$SHOAL_CACHE/tools/$1"
   if [ ! -f "$venv/.installed" ]; then
     local started=$SECONDS
-    echo "installing $2 into $venv" >&2
+    echo "installing ${*:2} into $venv" >&2
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q "$2"
+    "$venv/bin/pip" install -q "${@:2}"
     touch "$venv/.installed"
-    echo "installed $2 in $((SECONDS - started)) s" >&2
+    echo "installed ${*:2} in $((SECONDS - started)) s" >&2
   fi
   echo "$venv"
 }
@@ -113,6 +119,9 @@ SHOAL_CFN_LINT="$(pip_tool "cfn-lint-$CFN_LINT_VERSION" "cfn-lint==$CFN_LINT_VER
 export SHOAL_CFN_LINT
 SHOAL_CARGO_LAMBDA="$(pip_tool "cargo-lambda-$CARGO_LAMBDA_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION")/bin/cargo-lambda"
 export SHOAL_CARGO_LAMBDA
+SHOAL_LAMBDA_PYTHON="$(pip_tool "lambda-python-ric-$AWSLAMBDARIC_VERSION-pillow-$PILLOW_VERSION" \
+  "awslambdaric==$AWSLAMBDARIC_VERSION" "pillow==$PILLOW_VERSION")/bin/python3"
+export SHOAL_LAMBDA_PYTHON
 
 elasticmq_lib="$SHOAL_CACHE/tools/elasticmq-$ELASTICMQ_VERSION/lib"
 if [ ! -f "$elasticmq_lib/elasticmq-server_2.13-$ELASTICMQ_VERSION.jar" ]; then

@@ -1,0 +1,3 @@
+"""A module that fails at import, as a function missing its configuration."""
+
+raise RuntimeError("THUMBNAIL_BUCKET is not set")
