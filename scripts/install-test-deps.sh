@@ -15,6 +15,9 @@
 #   awslambdaric AWS's Python runtime interface client (and Pillow), from
 #                PyPI, in a cached virtualenv: Python Lambda functions run
 #                unchanged behind shoal's Runtime API host (host/tests)
+#   Java RIC     AWS's Java runtime interface client and its dependencies,
+#                from Maven Central into a cache folder keyed by version
+#                (javac from default-jdk-headless compiles the function)
 #   rabbitmq-server  Debian package: the AMQP broker the RabbitMQ tests start
 #                (one per test, on loopback ports, stopped afterwards)
 #   containerd, runc, containernetworking-plugins, iptables, conntrack
@@ -23,8 +26,8 @@
 #   kube-apiserver, kubectl, etcd, helm  built from Go modules
 #                (scripts/k8s-tools.sh)
 # Source it to get SHOAL_MOTO_SERVER, SHOAL_ELASTICMQ_LIB, SHOAL_LAMBDA_RIE,
-# SHOAL_CFN_LINT, SHOAL_CARGO_LAMBDA and SHOAL_LAMBDA_PYTHON exported; run it
-# to just install.
+# SHOAL_CFN_LINT, SHOAL_CARGO_LAMBDA, SHOAL_LAMBDA_PYTHON and
+# SHOAL_LAMBDA_JAVA_LIB exported; run it to just install.
 #
 # SHOAL_K8S_TOOLS=background (test-all.sh sets it) starts the Kubernetes
 # build (some 17 minutes of CPU on two cores, the longest step of a cold
@@ -42,6 +45,7 @@ CFN_LINT_VERSION=1.58.0
 CARGO_LAMBDA_VERSION=1.9.2
 AWSLAMBDARIC_VERSION=4.2.2
 PILLOW_VERSION=12.3.0
+JAVA_RIC_VERSION=2.10.1
 ELASTICMQ_VERSION=1.7.1
 # The emulator publishes no module tags; this is its commit of 2026-10-30.
 RIE_VERSION=v0.0.0-20261030222936-bef5c4ba774d
@@ -56,6 +60,8 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+# Compiles the Java Lambda function the host's tests run.
+command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
@@ -123,32 +129,42 @@ SHOAL_LAMBDA_PYTHON="$(pip_tool "lambda-python-ric-$AWSLAMBDARIC_VERSION-pillow-
   "awslambdaric==$AWSLAMBDARIC_VERSION" "pillow==$PILLOW_VERSION")/bin/python3"
 export SHOAL_LAMBDA_PYTHON
 
-elasticmq_lib="$SHOAL_CACHE/tools/elasticmq-$ELASTICMQ_VERSION/lib"
-if [ ! -f "$elasticmq_lib/elasticmq-server_2.13-$ELASTICMQ_VERSION.jar" ]; then
-  started=$SECONDS
-  echo "installing ElasticMQ $ELASTICMQ_VERSION into $elasticmq_lib"
-  pom_dir="$(mktemp -d)"
-  cat >"$pom_dir/pom.xml" <<POM
+# maven_lib NAME GROUP ARTIFACT VERSION: the jar of GROUP:ARTIFACT:VERSION
+# and every jar it depends on, resolved by Maven once into
+# $SHOAL_CACHE/tools/NAME-VERSION/lib; prints that folder.
+maven_lib() {
+  local lib="$SHOAL_CACHE/tools/$1-$4/lib"
+  if [ ! -f "$lib/$3-$4.jar" ]; then
+    local started=$SECONDS pom_dir
+    echo "installing $2:$3:$4 into $lib" >&2
+    pom_dir="$(mktemp -d)"
+    cat >"$pom_dir/pom.xml" <<POM
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>dev.shoal.tests</groupId>
-  <artifactId>elasticmq-jars</artifactId>
+  <artifactId>$1-jars</artifactId>
   <version>1</version>
   <dependencies>
     <dependency>
-      <groupId>org.elasticmq</groupId>
-      <artifactId>elasticmq-server_2.13</artifactId>
-      <version>$ELASTICMQ_VERSION</version>
+      <groupId>$2</groupId>
+      <artifactId>$3</artifactId>
+      <version>$4</version>
     </dependency>
   </dependencies>
 </project>
 POM
-  rm -rf "$elasticmq_lib"
-  mvn -q -B -Dstyle.color=never -f "$pom_dir/pom.xml" dependency:copy-dependencies -DoutputDirectory="$elasticmq_lib"
-  rm -rf "$pom_dir"
-  echo "installed ElasticMQ in $((SECONDS - started)) s"
-fi
-export SHOAL_ELASTICMQ_LIB="$elasticmq_lib"
+    rm -rf "$lib"
+    mvn -q -B -Dstyle.color=never -f "$pom_dir/pom.xml" dependency:copy-dependencies -DoutputDirectory="$lib" >&2
+    rm -rf "$pom_dir"
+    echo "installed $2:$3:$4 in $((SECONDS - started)) s" >&2
+  fi
+  echo "$lib"
+}
+
+SHOAL_ELASTICMQ_LIB="$(maven_lib elasticmq org.elasticmq elasticmq-server_2.13 "$ELASTICMQ_VERSION")"
+export SHOAL_ELASTICMQ_LIB
+SHOAL_LAMBDA_JAVA_LIB="$(maven_lib lambda-java-ric com.amazonaws aws-lambda-java-runtime-interface-client "$JAVA_RIC_VERSION")"
+export SHOAL_LAMBDA_JAVA_LIB
 
 rie_bin="$SHOAL_CACHE/tools/aws-lambda-rie-$RIE_VERSION/bin"
 if [ ! -x "$rie_bin/aws-lambda-rie" ]; then
