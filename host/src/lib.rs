@@ -13,6 +13,9 @@
 //! - [`environment`]: one execution environment: the function's process,
 //!   its init phase, one invocation at a time.
 //! - [`Environments`]: up to `concurrency` environments, reused while warm.
+//! - [`invoke`]: Lambda's Invoke API in front of them (the `shoal-host
+//!   serve` command), where the Runtime Interface Emulator's clients can
+//!   use it.
 //!
 //! Contract, as Lambda keeps it:
 //! - An environment runs one invocation at a time and is reused for the
@@ -29,6 +32,7 @@
 
 pub mod api;
 pub mod environment;
+pub mod invoke;
 mod pool;
 
 use std::path::PathBuf;
