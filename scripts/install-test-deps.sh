@@ -12,7 +12,8 @@
 #   cfn-lint     CloudFormation/SAM linter from PyPI, in a cached virtualenv
 #   cargo-lambda the Runtime API emulator Rust Lambda users test with
 #                (`cargo lambda watch`), from PyPI, in a cached virtualenv
-#   awslambdaric AWS's Python runtime interface client (and Pillow), from
+#   awslambdaric AWS's Python runtime interface client (with boto3 and
+#                Pillow, as Lambda's Python functions use them), from
 #                PyPI, in a cached virtualenv: Python Lambda functions run
 #                unchanged behind shoal's Runtime API host (host/tests)
 #   Java RIC     AWS's Java runtime interface client and its dependencies,
@@ -45,6 +46,7 @@ CFN_LINT_VERSION=1.58.0
 CARGO_LAMBDA_VERSION=1.9.2
 AWSLAMBDARIC_VERSION=4.2.2
 PILLOW_VERSION=12.3.0
+BOTO3_VERSION=1.44.8
 JAVA_RIC_VERSION=2.10.1
 ELASTICMQ_VERSION=1.7.1
 # The emulator publishes no module tags; this is its commit of 2026-10-30.
@@ -125,8 +127,8 @@ SHOAL_CFN_LINT="$(pip_tool "cfn-lint-$CFN_LINT_VERSION" "cfn-lint==$CFN_LINT_VER
 export SHOAL_CFN_LINT
 SHOAL_CARGO_LAMBDA="$(pip_tool "cargo-lambda-$CARGO_LAMBDA_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION")/bin/cargo-lambda"
 export SHOAL_CARGO_LAMBDA
-SHOAL_LAMBDA_PYTHON="$(pip_tool "lambda-python-ric-$AWSLAMBDARIC_VERSION-pillow-$PILLOW_VERSION" \
-  "awslambdaric==$AWSLAMBDARIC_VERSION" "pillow==$PILLOW_VERSION")/bin/python3"
+SHOAL_LAMBDA_PYTHON="$(pip_tool "lambda-python-ric-$AWSLAMBDARIC_VERSION-pillow-$PILLOW_VERSION-boto3-$BOTO3_VERSION" \
+  "awslambdaric==$AWSLAMBDARIC_VERSION" "pillow==$PILLOW_VERSION" "boto3==$BOTO3_VERSION")/bin/python3"
 export SHOAL_LAMBDA_PYTHON
 
 # maven_lib NAME GROUP ARTIFACT VERSION: the jar of GROUP:ARTIFACT:VERSION

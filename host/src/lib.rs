@@ -13,6 +13,7 @@
 //! - [`environment`]: one execution environment: the function's process,
 //!   its init phase, one invocation at a time.
 //! - [`Environments`]: up to `concurrency` environments, reused while warm.
+//! - [`events`]: events as AWS triggers send them (S3 notifications).
 //! - [`invoke`]: Lambda's Invoke API in front of them (the `shoal-host
 //!   serve` command), where the Runtime Interface Emulator's clients can
 //!   use it.
@@ -32,6 +33,7 @@
 
 pub mod api;
 pub mod environment;
+pub mod events;
 pub mod invoke;
 mod pool;
 

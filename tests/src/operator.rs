@@ -250,10 +250,15 @@ pub fn condition(plane: &ControlPlane, name: &str, type_: &str) -> String {
 
 /// The body of `s3://photos/<key>`.
 pub async fn object(s3: &aws_sdk_s3::Client, key: &str) -> Vec<u8> {
-    let got = s3.get_object().bucket("photos").key(key).send().await;
-    let got = got.unwrap_or_else(|e| panic!("s3://photos/{key}: {e:?}"));
+    object_in(s3, "photos", key).await
+}
+
+/// The body of `s3://<bucket>/<key>`.
+pub async fn object_in(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    let got = s3.get_object().bucket(bucket).key(key).send().await;
+    let got = got.unwrap_or_else(|e| panic!("s3://{bucket}/{key}: {e:?}"));
     let body = got.body.collect().await;
-    body.unwrap_or_else(|e| panic!("s3://photos/{key}: {e}"))
+    body.unwrap_or_else(|e| panic!("s3://{bucket}/{key}: {e}"))
         .to_vec()
 }
 

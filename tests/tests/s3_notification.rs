@@ -76,18 +76,8 @@ async fn an_upload_triggers_its_thumbnail() {
         thumbs.into_iter().collect::<Vec<_>>(),
         vec!["incoming/holiday cat.jpg".to_owned()]
     );
-    let thumb = s3
-        .get_object()
-        .bucket("thumbnails")
-        .key("incoming/holiday cat.jpg")
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
+    let thumb =
+        shoal_tests::operator::object_in(&s3, "thumbnails", "incoming/holiday cat.jpg").await;
     let image = image::load_from_memory(&thumb).unwrap();
     assert!(image.width().max(image.height()) <= 256);
     wait_for("the event to be deleted", Duration::from_secs(30), || {
