@@ -111,3 +111,170 @@ mod tests {
         assert_eq!(record.s3.object.e_tag.as_deref(), Some("abc123"));
     }
 }
+
+/// A message from an SQS queue, as the queue gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    /// `MessageId`.
+    pub id: String,
+    /// `ReceiptHandle`.
+    pub receipt_handle: String,
+    /// The body.
+    pub body: String,
+    /// `MD5OfBody`, as SQS computed it.
+    pub md5_of_body: String,
+    /// `ApproximateReceiveCount`.
+    pub receive_count: u32,
+    /// `SentTimestamp`, epoch milliseconds.
+    pub sent_timestamp_ms: u64,
+    /// String message attributes.
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// The SQS event an event source mapping would hand a function for
+/// `messages`, read from queue `queue_arn`.
+pub fn sqs_event(queue_arn: &str, region: &str, messages: &[QueueMessage]) -> bytes::Bytes {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: serde_json::Map<String, Value> = m
+                .attributes
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.clone(),
+                        json!({"stringValue": value, "stringListValues": [], "binaryListValues": [], "dataType": "String"}),
+                    )
+                })
+                .collect();
+            json!({
+                "messageId": m.id,
+                "receiptHandle": m.receipt_handle,
+                "body": m.body,
+                "attributes": {
+                    "ApproximateReceiveCount": m.receive_count.to_string(),
+                    "SentTimestamp": m.sent_timestamp_ms.to_string(),
+                    "SenderId": "shoal",
+                    "ApproximateFirstReceiveTimestamp": m.sent_timestamp_ms.to_string(),
+                },
+                "messageAttributes": attributes,
+                "md5OfBody": m.md5_of_body,
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
+            })
+        })
+        .collect();
+    bytes::Bytes::from(json!({"Records": records}).to_string())
+}
+
+/// Which records of a batch failed, from a function's answer, by Lambda's
+/// rules for a partial batch response (`ReportBatchItemFailures`).
+/// `Some(set)` names the failed records: empty for an empty answer,
+/// `null`, an object without `batchItemFailures`, or an empty or `null`
+/// list. `None` fails the whole batch: an answer that is not JSON (or is
+/// JSON but neither an object nor `null`), a `batchItemFailures` that is
+/// not a list, or an entry whose `itemIdentifier` is missing, empty or not
+/// one of `batch`.
+pub fn failed_records(answer: &[u8], batch: &[&str]) -> Option<std::collections::BTreeSet<String>> {
+    let mut failed = std::collections::BTreeSet::new();
+    if answer.iter().all(u8::is_ascii_whitespace) {
+        return Some(failed);
+    }
+    let answer = match serde_json::from_slice::<Value>(answer).ok()? {
+        Value::Null => return Some(failed),
+        Value::Object(answer) => answer,
+        _ => return None,
+    };
+    let entries = match answer.get("batchItemFailures") {
+        None | Some(Value::Null) => return Some(failed),
+        Some(Value::Array(entries)) => entries,
+        Some(_) => return None,
+    };
+    for entry in entries {
+        let id = entry.get("itemIdentifier").and_then(Value::as_str)?;
+        if id.is_empty() || !batch.contains(&id) {
+            return None;
+        }
+        failed.insert(id.to_owned());
+    }
+    Some(failed)
+}
+
+#[cfg(test)]
+mod sqs_tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a panic is how a test reports failure"
+    )]
+
+    use super::*;
+
+    fn message(id: &str) -> QueueMessage {
+        QueueMessage {
+            id: id.to_owned(),
+            receipt_handle: format!("rh-{id}"),
+            body: format!("{{\"order\": \"{id}\"}}"),
+            md5_of_body: "0123456789abcdef0123456789abcdef".to_owned(),
+            receive_count: 2,
+            sent_timestamp_ms: 1_764_230_400_000,
+            attributes: [("tenant".to_owned(), "media".to_owned())].into(),
+        }
+    }
+
+    #[test]
+    fn batches_read_as_aws_lambda_events_reads_an_sqs_trigger() {
+        let event = sqs_event(
+            "arn:aws:sqs:eu-west-1:000000000000:orders",
+            "eu-west-1",
+            &[message("m-1"), message("m-2")],
+        );
+        let parsed: aws_lambda_events::event::sqs::SqsEvent =
+            serde_json::from_slice(&event).unwrap();
+        assert_eq!(parsed.records.len(), 2);
+        let first = &parsed.records[0];
+        assert_eq!(first.message_id.as_deref(), Some("m-1"));
+        assert_eq!(first.receipt_handle.as_deref(), Some("rh-m-1"));
+        assert_eq!(first.body.as_deref(), Some("{\"order\": \"m-1\"}"));
+        assert_eq!(first.attributes["ApproximateReceiveCount"], "2");
+        assert_eq!(
+            first.message_attributes["tenant"].string_value.as_deref(),
+            Some("media")
+        );
+        assert_eq!(
+            first.event_source_arn.as_deref(),
+            Some("arn:aws:sqs:eu-west-1:000000000000:orders")
+        );
+    }
+
+    #[test]
+    fn partial_batch_responses_follow_lambdas_rules() {
+        let batch = ["m-1", "m-2", "m-3"];
+        let failed = |answer: &str| failed_records(answer.as_bytes(), &batch);
+        let set = |ids: &[&str]| Some(ids.iter().map(|s| (*s).to_owned()).collect());
+        assert_eq!(
+            failed(r#"{"batchItemFailures": [{"itemIdentifier": "m-2"}]}"#),
+            set(&["m-2"])
+        );
+        for all_succeeded in [
+            r#"{"batchItemFailures": []}"#,
+            r#"{"batchItemFailures": null}"#,
+            r#"{}"#,
+            r#"null"#,
+            "",
+        ] {
+            assert_eq!(failed(all_succeeded), set(&[]), "{all_succeeded}");
+        }
+        for whole_batch in [
+            r#"{"batchItemFailures": [{"itemIdentifier": ""}]}"#,
+            r#"{"batchItemFailures": [{"itemIdentifier": null}]}"#,
+            r#"{"batchItemFailures": [{}]}"#,
+            r#"{"batchItemFailures": [{"itemIdentifier": "m-9"}]}"#,
+            r#"{"batchItemFailures": "m-1"}"#,
+            r#""done""#,
+            "not json",
+        ] {
+            assert_eq!(failed(whole_batch), None, "{whole_batch}");
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! shoal's Runtime API, run by AWS's own runtime interface client
 //! (`python3 -m awslambdaric MODULE.HANDLER`, from PyPI): responses and the
 //! context the function sees, warm reuse of an environment, the function's
-//! own errors, a timeout and a crash ending their environment (the next
+//! own errors, an SQS batch answered with a partial batch response, a
+//! timeout and a crash ending their environment (the next
 //! invocation gets a fresh one), an init error, an init timeout, a response
 //! over the limit, and environments running side by side.
 
@@ -131,6 +132,35 @@ async fn child_sees_no_shoal_setting() {
     let (result, _) = environments.invoke(event(json!({}))).await;
     let seen = answer(result);
     assert_eq!(seen["env"]["SHOAL_QUEUE"], Value::Null);
+    environments.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_sqs_batch_and_the_functions_partial_batch_response() {
+    use shoal_host::events::{QueueMessage, failed_records, sqs_event};
+    let environments = Environments::new(function("orders", "app.batch"), 1);
+    let messages: Vec<QueueMessage> = ["fine", "poison", "fine too"]
+        .iter()
+        .enumerate()
+        .map(|(n, body)| QueueMessage {
+            id: format!("m-{n}"),
+            receipt_handle: format!("rh-{n}"),
+            body: (*body).to_owned(),
+            md5_of_body: String::new(),
+            receive_count: 1,
+            sent_timestamp_ms: 1_764_230_400_000,
+            attributes: Default::default(),
+        })
+        .collect();
+    let batch = sqs_event(
+        "arn:aws:sqs:us-east-1:000000000000:orders",
+        "us-east-1",
+        &messages,
+    );
+    let (answer, _) = environments.invoke(batch).await;
+    let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+    let failed = failed_records(&answer.unwrap(), &ids);
+    assert_eq!(failed, Some(["m-1".to_owned()].into()));
     environments.shutdown().await;
 }
 

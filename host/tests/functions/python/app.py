@@ -53,3 +53,12 @@ def crash(event, context):
 
 def big(event, context):
     return "x" * event["bytes"]
+
+
+def batch(event, context):
+    """An SQS-triggered function reporting its failed records."""
+    failures = []
+    for record in event["Records"]:
+        if "poison" in record["body"]:
+            failures.append({"itemIdentifier": record["messageId"]})
+    return {"batchItemFailures": failures}
