@@ -24,6 +24,8 @@ pub struct Environment {
     events: mpsc::Sender<Event>,
     server: tokio::task::JoinHandle<()>,
     init_duration: Option<Duration>,
+    /// Its process group was killed and the process reaped.
+    ended: bool,
 }
 
 /// An init failure of type `error_type`.
@@ -80,7 +82,7 @@ impl Environment {
         command.envs(config.env.iter().map(|(k, v)| (k, v)));
         command.envs(lambda_variables(&config, &address.to_string(), number));
         let started = Instant::now();
-        let mut child = match command.spawn() {
+        let child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {
                 server.abort();
@@ -90,7 +92,20 @@ impl Environment {
                 ));
             }
         };
-        let pid = child.id();
+        // From here on the environment owns the process and the server: a
+        // start abandoned half-way (its caller gone) ends both on drop.
+        let mut environment = Self {
+            number,
+            pid: child.id(),
+            child,
+            config,
+            shared,
+            events,
+            server,
+            init_duration: None,
+            ended: false,
+        };
+        let init_timeout = environment.config.init_timeout;
         let ended = tokio::select! {
             biased;
             how = init => match how {
@@ -98,25 +113,16 @@ impl Environment {
                 Ok(Init::Failed(error)) => Some(Failure::Init(error)),
                 Err(_) => Some(init_failure("Runtime.Unknown", "the Runtime API server stopped".to_owned())),
             },
-            status = child.wait() => Some(init_failure(
+            status = environment.child.wait() => Some(init_failure(
                 "Runtime.ExitError",
                 format!("the runtime exited before asking for an event: {}", describe(status)),
             )),
-            () = tokio::time::sleep(config.init_timeout) => Some(init_failure(
+            () = tokio::time::sleep(init_timeout) => Some(init_failure(
                 "Sandbox.Timedout",
-                format!("init did not finish within {:.2} seconds", config.init_timeout.as_secs_f64()),
+                format!("init did not finish within {:.2} seconds", init_timeout.as_secs_f64()),
             )),
         };
-        let mut environment = Self {
-            number,
-            config,
-            child,
-            pid,
-            shared,
-            events,
-            server,
-            init_duration: Some(started.elapsed()),
-        };
+        environment.init_duration = Some(started.elapsed());
         if let Some(failure) = ended {
             environment.end().await;
             return Err(failure);
@@ -192,6 +198,7 @@ impl Environment {
         self.kill_group();
         let _ = self.child.wait().await;
         self.server.abort();
+        self.ended = true;
     }
 
     fn kill_group(&self) {
@@ -204,9 +211,11 @@ impl Environment {
 
 impl Drop for Environment {
     fn drop(&mut self) {
-        // Not ended (a cancelled invocation, a host shutting down): the
-        // function's children go with it, not only the process itself.
-        if matches!(self.child.try_wait(), Ok(None)) {
+        // However it ends (a cancelled invocation or start, a host shutting
+        // down, a process that exited while idle): the function's other
+        // processes go too, not only the first. Not after `end`: with every
+        // member gone, the group's id could be another group's by now.
+        if !self.ended {
             self.kill_group();
         }
         self.server.abort();

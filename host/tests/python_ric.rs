@@ -272,6 +272,51 @@ async fn init_errors_and_init_timeouts_fail_clearly_and_are_tried_again() {
     }
 }
 
+/// Processes whose environment holds `marker`.
+fn processes_marked(marker: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .is_ok_and(|env| env.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_invocation_abandoned_during_init_leaves_no_process() {
+    // As when a client of `shoal-host serve` hangs up during a cold start.
+    let marker = format!("SHOAL_HOST_TEST_MARK=abandoned-{}", std::process::id());
+    let (name, value) = marker.split_once('=').unwrap();
+    let mut config = function("slow", "slow_start.handler");
+    config.env = vec![(name.to_owned(), value.to_owned())];
+    // SHOAL_* settings of the host are removed, the job's are kept.
+    let environments = Environments::new(config, 1);
+    let abandoned = tokio::time::timeout(
+        Duration::from_secs(2),
+        environments.invoke(event(json!({}))),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the import sleeps 60 s");
+    for _ in 0..50 {
+        if processes_marked(&marker).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("left running: {:?}", processes_marked(&marker));
+}
+
 #[tokio::test]
 async fn a_response_over_the_limit_fails_and_ends_the_environment() {
     let mut config = function("big", "app.big");

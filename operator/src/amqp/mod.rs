@@ -164,9 +164,10 @@ impl Broker {
 /// `base` as a management API base URL: http or https, no credentials of
 /// its own, on `broker_host` when given.
 fn management_base(base: &str, broker_host: Option<&str>) -> std::result::Result<String, String> {
-    let uri: http::Uri = base.parse().map_err(|_| format!("{base:?} is not a URL"))?;
+    // Never quoted: whoever wrote it may have put credentials in it.
+    let uri: http::Uri = base.parse().map_err(|_| "it is not a URL".to_owned())?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return Err(format!("{base:?} is not an http:// or https:// URL"));
+        return Err("it is not an http:// or https:// URL".into());
     }
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
     if authority.contains('@') {
@@ -459,6 +460,11 @@ mod tests {
                 "must not hold credentials",
             ),
             ("ftp://rabbit.mq", "not an http:// or https:// URL"),
+            (
+                "ftp://admin:hunter2@rabbit.mq",
+                "not an http:// or https:// URL",
+            ),
+            ("::hunter2::", "not a URL"),
         ] {
             let error =
                 Broker::parse("amqp://u:hunter2@rabbit.mq/v", Some(management), None).unwrap_err();
