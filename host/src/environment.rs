@@ -143,9 +143,14 @@ impl Environment {
     /// Runs one invocation of `event`; returns its outcome, what it
     /// measured, and whether the environment lives on (it ends on a
     /// timeout, an exit, a response over the limit).
-    pub async fn invoke(&mut self, event: Bytes) -> (Result<Bytes, Failure>, Report, bool) {
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let timeout = self.config.timeout;
+    /// The invocation's request id is `request_id` and it may take
+    /// `timeout`.
+    pub async fn invoke(
+        &mut self,
+        request_id: String,
+        event: Bytes,
+        timeout: Duration,
+    ) -> (Result<Bytes, Failure>, Report, bool) {
         let deadline = SystemTime::now() + timeout;
         let deadline_ms = deadline
             .duration_since(UNIX_EPOCH)

@@ -112,6 +112,11 @@ mod tests {
     }
 }
 
+/// `at` as S3 events write `eventTime` (`2026-12-03T07:00:00.000Z`).
+pub fn event_time(at: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 /// A message from an SQS queue, as the queue gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueMessage {

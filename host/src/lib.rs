@@ -13,7 +13,10 @@
 //! - [`environment`]: one execution environment: the function's process,
 //!   its init phase, one invocation at a time.
 //! - [`Environments`]: up to `concurrency` environments, reused while warm.
-//! - [`events`]: events as AWS triggers send them (S3 notifications).
+//! - [`events`]: events as AWS triggers send them (S3 notifications, SQS
+//!   batches, partial batch responses).
+//! - [`function`]: a hosted function as the handler of shoal's queue
+//!   worker (the `shoal-host worker` command).
 //! - [`invoke`]: Lambda's Invoke API in front of them (the `shoal-host
 //!   serve` command), where the Runtime Interface Emulator's clients can
 //!   use it.
@@ -32,8 +35,10 @@
 //! - What the function prints goes where the host's output goes.
 
 pub mod api;
+pub mod cli;
 pub mod environment;
 pub mod events;
+pub mod function;
 pub mod invoke;
 mod pool;
 

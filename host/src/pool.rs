@@ -48,6 +48,14 @@ impl Environments {
     /// [`Failure::Init`](crate::Failure::Init); the next invocation tries a
     /// fresh one again.
     pub async fn invoke(&self, event: Bytes) -> Invoked {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        self.invoke_as(request_id, event, self.config.timeout).await
+    }
+
+    /// Like [`Environments::invoke`], as request `request_id` (what the
+    /// function sees and the report names), bounded by `timeout` instead of
+    /// the function's configured timeout.
+    pub async fn invoke_as(&self, request_id: String, event: Bytes, timeout: Duration) -> Invoked {
         // The semaphore is never closed.
         let _slot = self.slots.acquire().await;
         let mut environment = match self.take_idle() {
@@ -59,7 +67,7 @@ impl Environments {
                     Ok(environment) => environment,
                     Err(failure) => {
                         let report = Report {
-                            request_id: uuid::Uuid::new_v4().to_string(),
+                            request_id,
                             duration: Duration::ZERO,
                             init_duration: Some(started.elapsed()),
                             max_memory_used_mb: None,
@@ -70,7 +78,7 @@ impl Environments {
                 }
             }
         };
-        let (result, report, alive) = environment.invoke(event).await;
+        let (result, report, alive) = environment.invoke(request_id, event, timeout).await;
         if alive && let Ok(mut idle) = self.idle.lock() {
             idle.push(environment);
         }

@@ -65,7 +65,6 @@ where
     E: Display,
     F: FnOnce() -> Result<H, E>,
 {
-    let started = Instant::now();
     // Under Lambda (or an emulator) the binary gets no arguments: its
     // configuration is the function's environment.
     let cli = if lambda::detected() {
@@ -74,6 +73,18 @@ where
     } else {
         Cli::parse_args(std::env::args_os())
     };
+    main_parsed(cli, init)
+}
+
+/// Like [`main_with`], for a command line the caller parsed (a binary that
+/// takes more than shoal's own arguments, such as `shoal-host`).
+pub fn main_parsed<H, E, F>(cli: Cli, init: F) -> ExitCode
+where
+    H: Handler,
+    E: Display,
+    F: FnOnce() -> Result<H, E>,
+{
+    let started = Instant::now();
     let progress = matches!(&cli.command, Command::Run(args) if !args.no_progress)
         && std::io::stderr().is_terminal()
         && !telemetry::is_json(cli.common.log_format);

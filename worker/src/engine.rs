@@ -14,7 +14,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::handler::{Context, ErrorKind, Handler, HandlerError, Item};
+mod batch;
+
+pub use batch::{BatchAttempt, BatchItem};
+
+use crate::handler::{Batching, Context, ErrorKind, Handler, HandlerError, Item, Measured};
 use crate::message::RawItem;
 use crate::metrics::{DeadLetterCause, ErrorCategory, Metrics};
 use crate::payload::{Blob, Output, Payload, output_key};
@@ -167,6 +171,61 @@ async fn cancelled(token: Option<&CancellationToken>) {
     }
 }
 
+fn timed_out(timeout: Duration) -> Failure {
+    Failure {
+        category: ErrorCategory::Timeout,
+        kind: ErrorKind::Retryable,
+        reason: format!("Task timed out after {:.2} seconds", timeout.as_secs_f64()),
+    }
+}
+
+/// Waits for an attempt's task until `deadline`, or until `stop` is
+/// cancelled; either one cancels the context (`cancel`) and aborts the
+/// task. A panic fails the attempt, not the worker.
+async fn join_within<T>(
+    task: tokio::task::JoinHandle<T>,
+    deadline: Instant,
+    timeout: Duration,
+    cancel: &CancellationToken,
+    stop: Option<&CancellationToken>,
+) -> Result<T, Failure> {
+    let abort = task.abort_handle();
+    let joined = tokio::select! {
+        biased;
+        joined = tokio::time::timeout_at(deadline.into(), task) => joined,
+        () = cancelled(stop) => {
+            cancel.cancel();
+            abort.abort();
+            return Err(Failure {
+                category: ErrorCategory::Handler,
+                kind: ErrorKind::Retryable,
+                reason: "invocation cancelled before it finished".into(),
+            });
+        }
+    };
+    match joined {
+        Err(_) => {
+            cancel.cancel();
+            abort.abort();
+            Err(timed_out(timeout))
+        }
+        Ok(Err(join)) if join.is_panic() => Err(Failure {
+            category: ErrorCategory::Panic,
+            kind: ErrorKind::Retryable,
+            reason: format!(
+                "handler panicked: {}",
+                panic_message(join.into_panic().as_ref())
+            ),
+        }),
+        Ok(Err(_cancelled)) => Err(Failure {
+            category: ErrorCategory::Handler,
+            kind: ErrorKind::Retryable,
+            reason: "invocation was cancelled".into(),
+        }),
+        Ok(Ok(value)) => Ok(value),
+    }
+}
+
 /// The message of a panic payload (`panic!` with a literal or a format).
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -204,6 +263,11 @@ impl<H: Handler> Engine<H> {
     /// The engine's settings.
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// How the handler takes a queue worker's items.
+    pub fn batching(&self) -> Batching {
+        self.handler.batching()
     }
 
     /// The metrics the engine records into.
@@ -292,6 +356,65 @@ impl<H: Handler> Engine<H> {
         )
     }
 
+    /// The context of one attempt: `timeout` from now, holding `slot`.
+    fn context(
+        &self,
+        request_id: &str,
+        attempt: u32,
+        timeout: Duration,
+        slot: Option<Arc<OwnedSemaphorePermit>>,
+    ) -> Context {
+        let ctx = Context::new(
+            request_id.to_owned(),
+            attempt,
+            self.config.function_name.clone(),
+            self.config.memory_mib,
+            timeout,
+            self.abort.child_token(),
+        )
+        .with_concurrency(u32::try_from(self.config.concurrency).unwrap_or(u32::MAX));
+        match slot {
+            Some(slot) => ctx.holding(slot),
+            None => ctx,
+        }
+    }
+
+    /// The END and REPORT lines of an attempt, and its duration metric.
+    fn log_end(&self, request_id: &str, duration: Duration, measured: &Measured) {
+        info!(target: platform::TARGET, "{}", platform::end_line(request_id));
+        info!(
+            target: platform::TARGET,
+            "{}",
+            platform::report_line(
+                request_id,
+                duration,
+                self.config.memory_mib,
+                measured
+                    .max_memory_mib()
+                    .unwrap_or_else(platform::max_memory_used_mib),
+                measured.init_duration(),
+            )
+        );
+        self.metrics.duration.observe(duration.as_secs_f64());
+    }
+
+    /// Counts a failed item and says why.
+    fn count_failure(&self, item: &str, attempt: u32, request_id: &str, failure: &Failure) {
+        self.metrics
+            .errors
+            .with_label_values(&[failure.category.as_str()])
+            .inc();
+        warn!(
+            item,
+            attempt,
+            request_id,
+            category = failure.category.as_str(),
+            retryable = failure.kind == ErrorKind::Retryable,
+            reason = %failure.reason,
+            "item failed"
+        );
+    }
+
     /// Runs one attempt in the slot `running` holds until it returns.
     async fn attempt_in(
         &self,
@@ -302,31 +425,13 @@ impl<H: Handler> Engine<H> {
         stop: Option<&CancellationToken>,
     ) -> Attempt {
         let request_id = request_id();
+        let ctx = self.context(&request_id, attempt, timeout, running.permit.clone());
+        let measured = ctx.measured();
         info!(target: platform::TARGET, "{}", platform::start_line(&request_id));
         let started = Instant::now();
-        let result = self
-            .run_attempt(
-                item,
-                attempt,
-                &request_id,
-                timeout,
-                stop,
-                running.permit.clone(),
-            )
-            .await;
+        let result = self.run_attempt(item, ctx, timeout, stop).await;
         let duration = started.elapsed();
-        info!(target: platform::TARGET, "{}", platform::end_line(&request_id));
-        info!(
-            target: platform::TARGET,
-            "{}",
-            platform::report_line(
-                &request_id,
-                duration,
-                self.config.memory_mib,
-                platform::max_memory_used_mib()
-            )
-        );
-        self.metrics.duration.observe(duration.as_secs_f64());
+        self.log_end(&request_id, duration, &measured);
         match &result {
             Ok(_) => {
                 self.metrics.invocations_succeeded.inc();
@@ -334,19 +439,7 @@ impl<H: Handler> Engine<H> {
             }
             Err(failure) => {
                 self.metrics.invocations_failed.inc();
-                self.metrics
-                    .errors
-                    .with_label_values(&[failure.category.as_str()])
-                    .inc();
-                warn!(
-                    item = %item.id,
-                    attempt,
-                    request_id,
-                    category = failure.category.as_str(),
-                    retryable = failure.kind == ErrorKind::Retryable,
-                    reason = %failure.reason,
-                    "item failed"
-                );
+                self.count_failure(&item.id, attempt, &request_id, failure);
             }
         }
         Attempt {
@@ -359,26 +452,12 @@ impl<H: Handler> Engine<H> {
     async fn run_attempt(
         &self,
         item: &RawItem,
-        attempt: u32,
-        request_id: &str,
+        ctx: Context,
         timeout: Duration,
         stop: Option<&CancellationToken>,
-        slot: Option<Arc<OwnedSemaphorePermit>>,
     ) -> Result<Success, Failure> {
-        let cancel = self.abort.child_token();
-        let mut ctx = Context::new(
-            request_id.to_owned(),
-            attempt,
-            self.config.function_name.clone(),
-            self.config.memory_mib,
-            timeout,
-            cancel.clone(),
-        )
-        .with_concurrency(u32::try_from(self.config.concurrency).unwrap_or(u32::MAX));
-        if let Some(slot) = slot {
-            ctx = ctx.holding(slot);
-        }
         let deadline = ctx.deadline();
+        let cancel = ctx.cancellation().clone();
         let handler = self.handler.clone();
         let input = self.input.clone();
         let id = item.id.clone();
@@ -395,50 +474,18 @@ impl<H: Handler> Engine<H> {
                 .into_blob()
                 .map_err(|e| Failure::from_handler(ErrorCategory::Handler, e))
         });
-        let abort = task.abort_handle();
-        let timed_out = || Failure {
-            category: ErrorCategory::Timeout,
-            kind: ErrorKind::Retryable,
-            reason: format!("Task timed out after {:.2} seconds", timeout.as_secs_f64()),
-        };
-        let joined = tokio::select! {
-            biased;
-            joined = tokio::time::timeout_at(deadline.into(), task) => joined,
-            () = cancelled(stop) => {
-                cancel.cancel();
-                abort.abort();
-                return Err(Failure {
-                    category: ErrorCategory::Handler,
-                    kind: ErrorKind::Retryable,
-                    reason: "invocation cancelled before it finished".into(),
-                });
-            }
-        };
-        let blob = match joined {
-            Err(_) => {
-                cancel.cancel();
-                abort.abort();
-                return Err(timed_out());
-            }
-            Ok(Err(join)) if join.is_panic() => {
-                return Err(Failure {
-                    category: ErrorCategory::Panic,
-                    kind: ErrorKind::Retryable,
-                    reason: format!(
-                        "handler panicked: {}",
-                        panic_message(join.into_panic().as_ref())
-                    ),
-                });
-            }
-            Ok(Err(_cancelled)) => {
-                return Err(Failure {
-                    category: ErrorCategory::Handler,
-                    kind: ErrorKind::Retryable,
-                    reason: "invocation was cancelled".into(),
-                });
-            }
-            Ok(Ok(result)) => result?,
-        };
+        let blob = join_within(task, deadline, timeout, &cancel, stop).await??;
+        self.store(&item.id, blob, deadline, timeout).await
+    }
+
+    /// Stores an item's output (if any) by the attempt's deadline.
+    async fn store(
+        &self,
+        item: &str,
+        blob: Option<Blob>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Success, Failure> {
         let Some(blob) = blob else {
             return Ok(Success {
                 output_key: None,
@@ -451,10 +498,10 @@ impl<H: Handler> Engine<H> {
                 output: Some(blob),
             });
         };
-        let key = output_key(&item.id, &blob.extension);
+        let key = output_key(item, &blob.extension);
         let put = store.put(&key, blob.bytes.clone(), &blob.content_type);
         match tokio::time::timeout_at(deadline.into(), put).await {
-            Err(_) => Err(timed_out()),
+            Err(_) => Err(timed_out(timeout)),
             Ok(Err(e)) => Err(Failure::from_handler(ErrorCategory::Output, e.into())),
             Ok(Ok(())) => Ok(Success {
                 output_key: Some(key),

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::OwnedSemaphorePermit;
@@ -49,6 +50,33 @@ pub struct Context {
     /// The concurrency slot this invocation runs in: held by every clone of
     /// the context and by work started with [`Context::spawn_blocking`].
     slot: Option<Arc<OwnedSemaphorePermit>>,
+    measured: Arc<Measured>,
+}
+
+/// What a handler that runs the work elsewhere (a hosted Lambda function's
+/// process) measured, for the invocation's REPORT line. 0: not reported.
+#[derive(Debug, Default)]
+pub(crate) struct Measured {
+    init_micros: AtomicU64,
+    max_memory_mib: AtomicU64,
+}
+
+impl Measured {
+    /// The init duration reported, if any.
+    pub(crate) fn init_duration(&self) -> Option<Duration> {
+        match self.init_micros.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
+    }
+
+    /// The peak memory reported, if any.
+    pub(crate) fn max_memory_mib(&self) -> Option<u64> {
+        match self.max_memory_mib.load(Ordering::Relaxed) {
+            0 => None,
+            mib => Some(mib),
+        }
+    }
 }
 
 impl Context {
@@ -71,7 +99,34 @@ impl Context {
             deadline_wall: SystemTime::now() + timeout,
             cancel,
             slot: None,
+            measured: Arc::default(),
         }
+    }
+
+    /// What [`Context::report_init_duration`] and
+    /// [`Context::report_max_memory_used`] recorded.
+    pub(crate) fn measured(&self) -> Arc<Measured> {
+        self.measured.clone()
+    }
+
+    /// Reports the init phase the invocation paid for (a fresh execution
+    /// environment of a hosted function): the REPORT line then carries
+    /// `Init Duration`, as Lambda's does on an environment's first
+    /// invocation.
+    pub fn report_init_duration(&self, duration: Duration) {
+        let micros = u64::try_from(duration.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.measured.init_micros.store(micros, Ordering::Relaxed);
+    }
+
+    /// Reports the peak memory, in MiB, of the process that did the work
+    /// when it is not this one (a hosted function's): the REPORT line's
+    /// `Max Memory Used` is then that figure instead of this process's.
+    pub fn report_max_memory_used(&self, mib: u64) {
+        self.measured
+            .max_memory_mib
+            .store(mib.max(1), Ordering::Relaxed);
     }
 
     /// The same context, for one of `concurrency` invocations running at
@@ -204,6 +259,37 @@ impl HandlerError {
     }
 }
 
+/// How the runtime hands a queue worker's items to a handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    /// One call per item (the default). Message bodies are read as shoal
+    /// chunks, S3 event notifications (also inside SNS) or raw items.
+    PerItem,
+    /// Messages as records, as a Lambda event source mapping hands them
+    /// over: a message that is not a shoal chunk is one item whose body is
+    /// the message body, untouched (an S3 notification in it stays a
+    /// message). Items that are not object references and were received
+    /// together go to [`Handler::call_batch`] up to `max` at a time, one
+    /// attempt for the batch; object references from chunks still go one
+    /// per call, as an S3 trigger sends one record per object.
+    Records {
+        /// The most items one call takes (at least 1).
+        max: usize,
+    },
+}
+
+/// One item of a [`Handler::call_batch`] call, with what its message says
+/// about it.
+#[derive(Debug, Clone)]
+pub struct Record<T> {
+    /// The item.
+    pub item: Item<T>,
+    /// Its attempt number (1: the first delivery).
+    pub attempt: u32,
+    /// When its message was sent, if the broker says.
+    pub sent_at: Option<SystemTime>,
+}
+
 /// A batch handler: turns one item into one output.
 ///
 /// Implementations must be cheap to share: the runtime wraps the handler in an
@@ -221,6 +307,29 @@ pub trait Handler: Send + Sync + 'static {
         item: Item<Self::Input>,
         ctx: Context,
     ) -> impl Future<Output = Result<Self::Output, HandlerError>> + Send;
+
+    /// How a queue worker hands this handler its items; see [`Batching`].
+    fn batching(&self) -> Batching {
+        Batching::PerItem
+    }
+
+    /// Handles several items in one invocation (under
+    /// [`Batching::Records`]): one result per record, in order. A result
+    /// missing from the answer fails its record. The default calls
+    /// [`Handler::call`] for each record in turn.
+    fn call_batch(
+        &self,
+        records: Vec<Record<Self::Input>>,
+        ctx: Context,
+    ) -> impl Future<Output = Vec<Result<Self::Output, HandlerError>>> + Send {
+        async move {
+            let mut results = Vec::with_capacity(records.len());
+            for record in records {
+                results.push(self.call(record.item, ctx.clone()).await);
+            }
+            results
+        }
+    }
 }
 
 /// A [`Handler`] made from a plain async function; see [`handler_fn`].

@@ -30,7 +30,7 @@ pub mod signals;
 pub mod store;
 pub mod telemetry;
 
-pub use app::{main, main_with};
+pub use app::{main, main_parsed, main_with};
 pub use error::{Error, Result};
-pub use handler::{Context, ErrorKind, Handler, HandlerError, Item, handler_fn};
+pub use handler::{Batching, Context, ErrorKind, Handler, HandlerError, Item, Record, handler_fn};
 pub use payload::{Blob, Json, Object};

@@ -17,21 +17,32 @@ pub fn end_line(request_id: &str) -> String {
     format!("END RequestId: {request_id}")
 }
 
-/// `REPORT RequestId: <id>\tDuration: X ms\tBilled Duration: Y ms\tMemory Size: M MB\tMax Memory Used: U MB`
+/// `REPORT RequestId: <id>\tDuration: X ms\tBilled Duration: Y ms\tMemory Size: M MB\tMax Memory Used: U MB\t`,
+/// with `Init Duration: I ms\t` after it on an execution environment's
+/// first invocation.
 ///
-/// Billed duration is rounded up to the millisecond, as Lambda bills. Max
-/// memory used is the process's peak resident set.
+/// Billed duration is rounded up to the millisecond, as Lambda bills (the
+/// init phase is not billed here: Lambda bills it only for some runtimes).
+/// Max memory used is the peak resident set of the process that ran it.
 pub fn report_line(
     request_id: &str,
     duration: Duration,
     memory_size_mib: u32,
     max_memory_used_mib: u64,
+    init: Option<Duration>,
 ) -> String {
     let millis = duration.as_secs_f64() * 1000.0;
     let billed = billed_ms(duration);
-    format!(
+    let mut line = format!(
         "REPORT RequestId: {request_id}\tDuration: {millis:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory_size_mib} MB\tMax Memory Used: {max_memory_used_mib} MB\t"
-    )
+    );
+    if let Some(init) = init {
+        line.push_str(&format!(
+            "Init Duration: {:.2} ms\t",
+            init.as_secs_f64() * 1000.0
+        ));
+    }
+    line
 }
 
 /// The billed duration of an invocation that took `duration`, in ms:
@@ -91,12 +102,22 @@ mod tests {
         assert_eq!(start_line("r1"), "START RequestId: r1 Version: $LATEST");
         assert_eq!(end_line("r1"), "END RequestId: r1");
         assert_eq!(
-            report_line("r1", Duration::from_micros(12_345), 128, 18),
+            report_line("r1", Duration::from_micros(12_345), 128, 18, None),
             "REPORT RequestId: r1\tDuration: 12.35 ms\tBilled Duration: 13 ms\tMemory Size: 128 MB\tMax Memory Used: 18 MB\t"
         );
         assert_eq!(
-            report_line("r2", Duration::from_micros(10), 128, 18),
+            report_line("r2", Duration::from_micros(10), 128, 18, None),
             "REPORT RequestId: r2\tDuration: 0.01 ms\tBilled Duration: 1 ms\tMemory Size: 128 MB\tMax Memory Used: 18 MB\t"
+        );
+        assert_eq!(
+            report_line(
+                "r3",
+                Duration::from_millis(2),
+                512,
+                61,
+                Some(Duration::from_micros(240_714))
+            ),
+            "REPORT RequestId: r3\tDuration: 2.00 ms\tBilled Duration: 2 ms\tMemory Size: 512 MB\tMax Memory Used: 61 MB\tInit Duration: 240.71 ms\t"
         );
     }
 

@@ -177,6 +177,22 @@ pub fn parse(body: &[u8], message_id: &str) -> Result<Vec<RawItem>, MessageError
     parse_value(value, body, message_id, 0)
 }
 
+/// Decodes one message body for a handler that takes messages as records
+/// ([`crate::handler::Batching::Records`]): a shoal chunk becomes its
+/// items, anything else (an S3 notification included) one raw item whose
+/// body is the message body, untouched.
+pub fn parse_records(body: &Bytes, message_id: &str) -> Result<Vec<RawItem>, MessageError> {
+    let is_chunk = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
+        .is_ok_and(|object| object.contains_key("chunkId"));
+    if !is_chunk {
+        return Ok(vec![RawItem {
+            id: message_id.to_owned(),
+            body: ItemBody::Raw(body.clone()),
+        }]);
+    }
+    parse(body, message_id)
+}
+
 /// Decodes a direct invocation's payload: everything [`parse`] accepts, and
 /// also a bare object reference (`{"key": "cat.jpg"}`) as one object item.
 pub fn parse_direct(body: &[u8], invocation_id: &str) -> Result<Vec<RawItem>, MessageError> {
@@ -286,6 +302,35 @@ pub mod list;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_keep_bodies_untouched_except_shoal_chunks() {
+        let notification = Bytes::from_static(
+            br#"{"Records":[{"s3":{"bucket":{"name":"b"},"object":{"key":"a.jpg"}}}]}"#,
+        );
+        let items = parse_records(&notification, "m-1").unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].id, "m-1");
+        assert_eq!(items[0].body, ItemBody::Raw(notification.clone()));
+        let text = Bytes::from_static(b"not json");
+        assert_eq!(
+            parse_records(&text, "m-2").unwrap()[0].body,
+            ItemBody::Raw(text)
+        );
+        let chunk = Bytes::from(
+            serde_json::to_vec(&Chunk::new(vec![ChunkItem::Object(ObjectRef {
+                bucket: None,
+                key: "x/y.png".into(),
+                size: None,
+                etag: None,
+            })]))
+            .unwrap(),
+        );
+        let items = parse_records(&chunk, "m-3").unwrap();
+        assert_eq!(items[0].id, "x/y.png");
+        assert!(matches!(items[0].body, ItemBody::Object(_)));
+        assert!(parse_records(&Bytes::from_static(br#"{"chunkId":1}"#), "m-4").is_err());
+    }
 
     #[test]
     fn chunk_ids_are_deterministic_and_content_addressed() {

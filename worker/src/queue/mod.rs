@@ -24,6 +24,7 @@
 pub mod amqp;
 mod broker;
 pub mod headers;
+mod records;
 mod settle;
 mod sqs;
 mod transport;
@@ -49,7 +50,7 @@ pub use transport::{DeadLetter, Delivery, Transport, TransportError};
 use broker::{dead_letter, delete, let_go, record_results, release, settle};
 
 use crate::engine::Engine;
-use crate::handler::Handler;
+use crate::handler::{Batching, Handler};
 use crate::message::{self, RawItem};
 use crate::metrics::{DeadLetterCause, ErrorCategory};
 use crate::platform;
@@ -254,6 +255,10 @@ async fn receive_loop<H: Handler, T: Transport>(
         // settled (and its permit freed) as soon as it is done. Permits
         // left in `held` (fewer messages than asked) free up here; a broker
         // sending more than asked for gets its extras settled all the same.
+        if let Batching::Records { max } = shared.engine.batching() {
+            tracker.spawn(records::handle(shared.clone(), received, held, max));
+            continue;
+        }
         let messages: FuturesUnordered<_> = received
             .into_iter()
             .map(|delivery| handle(shared.clone(), delivery, held.split(1)))
@@ -270,6 +275,23 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Counts a delivery received and held until the guard drops.
+fn receiving<'a, H: Handler, T: Transport>(
+    shared: &'a Shared<H, T>,
+    delivery: &Delivery,
+) -> InFlight<'a> {
+    let metrics = &shared.engine.metrics().queue;
+    metrics.received.inc();
+    metrics.in_flight.inc();
+    if let Some(age) = delivery
+        .sent_at
+        .and_then(|sent| SystemTime::now().duration_since(sent).ok())
+    {
+        metrics.age.observe(age.as_secs_f64());
+    }
+    InFlight(&metrics.in_flight)
+}
+
 /// Runs and settles one delivery. Never fails: broker errors are counted
 /// and logged, and the message's lease running out redelivers it.
 async fn handle<H: Handler, T: Transport>(
@@ -277,22 +299,39 @@ async fn handle<H: Handler, T: Transport>(
     delivery: Delivery,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
-    let metrics = &shared.engine.metrics().queue;
-    metrics.received.inc();
-    metrics.in_flight.inc();
-    let _in_flight = InFlight(&metrics.in_flight);
-    if let Some(age) = delivery
-        .sent_at
-        .and_then(|sent| SystemTime::now().duration_since(sent).ok())
-    {
-        metrics.age.observe(age.as_secs_f64());
-    }
-    if delivery.revoked.is_cancelled() {
-        let_go(&shared, &delivery);
+    let _in_flight = receiving(&shared, &delivery);
+    let parse = |body: &bytes::Bytes, id: &str| message::parse(body, id);
+    let Some(prepared) = prepare(&shared, &delivery, parse).await else {
         return;
+    };
+    let ran = run_items(&shared, &delivery, prepared.chosen, prepared.attempt).await;
+    finish(&shared, &delivery, ran, prepared.total, prepared.attempt).await;
+}
+
+/// A delivery's items still to run.
+struct Prepared {
+    /// The chosen items, by index in the message.
+    chosen: Vec<(usize, RawItem)>,
+    /// Items in the message.
+    total: usize,
+    /// The delivery's attempt number.
+    attempt: u32,
+}
+
+/// Reads a delivery's items with `parse`; `None` when there is nothing to
+/// run: the delivery was revoked (let go) or could not be read (dead-
+/// lettered with its reason).
+async fn prepare<H: Handler, T: Transport>(
+    shared: &Shared<H, T>,
+    delivery: &Delivery,
+    parse: impl FnOnce(&bytes::Bytes, &str) -> Result<Vec<RawItem>, message::MessageError>,
+) -> Option<Prepared> {
+    if delivery.revoked.is_cancelled() {
+        let_go(shared, delivery);
+        return None;
     }
     let attempt = delivery.attempt();
-    let items = match message::parse(&delivery.body, &delivery.message_id) {
+    let items = match parse(&delivery.body, &delivery.message_id) {
         Ok(items) => items,
         Err(e) => {
             let letter = DeadLetter {
@@ -303,7 +342,7 @@ async fn handle<H: Handler, T: Transport>(
                 attempts: attempt,
             };
             warn!(message_id = %delivery.message_id, reason = %letter.reason, "malformed message");
-            if dead_letter(&shared, &delivery, &letter, 1).await {
+            if dead_letter(shared, delivery, &letter, 1).await {
                 // The message is the unit that could not become items.
                 shared
                     .engine
@@ -311,9 +350,9 @@ async fn handle<H: Handler, T: Transport>(
                     .dead_letters
                     .with_label_values(&[DeadLetterCause::Permanent.as_str()])
                     .inc();
-                delete(&shared, &delivery).await;
+                delete(shared, delivery).await;
             }
-            return;
+            return None;
         }
     };
     let total = items.len();
@@ -332,29 +371,44 @@ async fn handle<H: Handler, T: Transport>(
             attempts: attempt,
         };
         warn!(message_id = %delivery.message_id, reason = %letter.reason, "invalid control attribute");
-        if dead_letter(&shared, &delivery, &letter, total).await {
+        if dead_letter(shared, delivery, &letter, total).await {
             shared
                 .engine
                 .metrics()
                 .dead_letters
                 .with_label_values(&[DeadLetterCause::Permanent.as_str()])
                 .inc_by(total.max(1) as u64);
-            delete(&shared, &delivery).await;
+            delete(shared, delivery).await;
         }
-        return;
+        return None;
     }
     let selected: Option<BTreeSet<usize>> = delivery
         .pending
         .as_ref()
         .map(|p| p.iter().copied().collect());
-    let chosen: Vec<(usize, RawItem)> = items
+    let chosen = items
         .into_iter()
         .enumerate()
         .filter(|(index, _)| selected.as_ref().is_none_or(|s| s.contains(index)))
         .collect();
-    let ran = run_items(&shared, &delivery, chosen, attempt).await;
+    Some(Prepared {
+        chosen,
+        total,
+        attempt,
+    })
+}
+
+/// Settles a delivery by what its items did (see [`settle::decide`]),
+/// recording their results first where asked.
+async fn finish<H: Handler, T: Transport>(
+    shared: &Shared<H, T>,
+    delivery: &Delivery,
+    ran: Ran,
+    total: usize,
+    attempt: u32,
+) {
     if delivery.revoked.is_cancelled() {
-        let_go(&shared, &delivery);
+        let_go(shared, delivery);
         return;
     }
     let retry_delay = shared.engine.config().retry.backoff(attempt);
@@ -365,14 +419,14 @@ async fn handle<H: Handler, T: Transport>(
         retry_delay,
     );
     if shared.record_results.is_some()
-        && !record_results(&shared, &delivery, &ran, &plan, attempt).await
+        && !record_results(shared, delivery, &ran, &plan, attempt).await
     {
         // Not settled until recorded: it comes back, and its items run again
         // (outputs are keyed by input, so that costs work, not correctness).
-        release(&shared, &delivery, retry_delay).await;
+        release(shared, delivery, retry_delay).await;
         return;
     }
-    settle(&shared, &delivery, plan, total, attempt).await;
+    settle(shared, delivery, plan, total, attempt).await;
 }
 
 /// What [`run_items`] gives back.

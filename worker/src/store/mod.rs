@@ -106,4 +106,14 @@ pub trait ObjectStore: Send + Sync + Debug {
     async fn list(&self) -> Result<Vec<ObjectRef>, StoreError>;
     /// A printable location for `key` (`/out/a.jpg`, `s3://b/a.jpg`).
     fn location(&self, key: &str) -> String;
+    /// The bucket and full key `object` names in S3, checked as
+    /// [`ObjectStore::get`] checks it (for a handler that hands the
+    /// reference on, such as an S3 event to a hosted function). Stores that
+    /// are not S3 refuse.
+    fn s3_address(&self, object: &ObjectRef) -> Result<(String, String), StoreError> {
+        Err(StoreError::InvalidKey {
+            key: object.key.clone(),
+            reason: "the input is not an S3 bucket",
+        })
+    }
 }

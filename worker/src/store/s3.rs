@@ -132,19 +132,8 @@ fn io<E: std::error::Error + Send + Sync + 'static>(
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn get(&self, object: &ObjectRef) -> Result<Bytes, StoreError> {
-        let (bucket, key) = match &object.bucket {
-            Some(bucket) => {
-                self.check_bucket(bucket, &object.key)?;
-                (bucket.as_str(), object.key.clone())
-            }
-            None if self.bucket.is_empty() => {
-                return Err(StoreError::InvalidKey {
-                    key: object.key.clone(),
-                    reason: "the reference names no bucket and no --input bucket is set",
-                });
-            }
-            None => (self.bucket.as_str(), self.full_key(&object.key)),
-        };
+        let (bucket, key) = self.s3_address(object)?;
+        let bucket = bucket.as_str();
         let location = format!("s3://{bucket}/{key}");
         let output = self
             .client
@@ -273,6 +262,20 @@ impl ObjectStore for S3Store {
         }
         objects.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(objects)
+    }
+
+    fn s3_address(&self, object: &ObjectRef) -> Result<(String, String), StoreError> {
+        match &object.bucket {
+            Some(bucket) => {
+                self.check_bucket(bucket, &object.key)?;
+                Ok((bucket.clone(), object.key.clone()))
+            }
+            None if self.bucket.is_empty() => Err(StoreError::InvalidKey {
+                key: object.key.clone(),
+                reason: "the reference names no bucket and no --input bucket is set",
+            }),
+            None => Ok((self.bucket.clone(), self.full_key(&object.key))),
+        }
     }
 
     fn location(&self, key: &str) -> String {
