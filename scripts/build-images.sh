@@ -48,10 +48,10 @@ if [ "$profile" = test ]; then
   # compile again).
   cargo build --locked --workspace --bins --tests >&2
 else
-  cargo build --profile "$profile" --locked -p shoal-operator -p thumbnail >&2
+  cargo build --profile "$profile" --locked -p shoal-operator -p thumbnail -p shoal-host >&2
 fi
 mkdir -p "$out/bin"
-for bin in shoal-operator thumbnail; do
+for bin in shoal-operator thumbnail shoal-host; do
   # A copy: a later build of another feature set replaces the one in the
   # target folder.
   cp "$CARGO_TARGET_DIR/$profile_dir/$bin" "$out/bin/$bin.tmp"
@@ -70,6 +70,11 @@ scripts/oci-image.py --name "shoal-thumbnail:$TAG" --out "$out/shoal-thumbnail.t
   --file "$work/thumbnail:/usr/local/bin/thumbnail" \
   --entrypoint /usr/local/bin/thumbnail \
   --user 65532:65532 --env SHOAL_LOG_FORMAT=json
+
+scripts/oci-image.py --name "shoal-host:$TAG" --out "$out/shoal-host.tar" --distroless \
+  --file "$work/shoal-host:/usr/local/bin/shoal-host" \
+  --entrypoint /usr/local/bin/shoal-host \
+  --user 65532:65532
 
 gcc -static -O2 -Wall -Wextra -Werror -o "$work/pause" tools/pause/pause.c
 scripts/oci-image.py --name registry.k8s.io/pause:3.10 --out "$out/pause.tar" \

@@ -102,6 +102,11 @@ struct RunArgs {
     /// metrics port reachable from the operator.
     #[arg(long, env = "SHOAL_OPERATOR_IDLE_FIRST_SCALE_IN", default_value_t = true, action = clap::ArgAction::Set)]
     idle_first_scale_in: bool,
+    /// Image holding shoal's Lambda host (`/usr/local/bin/shoal-host`),
+    /// copied into the pods of jobs whose handler is a Lambda function's
+    /// image (`handler.function`) unless the job names its own.
+    #[arg(long, env = "SHOAL_OPERATOR_HOST_IMAGE", default_value = concat!("shoal-host:", env!("CARGO_PKG_VERSION")))]
+    host_image: String,
 }
 
 /// Runs the command named by the process arguments.
@@ -259,9 +264,12 @@ fn run(args: RunArgs) -> ExitCode {
         // replica that cannot lead until the old one is gone.
         ready.store(true, Ordering::Relaxed);
         let scope = args.watch_namespace.clone();
-        let scale_in = args
-            .idle_first_scale_in
-            .then(crate::controller::Prober::default);
+        let options = crate::controller::Options {
+            scale_in: args
+                .idle_first_scale_in
+                .then(crate::controller::Prober::default),
+            host_image: args.host_image.clone(),
+        };
         let code = if args.leader_election {
             let lock = LeaseLock::new(
                 Api::namespaced(client.clone(), &args.lease_namespace),
@@ -279,7 +287,7 @@ fn run(args: RunArgs) -> ExitCode {
             }
             metrics.leader.set(1);
             let code = tokio::select! {
-                () = crate::controller::run(client, sqs, s3, amqp, metrics.clone(), scope, scale_in.clone()) => ExitCode::SUCCESS,
+                () = crate::controller::run(client, sqs, s3, amqp, metrics.clone(), scope, options.clone()) => ExitCode::SUCCESS,
                 lost = lock.keep() => {
                     tracing::error!(error = %lost, "stopped leading; exiting");
                     ExitCode::FAILURE
@@ -290,7 +298,7 @@ fn run(args: RunArgs) -> ExitCode {
             code
         } else {
             metrics.leader.set(1);
-            crate::controller::run(client, sqs, s3, amqp, metrics.clone(), scope, scale_in.clone()).await;
+            crate::controller::run(client, sqs, s3, amqp, metrics.clone(), scope, options.clone()).await;
             metrics.leader.set(0);
             ExitCode::SUCCESS
         };

@@ -104,6 +104,7 @@ pub struct BatchJobSpec {
 
 /// The handler container.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.function) || (!has(self.command) && !has(self.args))").message("handler.function runs the function's own command behind shoal's host: leave handler.command and handler.args unset and use handler.function.command"))]
 #[serde(rename_all = "camelCase")]
 pub struct HandlerSpec {
     /// Container image holding the handler binary.
@@ -171,6 +172,44 @@ pub struct HandlerSpec {
     /// no token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    /// `image` is an existing Lambda function's container image, run
+    /// unchanged: an init container copies shoal's Runtime API host into a
+    /// shared volume, and the worker container runs the host, which runs
+    /// the function's command as its handler (see docs/lambda-functions.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionSpec>,
+}
+
+/// A Lambda function's image as the handler.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionSpec {
+    /// The function's command: the image's entrypoint and its arguments.
+    /// Default `/lambda-entrypoint.sh`, the entrypoint of AWS's Lambda
+    /// base images (the operator cannot read an image's configuration).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub command: Vec<String>,
+    /// The function's handler (the image's `CMD`, e.g. `app.handler`):
+    /// `_HANDLER`, and the command's last argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^\s]+$"))]
+    pub handler: Option<String>,
+    /// SQS messages per event at most, as an event source mapping's
+    /// batch size (1 to 10). Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    pub batch_size: Option<u32>,
+    /// How long the function's init phase may take, in seconds. Default
+    /// 10, as on Lambda.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 900))]
+    pub init_timeout_seconds: Option<u32>,
+    /// Image holding shoal's host at `/usr/local/bin/shoal-host`. Default:
+    /// the operator's `--host-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub host_image: Option<String>,
 }
 
 /// When the kubelet pulls the handler's image.
@@ -211,6 +250,7 @@ impl HandlerSpec {
             timeout_seconds: None,
             concurrency: None,
             service_account_name: None,
+            function: None,
         }
     }
 }

@@ -316,6 +316,7 @@ mod tests {
                     timeout_seconds: None,
                     concurrency,
                     service_account_name: None,
+                    function: None,
                     ..HandlerSpec::image("i")
                 },
                 template: None,

@@ -206,3 +206,190 @@ async fn the_thumbnail_function_consumes_sqs_batches_and_its_partial_batch_respo
         "the function's processes end with the worker"
     );
 }
+
+/// A shoal chunk (what the operator's fan-out sends) gives the function one
+/// S3 event per object; an item naming a bucket outside the worker's input
+/// is dead-lettered before the function sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_items_are_s3_events_and_a_foreign_bucket_never_reaches_the_function() {
+    let python = python();
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    photos_and_thumbs(&stack.s3, "in/cat.jpg").await;
+    stack
+        .s3
+        .create_bucket()
+        .bucket("secrets")
+        .send()
+        .await
+        .unwrap();
+    upload(&stack.s3, "secrets", &["x.jpg".to_owned()], &tiny_jpeg()).await;
+    let queues = create_queues(&stack.sqs, "chunks", 30, 2).await;
+    let chunk = serde_json::json!({
+        "chunkId": "c-hostile",
+        "items": [
+            {"bucket": "photos", "key": "in/cat.jpg"},
+            {"bucket": "secrets", "key": "x.jpg"},
+        ],
+    });
+    send_all(&stack.sqs, &queues.url, &[chunk.to_string()]).await;
+
+    let mut env = stack.env();
+    env.extend([
+        ("THUMBNAIL_BUCKET", "thumbs".to_owned()),
+        ("LAMBDA_TASK_ROOT", task_root()),
+        ("SHOAL_INIT_TIMEOUT", "60".to_owned()),
+        ("SHOAL_METRICS_ADDR", format!("127.0.0.1:{}", free_port())),
+    ]);
+    let args = [
+        "worker",
+        "--queue",
+        &queues.url,
+        "--dead-letter-queue",
+        &queues.dead_letter_url,
+        "--input",
+        "s3://photos/in/",
+        "--timeout",
+        "60",
+        "--",
+        &python,
+        "-m",
+        "awslambdaric",
+        "app.handler",
+    ];
+    let mut host = Proc::spawn(HOST, &args, &env, &dir.path().join("host.log"));
+    let started = std::time::Instant::now();
+    let mut dead = Vec::new();
+    while dead.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no dead letter after 2 minutes: {}",
+            host.log_text()
+        );
+        dead = take_all(&stack.sqs, &queues.dead_letter_url).await;
+    }
+    let reason = dead[0].1.get("shoal.reason").cloned().unwrap_or_default();
+    assert!(
+        reason.contains("x.jpg")
+            && reason.contains("\"secrets\", which is not this worker's input"),
+        "{reason}"
+    );
+    assert_eq!(
+        dead[0].1.get("shoal.pending").map(String::as_str),
+        Some(shoal_worker::queue::headers::encode_indices(&[1]).as_str()),
+        "only the foreign item is dead: {:?}",
+        dead[0].1
+    );
+    let made = keys(&stack.s3, "thumbs", "").await;
+    assert!(made.contains("in/cat.jpg"), "{made:?}\n{}", host.log_text());
+    let log = host.log_text();
+    assert_eq!(
+        log.matches("REPORT RequestId: ").count(),
+        1,
+        "the function ran for the photo only:\n{log}"
+    );
+    host.signal("TERM");
+    let status = host.wait(Duration::from_secs(60));
+    assert!(status.success(), "exit {status}: {}", host.log_text());
+}
+
+/// From RabbitMQ each message body is the function's event (a direct
+/// invoke); the function's exception dead-letters its message with the
+/// error type and message as the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_messages_are_direct_invokes_and_an_exception_is_the_dead_letters_reason() {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+
+    let python = python();
+    let rabbit = shoal_tests::rabbitmq::Rabbit::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let functions = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../host/tests/functions/python")
+        .to_string_lossy()
+        .into_owned();
+    let env = [
+        ("LAMBDA_TASK_ROOT", functions),
+        ("OUT_DIR", out.path().to_string_lossy().into_owned()),
+        ("SHOAL_INIT_TIMEOUT", "60".to_owned()),
+        ("SHOAL_WAIT_TIME", "1".to_owned()),
+        ("SHOAL_METRICS_ADDR", format!("127.0.0.1:{}", free_port())),
+    ];
+    let queue = rabbit.queue_url("direct");
+    let args = [
+        "worker",
+        "--queue",
+        &queue,
+        "--max-attempts",
+        "2",
+        "--retry-base-delay-ms",
+        "50",
+        "--concurrency",
+        "2",
+        "--timeout",
+        "30",
+        "--",
+        &python,
+        "-m",
+        "awslambdaric",
+        "app.direct",
+    ];
+    let mut host = Proc::spawn(HOST, &args, &env, &dir.path().join("host.log"));
+    let started = std::time::Instant::now();
+    while !rabbit.exists("direct").await {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the worker declared no queue: {}",
+            host.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let bodies: Vec<String> = [
+        r#"{"id": 1}"#,
+        r#"{"id": 2}"#,
+        r#"{"id": 3, "poison": true}"#,
+    ]
+    .iter()
+    .map(|b| (*b).to_owned())
+    .collect();
+    rabbit.publish("direct", &bodies).await;
+
+    let (_connection, channel) = rabbit.channel().await;
+    let mut consumer = channel
+        .basic_consume(
+            "direct.dlq".into(),
+            "test".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let letter = tokio::time::timeout(Duration::from_secs(120), consumer.next())
+        .await
+        .unwrap_or_else(|_| panic!("no dead letter in 2 minutes: {}", host.log_text()))
+        .unwrap()
+        .unwrap();
+    letter.ack(BasicAckOptions::default()).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&letter.data), bodies[2]);
+    let headers = letter.properties.headers().clone().unwrap_or_default();
+    let reason = match headers.inner().get("shoal.reason") {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("shoal.reason: {other:?}"),
+    };
+    assert!(reason.contains("ValueError: poison message 3"), "{reason}");
+    for id in ["1", "2"] {
+        let path = out.path().join(id);
+        let request_id = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), host.log_text()));
+        assert!(
+            host.log_text()
+                .contains(&format!("REPORT RequestId: {request_id}")),
+            "the REPORT line names the request id the function saw"
+        );
+    }
+    host.signal("TERM");
+    let status = host.wait(Duration::from_secs(60));
+    assert!(status.success(), "exit {status}: {}", host.log_text());
+}

@@ -247,9 +247,14 @@ fn the_operator_image_is_what_deploy_operator_dockerfile_describes() {
 }
 
 #[test]
+fn the_host_image_is_what_deploy_host_dockerfile_describes() {
+    same_image("host.Dockerfile", "shoal-host", "shoal-host");
+}
+
+#[test]
 fn image_archives_name_their_images_fully_for_containerd() {
     let mut names = BTreeMap::new();
-    for archive in ["pause", "shoal-operator", "shoal-thumbnail"] {
+    for archive in ["pause", "shoal-operator", "shoal-thumbnail", "shoal-host"] {
         let layout = tempfile::tempdir().unwrap();
         tar(
             &["xf", &image_archive(archive).to_string_lossy()],
@@ -273,5 +278,9 @@ fn image_archives_name_their_images_fully_for_containerd() {
     assert_eq!(
         names["shoal-thumbnail"],
         format!("docker.io/library/shoal-thumbnail:{tag}")
+    );
+    assert_eq!(
+        names["shoal-host"],
+        format!("docker.io/library/shoal-host:{tag}")
     );
 }

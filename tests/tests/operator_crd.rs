@@ -250,6 +250,26 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
             "metadata.name must be at most 63 characters",
         ),
         (
+            "a Lambda function's image with a command of its own",
+            batchjob(
+                "function-and-command",
+                &format!(
+                    "  handler:\n    image: fn:1\n    command: [/bin/fn]\n    function:\n      handler: app.handler\n{S3_SOURCE}{OUTPUT}"
+                ),
+            ),
+            "handler.function runs the function's own command behind shoal's host",
+        ),
+        (
+            "white space in a function's handler",
+            batchjob(
+                "spaced-handler",
+                &format!(
+                    "  handler:\n    image: fn:1\n    function:\n      handler: \"app. handler\"\n{S3_SOURCE}{OUTPUT}"
+                ),
+            ),
+            "handler.function.handler",
+        ),
+        (
             "white space in the image",
             batchjob(
                 "spaced-image",
@@ -399,6 +419,7 @@ fn example_in_a_restricted_namespace(
         output: Some("s3://photos/thumbs/".into()),
         input_bucket: Some("photos".into()),
         replicas,
+        host_image: "shoal-host:0.1.0".into(),
     };
     let built = workload::deployment(&job, &wiring);
     let deployment = serde_json::to_string(&built).unwrap();
@@ -426,6 +447,24 @@ fn the_worker_deployment_passes_the_restricted_pod_security_standard() {
         "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name} {.spec.replicas} {.spec.template.spec.containers[0].resources.limits.cpu} {.spec.template.spec.containers[0].resources.limits.memory}",
     ]);
     assert_eq!(stored, "BatchJob/thumbnails 2 1 1769Mi");
+}
+
+#[test]
+fn a_lambda_function_job_passes_the_restricted_pod_security_standard() {
+    let (plane, ..) = example_in_a_restricted_namespace("lambda-function", "lambda-thumbnails", 1);
+    let stored = plane.kubectl(&[
+        "get",
+        "-n",
+        "media",
+        "deployment",
+        "lambda-thumbnails-workers",
+        "-o",
+        "jsonpath={.spec.template.spec.initContainers[0].image} {.spec.template.spec.containers[0].command[0]} {.spec.template.spec.containers[0].args}",
+    ]);
+    assert_eq!(
+        stored,
+        r#"shoal-host:0.1.0 /opt/shoal/shoal-host ["worker","--","/lambda-entrypoint.sh","app.handler"]"#
+    );
 }
 
 /// The worker pod template on the real API server: the example's

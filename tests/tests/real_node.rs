@@ -94,6 +94,7 @@ async fn scenarios(node: &Node) {
     sqs_source_scales_from_zero_and_back(&bed).await;
     pods_that_cannot_start_are_reported(&bed).await;
     templated_job_runs_where_and_as_its_template_says(&bed).await;
+    a_lambda_functions_image_runs_behind_the_host_in_real_pods(&bed).await;
 }
 
 /// `helm install` of the chart with the operator image built here: the pod
@@ -721,6 +722,71 @@ spec:
     plane.kubectl(&["delete", "configmap", "aws-config", "thumbnail-settings"]);
     plane.kubectl(&["taint", "node", &node, &format!("{POOL}:NoSchedule-")]);
     plane.kubectl(&["label", "node", &node, &format!("{POOL}-")]);
+}
+
+/// `handler.function` as real pods: the thumbnail image run as a Lambda
+/// function (its Lambda mode, AWS's Rust runtime client `lambda_runtime`,
+/// a `provided`-runtime function), not as a shoal worker. The init
+/// container copies the host from the host image into the pod, under the
+/// restricted profile; the host hands the function one S3 event per
+/// photo. The function is given no output location (the host keeps shoal's
+/// `SHOAL_*` settings from it), so what shows it ran is the job: Succeeded
+/// with one invocation per photo recorded from the host's REPORT figures.
+async fn a_lambda_functions_image_runs_behind_the_host_in_real_pods(bed: &Bed<'_>) {
+    let plane = bed.plane();
+    let photos = bed.upload_photos("lambda/", 6, &tiny_jpeg()).await;
+    bed.apply(&format!(
+        "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: lambda
+spec:
+  handler:
+    image: shoal-thumbnail:{TAG}
+    timeoutSeconds: 20
+    memoryMiB: 256
+    function:
+      command: [/usr/local/bin/thumbnail]
+    env:
+{env}  source:
+    s3:
+      bucket: photos
+      prefix: lambda/
+      maxItemsPerChunk: 2
+  scaling:
+    maxWorkers: 1
+  output:
+    bucket: photos
+    prefix: out/lambda/
+",
+        env = bed.env_yaml()
+    ));
+    let pod = wait_until(
+        LIMIT,
+        "the function's worker pod Ready",
+        || bed.ready_pods("lambda").pop(),
+        || bed.context(),
+    );
+    let pod: Value =
+        serde_json::from_str(&plane.kubectl(&["get", "pod", &pod, "-o", "json"])).unwrap();
+    let installed = &pod["status"]["initContainerStatuses"][0];
+    assert_eq!(installed["name"], "shoal-host", "{pod}");
+    assert_eq!(installed["state"]["terminated"]["exitCode"], 0, "{pod}");
+    assert_eq!(
+        pod["spec"]["initContainers"][0]["image"],
+        format!("shoal-host:{TAG}"),
+        "the chart's hostImage"
+    );
+    let worker = &pod["spec"]["containers"][0];
+    assert_eq!(worker["command"][0], "/opt/shoal/shoal-host", "{pod}");
+    assert_eq!(worker["securityContext"]["readOnlyRootFilesystem"], true);
+    bed.wait_phase("lambda", "Succeeded");
+    let counts = plane.jsonpath(
+        &["bj", "lambda"],
+        "{.status.chunks.succeeded}/{.status.chunks.total} {.status.usage.invocations}",
+    );
+    assert_eq!(counts, format!("3/3 {}", photos.len()), "{}", bed.context());
+    plane.kubectl(&["delete", "bj", "lambda", "--wait=true"]);
 }
 
 /// A 2400x1800 JPEG with detail (a slow item under a small CPU limit).

@@ -33,6 +33,8 @@ pub struct Context {
     pub pod_looks: health::Looks,
     /// Idle-first scale-in ([`crate::scale_in`]); `None`: off.
     pub scale_in: Option<Prober>,
+    /// Image holding shoal's Lambda host (`handler.function` jobs).
+    pub host_image: String,
 }
 
 impl Context {

@@ -437,6 +437,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         output: plan::output_location(&job),
         input_bucket: fan_out.as_ref().map(|s3| s3.bucket.clone()),
         replicas: decision.replicas,
+        host_image: ctx.host_image.clone(),
     };
     if let Some(from) = replicas
         && decision.replicas < from
@@ -524,6 +525,16 @@ pub fn error_policy(job: Arc<BatchJob>, error: &Error, _ctx: Arc<Context>) -> Ac
     Action::requeue(Duration::from_secs(5))
 }
 
+/// The operator's own settings a reconcile follows.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Idle-first scale-in ([`crate::scale_in`]); `None`: off.
+    pub scale_in: Option<Prober>,
+    /// Image holding shoal's Lambda host, for `handler.function` jobs
+    /// naming none.
+    pub host_image: String,
+}
+
 /// Runs the controller until SIGTERM or Ctrl-C, over BatchJobs in
 /// `namespace`, or in every namespace when `None`.
 pub async fn run(
@@ -533,7 +544,7 @@ pub async fn run(
     amqp: Amqp,
     metrics: Arc<Metrics>,
     namespace: Option<String>,
-    scale_in: Option<Prober>,
+    options: Options,
 ) {
     let (jobs, deployments): (Api<BatchJob>, Api<Deployment>) = match &namespace {
         Some(ns) => (
@@ -551,7 +562,8 @@ pub async fn run(
         recorder,
         metrics,
         pod_looks: health::Looks::default(),
-        scale_in,
+        scale_in: options.scale_in,
+        host_image: options.host_image,
     });
     Controller::new(jobs, watcher::Config::default())
         .owns(deployments, watcher::Config::default())

@@ -77,6 +77,7 @@ fn context() -> (Arc<Context>, Handle) {
         metrics: Arc::new(Metrics::new(crate::metrics::DEFAULT_PER_JOB_LIMIT).unwrap()),
         pod_looks: crate::health::Looks::default(),
         scale_in: None,
+        host_image: "shoal-host:test".into(),
     };
     (Arc::new(ctx), handle)
 }

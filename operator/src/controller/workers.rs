@@ -155,6 +155,7 @@ pub(super) async fn refused_deployment(
         output: crate::plan::output_location(job),
         input_bucket: None,
         replicas: 0,
+        host_image: ctx.host_image.clone(),
     };
     let deployment = workload::deployment(job, &wiring);
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);

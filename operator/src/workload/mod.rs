@@ -24,6 +24,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::{BatchJob, MIB_PER_CPU};
 
+pub mod function;
 mod template;
 
 pub use template::refusal as template_refusal;
@@ -169,6 +170,9 @@ pub struct Wiring {
     pub input_bucket: Option<String>,
     /// Replicas to run.
     pub replicas: i32,
+    /// Image holding shoal's Lambda host, for `handler.function` jobs
+    /// naming none.
+    pub host_image: String,
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -251,14 +255,29 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
             env_vars.push(env("SHOAL_RECORD_RESULTS", run));
         }
     }
+    if let Some(function) = &handler.function {
+        env_vars.extend(function::env(function));
+    }
     // The user's variables win: ours of the same name are left out (a
     // container's env is a list-map by name, and server-side apply refuses
     // a Deployment that names a variable twice).
     env_vars.retain(|ours| handler.env.iter().all(|theirs| theirs.name != ours.name));
     env_vars.extend(handler.env.iter().cloned());
 
-    let mut args = handler.args.clone();
-    args.push("worker".to_owned());
+    let (command, args) = match &handler.function {
+        Some(function) => {
+            let (command, args) = function::command(function);
+            (Some(command), args)
+        }
+        None => {
+            let mut args = handler.args.clone();
+            args.push("worker".to_owned());
+            (
+                (!handler.command.is_empty()).then(|| handler.command.clone()),
+                args,
+            )
+        }
+    };
 
     let memory_quantity = Quantity(canonical_mebibytes(memory));
     let cpu_quantity = Quantity(canonical_millicores(cpu_millis(memory)));
@@ -276,7 +295,7 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
     let mut container = Container {
         name: CONTAINER.to_owned(),
         image: Some(handler.image.clone()),
-        command: (!handler.command.is_empty()).then(|| handler.command.clone()),
+        command,
         args: Some(args),
         env: Some(env_vars),
         ports: Some(vec![ContainerPort {
@@ -345,6 +364,13 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
         ..PodSpec::default()
     };
     template::add_pod_settings(user_template, &mut pod);
+    if let Some(function) = &handler.function {
+        let security = pod
+            .containers
+            .first()
+            .and_then(|c| c.security_context.clone());
+        function::add_host(function, &wiring.host_image, security, &mut pod);
+    }
     let user_metadata = user_template
         .and_then(|t| t.metadata.clone())
         .unwrap_or_default();

@@ -50,6 +50,7 @@ fn wiring() -> Wiring {
         queue: WorkerQueue::Url("http://127.0.0.1:9324/000000000000/jobs".into()),
         output: Some("s3://thumbs/out/".into()),
         replicas: 3,
+        host_image: "shoal-host:test".into(),
     }
 }
 

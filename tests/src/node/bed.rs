@@ -101,6 +101,7 @@ impl<'a> Bed<'a> {
             &values,
             format!(
                 "image:\n  repository: shoal-operator\n  tag: \"{TAG}\"\n  pullPolicy: IfNotPresent\n\
+                 hostImage:\n  repository: shoal-host\n  tag: \"{TAG}\"\n\
                  aws:\n  region: us-east-1\nextraEnv:\n{env}"
             ),
         )

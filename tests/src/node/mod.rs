@@ -449,10 +449,10 @@ pub fn image_archive(name: &str) -> PathBuf {
     path
 }
 
-/// The image archives every node imports: the pause image, the operator
-/// and the thumbnail worker.
+/// The image archives every node imports: the pause image, the operator,
+/// the thumbnail worker and the Lambda host.
 pub fn image_archives() -> Vec<PathBuf> {
-    ["pause", "shoal-operator", "shoal-thumbnail"]
+    ["pause", "shoal-operator", "shoal-thumbnail", "shoal-host"]
         .into_iter()
         .map(image_archive)
         .collect()

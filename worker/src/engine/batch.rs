@@ -4,6 +4,8 @@
 //!
 //! [`Batching::Records`]: crate::handler::Batching::Records
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -34,6 +36,9 @@ pub struct BatchAttempt {
     pub request_id: String,
     /// Wall time of the invocation, slot wait excluded.
     pub duration: Duration,
+    /// Whether the handler was called (false when no item decoded: no
+    /// invocation happened, and none was logged or counted).
+    pub invoked: bool,
     /// One result per item, in the batch's order.
     pub results: Vec<Result<Success, Failure>>,
 }
@@ -45,8 +50,9 @@ impl<H: Handler> Engine<H> {
     /// the engine drains, or `cancel` is cancelled, before a concurrency
     /// slot frees up (`None`: nothing started). Items whose payload does
     /// not decode fail on their own (category `input`) and are left out of
-    /// the call; a timeout, a panic or `cancel` fails every item of the
-    /// call. The context's attempt number is the batch's highest.
+    /// the call, which is not made (nor logged) when none is left; a
+    /// timeout, a panic or `cancel` fails every item of the call. The
+    /// context's attempt number is the batch's highest.
     pub async fn attempt_batch(
         &self,
         batch: &[BatchItem<'_>],
@@ -65,14 +71,16 @@ impl<H: Handler> Engine<H> {
         let measured = ctx.measured();
         let deadline = ctx.deadline();
         let token = ctx.cancellation().clone();
-        info!(target: platform::TARGET, "{}", platform::start_line(&request_id));
         let started = Instant::now();
+        let invoked = Arc::new(AtomicBool::new(false));
         let inputs: Vec<(String, ItemBody, u32, Option<SystemTime>)> = batch
             .iter()
             .map(|b| (b.item.id.clone(), b.item.body.clone(), b.attempt, b.sent_at))
             .collect();
         let handler = self.handler.clone();
         let input = self.input.clone();
+        let called = invoked.clone();
+        let start_line = platform::start_line(&request_id);
         let task = tokio::spawn(async move {
             let mut results: Results = vec![None; inputs.len()];
             let mut indices = Vec::with_capacity(inputs.len());
@@ -95,6 +103,8 @@ impl<H: Handler> Engine<H> {
             if records.is_empty() {
                 return results;
             }
+            called.store(true, Ordering::Relaxed);
+            info!(target: platform::TARGET, "{start_line}");
             let mut answers = handler.call_batch(records, ctx).await.into_iter();
             for index in indices {
                 results[index] = Some(match answers.next() {
@@ -132,14 +142,17 @@ impl<H: Handler> Engine<H> {
             }
         }
         let duration = started.elapsed();
-        self.log_end(&request_id, duration, &measured);
-        // Lambda counts an invocation whose function answered (a partial
-        // batch response included) as a success, one with no answer for
-        // any item as an error.
-        if results.iter().any(Result::is_ok) {
-            self.metrics.invocations_succeeded.inc();
-        } else {
-            self.metrics.invocations_failed.inc();
+        let invoked = invoked.load(Ordering::Relaxed);
+        if invoked {
+            self.log_end(&request_id, duration, &measured);
+            // Lambda counts an invocation whose function answered (a
+            // partial batch response included) as a success, one with no
+            // answer for any item as an error.
+            if results.iter().any(Result::is_ok) {
+                self.metrics.invocations_succeeded.inc();
+            } else {
+                self.metrics.invocations_failed.inc();
+            }
         }
         for (b, result) in batch.iter().zip(&results) {
             match result {
@@ -152,6 +165,7 @@ impl<H: Handler> Engine<H> {
         Some(BatchAttempt {
             request_id,
             duration,
+            invoked,
             results,
         })
     }

@@ -167,7 +167,7 @@ async fn run<H: Handler, T: Transport>(
                     {
                         let Some(entry) = ran.get_mut(&position) else { continue };
                         // One invocation, counted once: with its first item.
-                        if nth_in_batch == 0 {
+                        if nth_in_batch == 0 && attempt.invoked {
                             entry.usage.add_invocation(billed, memory_mb);
                         }
                         let index = held[position].prepared.chosen[nth].0;

@@ -62,3 +62,14 @@ def batch(event, context):
         if "poison" in record["body"]:
             failures.append({"itemIdentifier": record["messageId"]})
     return {"batchItemFailures": failures}
+
+
+def direct(event, context):
+    """A function invoked directly: the event is a queue message itself.
+    Writes a file named by the event's id into OUT_DIR."""
+    if event.get("poison"):
+        raise ValueError("poison message %d" % int(event["id"]))
+    path = os.path.join(os.environ["OUT_DIR"], "%d" % int(event["id"]))
+    with open(path, "w") as out:
+        out.write(context.aws_request_id)
+    return {"done": event["id"]}
