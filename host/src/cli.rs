@@ -182,9 +182,22 @@ fn seconds(value: f64, what: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("--{what} {value}: expected seconds above 0, at most 43200"))
 }
 
+/// Makes this process non-dumpable, so the function's processes (the same
+/// user) can neither read its environment through `/proc` (the queue's
+/// URL, which may hold a broker password) nor trace it. Children are
+/// dumpable again after their `exec`, as usual.
+fn protect_from_the_function() {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!(
+            "warning: cannot make shoal-host non-dumpable ({e}): the function's processes may read its environment"
+        );
+    }
+}
+
 /// The `shoal-host` command line: parses the arguments and runs the
 /// command.
 pub fn main() -> ExitCode {
+    protect_from_the_function();
     let mut argv = std::env::args_os();
     let argv0 = argv.next().unwrap_or_else(|| "shoal-host".into());
     let rest: Vec<std::ffi::OsString> = argv.collect();
@@ -271,4 +284,23 @@ async fn serve(listen: &str, config: FunctionConfig, concurrency: u32) -> Result
     let served = crate::invoke::serve(listener, environments.clone(), shutdown).await;
     environments.shutdown().await;
     served.map_err(|e| format!("serving on {address}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a panic is how a test reports failure"
+    )]
+
+    #[test]
+    fn the_host_is_not_dumpable_so_its_environment_is_not_readable_by_the_function() {
+        super::protect_from_the_function();
+        assert_eq!(nix::sys::prctl::get_dumpable(), Ok(false));
+        // Owned by root now, whoever runs it (a pod's uid 65532 cannot
+        // read it).
+        use std::os::unix::fs::MetadataExt;
+        let environ = std::fs::metadata("/proc/self/environ").unwrap();
+        assert_eq!(environ.uid(), 0);
+    }
 }

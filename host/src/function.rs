@@ -36,6 +36,10 @@ use crate::{Environments, Failure, FunctionConfig};
 /// SQS's limit on a batch without a batching window, and Lambda's default.
 pub const MAX_SQS_BATCH: usize = 10;
 
+/// Lambda's limit on a synchronous invoke's payload (6 MB): a larger
+/// RabbitMQ message is dead-lettered without reaching the function.
+pub const MAX_DIRECT_PAYLOAD: usize = 6 * 1024 * 1024;
+
 /// Where the worker's messages come from, which decides the event shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -168,19 +172,38 @@ impl HostedFunction {
     }
 
     /// Runs `event` as the context's request, reporting what the
-    /// environment measured to the context.
+    /// environment measured to the context. Getting an environment (a cold
+    /// start's init phase, bounded by its own init timeout) does not count
+    /// against the invocation's timeout, as on Lambda. The invocation ends
+    /// (and its environment with it) when the context is cancelled: the
+    /// worker is stopping and gives its messages back.
     async fn invoke(&self, event: Bytes, ctx: &Context) -> Result<Bytes, Failure> {
         let environments = self.environments(ctx);
-        let (result, report) = environments
-            .invoke_as(ctx.request_id.clone(), event, ctx.remaining())
-            .await;
-        if let Some(init) = report.init_duration {
-            ctx.report_init_duration(init);
+        let run = async {
+            let paused = ctx.pause_deadline();
+            let acquired = environments.acquire().await;
+            drop(paused);
+            let lease = match acquired {
+                Ok(lease) => lease,
+                Err(refused) => return refused.into_invoked(ctx.request_id.clone()).0,
+            };
+            if let Some(init) = lease.init_duration() {
+                ctx.report_init_duration(init);
+            }
+            let (result, report) = lease
+                .invoke(ctx.request_id.clone(), event, ctx.remaining())
+                .await;
+            if let Some(mb) = report.max_memory_used_mb {
+                ctx.report_max_memory_used(mb);
+            }
+            result
+        };
+        tokio::select! {
+            result = run => result,
+            () = ctx.cancellation().cancelled() => Err(Failure::Exited(
+                "the worker stopped the invocation".to_owned(),
+            )),
         }
-        if let Some(mb) = report.max_memory_used_mb {
-            ctx.report_max_memory_used(mb);
-        }
-        result
     }
 
     fn sqs_message(record: &Record<Invocation>, body: &Bytes) -> QueueMessage {
@@ -298,6 +321,15 @@ impl Handler for HostedFunction {
         let (queue_arn, region) = match &self.source {
             Source::Direct => {
                 let event = bodies.pop().unwrap_or_default();
+                if event.len() > MAX_DIRECT_PAYLOAD {
+                    return vec![
+                        Err(HandlerError::permanent(format!(
+                            "the message is {} bytes, over Lambda's {MAX_DIRECT_PAYLOAD}-byte limit on an invoke payload",
+                            event.len()
+                        )));
+                        n
+                    ];
+                }
                 let result = self.invoke(event, &ctx).await;
                 return vec![result.map(drop).map_err(|f| failed(&f)); n];
             }

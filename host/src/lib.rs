@@ -45,7 +45,7 @@ mod pool;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use pool::Environments;
+pub use pool::{Environments, InitFailed, Lease};
 
 /// Lambda's limit on a synchronous response: 6 MB.
 pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;

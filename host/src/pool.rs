@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use crate::environment::Environment;
-use crate::{FunctionConfig, Invoked, Report};
+use crate::{Failure, FunctionConfig, Invoked, Report};
 
 /// The execution environments of one function.
 pub struct Environments {
@@ -56,33 +56,43 @@ impl Environments {
     /// function sees and the report names), bounded by `timeout` instead of
     /// the function's configured timeout.
     pub async fn invoke_as(&self, request_id: String, event: Bytes, timeout: Duration) -> Invoked {
-        // The semaphore is never closed.
-        let _slot = self.slots.acquire().await;
-        let mut environment = match self.take_idle() {
-            Some(environment) => environment,
-            None => {
-                let number = self.started.fetch_add(1, Ordering::Relaxed) + 1;
-                let started = Instant::now();
-                match Environment::start(self.config.clone(), number).await {
-                    Ok(environment) => environment,
-                    Err(failure) => {
-                        let report = Report {
-                            request_id,
-                            duration: Duration::ZERO,
-                            init_duration: Some(started.elapsed()),
-                            max_memory_used_mb: None,
-                            environment: number,
-                        };
-                        return (Err(failure), report);
-                    }
-                }
-            }
-        };
-        let (result, report, alive) = environment.invoke(request_id, event, timeout).await;
-        if alive && let Ok(mut idle) = self.idle.lock() {
-            idle.push(environment);
+        match self.acquire().await {
+            Ok(lease) => lease.invoke(request_id, event, timeout).await,
+            Err(refused) => refused.into_invoked(request_id),
         }
-        (result, report)
+    }
+
+    /// An environment for one invocation: a warm one, or a fresh one
+    /// started now (its init phase bounded by the init timeout), waiting
+    /// while `concurrency` invocations run. The wait and the init are what
+    /// a caller may keep out of the invocation's own timeout, as Lambda
+    /// does; [`Lease::init_duration`] says how long the init took.
+    pub async fn acquire(&self) -> Result<Lease<'_>, InitFailed> {
+        // The semaphore is never closed.
+        let slot = self.slots.acquire().await.ok();
+        if let Some(environment) = self.take_idle() {
+            return Ok(Lease {
+                pool: self,
+                environment,
+                init_duration: None,
+                _slot: slot,
+            });
+        }
+        let number = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        let started = Instant::now();
+        match Environment::start(self.config.clone(), number).await {
+            Ok(environment) => Ok(Lease {
+                pool: self,
+                environment,
+                init_duration: Some(started.elapsed()),
+                _slot: slot,
+            }),
+            Err(failure) => Err(InitFailed {
+                failure,
+                init_duration: started.elapsed(),
+                environment: number,
+            }),
+        }
     }
 
     /// A warm environment whose process still runs.
@@ -107,5 +117,56 @@ impl Environments {
         for mut environment in idle {
             environment.end().await;
         }
+    }
+}
+
+/// An environment held for one invocation (see [`Environments::acquire`]).
+pub struct Lease<'a> {
+    pool: &'a Environments,
+    environment: Environment,
+    init_duration: Option<Duration>,
+    _slot: Option<tokio::sync::SemaphorePermit<'a>>,
+}
+
+impl Lease<'_> {
+    /// The init phase of a fresh environment; `None` for a warm one.
+    pub fn init_duration(&self) -> Option<Duration> {
+        self.init_duration
+    }
+
+    /// Runs `event` as request `request_id`, bounded by `timeout`; the
+    /// environment goes back to the warm ones unless the invocation ended
+    /// it.
+    pub async fn invoke(mut self, request_id: String, event: Bytes, timeout: Duration) -> Invoked {
+        let (result, report, alive) = self.environment.invoke(request_id, event, timeout).await;
+        if alive && let Ok(mut idle) = self.pool.idle.lock() {
+            idle.push(self.environment);
+        }
+        (result, report)
+    }
+}
+
+/// An environment that could not start.
+#[derive(Debug)]
+pub struct InitFailed {
+    /// Why ([`Failure::Init`] and its kin).
+    pub failure: Failure,
+    /// How long the attempt took.
+    pub init_duration: Duration,
+    /// Which environment it was to be.
+    pub environment: u64,
+}
+
+impl InitFailed {
+    /// The failure as the invocation `request_id`'s result.
+    pub fn into_invoked(self, request_id: String) -> Invoked {
+        let report = Report {
+            request_id,
+            duration: Duration::ZERO,
+            init_duration: Some(self.init_duration),
+            max_memory_used_mb: None,
+            environment: self.environment,
+        };
+        (Err(self.failure), report)
     }
 }

@@ -229,9 +229,10 @@ pub fn of(job: &BatchJob, now: Timestamp, prices: (&str, &str, LambdaPrices), no
         .handler
         .memory_mib
         .unwrap_or(workload::DEFAULT_MEMORY_MIB);
-    let worker_cpu = f64::from(workload::cpu_millis(memory_mib)) / 1000.0;
+    let (pod_memory_mib, pod_cpu_millis) = workload::pod_resources(&job.spec.handler);
+    let worker_cpu = f64::from(pod_cpu_millis) / 1000.0;
     let cpu_share = worker_cpu / node.cpu;
-    let memory_share = f64::from(memory_mib) / 1024.0 / node.memory_gib;
+    let memory_share = f64::from(pod_memory_mib) / 1024.0 / node.memory_gib;
     let (node_share, bound_by) = if cpu_share >= memory_share {
         (cpu_share, "cpu")
     } else {
@@ -255,7 +256,7 @@ pub fn of(job: &BatchJob, now: Timestamp, prices: (&str, &str, LambdaPrices), no
     let cluster = ClusterCost {
         worker_seconds,
         worker_cpu,
-        worker_memory_mib: memory_mib,
+        worker_memory_mib: pod_memory_mib,
         node,
         node_share,
         bound_by,

@@ -104,6 +104,7 @@ pub struct BatchJobSpec {
 
 /// The handler container.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.function) || !has(self.volumeMounts) || self.volumeMounts.all(m, m.mountPath != '/opt/shoal' && !m.mountPath.startsWith('/opt/shoal/'))").message("handler.volumeMounts: /opt/shoal holds the Lambda host in a handler.function pod: mount elsewhere"))]
 #[x_kube(validation = Rule::new("!has(self.function) || (!has(self.command) && !has(self.args))").message("handler.function runs the function's own command behind shoal's host: leave handler.command and handler.args unset and use handler.function.command"))]
 #[serde(rename_all = "camelCase")]
 pub struct HandlerSpec {

@@ -16,7 +16,10 @@ use std::time::Duration;
 use shoal_host::events::{CreatedObject, event_time, object_created, s3_event};
 use shoal_tests::free_port;
 use shoal_tests::process::Proc;
-use shoal_tests::sqs::{counts, create_queues, send_all, take_all, wait_for};
+use std::collections::HashMap;
+
+use aws_sdk_sqs::types::Message;
+use shoal_tests::sqs::{Queues, counts, create_queues, send_all, take_all, wait_for};
 use shoal_tests::stack::{Stack, corrupt_jpeg, keys, photos_and_thumbs, tiny_jpeg, upload};
 
 const HOST: &str = env!("CARGO_BIN_EXE_shoal-host-e2e");
@@ -71,10 +74,69 @@ fn processes_marked(marker: &str) -> Vec<String> {
         .collect()
 }
 
+/// `shoal-host worker` with the thumbnail function on the SQS queues of
+/// `stack`, `extra` worker options before `--`; its log in `dir`.
+fn thumbnail_host(
+    stack: &Stack,
+    queues: &Queues,
+    extra: &[&str],
+    dir: &std::path::Path,
+    env: &[(&'static str, String)],
+) -> Proc {
+    let python = python();
+    let mut all_env = stack.env();
+    all_env.extend([
+        ("THUMBNAIL_BUCKET", "thumbs".to_owned()),
+        ("LAMBDA_TASK_ROOT", task_root()),
+        ("SHOAL_INIT_TIMEOUT", "60".to_owned()),
+        ("SHOAL_METRICS_ADDR", format!("127.0.0.1:{}", free_port())),
+    ]);
+    all_env.extend(env.iter().cloned());
+    let mut args = vec![
+        "worker",
+        "--queue",
+        &queues.url,
+        "--dead-letter-queue",
+        &queues.dead_letter_url,
+        "--timeout",
+        "60",
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["--", &python, "-m", "awslambdaric", "app.handler"]);
+    Proc::spawn(HOST, &args, &all_env, &dir.join("host.log"))
+}
+
+/// The dead letters in `url`, once there is at least one (2 minutes at
+/// most).
+async fn dead_letters(
+    stack: &Stack,
+    url: &str,
+    host: &Proc,
+) -> Vec<(Message, HashMap<String, String>)> {
+    let started = std::time::Instant::now();
+    loop {
+        let dead = take_all(&stack.sqs, url).await;
+        if !dead.is_empty() {
+            return dead;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no dead letter after 2 minutes: {}",
+            host.log_text()
+        );
+    }
+}
+
+/// SIGTERM, then a clean exit within a minute.
+fn stop(mut host: Proc) {
+    host.signal("TERM");
+    let status = host.wait(Duration::from_secs(60));
+    assert!(status.success(), "exit {status}: {}", host.log_text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_thumbnail_function_consumes_sqs_batches_and_its_partial_batch_response_settles_each_message()
  {
-    let python = python();
     let stack = Stack::start();
     let dir = tempfile::tempdir().unwrap();
     photos_and_thumbs(&stack.s3, "in/cat.jpg").await;
@@ -107,52 +169,27 @@ async fn the_thumbnail_function_consumes_sqs_batches_and_its_partial_batch_respo
     send_all(&stack.sqs, &queues.url, &bodies).await;
 
     let marker = format!("HOST_WORKER_TEST={}", std::process::id());
-    let mut env = stack.env();
-    env.extend([
-        ("THUMBNAIL_BUCKET", "thumbs".to_owned()),
-        ("LAMBDA_TASK_ROOT", task_root()),
-        ("SHOAL_INIT_TIMEOUT", "60".to_owned()),
-        ("SHOAL_METRICS_ADDR", format!("127.0.0.1:{}", free_port())),
-        ("HOST_WORKER_TEST", std::process::id().to_string()),
-    ]);
-    let args = [
-        "worker",
-        "--queue",
-        &queues.url,
-        "--dead-letter-queue",
-        &queues.dead_letter_url,
-        "--function-name",
-        "thumbnails",
-        "--memory-mib",
-        "512",
-        "--concurrency",
-        "1",
-        "--receivers",
-        "1",
-        "--max-messages-in-flight",
-        "10",
-        "--retry-base-delay-ms",
-        "100",
-        "--timeout",
-        "60",
-        "--",
-        &python,
-        "-m",
-        "awslambdaric",
-        "app.handler",
-    ];
-    let mut host = Proc::spawn(HOST, &args, &env, &dir.path().join("host.log"));
-
-    let started = std::time::Instant::now();
-    let mut dead = Vec::new();
-    while dead.is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no dead letter after 2 minutes: {}",
-            host.log_text()
-        );
-        dead = take_all(&stack.sqs, &queues.dead_letter_url).await;
-    }
+    let host = thumbnail_host(
+        &stack,
+        &queues,
+        &[
+            "--function-name",
+            "thumbnails",
+            "--memory-mib",
+            "512",
+            "--concurrency",
+            "1",
+            "--receivers",
+            "1",
+            "--max-messages-in-flight",
+            "10",
+            "--retry-base-delay-ms",
+            "100",
+        ],
+        dir.path(),
+        &[("HOST_WORKER_TEST", std::process::id().to_string())],
+    );
+    let dead = dead_letters(&stack, &queues.dead_letter_url, &host).await;
     wait_for("the queue to empty", Duration::from_secs(60), || async {
         counts(&stack.sqs, &queues.url).await == (0, 0, 0)
     })
@@ -197,9 +234,7 @@ async fn the_thumbnail_function_consumes_sqs_batches_and_its_partial_batch_respo
         processes_marked(&marker).len() >= 2,
         "the host and its warm environment run"
     );
-    host.signal("TERM");
-    let status = host.wait(Duration::from_secs(60));
-    assert!(status.success(), "exit {status}: {}", host.log_text());
+    stop(host);
     assert_eq!(
         processes_marked(&marker),
         Vec::<String>::new(),
@@ -212,7 +247,6 @@ async fn the_thumbnail_function_consumes_sqs_batches_and_its_partial_batch_respo
 /// is dead-lettered before the function sees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunk_items_are_s3_events_and_a_foreign_bucket_never_reaches_the_function() {
-    let python = python();
     let stack = Stack::start();
     let dir = tempfile::tempdir().unwrap();
     photos_and_thumbs(&stack.s3, "in/cat.jpg").await;
@@ -234,40 +268,14 @@ async fn chunk_items_are_s3_events_and_a_foreign_bucket_never_reaches_the_functi
     });
     send_all(&stack.sqs, &queues.url, &[chunk.to_string()]).await;
 
-    let mut env = stack.env();
-    env.extend([
-        ("THUMBNAIL_BUCKET", "thumbs".to_owned()),
-        ("LAMBDA_TASK_ROOT", task_root()),
-        ("SHOAL_INIT_TIMEOUT", "60".to_owned()),
-        ("SHOAL_METRICS_ADDR", format!("127.0.0.1:{}", free_port())),
-    ]);
-    let args = [
-        "worker",
-        "--queue",
-        &queues.url,
-        "--dead-letter-queue",
-        &queues.dead_letter_url,
-        "--input",
-        "s3://photos/in/",
-        "--timeout",
-        "60",
-        "--",
-        &python,
-        "-m",
-        "awslambdaric",
-        "app.handler",
-    ];
-    let mut host = Proc::spawn(HOST, &args, &env, &dir.path().join("host.log"));
-    let started = std::time::Instant::now();
-    let mut dead = Vec::new();
-    while dead.is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no dead letter after 2 minutes: {}",
-            host.log_text()
-        );
-        dead = take_all(&stack.sqs, &queues.dead_letter_url).await;
-    }
+    let host = thumbnail_host(
+        &stack,
+        &queues,
+        &["--input", "s3://photos/in/"],
+        dir.path(),
+        &[],
+    );
+    let dead = dead_letters(&stack, &queues.dead_letter_url, &host).await;
     let reason = dead[0].1.get("shoal.reason").cloned().unwrap_or_default();
     assert!(
         reason.contains("x.jpg")
@@ -288,9 +296,7 @@ async fn chunk_items_are_s3_events_and_a_foreign_bucket_never_reaches_the_functi
         1,
         "the function ran for the photo only:\n{log}"
     );
-    host.signal("TERM");
-    let status = host.wait(Duration::from_secs(60));
-    assert!(status.success(), "exit {status}: {}", host.log_text());
+    stop(host);
 }
 
 /// From RabbitMQ each message body is the function's event (a direct
@@ -336,7 +342,7 @@ async fn rabbitmq_messages_are_direct_invokes_and_an_exception_is_the_dead_lette
         "awslambdaric",
         "app.direct",
     ];
-    let mut host = Proc::spawn(HOST, &args, &env, &dir.path().join("host.log"));
+    let host = Proc::spawn(HOST, &args, &env, &dir.path().join("host.log"));
     let started = std::time::Instant::now();
     while !rabbit.exists("direct").await {
         assert!(
@@ -389,7 +395,93 @@ async fn rabbitmq_messages_are_direct_invokes_and_an_exception_is_the_dead_lette
             "the REPORT line names the request id the function saw"
         );
     }
-    host.signal("TERM");
-    let status = host.wait(Duration::from_secs(60));
-    assert!(status.success(), "exit {status}: {}", host.log_text());
+    stop(host);
+}
+
+/// A cold start is not counted against the invocation's timeout: a
+/// function whose init takes 2 s runs its first event under a 1 s
+/// timeout, with the whole second left when it gets it, and the REPORT
+/// line keeps the init apart (`Init Duration`, not in `Duration`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_start_longer_than_the_timeout_does_not_count_against_it() {
+    let python = python();
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let queues = create_queues(&stack.sqs, "cold", 30, 2).await;
+    send_all(&stack.sqs, &queues.url, &["hello".to_owned()]).await;
+    let functions = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../host/tests/functions/python")
+        .to_string_lossy()
+        .into_owned();
+    let mut env = stack.env();
+    env.extend([
+        ("LAMBDA_TASK_ROOT", functions),
+        ("OUT_DIR", out.path().to_string_lossy().into_owned()),
+        ("INIT_SECONDS", "2".to_owned()),
+        ("SHOAL_INIT_TIMEOUT", "60".to_owned()),
+        ("SHOAL_METRICS_ADDR", format!("127.0.0.1:{}", free_port())),
+    ]);
+    let args = [
+        "worker",
+        "--queue",
+        &queues.url,
+        "--dead-letter-queue",
+        &queues.dead_letter_url,
+        "--timeout",
+        "1",
+        "--",
+        &python,
+        "-m",
+        "awslambdaric",
+        "cold.handler",
+    ];
+    let host = Proc::spawn(HOST, &args, &env, &dir.path().join("host.log"));
+    wait_for(
+        "the message handled and deleted",
+        Duration::from_secs(90),
+        || async {
+            counts(&stack.sqs, &queues.url).await == (0, 0, 0)
+                && std::fs::read_dir(out.path()).is_ok_and(|d| d.count() == 1)
+        },
+    )
+    .await;
+    let log = host.log_text();
+    let written = std::fs::read_dir(out.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let remaining: u64 = std::fs::read_to_string(written.path())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        remaining > 500,
+        "the deadline the function saw ran from its event, not from the cold start: {remaining} ms left\n{log}"
+    );
+    let report = log
+        .lines()
+        .find(|l| l.contains("REPORT RequestId: "))
+        .unwrap_or_else(|| panic!("no REPORT line:\n{log}"));
+    let field = |name: &str| -> f64 {
+        let at = report
+            .find(name)
+            .unwrap_or_else(|| panic!("{name} in {report}"));
+        report[at + name.len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(field("Init Duration: ") >= 2000.0, "{report}");
+    assert!(field("\\tDuration: ") < 1000.0, "{report}");
+    assert!(
+        take_all(&stack.sqs, &queues.dead_letter_url)
+            .await
+            .is_empty()
+    );
+    stop(host);
 }

@@ -260,6 +260,16 @@ fn crd_installs_examples_apply_and_nonsense_is_refused_with_a_reason() {
             "handler.function runs the function's own command behind shoal's host",
         ),
         (
+            "a mount over the Lambda host",
+            batchjob(
+                "mount-over-host",
+                &format!(
+                    "  handler:\n    image: fn:1\n    function: {{}}\n    volumeMounts:\n      - name: data\n        mountPath: /opt/shoal/\n{S3_SOURCE}{OUTPUT}"
+                ),
+            ),
+            "handler.volumeMounts: /opt/shoal holds the Lambda host",
+        ),
+        (
             "white space in a function's handler",
             batchjob(
                 "spaced-handler",

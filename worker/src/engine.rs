@@ -18,7 +18,9 @@ mod batch;
 
 pub use batch::{BatchAttempt, BatchItem};
 
-use crate::handler::{Batching, Context, ErrorKind, Handler, HandlerError, Item, Measured};
+use crate::handler::{
+    Batching, Context, Deadline, ErrorKind, Handler, HandlerError, Item, Measured,
+};
 use crate::message::RawItem;
 use crate::metrics::{DeadLetterCause, ErrorCategory, Metrics};
 use crate::payload::{Blob, Output, Payload, output_key};
@@ -179,32 +181,44 @@ fn timed_out(timeout: Duration) -> Failure {
     }
 }
 
-/// Waits for an attempt's task until `deadline`, or until `stop` is
-/// cancelled; either one cancels the context (`cancel`) and aborts the
-/// task. A panic fails the attempt, not the worker.
+/// Waits for an attempt's task until `deadline` (which does not run while
+/// the handler pauses it, see [`Context::pause_deadline`]), or until
+/// `stop` is cancelled;
+/// either one cancels the context (`cancel`) and aborts the task. A panic
+/// fails the attempt, not the worker.
 async fn join_within<T>(
-    task: tokio::task::JoinHandle<T>,
-    deadline: Instant,
+    mut task: tokio::task::JoinHandle<T>,
+    deadline: &Deadline,
     timeout: Duration,
     cancel: &CancellationToken,
     stop: Option<&CancellationToken>,
 ) -> Result<T, Failure> {
     let abort = task.abort_handle();
-    let joined = tokio::select! {
-        biased;
-        joined = tokio::time::timeout_at(deadline.into(), task) => joined,
-        () = cancelled(stop) => {
-            cancel.cancel();
-            abort.abort();
-            return Err(Failure {
-                category: ErrorCategory::Handler,
-                kind: ErrorKind::Retryable,
-                reason: "invocation cancelled before it finished".into(),
-            });
+    let joined = loop {
+        let (at, _, paused) = deadline.at();
+        tokio::select! {
+            biased;
+            joined = &mut task => break Ok(joined),
+            () = deadline.resumed(), if paused => {}
+            () = tokio::time::sleep_until(at.into()), if !paused => {
+                let (now_at, _, now_paused) = deadline.at();
+                if !now_paused && now_at <= at {
+                    break Err(());
+                }
+            }
+            () = cancelled(stop) => {
+                cancel.cancel();
+                abort.abort();
+                return Err(Failure {
+                    category: ErrorCategory::Handler,
+                    kind: ErrorKind::Retryable,
+                    reason: "invocation cancelled before it finished".into(),
+                });
+            }
         }
     };
     match joined {
-        Err(_) => {
+        Err(()) => {
             cancel.cancel();
             abort.abort();
             Err(timed_out(timeout))
@@ -430,7 +444,10 @@ impl<H: Handler> Engine<H> {
         info!(target: platform::TARGET, "{}", platform::start_line(&request_id));
         let started = Instant::now();
         let result = self.run_attempt(item, ctx, timeout, stop).await;
-        let duration = started.elapsed();
+        // A hosted function's init phase is reported apart, as Lambda does.
+        let duration = started
+            .elapsed()
+            .saturating_sub(measured.init_duration().unwrap_or_default());
         self.log_end(&request_id, duration, &measured);
         match &result {
             Ok(_) => {
@@ -456,7 +473,7 @@ impl<H: Handler> Engine<H> {
         timeout: Duration,
         stop: Option<&CancellationToken>,
     ) -> Result<Success, Failure> {
-        let deadline = ctx.deadline();
+        let deadline = ctx.deadline_handle();
         let cancel = ctx.cancellation().clone();
         let handler = self.handler.clone();
         let input = self.input.clone();
@@ -474,8 +491,8 @@ impl<H: Handler> Engine<H> {
                 .into_blob()
                 .map_err(|e| Failure::from_handler(ErrorCategory::Handler, e))
         });
-        let blob = join_within(task, deadline, timeout, &cancel, stop).await??;
-        self.store(&item.id, blob, deadline, timeout).await
+        let blob = join_within(task, &deadline, timeout, &cancel, stop).await??;
+        self.store(&item.id, blob, deadline.at().0, timeout).await
     }
 
     /// Stores an item's output (if any) by the attempt's deadline.

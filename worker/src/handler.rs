@@ -44,13 +44,94 @@ pub struct Context {
     /// Invocations this process runs at once (`--concurrency`; 1 under
     /// Lambda). They share the memory limit.
     pub concurrency: u32,
-    deadline: Instant,
-    deadline_wall: SystemTime,
+    deadline: Arc<Deadline>,
     cancel: CancellationToken,
     /// The concurrency slot this invocation runs in: held by every clone of
     /// the context and by work started with [`Context::spawn_blocking`].
     slot: Option<Arc<OwnedSemaphorePermit>>,
     measured: Arc<Measured>,
+}
+
+/// An invocation's deadline, as a monotonic instant and a wall-clock
+/// time, which stops running while paused ([`Context::pause_deadline`]).
+#[derive(Debug)]
+pub(crate) struct Deadline {
+    state: std::sync::Mutex<DeadlineState>,
+    resumed: tokio::sync::Notify,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DeadlineState {
+    at: Instant,
+    wall: SystemTime,
+    paused_since: Option<Instant>,
+}
+
+impl Deadline {
+    fn after(timeout: Duration) -> Self {
+        Self {
+            state: std::sync::Mutex::new(DeadlineState {
+                at: Instant::now() + timeout,
+                wall: SystemTime::now() + timeout,
+                paused_since: None,
+            }),
+            resumed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, DeadlineState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The deadline now (while paused, as if the pause ended now), and
+    /// whether it is paused.
+    pub(crate) fn at(&self) -> (Instant, SystemTime, bool) {
+        let state = *self.state();
+        let paused = state
+            .paused_since
+            .map_or(Duration::ZERO, |since| since.elapsed());
+        (
+            state.at + paused,
+            state.wall + paused,
+            state.paused_since.is_some(),
+        )
+    }
+
+    /// Resolves once a pause under way ends.
+    pub(crate) async fn resumed(&self) {
+        self.resumed.notified().await;
+    }
+
+    fn pause(&self) {
+        let mut state = self.state();
+        if state.paused_since.is_none() {
+            state.paused_since = Some(Instant::now());
+        }
+    }
+
+    fn resume(&self) {
+        let mut state = self.state();
+        if let Some(since) = state.paused_since.take() {
+            let paused = since.elapsed();
+            state.at += paused;
+            state.wall += paused;
+        }
+        drop(state);
+        self.resumed.notify_one();
+    }
+}
+
+/// Holds an invocation's deadline still until dropped; see
+/// [`Context::pause_deadline`].
+#[derive(Debug)]
+pub struct DeadlinePause(Arc<Deadline>);
+
+impl Drop for DeadlinePause {
+    fn drop(&mut self) {
+        self.0.resume();
+    }
 }
 
 /// What a handler that runs the work elsewhere (a hosted Lambda function's
@@ -95,12 +176,27 @@ impl Context {
             function_name,
             memory_limit_mib,
             concurrency: 1,
-            deadline: Instant::now() + timeout,
-            deadline_wall: SystemTime::now() + timeout,
+            deadline: Arc::new(Deadline::after(timeout)),
             cancel,
             slot: None,
             measured: Arc::default(),
         }
+    }
+
+    /// The deadline, shared with the runtime that enforces it.
+    pub(crate) fn deadline_handle(&self) -> Arc<Deadline> {
+        self.deadline.clone()
+    }
+
+    /// Stops the invocation's clock until the returned guard is dropped,
+    /// for what its timeout does not cover: a hosted function's init phase,
+    /// which Lambda bounds by its own init timeout, not the function's
+    /// timeout. The deadline moves by the time paused; the queue's lease
+    /// is extended while the invocation runs, as always. Whatever is done
+    /// while paused must bound itself.
+    pub fn pause_deadline(&self) -> DeadlinePause {
+        self.deadline.pause();
+        DeadlinePause(self.deadline.clone())
     }
 
     /// What [`Context::report_init_duration`] and
@@ -173,17 +269,17 @@ impl Context {
 
     /// The instant after which the runtime abandons this invocation.
     pub fn deadline(&self) -> Instant {
-        self.deadline
+        self.deadline.at().0
     }
 
     /// The deadline as wall-clock time (what Lambda reports as `deadline_ms`).
     pub fn deadline_wall_clock(&self) -> SystemTime {
-        self.deadline_wall
+        self.deadline.at().1
     }
 
     /// Time left before the deadline (zero once it has passed).
     pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.deadline().saturating_duration_since(Instant::now())
     }
 
     /// Cancelled when the invocation times out or the worker shuts down.

@@ -94,6 +94,7 @@ pub struct WorkerPodSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("self.all(v, v.name != 'tmp')").message("template.spec.volumes: tmp is the worker's own /tmp volume: choose another name"))]
+    #[x_kube(validation = Rule::new("self.all(v, v.name != 'shoal-host')").message("template.spec.volumes: shoal-host is the volume the Lambda host is copied into: choose another name"))]
     #[x_kube(validation = Rule::new("self.all(v, has(v.configMap) || has(v.secret) || has(v.emptyDir) || has(v.persistentVolumeClaim) || has(v.projected) || has(v.downwardAPI) || has(v.csi) || has(v.ephemeral))").message("template.spec.volumes may be configMap, secret, emptyDir, persistentVolumeClaim, projected, downwardAPI, csi or ephemeral: the volume types the restricted Pod Security Standard allows"))]
     pub volumes: Vec<Volume>,
 }

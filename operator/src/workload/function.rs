@@ -26,6 +26,9 @@ pub const HOST_IMAGE_BIN: &str = "/usr/local/bin/shoal-host";
 pub const HOST_VOLUME: &str = "shoal-host";
 /// The init container copying it.
 pub const INSTALLER: &str = "shoal-host";
+/// Memory the host itself is given in a function's pod, besides its
+/// environments'.
+pub const HOST_MEMORY_MIB: u32 = 64;
 /// The entrypoint of AWS's Lambda base images.
 pub const DEFAULT_ENTRYPOINT: &str = "/lambda-entrypoint.sh";
 
@@ -81,6 +84,10 @@ pub fn add_host(
         read_only: Some(read_only),
         ..VolumeMount::default()
     };
+    // The pod's own init process (the pause container) reaps what the
+    // function's processes leave behind when an environment is ended, and
+    // the host is not PID 1.
+    pod.share_process_namespace = Some(true);
     // The name and path are the host's: a template's volume or mount
     // taking them is left out, as the `tmp` volume's are.
     let volumes = pod.volumes.get_or_insert_with(Vec::new);
@@ -137,32 +144,16 @@ mod tests {
     )]
 
     use super::*;
-    use crate::crd::{BatchJob, BatchJobSpec, HandlerSpec, SourceSpec, SqsSource};
+    use crate::crd::{BatchJob, HandlerSpec};
     use crate::workload::{Wiring, WorkerQueue, deployment};
 
+    /// The builder tests' job (an SQS source), its handler a function.
     fn function_job(function: FunctionSpec) -> BatchJob {
-        let spec = BatchJobSpec {
-            handler: HandlerSpec {
-                function: Some(function),
-                ..HandlerSpec::image("123456789012.dkr.ecr.eu-west-1.amazonaws.com/thumbs:3")
-            },
-            template: None,
-            source: SourceSpec {
-                sqs: Some(SqsSource {
-                    queue_url: "http://127.0.0.1:9324/000000000000/jobs".into(),
-                }),
-                ..SourceSpec::default()
-            },
-            queue: None,
-            scaling: None,
-            failure_policy: None,
-            output: None,
-            ttl_seconds_after_finished: None,
-            suspend: None,
-            redrive: None,
+        let mut job = super::super::tests::job();
+        job.spec.handler = HandlerSpec {
+            function: Some(function),
+            ..HandlerSpec::image("123456789012.dkr.ecr.eu-west-1.amazonaws.com/thumbs:3")
         };
-        let mut job = BatchJob::new("thumbs", spec);
-        job.metadata.namespace = Some("media".into());
         job
     }
 
@@ -234,6 +225,7 @@ mod tests {
             init.security_context, worker.security_context,
             "the init container is as restricted as the worker"
         );
+        assert_eq!(pod.share_process_namespace, Some(true));
         let volume = pod
             .volumes
             .iter()
@@ -241,6 +233,34 @@ mod tests {
             .find(|v| v.name == HOST_VOLUME)
             .unwrap();
         assert!(volume.empty_dir.is_some());
+    }
+
+    #[test]
+    fn each_execution_environment_gets_the_memory_it_is_told() {
+        let mut job = function_job(FunctionSpec {
+            command: vec![],
+            handler: Some("app.handler".into()),
+            batch_size: None,
+            init_timeout_seconds: None,
+            host_image: None,
+        });
+        job.spec.handler.memory_mib = Some(512);
+        job.spec.handler.concurrency = Some(4);
+        let pod = pod(&job);
+        let limits = pod.containers[0]
+            .resources
+            .as_ref()
+            .unwrap()
+            .limits
+            .as_ref()
+            .unwrap();
+        // 4 environments of 512 MiB plus the host's 64; CPU for 4 x 512.
+        assert_eq!(limits["memory"], Quantity("2112Mi".into()));
+        assert_eq!(limits["cpu"], Quantity("1160m".into()));
+        assert_eq!(
+            env_value(&pod.containers[0], "SHOAL_MEMORY_MIB"),
+            Some("512")
+        );
     }
 
     #[test]

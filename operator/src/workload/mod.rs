@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{BatchJob, MIB_PER_CPU};
+use crate::crd::{BatchJob, HandlerSpec, MIB_PER_CPU};
 
 pub mod function;
 mod template;
@@ -135,6 +135,25 @@ pub fn pod_selector(job: &BatchJob) -> String {
 pub fn cpu_millis(memory_mib: u32) -> u32 {
     let millis = (u64::from(memory_mib) * 1000).div_ceil(u64::from(MIB_PER_CPU));
     u32::try_from(millis).unwrap_or(u32::MAX).max(50)
+}
+
+/// Memory (MiB) and CPU (millicores) of one worker pod, request = limit.
+/// A shoal handler's invocations share `memoryMiB` (CPU follows it, as
+/// Lambda allots it); a hosted Lambda function's `concurrency` execution
+/// environments are each told `memoryMiB`, so the pod holds that much
+/// (and its CPU) per environment, plus 64 MiB for the host.
+pub fn pod_resources(handler: &HandlerSpec) -> (u32, u32) {
+    let memory = handler.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
+    if handler.function.is_none() {
+        return (memory, cpu_millis(memory));
+    }
+    let environments = handler.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1);
+    (
+        memory
+            .saturating_mul(environments)
+            .saturating_add(function::HOST_MEMORY_MIB),
+        cpu_millis(memory).saturating_mul(environments),
+    )
 }
 
 /// The queue a worker consumes, as its pod learns it.
@@ -279,8 +298,9 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
         }
     };
 
-    let memory_quantity = Quantity(canonical_mebibytes(memory));
-    let cpu_quantity = Quantity(canonical_millicores(cpu_millis(memory)));
+    let (pod_memory, pod_cpu) = pod_resources(handler);
+    let memory_quantity = Quantity(canonical_mebibytes(pod_memory));
+    let cpu_quantity = Quantity(canonical_millicores(pod_cpu));
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),

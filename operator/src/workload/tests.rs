@@ -8,7 +8,7 @@
 use super::*;
 use crate::crd::{BatchJobSpec, HandlerSpec, SourceSpec, SqsSource};
 
-fn job() -> BatchJob {
+pub(super) fn job() -> BatchJob {
     let mut job = BatchJob::new(
         "thumbs",
         BatchJobSpec {

@@ -69,7 +69,7 @@ impl<H: Handler> Engine<H> {
         let request_id = request_id();
         let ctx = self.context(&request_id, attempt, timeout, running.permit.clone());
         let measured = ctx.measured();
-        let deadline = ctx.deadline();
+        let deadline = ctx.deadline_handle();
         let token = ctx.cancellation().clone();
         let started = Instant::now();
         let invoked = Arc::new(AtomicBool::new(false));
@@ -121,7 +121,8 @@ impl<H: Handler> Engine<H> {
             }
             results
         });
-        let joined = join_within(task, deadline, timeout, &token, cancel).await;
+        let joined = join_within(task, &deadline, timeout, &token, cancel).await;
+        let deadline = deadline.at().0;
         let mut results = Vec::with_capacity(batch.len());
         match joined {
             Err(failure) => results.resize(batch.len(), Err(failure)),
@@ -141,7 +142,10 @@ impl<H: Handler> Engine<H> {
                 }
             }
         }
-        let duration = started.elapsed();
+        // A hosted function's init phase is reported apart, as Lambda does.
+        let duration = started
+            .elapsed()
+            .saturating_sub(measured.init_duration().unwrap_or_default());
         let invoked = invoked.load(Ordering::Relaxed);
         if invoked {
             self.log_end(&request_id, duration, &measured);

@@ -3,9 +3,10 @@
 //! Lambda event source mapping hands a function a batch of SQS messages.
 //!
 //! Each message is still settled on its own by what became of its items
-//! (a partial batch response fails only the records it names), and only
-//! after every invocation covering its items has ended. Object references
-//! from shoal chunks go one per invocation.
+//! (a partial batch response fails only the records it names), once every
+//! invocation covering its items has ended. Object references from shoal
+//! chunks go one per invocation, and a chunk of them is settled as soon as
+//! its own objects are done, whatever the other messages of its receive.
 //!
 //! [`Batching::Records`]: crate::handler::Batching::Records
 
@@ -56,8 +57,38 @@ pub(super) async fn handle<H: Handler, T: Transport>(
         }
     }
     drop(permits);
-    let batches = group(&held, max.max(1));
-    let mut ran = run(&shared, &held, &batches).await;
+    // A delivery of object references only (a chunk of the fan-out) goes
+    // its own way: one invocation per object, settled as soon as its own
+    // objects are done. Messages as records go together, as one event
+    // source batch does.
+    let (alone, together): (Vec<Held<'_>>, Vec<Held<'_>>) = held.into_iter().partition(|entry| {
+        entry
+            .prepared
+            .chosen
+            .iter()
+            .all(|(_, item)| matches!(item.body, ItemBody::Object(_)))
+    });
+    let mut groups: Vec<Vec<Held<'_>>> = alone.into_iter().map(|entry| vec![entry]).collect();
+    if !together.is_empty() {
+        groups.push(together);
+    }
+    futures_util::future::join_all(
+        groups
+            .into_iter()
+            .map(|group| run_and_settle(&shared, group, max.max(1))),
+    )
+    .await;
+}
+
+/// Runs the items of `held` and settles each delivery; their places free
+/// up when this returns.
+async fn run_and_settle<H: Handler, T: Transport>(
+    shared: &Shared<H, T>,
+    held: Vec<Held<'_>>,
+    max: usize,
+) {
+    let batches = group(&held, max);
+    let mut ran = run(shared, &held, &batches).await;
     for (position, entry) in held.iter().enumerate() {
         let mine = ran.remove(&position).unwrap_or_else(|| Ran {
             results: Vec::new(),
@@ -65,7 +96,7 @@ pub(super) async fn handle<H: Handler, T: Transport>(
             usage: Usage::default(),
         });
         finish(
-            &shared,
+            shared,
             &entry.delivery,
             mine,
             entry.prepared.total,
@@ -187,7 +218,7 @@ async fn run<H: Handler, T: Transport>(
                 }
             },
             _ = heartbeat.tick() => {
-                for entry in held {
+                let extended = held.iter().map(|entry| async move {
                     match shared.transport.extend(&entry.delivery).await {
                         Ok(()) => debug!(message_id = %entry.delivery.message_id, "lease extended"),
                         Err(e) => {
@@ -195,7 +226,8 @@ async fn run<H: Handler, T: Transport>(
                             warn!(message_id = %entry.delivery.message_id, error = %e, "cannot extend the lease");
                         }
                     }
-                }
+                });
+                futures_util::future::join_all(extended).await;
             }
             () = &mut any_revoked, if !revoked.is_cancelled() => revoked.cancel(),
             // Items not finished stay `NotStarted` and are given back.
