@@ -3,7 +3,14 @@
 # archives that containerd imports (`ctr images import`):
 #   shoal-operator:$TAG      the operator binary, as deploy/operator.Dockerfile
 #   shoal-thumbnail:$TAG     the thumbnail worker, as deploy/Dockerfile
+#   shoal-host:$TAG          the Lambda host, as deploy/host.Dockerfile
 #   registry.k8s.io/pause:3.10  the pod sandbox (tools/pause/pause.c, static)
+#   python-thumbnails:$TAG   only when $SHOAL_LAMBDA_PYTHON names the test
+#                            virtualenv (scripts/install-test-deps.sh): the
+#                            Python Lambda function examples/python-lambda,
+#                            as a Lambda user's image holds it (Python, its
+#                            standard library, awslambdaric, boto3, Pillow,
+#                            app.py in /var/task), for the real-node tests
 # The final stage of each Dockerfile is what the image holds; a test
 # (tests/tests/images.rs) checks that they agree.
 #
@@ -79,3 +86,23 @@ scripts/oci-image.py --name "shoal-host:$TAG" --out "$out/shoal-host.tar" --dist
 gcc -static -O2 -Wall -Wextra -Werror -o "$work/pause" tools/pause/pause.c
 scripts/oci-image.py --name registry.k8s.io/pause:3.10 --out "$out/pause.tar" \
   --file "$work/pause:/pause" --entrypoint /pause --user 65535:65535
+
+if [ -n "${SHOAL_LAMBDA_PYTHON:-}" ]; then
+  # The virtualenv and the Python it was made from, at the same paths as
+  # here (the interpreter finds its library and standard library by them).
+  venv="$(dirname "$(dirname "$SHOAL_LAMBDA_PYTHON")")"
+  home="$(sed -n 's/^home = //p' "$venv/pyvenv.cfg")"
+  prefix="$(dirname "$home")"
+  python="python$(sed -n 's/^version = \([0-9]*\.[0-9]*\).*/\1/p' "$venv/pyvenv.cfg")"
+  scripts/oci-image.py --name "python-thumbnails:$TAG" --out "$out/python-thumbnails.tar" --distroless \
+    --file "$prefix/bin/$python:$prefix/bin/$python" \
+    --tree "$prefix/lib/$python:$prefix/lib/$python" \
+    --tree "$venv:$venv" \
+    --exclude site-packages/ --exclude test --exclude tests --exclude idlelib --exclude tkinter \
+    --exclude turtledemo --exclude ensurepip --exclude lib2to3 --exclude pip --exclude setuptools \
+    --exclude pkg_resources --exclude "config-${python#python}-x86_64-linux-gnu" \
+    --file examples/python-lambda/app.py:/var/task/app.py \
+    --env LAMBDA_TASK_ROOT=/var/task --workdir /var/task \
+    --entrypoint "$venv/bin/python3" --entrypoint=-m --entrypoint=awslambdaric \
+    --cmd app.handler --user 65532:65532
+fi

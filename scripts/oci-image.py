@@ -2,7 +2,8 @@
 """Writes a container image as an OCI image layout archive, without a
 container engine: what `ctr images import` (containerd) loads.
 
-One layer holds the files given with --file, and with --distroless what the
+One layer holds the files given with --file and the folders given with
+--tree (less the names --exclude gives), and with --distroless what the
 Dockerfiles' base image (distroless cc-debian12:nonroot) provides for a
 dynamically linked binary: the glibc libraries the binaries need (from
 `ldd`), CA certificates, /etc/passwd and /etc/group with `nonroot` (65532),
@@ -56,8 +57,10 @@ def full_name(name):
     return f"docker.io/{name}"
 
 
-def shared_libraries(binary):
-    """Absolute paths of the libraries `ldd` says `binary` loads."""
+def shared_libraries(binary, strict=True):
+    """Absolute paths of the libraries `ldd` says `binary` loads. A library
+    the machine lacks fails, unless not `strict` (a native module of a
+    --tree that nothing may import here): then it is left out."""
     out = subprocess.run(["ldd", binary], capture_output=True, text=True)
     if out.returncode != 0:
         if "not a dynamic executable" in out.stdout + out.stderr:
@@ -67,7 +70,10 @@ def shared_libraries(binary):
     for line in out.stdout.splitlines():
         line = line.strip()
         if "=> not found" in line:
-            fail(f"{binary}: a library is missing: {line}")
+            if strict:
+                fail(f"{binary}: a library is missing: {line}")
+            print(f"oci-image: {binary}: left without {line.split()[0]}", file=sys.stderr)
+            continue
         if "=>" in line:
             path = line.split("=>", 1)[1].split("(")[0].strip()
         else:
@@ -132,6 +138,19 @@ def main():
     parser.add_argument("--name", required=True, help="image reference, e.g. shoal-operator:0.1.0")
     parser.add_argument("--out", required=True, help="archive to write")
     parser.add_argument("--file", action="append", default=[], help="SOURCE:DEST, repeatable")
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        help="SOURCE_DIR:DEST, repeatable: every file below, symlinks followed",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        help="a file or folder name --tree leaves out wherever it is (NAME/: a folder"
+        " at a tree's top only), repeatable",
+    )
     parser.add_argument("--distroless", action="store_true", help="add what distroless cc provides")
     parser.add_argument("--entrypoint", action="append", default=[])
     parser.add_argument("--cmd", action="append", default=[])
@@ -152,12 +171,42 @@ def main():
         layer.copy(source, dest)
         if os.access(source, os.X_OK):
             binaries.append(source)
+    excluded = set(args.exclude)
+    tree_binaries = []
+    for spec in args.tree:
+        source, sep, dest = spec.partition(":")
+        if not sep or not dest.startswith("/"):
+            fail(f"--tree {spec!r}: want SOURCE_DIR:/absolute/destination")
+        if not os.path.isdir(source):
+            fail(f"--tree {spec!r}: {source} is not a folder")
+        for root, dirs, files in os.walk(source):
+            dirs[:] = sorted(
+                d
+                for d in dirs
+                if d not in excluded
+                and os.path.relpath(os.path.join(root, d), source) + "/" not in excluded
+            )
+            for name in sorted(files):
+                if name in excluded:
+                    continue
+                path = os.path.join(root, name)
+                if not os.path.isfile(path):
+                    continue
+                target = os.path.join(dest, os.path.relpath(path, source))
+                layer.copy(path, target)
+                # Native modules and their libraries load like binaries.
+                if ".so" in name or os.access(path, os.X_OK):
+                    tree_binaries.append(path)
     env = []
     if args.distroless:
         env.extend(DISTROLESS_ENV)
         for binary in binaries:
             for library in shared_libraries(binary):
                 layer.copy(os.path.realpath(library), library, 0o755)
+        for binary in tree_binaries:
+            for library in shared_libraries(binary, strict=False):
+                # `$ORIGIN/../x` run paths give names with `..` in them.
+                layer.copy(os.path.realpath(library), os.path.normpath(library), 0o755)
         if not os.path.isfile(CA_BUNDLE):
             fail(f"{CA_BUNDLE} not found: install the ca-certificates package")
         layer.copy(CA_BUNDLE, CA_BUNDLE, 0o644)

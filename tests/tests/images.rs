@@ -251,6 +251,37 @@ fn the_host_image_is_what_deploy_host_dockerfile_describes() {
     same_image("host.Dockerfile", "shoal-host", "shoal-host");
 }
 
+/// The Python Lambda function's image holds `examples/python-lambda/app.py`
+/// byte for byte where Lambda's images keep a function (`/var/task`), and
+/// runs it with AWS's runtime interface client by default, as a Lambda
+/// user's image does.
+#[test]
+fn the_python_function_image_holds_the_function_as_deployed() {
+    let image = unpack(&image_archive("python-thumbnails"));
+    let app = std::fs::read(image.root.path().join("var/task/app.py")).unwrap();
+    let source = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-lambda/app.py"),
+    )
+    .unwrap();
+    assert!(
+        app == source,
+        "app.py in the image differs from the example"
+    );
+    let config = &image.config["config"];
+    let entrypoint = strings(&config["Entrypoint"]).unwrap();
+    assert_eq!(entrypoint[1..], ["-m", "awslambdaric"]);
+    assert_eq!(
+        strings(&config["Cmd"]),
+        Some(vec!["app.handler".to_owned()])
+    );
+    assert!(
+        strings(&config["Env"])
+            .unwrap()
+            .contains(&"LAMBDA_TASK_ROOT=/var/task".to_owned())
+    );
+    assert_eq!(config["User"], "65532:65532");
+}
+
 #[test]
 fn image_archives_name_their_images_fully_for_containerd() {
     let mut names = BTreeMap::new();

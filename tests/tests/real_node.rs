@@ -95,6 +95,7 @@ async fn scenarios(node: &Node) {
     pods_that_cannot_start_are_reported(&bed).await;
     templated_job_runs_where_and_as_its_template_says(&bed).await;
     a_lambda_functions_image_runs_behind_the_host_in_real_pods(&bed).await;
+    the_python_thumbnail_function_runs_as_real_pods(&bed).await;
 }
 
 /// `helm install` of the chart with the operator image built here: the pod
@@ -787,6 +788,70 @@ spec:
     );
     assert_eq!(counts, format!("3/3 {}", photos.len()), "{}", bed.context());
     plane.kubectl(&["delete", "bj", "lambda", "--wait=true"]);
+}
+
+/// The seed story as the Lambda function people already have, as real
+/// pods: `examples/python-lambda/app.py` in an image as a Lambda user
+/// builds it (Python, awslambdaric, boto3, Pillow; `scripts/build-images.sh`
+/// writes it from the test virtualenv), run by AWS's runtime interface
+/// client behind the host the init container copied in, one S3 event per
+/// photo; its thumbnails land in the `thumbs` bucket.
+async fn the_python_thumbnail_function_runs_as_real_pods(bed: &Bed<'_>) {
+    let plane = bed.plane();
+    let python = std::env::var("SHOAL_LAMBDA_PYTHON").unwrap_or_else(|_| {
+        panic!("SHOAL_LAMBDA_PYTHON is not set: source scripts/install-test-deps.sh")
+    });
+    let photos = bed.upload_photos("pylambda/", 6, &tiny_jpeg()).await;
+    bed.stack
+        .s3
+        .create_bucket()
+        .bucket("thumbs")
+        .send()
+        .await
+        .unwrap();
+    bed.apply(&format!(
+        "apiVersion: shoal.dev/v1alpha1
+kind: BatchJob
+metadata:
+  name: pylambda
+spec:
+  handler:
+    image: python-thumbnails:{TAG}
+    timeoutSeconds: 30
+    memoryMiB: 512
+    function:
+      command: [\"{python}\", \"-m\", \"awslambdaric\"]
+      handler: app.handler
+      initTimeoutSeconds: 60
+    env:
+{env}      - name: THUMBNAIL_BUCKET
+        value: thumbs
+  source:
+    s3:
+      bucket: photos
+      prefix: pylambda/
+      maxItemsPerChunk: 2
+  scaling:
+    maxWorkers: 1
+  output:
+    bucket: photos
+    prefix: out/pylambda/
+",
+        env = bed.env_yaml()
+    ));
+    bed.wait_phase("pylambda", "Succeeded");
+    let counts = plane.jsonpath(
+        &["bj", "pylambda"],
+        "{.status.chunks.succeeded}/{.status.chunks.total} {.status.usage.invocations}",
+    );
+    assert_eq!(counts, format!("3/3 {}", photos.len()), "{}", bed.context());
+    let made = shoal_tests::stack::keys(&bed.stack.s3, "thumbs", "").await;
+    assert_eq!(made, photos, "one thumbnail per photo, by the function");
+    let first = photos.iter().next().unwrap();
+    let thumbnail = shoal_tests::operator::object_in(&bed.stack.s3, "thumbs", first).await;
+    let image = image::load_from_memory(&thumbnail).unwrap();
+    assert_eq!(image.width().max(image.height()), 256);
+    plane.kubectl(&["delete", "bj", "pylambda", "--wait=true"]);
 }
 
 /// A 2400x1800 JPEG with detail (a slow item under a small CPU limit).

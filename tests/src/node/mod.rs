@@ -450,12 +450,18 @@ pub fn image_archive(name: &str) -> PathBuf {
 }
 
 /// The image archives every node imports: the pause image, the operator,
-/// the thumbnail worker and the Lambda host.
+/// the thumbnail worker, the Lambda host and the Python Lambda function.
 pub fn image_archives() -> Vec<PathBuf> {
-    ["pause", "shoal-operator", "shoal-thumbnail", "shoal-host"]
-        .into_iter()
-        .map(image_archive)
-        .collect()
+    [
+        "pause",
+        "shoal-operator",
+        "shoal-thumbnail",
+        "shoal-host",
+        "python-thumbnails",
+    ]
+    .into_iter()
+    .map(image_archive)
+    .collect()
 }
 
 /// Starts a node with `images` in a network namespace of its own, runs
