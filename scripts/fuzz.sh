@@ -20,6 +20,7 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 echo "fuzzing with $PROPTEST_CASES cases per property" >&2
 start=$SECONDS
 status=0
+cargo test --locked -p shoal-protocol --lib fuzz_ || status=$?
 cargo test --locked -p shoal-worker --lib fuzz_ || status=$?
 cargo test --locked -p shoal-operator --lib fuzz_ || status=$?
 cargo test --locked -p thumbnail --test fuzz_decode || status=$?

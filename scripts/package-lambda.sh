@@ -4,6 +4,7 @@
 # `bootstrap` at the root of the zip.
 #
 #   scripts/package-lambda.sh                  # release build of `thumbnail`
+#   scripts/package-lambda.sh --features LIST  # its cargo features [lambda,s3]
 #   scripts/package-lambda.sh --binary PATH    # package a binary built elsewhere
 #   scripts/package-lambda.sh --out DIR        # write DIR/bootstrap.zip instead
 #
@@ -11,25 +12,29 @@
 # points at). Debug info is stripped from the copy (symbols stay, for
 # backtraces). The binary must not need a newer glibc than Amazon Linux
 # 2023's (2.34); the script checks its symbol versions and refuses one that
-# does.
+# does. The build has only the Lambda mode and S3 (the handler crate
+# forwards shoal-worker's features): no queue clients, metrics server or
+# progress bar in the function.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 name=thumbnail
 binary=""
 out=""
+features="lambda,s3"
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) binary="$2"; shift 2 ;;
     --name) name="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    *) echo "usage: $0 [--binary PATH] [--name NAME] [--out DIR]" >&2; exit 2 ;;
+    --features) features="$2"; shift 2 ;;
+    *) echo "usage: $0 [--binary PATH] [--name NAME] [--features LIST] [--out DIR]" >&2; exit 2 ;;
   esac
 done
 
 if [ -z "$binary" ]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal/target}"
-  cargo build --release -p "$name"
+  cargo build --release -p "$name" --no-default-features -F "$features"
   binary="$CARGO_TARGET_DIR/release/$name"
 fi
 [ -x "$binary" ] || { echo "not an executable: $binary" >&2; exit 1; }

@@ -150,8 +150,10 @@ fn worker(argv0: std::ffi::OsString, args: Vec<std::ffi::OsString>) -> ExitCode 
         return ExitCode::from(2);
     };
     let settings = (
-        setting("SHOAL_BATCH_SIZE", 10usize, |n| (1..=10).contains(n)),
-        setting("SHOAL_INIT_TIMEOUT", 10.0f64, |s| {
+        setting(shoal_protocol::env::BATCH_SIZE, 10usize, |n| {
+            (1..=10).contains(n)
+        }),
+        setting(shoal_protocol::env::INIT_TIMEOUT, 10.0f64, |s| {
             *s > 0.0 && *s <= 43_200.0
         }),
     );

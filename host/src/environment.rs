@@ -74,9 +74,10 @@ impl Environment {
         if let Some(root) = &config.task_root {
             command.current_dir(root);
         }
-        for (name, _) in
-            std::env::vars_os().filter(|(name, _)| name.to_string_lossy().starts_with("SHOAL_"))
-        {
+        for (name, _) in std::env::vars_os().filter(|(name, _)| {
+            name.to_string_lossy()
+                .starts_with(shoal_protocol::env::PREFIX)
+        }) {
             command.env_remove(name);
         }
         command.envs(config.env.iter().map(|(k, v)| (k, v)));

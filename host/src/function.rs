@@ -25,8 +25,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
+use shoal_protocol::message::ItemBody;
 use shoal_worker::handler::{Batching, Context, Handler, HandlerError, Item, Record};
-use shoal_worker::message::ItemBody;
 use shoal_worker::payload::Payload;
 use shoal_worker::store::ObjectStore;
 

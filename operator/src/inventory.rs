@@ -117,10 +117,10 @@ pub fn decode_key(encoded: &str) -> std::result::Result<String, String> {
         .decode_utf8()
         .map_err(|_| format!("key {encoded:?} does not decode to UTF-8"))?
         .into_owned();
-    if key.is_empty() || key.len() > shoal_worker::message::list::MAX_KEY {
+    if key.is_empty() || key.len() > shoal_protocol::message::list::MAX_KEY {
         return Err(format!(
             "key {encoded:?} is empty or longer than {} bytes",
-            shoal_worker::message::list::MAX_KEY
+            shoal_protocol::message::list::MAX_KEY
         ));
     }
     Ok(key)

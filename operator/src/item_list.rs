@@ -2,7 +2,7 @@
 //! (`source.s3.list`), read a page at a time from a byte offset.
 //!
 //! Contract:
-//! - One item per line, parsed by [`shoal_worker::message::list`] (CSV
+//! - One item per line, parsed by [`shoal_protocol::message::list`] (CSV
 //!   with a header row, the key in column `keyField`; JSON Lines, the key in
 //!   field `keyField` or the line a JSON string; blank lines skipped).
 //! - Resumable: every item carries the byte offset just after its line, so
@@ -16,7 +16,7 @@
 //!   that does not parse is an error naming the list and the byte offset
 //!   of the line, never skipped in silence: the job fails (`ListInvalid`).
 
-use shoal_worker::message::list::{Locator, column, key_of};
+use shoal_protocol::message::list::{Locator, column, key_of};
 
 use crate::crd::{ItemList, ListFormat};
 use crate::error::{Error, Result};

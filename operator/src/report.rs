@@ -5,7 +5,7 @@
 //! manifest ([`crate::manifest`]).
 //!
 //! Contract:
-//! - Built from the parts the workers wrote ([`shoal_worker::results`]):
+//! - Built from the parts the workers wrote ([`shoal_protocol::results`]):
 //!   read one listing page and one part at a time, in key order, merged
 //!   one chunk at a time, and written one shard at a time. Memory is bounded
 //!   by [`SHARD_BYTES`] per shard kind, a listing page, one part (at most
@@ -22,13 +22,13 @@
 //!   same shards.
 //! - The parts' usage lines are summed into [`Report::usage`]: the
 //!   Lambda-equivalent figures of every attempt (see
-//!   [`shoal_worker::results::Usage`]).
+//!   [`shoal_protocol::results::Usage`]).
 //! - Forged input is counted, never fatal: a part over the size limit or a
 //!   line that is not a record counts in `unreadable`.
 
 use aws_sdk_s3::primitives::ByteStream;
 use serde::Serialize;
-use shoal_worker::results::{self, ItemRecord, Merger, Status, Usage};
+use shoal_protocol::results::{self, ItemRecord, Merger, Status, Usage};
 use tokio::io::AsyncReadExt;
 
 use crate::crd::OutputSpec;

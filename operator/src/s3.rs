@@ -25,11 +25,11 @@ impl S3 {
     /// A client from the default AWS chain; path-style addressing when a
     /// custom endpoint is configured (environment, shared config file), as
     /// S3-compatible servers need: the worker's client
-    /// ([`shoal_worker::store::s3_client`]).
+    /// ([`shoal_clients::s3::s3_client`]).
     pub async fn from_env() -> Self {
         let config = aws_config::load_from_env().await;
         Self {
-            client: shoal_worker::store::s3_client(&config, None),
+            client: shoal_clients::s3::s3_client(&config, None),
         }
     }
 

@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use shoal_worker::message::{Chunk, ChunkItem, ObjectRef};
+use shoal_protocol::message::{Chunk, ChunkItem, ObjectRef};
 
 /// Most bytes of a chunk message's body: within SQS's 256 KiB message
 /// limit (the operator sends chunks without attributes).

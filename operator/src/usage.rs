@@ -18,7 +18,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use shoal_worker::results::Usage;
+use shoal_protocol::results::Usage;
 
 use crate::crd::UsageStatus;
 

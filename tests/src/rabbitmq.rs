@@ -262,7 +262,7 @@ impl Rabbit {
         let (_connection, channel) = self.channel().await;
         let messages: Vec<(Option<&str>, &[u8])> =
             bodies.iter().map(|b| (None, b.as_bytes())).collect();
-        shoal_worker::queue::amqp::publish_confirmed(&channel, queue, &messages)
+        shoal_clients::amqp::publish_confirmed(&channel, queue, &messages)
             .await
             .unwrap_or_else(|e| panic!("publish to {queue}: {e}"));
     }
@@ -281,7 +281,7 @@ impl Rabbit {
     /// does not exist.
     async fn passive(&self, queue: &str) -> Option<u32> {
         let (connection, _channel) = self.channel().await;
-        shoal_worker::queue::amqp::ready_count(&connection, queue)
+        shoal_clients::amqp::ready_count(&connection, queue)
             .await
             .ok()
     }

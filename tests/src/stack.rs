@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use aws_sdk_s3::primitives::ByteStream;
-use shoal_worker::message::{Chunk, ChunkItem, ObjectRef};
+use shoal_protocol::message::{Chunk, ChunkItem, ObjectRef};
 
 use crate::elasticmq::ElasticMq;
 use crate::moto::Moto;

@@ -364,7 +364,7 @@ async fn a_dead_letter_the_broker_keeps_refusing_stops_after_the_last_attempt_pl
     let rabbit = Rabbit::start();
     {
         let (connection, channel) = rabbit.channel().await;
-        shoal_worker::queue::amqp::declare(&connection, &channel, REFUSING, 3, None)
+        shoal_clients::amqp::declare(&connection, &channel, REFUSING, 3, None)
             .await
             .unwrap();
     }

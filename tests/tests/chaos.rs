@@ -304,7 +304,7 @@ async fn kills_of_amqp_workers_and_a_broker_restart_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (connection, channel) = rabbit.channel().await;
-        shoal_worker::queue::amqp::declare(&connection, &channel, QUEUE, 5, None)
+        shoal_clients::amqp::declare(&connection, &channel, QUEUE, 5, None)
             .await
             .unwrap();
     }

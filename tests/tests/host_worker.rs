@@ -284,7 +284,7 @@ async fn chunk_items_are_s3_events_and_a_foreign_bucket_never_reaches_the_functi
     );
     assert_eq!(
         dead[0].1.get("shoal.pending").map(String::as_str),
-        Some(shoal_worker::queue::headers::encode_indices(&[1]).as_str()),
+        Some(shoal_protocol::headers::encode_indices(&[1]).as_str()),
         "only the foreign item is dead: {:?}",
         dead[0].1
     );

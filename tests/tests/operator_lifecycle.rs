@@ -16,11 +16,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use shoal_protocol::message::{Chunk, ChunkItem};
 use shoal_tests::kube::ControlPlane;
 use shoal_tests::operator::{self, replicas};
 use shoal_tests::stack::{Stack, corrupt_jpeg, tiny_jpeg, upload};
 use shoal_tests::wait_until;
-use shoal_worker::message::{Chunk, ChunkItem};
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
 const HANDLER: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");

@@ -16,12 +16,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use shoal_protocol::message::{Chunk, ChunkItem};
 use shoal_tests::free_port;
 use shoal_tests::kube::ControlPlane;
 use shoal_tests::operator;
 use shoal_tests::process::Proc;
 use shoal_tests::stack::{Stack, upload};
-use shoal_worker::message::{Chunk, ChunkItem};
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_shoal-operator-e2e");
 

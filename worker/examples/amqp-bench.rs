@@ -26,13 +26,13 @@ async fn fill(channel: &Channel, queue: &str, messages: usize) -> Result<(), Box
     for window in bodies.chunks(1000) {
         let window: Vec<(Option<&str>, &[u8])> =
             window.iter().map(|b| (None, b.as_bytes())).collect();
-        shoal_worker::queue::amqp::publish_confirmed(channel, queue, &window).await?;
+        shoal_clients::amqp::publish_confirmed(channel, queue, &window).await?;
     }
     Ok(())
 }
 
 async fn ready(connection: &Connection, queue: &str) -> Result<u32, BoxError> {
-    Ok(shoal_worker::queue::amqp::ready_count(connection, queue).await?)
+    Ok(shoal_clients::amqp::ready_count(connection, queue).await?)
 }
 
 #[tokio::main]
@@ -54,7 +54,7 @@ async fn main() -> Result<(), BoxError> {
     for round in 0..=rounds {
         for (index, (name, command)) in contenders.iter().enumerate() {
             let queue = format!("bench-{name}-{round}");
-            shoal_worker::queue::amqp::declare(&connection, &channel, &queue, 5, None).await?;
+            shoal_clients::amqp::declare(&connection, &channel, &queue, 5, None).await?;
             fill(&channel, &queue, messages).await?;
             let log_path = std::path::Path::new(log_dir).join(format!("{queue}.log"));
             let mut run = Run::start(name, command, &format!("{uri}/{queue}"), log_path.clone())?;
@@ -73,7 +73,7 @@ async fn main() -> Result<(), BoxError> {
             let returned = ready(&connection, &queue).await?;
             let dead = ready(
                 &connection,
-                &shoal_worker::queue::amqp::dead_letter_queue(&queue),
+                &shoal_protocol::topology::dead_letter_queue(&queue),
             )
             .await?;
             if returned > 0 || dead > 0 {

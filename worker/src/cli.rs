@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use shoal_protocol::env as vars;
+
 use crate::store::Location;
 
 /// A shoal batch handler.
@@ -55,37 +57,63 @@ fn hide_env_values(command: clap::Command) -> clap::Command {
         .mut_subcommands(hide_env_values)
 }
 
-/// The modes of a handler binary.
+/// The modes of a handler binary; each exists when its cargo feature is
+/// on (`local`: run and invoke; `sqs` or `amqp`: worker; `lambda`).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Process every file of a folder on this machine (no cloud, no cluster).
+    #[cfg(feature = "local")]
     Run(RunArgs),
-    /// Consume an SQS queue until SIGTERM: what the operator's pods run.
+    /// Consume an SQS or RabbitMQ queue until SIGTERM: what the operator's
+    /// pods run.
+    #[cfg(any(feature = "sqs", feature = "amqp"))]
     Worker(WorkerArgs),
     /// Serve the Lambda Runtime API (chosen automatically when
     /// AWS_LAMBDA_RUNTIME_API is set; configured by SHOAL_* variables).
+    #[cfg(feature = "lambda")]
     #[command(hide = true)]
     Lambda(LambdaArgs),
     /// Run the handler once on one event (a chunk, an S3 event or an object
     /// reference such as {"key": "cat.jpg"}) and print the result.
+    #[cfg(feature = "local")]
     Invoke(InvokeArgs),
+}
+
+impl Command {
+    /// Whether this is Lambda mode (one invocation at a time, Lambda's own
+    /// log lines).
+    pub fn is_lambda(&self) -> bool {
+        #[cfg(feature = "lambda")]
+        return matches!(self, Self::Lambda(_));
+        #[cfg(not(feature = "lambda"))]
+        false
+    }
+
+    /// Whether a progress bar was asked for (`run` without
+    /// `--no-progress`); it is drawn on a terminal only.
+    pub fn wants_progress(&self) -> bool {
+        #[cfg(feature = "local")]
+        return matches!(self, Self::Run(args) if !args.no_progress);
+        #[cfg(not(feature = "local"))]
+        false
+    }
 }
 
 /// Runtime settings shared by every mode.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
     /// Invocations running at once [default: number of CPUs].
-    #[arg(long, global = true, env = "SHOAL_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, global = true, env = vars::CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: Option<u32>,
 
     /// Per-invocation timeout in seconds, 0.001 to 43,200 (12 h, SQS's
     /// longest lease; leases are extended while items run). Lambda mode
     /// keeps Lambda's 900 s.
-    #[arg(long, global = true, env = "SHOAL_TIMEOUT", default_value_t = 60.0, value_parser = parse_timeout)]
+    #[arg(long, global = true, env = vars::TIMEOUT, default_value_t = 60.0, value_parser = parse_timeout)]
     pub timeout: f64,
 
     /// Attempts per item, the first included, before it is dead-lettered.
-    #[arg(long, global = true, env = "SHOAL_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, global = true, env = vars::MAX_ATTEMPTS, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
 
     /// First retry waits up to this many milliseconds; doubles per retry
@@ -109,7 +137,7 @@ pub struct CommonArgs {
 
     /// Memory size reported to the handler and in REPORT lines, in MiB
     /// (Lambda's memory setting; 128-10240).
-    #[arg(long, global = true, env = "SHOAL_MEMORY_MIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(128..=10_240))]
+    #[arg(long, global = true, env = vars::MEMORY_MIB, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(128..=10_240))]
     pub memory_mib: u32,
 
     /// Largest input object read whole, in MiB; a larger one is
@@ -125,17 +153,17 @@ pub struct CommonArgs {
     #[arg(
         long,
         global = true,
-        env = "SHOAL_ALLOWED_BUCKETS",
+        env = vars::ALLOWED_BUCKETS,
         value_delimiter = ','
     )]
     pub allowed_buckets: Option<Vec<String>>,
 
     /// Function name reported to the handler [default: the binary's name].
-    #[arg(long, global = true, env = "SHOAL_FUNCTION_NAME")]
+    #[arg(long, global = true, env = vars::FUNCTION_NAME)]
     pub function_name: Option<String>,
 
     /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9090).
-    #[arg(long, global = true, env = "SHOAL_METRICS_ADDR")]
+    #[arg(long, global = true, env = vars::METRICS_ADDR)]
     pub metrics_addr: Option<SocketAddr>,
 
     /// S3 path-style addressing [default: on with a custom S3 endpoint:
@@ -144,7 +172,7 @@ pub struct CommonArgs {
     pub s3_force_path_style: Option<bool>,
 
     /// Log format: human-readable text on a terminal, JSON otherwise.
-    #[arg(long, global = true, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    #[arg(long, global = true, env = vars::LOG_FORMAT, value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
 }
 
@@ -202,11 +230,11 @@ pub enum LogFormat {
 pub struct RunArgs {
     /// Folder or s3://bucket/prefix to read items from (every object below
     /// it, hidden ones excepted).
-    #[arg(long, env = "SHOAL_INPUT")]
+    #[arg(long, env = vars::INPUT)]
     pub input: Location,
 
     /// Folder or s3://bucket/prefix to write outputs to.
-    #[arg(long, env = "SHOAL_OUTPUT")]
+    #[arg(long, env = vars::OUTPUT)]
     pub output: Location,
 
     /// Items per chunk message on the embedded queue.
@@ -249,7 +277,23 @@ pub struct RunArgs {
     pub no_progress: bool,
 }
 
+#[cfg(feature = "local")]
 impl RunArgs {
+    /// The run these arguments ask for; `progress`: a progress bar can be
+    /// drawn.
+    pub fn options(&self, progress: bool) -> crate::local::RunOptions {
+        crate::local::RunOptions {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            items_per_chunk: self.items_per_chunk as usize,
+            input_list: self.input_list.clone(),
+            state_dir: self.state_dir.clone(),
+            tolerated_failure_percent: self.tolerance(),
+            retry_dead_letters: self.retry_dead_letters,
+            progress,
+        }
+    }
+
     /// The percentage of dead-lettered items above which the run exits
     /// with status 3; `None` when dead letters only get reported.
     pub fn tolerance(&self) -> Option<f64> {
@@ -270,17 +314,17 @@ fn parse_percent(s: &str) -> Result<f64, String> {
 pub struct WorkerArgs {
     /// Queue to consume: an SQS queue URL (standard or FIFO), or
     /// amqp[s]://user:password@host:port/vhost/queue for RabbitMQ.
-    #[arg(long, env = "SHOAL_QUEUE")]
+    #[arg(long, env = vars::QUEUE)]
     pub queue: String,
 
     /// Folder or s3://bucket/prefix that object keys without a bucket are
     /// read from (S3 event items name their own bucket).
-    #[arg(long, env = "SHOAL_INPUT")]
+    #[arg(long, env = vars::INPUT)]
     pub input: Option<Location>,
 
     /// Folder or s3://bucket/prefix to write outputs to; without it outputs
     /// are discarded.
-    #[arg(long, env = "SHOAL_OUTPUT")]
+    #[arg(long, env = vars::OUTPUT)]
     pub output: Option<Location>,
 
     /// Dead-letter queue URL [default: the queue's redrive policy target].
@@ -309,7 +353,7 @@ pub struct WorkerArgs {
     /// Seconds that started invocations may run on after SIGTERM before
     /// they are cut short and their messages given back (keep it below the
     /// pod's terminationGracePeriodSeconds).
-    #[arg(long, env = "SHOAL_SHUTDOWN_GRACE", default_value_t = 25.0, value_parser = parse_grace)]
+    #[arg(long, env = vars::SHUTDOWN_GRACE, default_value_t = 25.0, value_parser = parse_grace)]
     pub shutdown_grace: f64,
 
     /// Before settling a shoal chunk, write what became of its items (one
@@ -318,7 +362,7 @@ pub struct WorkerArgs {
     /// to the job's uid.
     #[arg(
         long,
-        env = "SHOAL_RECORD_RESULTS",
+        env = vars::RECORD_RESULTS,
         value_name = "RUN",
         requires = "output"
     )]
@@ -334,12 +378,12 @@ fn parse_grace(s: &str) -> Result<f64, String> {
 pub struct LambdaArgs {
     /// Folder or s3://bucket/prefix that object keys without a bucket are
     /// read from (S3 event items name their own bucket).
-    #[arg(long, env = "SHOAL_INPUT")]
+    #[arg(long, env = vars::INPUT)]
     pub input: Option<Location>,
 
     /// s3://bucket/prefix to write outputs to; without it outputs are
     /// returned, not stored.
-    #[arg(long, env = "SHOAL_OUTPUT")]
+    #[arg(long, env = vars::OUTPUT)]
     pub output: Option<Location>,
 
     /// Prometheus Pushgateway (http(s)://host:port) to push the metrics to
@@ -369,12 +413,12 @@ pub struct InvokeArgs {
     pub event: PathBuf,
 
     /// Folder or s3://bucket/prefix that object keys are read from.
-    #[arg(long, env = "SHOAL_INPUT", default_value = ".")]
+    #[arg(long, env = vars::INPUT, default_value = ".")]
     pub input: Location,
 
     /// Folder or s3://bucket/prefix to write outputs to; without it outputs
     /// are described, not stored.
-    #[arg(long, env = "SHOAL_OUTPUT")]
+    #[arg(long, env = vars::OUTPUT)]
     pub output: Option<Location>,
 }
 

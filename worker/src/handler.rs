@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::failure::{ErrorKind, HandlerError};
 use crate::payload::{Output, Payload};
 
 /// Part of the memory limit kept for the runtime itself (clients, buffers,
@@ -300,59 +301,6 @@ pub fn memory_budget_bytes(limit_mib: u32, concurrency: u32) -> u64 {
     let limit = u64::from(limit_mib);
     let usable = limit - RUNTIME_RESERVE_MIB.min(limit / 4);
     usable * 1024 * 1024 / u64::from(concurrency.max(1))
-}
-
-/// Whether a failure is worth retrying.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    /// Transient (network blip, throttling): retried with backoff until the
-    /// attempts run out, then dead-lettered.
-    Retryable,
-    /// The item can never succeed (corrupt input, bad format): dead-lettered
-    /// at once with its reason.
-    Permanent,
-}
-
-/// A handler failure, classified for the runtime.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}")]
-pub struct HandlerError {
-    kind: ErrorKind,
-    reason: String,
-}
-
-impl HandlerError {
-    /// A failure that may succeed if tried again.
-    pub fn retryable(reason: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Retryable,
-            reason: reason.into(),
-        }
-    }
-
-    /// A failure that will never succeed for this item.
-    pub fn permanent(reason: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Permanent,
-            reason: reason.into(),
-        }
-    }
-
-    /// Retryable or permanent.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// The human-readable reason, recorded with dead letters.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-
-    /// True for [`ErrorKind::Permanent`].
-    pub fn is_permanent(&self) -> bool {
-        self.kind == ErrorKind::Permanent
-    }
 }
 
 /// How the runtime hands a queue worker's items to a handler.

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::handler::HandlerError;
+use crate::failure::HandlerError;
 use crate::message::{ItemBody, ObjectRef};
 use crate::store::ObjectStore;
 

@@ -8,8 +8,10 @@
 //! returned guard flushes them at exit.
 
 use std::io::{IsTerminal, Write};
+#[cfg(feature = "local")]
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+#[cfg(feature = "local")]
 use indicatif::ProgressBar;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
@@ -18,18 +20,22 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::cli::LogFormat;
 
+#[cfg(feature = "local")]
 static BAR: OnceLock<Mutex<Option<ProgressBar>>> = OnceLock::new();
 
+#[cfg(feature = "local")]
 fn bar_slot() -> &'static Mutex<Option<ProgressBar>> {
     BAR.get_or_init(|| Mutex::new(None))
 }
 
 /// Routes log lines around `bar` until [`clear_progress_bar`].
+#[cfg(feature = "local")]
 pub fn set_progress_bar(bar: &ProgressBar) {
     *bar_slot().lock().unwrap_or_else(PoisonError::into_inner) = Some(bar.clone());
 }
 
 /// Stops routing log lines around a progress bar.
+#[cfg(feature = "local")]
 pub fn clear_progress_bar() {
     *bar_slot().lock().unwrap_or_else(PoisonError::into_inner) = None;
 }
@@ -51,17 +57,20 @@ impl Write for LineWriter {
 
 impl Drop for LineWriter {
     fn drop(&mut self) {
-        let bar = bar_slot()
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
         let write = || {
             let _ = std::io::stderr().lock().write_all(&self.0);
         };
-        match bar {
-            Some(bar) if !bar.is_hidden() => bar.suspend(write),
-            _ => write(),
+        #[cfg(feature = "local")]
+        {
+            let bar = bar_slot()
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Some(bar) = bar.filter(|bar| !bar.is_hidden()) {
+                return bar.suspend(write);
+            }
         }
+        write()
     }
 }
 

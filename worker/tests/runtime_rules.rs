@@ -14,9 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use shoal_worker::cli::RunArgs;
 use shoal_worker::engine::{Engine, EngineConfig, Outcome};
-use shoal_worker::local::{self, RunPaths};
+use shoal_worker::local::{self, RunOptions};
 use shoal_worker::message::{ItemBody, RawItem};
 use shoal_worker::metrics::{DeadLetterCause, ErrorCategory, Metrics};
 use shoal_worker::retry::RetryPolicy;
@@ -308,17 +307,15 @@ async fn blocking_work_of_a_timed_out_attempt_keeps_its_slot_so_retries_never_ov
     );
 }
 
-fn run_args(input: &std::path::Path, output: &std::path::Path) -> RunArgs {
-    RunArgs {
-        input: Location::Local(input.to_owned()),
-        output: Location::Local(output.to_owned()),
+fn run_options(input: &std::path::Path, output: &std::path::Path) -> RunOptions {
+    RunOptions {
         items_per_chunk: 3,
-        input_list: None,
-        state_dir: None,
-        tolerated_failure_percent: None,
-        strict: true,
-        retry_dead_letters: false,
-        no_progress: true,
+        tolerated_failure_percent: Some(0.0),
+        progress: false,
+        ..RunOptions::new(
+            Location::Local(input.to_owned()),
+            Location::Local(output.to_owned()),
+        )
     }
 }
 
@@ -346,10 +343,9 @@ async fn run_once(
     output: &std::path::Path,
     calls: &Arc<Mutex<HashMap<String, usize>>>,
 ) -> local::RunSummary {
-    let args = run_args(input, output);
-    let paths = RunPaths::from_args(&args);
+    let options = run_options(input, output);
     let in_store: Arc<dyn ObjectStore> =
-        Arc::new(LocalStore::new(input).excluding(&paths.excluded(&args)));
+        Arc::new(LocalStore::new(input).excluding(&options.excluded()));
     let out_store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(output));
     let e = Engine::new(
         Arc::new(counting_handler(calls.clone())),
@@ -358,7 +354,7 @@ async fn run_once(
         config(2, Duration::from_secs(5), 2),
         Metrics::new().unwrap(),
     );
-    local::run(e, &paths, &args, false).await.unwrap()
+    local::run(e, &options).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use shoal_worker::queue::amqp as topology;
+use shoal_protocol::topology;
 use std::time::Duration;
 
 use super::{Amqp, Broker};

@@ -7,7 +7,7 @@
 //!   events, logs and the worker Deployment carry [`Broker::public`] URLs
 //!   without credentials; the pods read the Secret themselves.
 //! - Declaring is idempotent and uses the worker's own declaration
-//!   ([`shoal_worker::queue::amqp::declare`]), so operator and workers
+//!   ([`shoal_clients::amqp::declare`]), so operator and workers
 //!   agree on the topology: quorum queue `Q` (delivery limit = max
 //!   attempts, dead-lettering to `Q.dlx`), fanout `Q.dlx`, quorum `Q.dlq`,
 //!   retry queues `Q.retry.<n>s` declared by the workers as needed.
@@ -31,7 +31,7 @@ use lapin::options::{ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOpt
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use shoal_worker::queue::amqp as topology;
+use shoal_protocol::topology;
 use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
@@ -305,7 +305,8 @@ impl Amqp {
         }
         let fail = || Self::error(broker, queue, "declaring the queues");
         let (connection, channel) = self.channel(broker).await.map_err(fail())?;
-        let declared = topology::declare(&connection, &channel, queue, max_attempts, owner).await;
+        let declared =
+            shoal_clients::amqp::declare(&connection, &channel, queue, max_attempts, owner).await;
         let _ = channel.close(200, "declared".into()).await;
         if let Err(e) = declared {
             return match refusal(&e) {
@@ -367,7 +368,7 @@ impl Amqp {
             .iter()
             .map(|(chunk, body)| (Some(chunk.as_str()), body.as_bytes()))
             .collect();
-        let published = topology::publish_confirmed(&channel, queue, &messages).await;
+        let published = shoal_clients::amqp::publish_confirmed(&channel, queue, &messages).await;
         let _ = channel.close(200, "published".into()).await;
         published.map_err(fail())
     }

@@ -95,7 +95,7 @@ pub(super) async fn ensure(
             {
                 return Ok(Resolved::Blocked(unusable.reason(), unusable.to_string()));
             }
-            let dead_letter = shoal_worker::queue::amqp::dead_letter_queue(&queue);
+            let dead_letter = shoal_protocol::topology::dead_letter_queue(&queue);
             status.queue_url = Some(broker.queue_url(&queue));
             status.dead_letter_queue_url = Some(broker.queue_url(&dead_letter));
             write_status(job, ctx, namespace, status).await?;
@@ -362,7 +362,7 @@ pub(super) async fn delete_created(job: &BatchJob, ctx: &Context) -> Result<bool
                         format!(
                             "queue {queue} on {} was not declared for this BatchJob (no {} argument with its uid): left in place",
                             broker.public(),
-                            shoal_worker::queue::amqp::OWNER_ARGUMENT
+                            shoal_protocol::topology::OWNER_ARGUMENT
                         ),
                     )
                     .await;

@@ -18,7 +18,7 @@ use crate::metrics::JobFigures;
 use crate::pipeline::{self, Upstream};
 use crate::plan;
 use crate::{manifest, report};
-use shoal_worker::results::Usage;
+use shoal_protocol::results::Usage;
 
 /// Where a job's work comes from, as of this reconcile.
 pub(super) enum Source {

@@ -14,6 +14,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use shoal_protocol::env;
+
 use crate::crd::FunctionSpec;
 
 /// Where the host is copied to, in both containers.
@@ -54,11 +56,11 @@ pub fn env(function: &FunctionSpec) -> Vec<EnvVar> {
     };
     let mut vars = vec![
         var(
-            "SHOAL_BATCH_SIZE",
+            env::BATCH_SIZE,
             function.batch_size.unwrap_or(10).clamp(1, 10).to_string(),
         ),
         var(
-            "SHOAL_INIT_TIMEOUT",
+            env::INIT_TIMEOUT,
             function.init_timeout_seconds.unwrap_or(10).to_string(),
         ),
     ];

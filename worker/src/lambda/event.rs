@@ -83,11 +83,10 @@ pub fn batch_response(failed: impl IntoIterator<Item = String>) -> SqsBatchRespo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_protocol::fuzzing;
 
     fn fixture(name: &str) -> Value {
-        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap();
-        serde_json::from_str(&text).unwrap()
+        serde_json::from_slice(&fuzzing::fixture(name)).unwrap()
     }
 
     #[test]
@@ -154,16 +153,13 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn fuzz_any_payload_classifies_without_panicking(value in crate::fuzzing::json()) {
+        fn fuzz_any_payload_classifies_without_panicking(value in fuzzing::json()) {
             let _ = classify(value);
         }
 
         #[test]
         fn fuzz_damaged_sqs_events_classify_without_panicking(
-            bytes in crate::fuzzing::mutated(
-                std::fs::read(format!("{}/tests/fixtures/sqs-event.json", env!("CARGO_MANIFEST_DIR")))
-                    .unwrap()
-            )
+            bytes in fuzzing::mutated(fuzzing::fixture("sqs-event.json"))
         ) {
             if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
                 let _ = classify(value);

@@ -19,6 +19,7 @@
 //! Lambda writes the START/END/REPORT lines of each invocation itself, so
 //! the engine's per-item lines are off in this mode.
 
+mod entry;
 mod event;
 mod push;
 
@@ -30,6 +31,7 @@ use futures_util::stream::FuturesUnordered;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
+pub(crate) use entry::lambda_mode;
 pub use event::{Invocation, SqsRecord, batch_response, classify};
 pub use push::{Pushgateway, push_url};
 

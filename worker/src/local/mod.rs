@@ -10,13 +10,14 @@
 //! the same command again resumes: finished items (output present, input
 //! unchanged) are not processed again.
 
+mod entry;
 mod invoke;
 mod journal;
+mod options;
 
 mod summary;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,10 +27,11 @@ use tokio::task::JoinSet;
 
 pub use invoke::invoke;
 mod input_list;
+pub(crate) use entry::{invoke_mode, run_mode};
 pub use journal::{DeadLetter, Ledger, Record, State};
+pub use options::{RunOptions, STATE_DIR};
 pub use summary::RunSummary;
 
-use crate::cli::RunArgs;
 use crate::engine::{Engine, ItemReport, Outcome};
 use crate::error::{Error, Result};
 use crate::handler::Handler;
@@ -37,54 +39,6 @@ use crate::message::{Chunk, ChunkItem, ItemBody, ObjectRef};
 use crate::signals::Interrupts;
 use crate::store::{Location, ObjectStore, StoreError};
 use crate::telemetry;
-
-/// Name of the state folder inside the output folder.
-pub const STATE_DIR: &str = ".shoal";
-
-/// Where a run keeps its state.
-#[derive(Debug, Clone)]
-pub struct RunPaths {
-    /// State folder (journal, dead letters).
-    pub state: PathBuf,
-}
-
-impl RunPaths {
-    /// Resolves the state folder of `args`: `--state-dir`, else `.shoal`
-    /// inside a local output folder, else `./.shoal-state/BUCKET/PREFIX`
-    /// for an S3 output.
-    pub fn from_args(args: &RunArgs) -> Self {
-        let state = args
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| match &args.output {
-                Location::Local(folder) => folder.join(STATE_DIR),
-                Location::S3 { bucket, prefix } => PathBuf::from(".shoal-state")
-                    .join(bucket)
-                    .join(prefix.trim_end_matches('/')),
-            });
-        Self { state }
-    }
-
-    /// Folders a local input listing must skip: the output and state
-    /// folders, when they live inside the input.
-    pub fn excluded(&self, args: &RunArgs) -> Vec<PathBuf> {
-        let mut excluded = vec![self.state.clone()];
-        if let Location::Local(folder) = &args.output {
-            excluded.push(folder.clone());
-        }
-        excluded
-    }
-
-    /// The journal file.
-    pub fn journal(&self) -> PathBuf {
-        self.state.join("journal.jsonl")
-    }
-
-    /// The dead-letter file.
-    pub fn dead_letters(&self) -> PathBuf {
-        self.state.join("dead-letters.jsonl")
-    }
-}
 
 /// Outputs written where the inputs are would replace them (`a.jpg` is
 /// both an input and the thumbnail of `a.png`), and the output folder is
@@ -252,36 +206,29 @@ fn dispatch<H: Handler>(
     })
 }
 
-/// Ctrl-C and SIGTERM, listened to from creation on, so that a signal
-/// arriving while the runner is busy is not missed.
 /// Runs a batch over the engine's input store. Item failures never make this fail;
 /// they are counted in the summary. Errors are for the run itself (folders
 /// unreadable, journal unwritable).
-pub async fn run<H: Handler>(
-    engine: Engine<H>,
-    paths: &RunPaths,
-    args: &RunArgs,
-    show_progress: bool,
-) -> Result<RunSummary> {
+pub async fn run<H: Handler>(engine: Engine<H>, options: &RunOptions) -> Result<RunSummary> {
+    let state = options.state_folder();
     let started = Instant::now();
     // Step 1: prepare.
-    refuse_same_folder(&args.input, &args.output)?;
-    if let Location::Local(folder) = &args.output {
+    refuse_same_folder(&options.input, &options.output)?;
+    if let Location::Local(folder) = &options.output {
         std::fs::create_dir_all(folder)
             .map_err(|e| Error::io("create output folder", folder, e))?;
     }
-    std::fs::create_dir_all(&paths.state)
-        .map_err(|e| Error::io("create state folder", &paths.state, e))?;
-    let (mut ledger, history) = Ledger::open(&paths.journal(), &paths.dead_letters())?;
+    std::fs::create_dir_all(&state).map_err(|e| Error::io("create state folder", &state, e))?;
+    let (mut ledger, history) = Ledger::open(&options.journal(), &options.dead_letters())?;
 
     // Step 2: list.
     let objects = engine
         .input_store()
         .list()
         .await
-        .map_err(|e| Error::Input(format!("cannot list --input {}: {e}", args.input)))?;
+        .map_err(|e| Error::Input(format!("cannot list --input {}: {e}", options.input)))?;
 
-    let objects = match &args.input_list {
+    let objects = match &options.input_list {
         Some(file) => input_list::listed(objects, &input_list::read_key_list(file)?, file)?,
         None => objects,
     };
@@ -292,8 +239,8 @@ pub async fn run<H: Handler>(
         objects,
         &history,
         outputs.as_ref(),
-        args.retry_dead_letters,
-        args.items_per_chunk as usize,
+        options.retry_dead_letters,
+        options.items_per_chunk,
     );
     let todo: usize = planned.chunks.iter().map(|c| c.items.len()).sum();
     let metrics = engine.metrics().clone();
@@ -308,8 +255,8 @@ pub async fn run<H: Handler>(
     gauge("succeeded", planned.skipped_succeeded);
     gauge("dead_lettered", planned.skipped_dead_lettered);
     tracing::info!(
-        input = %args.input,
-        output = %args.output,
+        input = %options.input,
+        output = %options.output,
         total = planned.total,
         todo,
         chunks = planned.chunks.len(),
@@ -324,10 +271,10 @@ pub async fn run<H: Handler>(
         skipped_succeeded: planned.skipped_succeeded,
         skipped_dead_lettered: planned.skipped_dead_lettered,
         dead_letter_path: ledger.dead_letter_path().to_owned(),
-        tolerance: args.tolerance(),
+        tolerance: options.tolerated_failure_percent,
         ..RunSummary::default()
     };
-    let bar = progress_bar(todo as u64, !show_progress);
+    let bar = progress_bar(todo as u64, !options.progress);
     telemetry::set_progress_bar(&bar);
     let (tx, mut rx) = mpsc::channel::<Finished>(256);
     let dispatcher = dispatch(engine.clone(), planned.chunks, tx);

@@ -21,11 +21,13 @@
 //! invocations in flight short and gives their items back too, within
 //! [`SETTLE_AFTER_STOP`]: the runner returns then whatever the broker does.
 
+#[cfg(feature = "amqp")]
 pub mod amqp;
 mod broker;
-pub mod headers;
+mod entry;
 mod records;
 mod settle;
+#[cfg(feature = "sqs")]
 mod sqs;
 mod transport;
 
@@ -42,8 +44,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-pub use amqp::{AmqpOptions, AmqpQueue, parse_target};
+#[cfg(feature = "amqp")]
+pub use amqp::{AmqpOptions, AmqpQueue};
+pub(crate) use entry::worker_mode;
 pub use settle::{DeadItem, ItemResult, Plan, Then, decide};
+pub use shoal_protocol::headers;
+#[cfg(feature = "sqs")]
 pub use sqs::{SqsOptions, SqsQueue};
 pub use transport::{DeadLetter, Delivery, Transport, TransportError};
 

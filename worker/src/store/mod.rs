@@ -4,10 +4,14 @@
 
 mod local;
 mod location;
+mod open;
+#[cfg(feature = "s3")]
 mod s3;
 
 pub use local::LocalStore;
 pub use location::Location;
+pub use open::{StoreLimits, Stores};
+#[cfg(feature = "s3")]
 pub use s3::{S3Store, s3_client, sdk_config};
 
 use std::fmt::Debug;
@@ -15,7 +19,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::handler::HandlerError;
+use crate::failure::HandlerError;
 use crate::message::ObjectRef;
 
 /// A storage failure, naming the object it concerns.

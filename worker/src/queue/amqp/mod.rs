@@ -60,13 +60,9 @@ use super::transport::{DeadLetter, Delivery, Transport, TransportError};
 use crate::error::{Error, Result};
 
 mod session;
-mod topology;
 use session::{Live, Shared, amqp_error, bounded, session_start, supervise};
-pub use topology::{
-    OWNER_ARGUMENT, Target, dead_letter_exchange, dead_letter_queue, declare, parse_target,
-    publish_confirmed, ready_count, retry_bucket, retry_queue, retry_queues,
-};
-use topology::{long_string, table};
+use shoal_clients::amqp::{long_string, table};
+use shoal_protocol::topology::{self, parse_target, retry_bucket};
 
 /// What the broker says when a delivery's channel is gone.
 /// Room for a dead letter's reason and index list in its headers.

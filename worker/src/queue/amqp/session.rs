@@ -17,10 +17,11 @@ use tokio::sync::{Mutex, RwLock, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::topology::{Target, declare};
 use super::{AmqpOptions, CALL_TIMEOUT, LOST};
 use crate::queue::headers::{ATTEMPTS, PENDING, decode_indices};
 use crate::queue::transport::{Delivery, TransportError};
+use shoal_clients::amqp::declare;
+use shoal_protocol::topology::Target;
 
 /// A header as text, whatever its AMQP type.
 fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {

@@ -13,10 +13,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::fuzzing;
 
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap()
-}
+use crate::fuzzing::fixture;
 
 /// Decodes `body` both ways a worker can receive it and checks the bound.
 fn decode_all(body: &[u8]) {
