@@ -11,10 +11,10 @@
 # Each round fills a fresh queue (publisher confirms), starts the contender
 # and times it until no message is ready; the driver then checks that the
 # contender acknowledged every one (amqp-bench.rs). `shoal` runs with its
-# defaults (JSON logs with START/END/REPORT lines of every invocation,
-# metrics, per-item settlement); `shoal-quiet` is the same with the
-# per-invocation lines off (RUST_LOG=warn); the baseline only consumes and
-# acknowledges.
+# defaults (JSON logs with the REPORT line of every invocation, metrics,
+# per-item settlement); the baseline only consumes and acknowledges. Each
+# ratio (rate and CPU per message, shoal / baseline) comes with a 95%
+# bootstrap interval over the paired rounds (bench/lib/paired.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,17 @@ source ./scripts/install-test-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal/target}"
 cargo build -q --release -p shoal-worker --example noop --example amqp-baseline --example amqp-bench
 bin="$CARGO_TARGET_DIR/release/examples"
+
+# Where the machine has two cores or more, the server gets the first and
+# the contenders the second (taskset), so a contender's CPU per message
+# decides its own rate instead of taking cycles from the server's.
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  server_cpu=(taskset -c 0)
+  contender_cpu="taskset -c 1 "
+else
+  server_cpu=()
+  contender_cpu=""
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 work="$(mktemp -d)"
@@ -67,7 +78,7 @@ done
 # Its own process group: the script, the Erlang VM and its helpers are
 # stopped together.
 # Its shell writes its own pid, which after setsid is the group's id.
-setsid bash -c 'echo $$ >"$0/pgid"; exec /usr/lib/rabbitmq/bin/rabbitmq-server' "$work" \
+setsid "${server_cpu[@]}" bash -c 'echo $$ >"$0/pgid"; exec /usr/lib/rabbitmq/bin/rabbitmq-server' "$work" \
   >"$work/server.log" 2>&1 &
 for _ in $(seq 1 100); do
   [ -s "$work/pgid" ] && break
@@ -84,7 +95,9 @@ uri="amqp://guest:guest@127.0.0.1:$port/%2f"
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "broker: rabbitmq-server $version on 127.0.0.1:$port; $MESSAGES messages; prefetch = concurrency = $CONCURRENCY; $ROUNDS rounds + 1 warm-up"
+echo "pinning: broker ${server_cpu[*]:-none}, contenders ${contender_cpu:-none}"
 SHOAL_LOG_FORMAT=json "$bin/amqp-bench" "$uri" "$MESSAGES" "$ROUNDS" "$work" \
-  "shoal=exec $bin/noop worker --queue \"\$QUEUE\" --concurrency $CONCURRENCY" \
-  "shoal-quiet=RUST_LOG=warn exec $bin/noop worker --queue \"\$QUEUE\" --concurrency $CONCURRENCY" \
-  "baseline=exec $bin/amqp-baseline \"\$QUEUE\" $CONCURRENCY"
+  "shoal=exec $contender_cpu$bin/noop worker --queue \"\$QUEUE\" --concurrency $CONCURRENCY" \
+  "baseline=exec $contender_cpu$bin/amqp-baseline \"\$QUEUE\" $CONCURRENCY" | tee "$work/out.txt"
+echo
+sed -n 's/^sample //p' "$work/out.txt" | python3 bench/lib/paired.py shoal baseline

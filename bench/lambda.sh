@@ -13,7 +13,11 @@
 #   sqs     an SQS event of 10 records, each a one-item chunk
 # and stop it; contenders alternate inside each round. Cold start: process
 # start to its first `GET /runtime/invocation/next`, COLD_COUNT times per
-# round, against a listener of the driver's own.
+# round, against a listener of the driver's own; `cold-s3` the same with an
+# S3 output configured. Both contenders are built with shoal-worker's
+# Lambda-only features and run on tokio's single-threaded scheduler. The
+# ratios come with a 95% bootstrap interval over the paired rounds
+# (bench/lib/paired.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +29,10 @@ COLD_COUNT="${COLD_COUNT:-20}"
 source ./scripts/install-test-deps.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal/target}"
-cargo build -q --release -p shoal-worker --example noop --example lambda-baseline --example lambda-bench
+# The Lambda-only build of shoal-worker (what scripts/package-lambda.sh
+# ships): no queue clients, metrics server or progress bar.
+cargo build -q --release -p shoal-worker --no-default-features -F lambda,s3 \
+  --example noop --example lambda-baseline --example lambda-bench
 bin="$CARGO_TARGET_DIR/release/examples"
 
 work="$(mktemp -d)"
@@ -77,29 +84,34 @@ cold_round() {
   "$bin/lambda-bench" cold "$1" "$COLD_COUNT" | sed -n 's/.*median_us=\([0-9.]*\).*/\1/p'
 }
 
-declare -A results
+# An S3 output configured: both contenders build their S3 client at init.
+# No request is made before the first `next`, so the endpoint is never
+# reached.
+cold_s3_round() {
+  SHOAL_OUTPUT=s3://bench-out/thumbs/ AWS_ENDPOINT_URL=http://127.0.0.1:9 \
+    AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench \
+    cold_round "$1"
+}
+
+samples="$work/samples.txt"
 for round in $(seq "$ROUNDS"); do
   for payload in direct sqs; do
     for who in shoal baseline; do
       if [ "$who" = shoal ]; then boot="$bin/noop"; else boot="$bin/lambda-baseline"; fi
       us="$(invoke_round "$who-$payload" "$boot" "$work/$payload.json")"
-      results[$who-$payload]+="$us "
-      echo "round $round $payload $who median_us=$us"
+      echo "$payload $round $who $us" | tee -a "$samples"
     done
   done
-  for who in shoal baseline; do
-    if [ "$who" = shoal ]; then boot="$bin/noop"; else boot="$bin/lambda-baseline"; fi
-    us="$(cold_round "$boot")"
-    results[$who-cold]+="$us "
-    echo "round $round cold $who median_us=$us"
+  for cold in cold cold-s3; do
+    for who in shoal baseline; do
+      if [ "$who" = shoal ]; then boot="$bin/noop"; else boot="$bin/lambda-baseline"; fi
+      if [ "$cold" = cold ]; then us="$(cold_round "$boot")"; else us="$(cold_s3_round "$boot")"; fi
+      echo "$cold $round $who $us" | tee -a "$samples"
+    done
   done
 done
 
-median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo
-echo "median of round medians (microseconds), ratio = shoal / baseline (target <= 1.05)"
-for scenario in direct sqs cold; do
-  s="$(echo "${results[shoal-$scenario]}" | median)"
-  b="$(echo "${results[baseline-$scenario]}" | median)"
-  awk -v n="$scenario" -v s="$s" -v b="$b" 'BEGIN {printf "%-7s shoal %9.1f  baseline %9.1f  ratio %.3fx\n", n, s, b, s / b}'
-done
+echo "microseconds, median of round medians; ratio = shoal / baseline"
+echo "(targets: per invocation <= 1.05x, cold start <= 1.1x)"
+python3 bench/lib/paired.py shoal baseline <"$samples"

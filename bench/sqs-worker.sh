@@ -8,9 +8,10 @@
 #
 # Each round fills a fresh queue, starts the contender, and times it until
 # the queue is empty. `shoal` runs with its defaults (JSON logs with the
-# START/END/REPORT lines of every invocation, metrics, leases, per-item
-# settlement); `shoal-quiet` is the same with the per-invocation lines off
-# (RUST_LOG=warn); the baseline does nothing but receive and delete.
+# REPORT line of every invocation, metrics, leases, per-item settlement);
+# the baseline does nothing but receive and delete. Each ratio (rate and
+# CPU per message, shoal / baseline) comes with a 95% bootstrap interval
+# over the paired rounds (bench/lib/paired.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,17 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sho
 cargo build -q --release -p shoal-worker --example noop --example sqs-baseline --example sqs-bench
 bin="$CARGO_TARGET_DIR/release/examples"
 
+# Where the machine has two cores or more, the server gets the first and
+# the contenders the second (taskset), so a contender's CPU per message
+# decides its own rate instead of taking cycles from the server's.
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  server_cpu=(taskset -c 0)
+  contender_cpu="taskset -c 1 "
+else
+  server_cpu=()
+  contender_cpu=""
+fi
+
 work="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 cat >"$work/elasticmq.conf" <<CONF
@@ -33,7 +45,7 @@ node-address { protocol = http, host = "127.0.0.1", port = $port, context-path =
 rest-sqs { enabled = true, bind-port = $port, bind-hostname = "127.0.0.1", sqs-limits = strict }
 rest-stats { enabled = false }
 CONF
-java -Xmx1g -Dconfig.file="$work/elasticmq.conf" -cp "$SHOAL_ELASTICMQ_LIB/*" org.elasticmq.server.Main >"$work/elasticmq.log" 2>&1 &
+"${server_cpu[@]}" java -Xmx1g -Dconfig.file="$work/elasticmq.conf" -cp "$SHOAL_ELASTICMQ_LIB/*" org.elasticmq.server.Main >"$work/elasticmq.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 300); do
@@ -47,7 +59,9 @@ export SHOAL_LOG_FORMAT=json
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "server: ElasticMQ $ELASTICMQ_VERSION on 127.0.0.1:$port; $MESSAGES messages; concurrency $CONCURRENCY; $ROUNDS rounds + 1 warm-up"
+echo "pinning: server ${server_cpu[*]:-none}, contenders ${contender_cpu:-none}"
 "$bin/sqs-bench" "$AWS_ENDPOINT_URL" "$MESSAGES" "$ROUNDS" "$work" \
-  "shoal=exec $bin/noop worker --queue \"\$QUEUE\" --concurrency $CONCURRENCY" \
-  "shoal-quiet=RUST_LOG=warn exec $bin/noop worker --queue \"\$QUEUE\" --concurrency $CONCURRENCY" \
-  "baseline=exec $bin/sqs-baseline \"\$QUEUE\" $CONCURRENCY"
+  "shoal=exec $contender_cpu$bin/noop worker --queue \"\$QUEUE\" --concurrency $CONCURRENCY" \
+  "baseline=exec $contender_cpu$bin/sqs-baseline \"\$QUEUE\" $CONCURRENCY" | tee "$work/out.txt"
+echo
+sed -n 's/^sample //p' "$work/out.txt" | python3 bench/lib/paired.py shoal baseline

@@ -4,7 +4,10 @@
 # `bootstrap` at the root of the zip.
 #
 #   scripts/package-lambda.sh                  # release build of `thumbnail`
-#   scripts/package-lambda.sh --features LIST  # its cargo features [lambda,s3]
+#   scripts/package-lambda.sh --name PKG --features LIST
+#                                              # another handler crate, built
+#                                              # with LIST (cargo features;
+#                                              # default: its defaults)
 #   scripts/package-lambda.sh --binary PATH    # package a binary built elsewhere
 #   scripts/package-lambda.sh --out DIR        # write DIR/bootstrap.zip instead
 #
@@ -12,16 +15,17 @@
 # points at). Debug info is stripped from the copy (symbols stay, for
 # backtraces). The binary must not need a newer glibc than Amazon Linux
 # 2023's (2.34); the script checks its symbol versions and refuses one that
-# does. The build has only the Lambda mode and S3 (the handler crate
-# forwards shoal-worker's features): no queue clients, metrics server or
-# progress bar in the function.
+# does. `thumbnail` is built with only the Lambda mode and S3 (it forwards
+# shoal-worker's features): no queue clients, metrics server or progress
+# bar in the function; a crate of yours that forwards them too takes
+# `--features lambda,s3`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 name=thumbnail
 binary=""
 out=""
-features="lambda,s3"
+features=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) binary="$2"; shift 2 ;;
@@ -34,7 +38,14 @@ done
 
 if [ -z "$binary" ]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal/target}"
-  cargo build --release -p "$name" --no-default-features -F "$features"
+  # thumbnail forwards shoal-worker's features: the function gets only
+  # the Lambda mode and S3.
+  if [ -z "$features" ] && [ "$name" = thumbnail ]; then features="lambda,s3"; fi
+  if [ -n "$features" ]; then
+    cargo build --release -p "$name" --no-default-features -F "$features"
+  else
+    cargo build --release -p "$name"
+  fi
   binary="$CARGO_TARGET_DIR/release/$name"
 fi
 [ -x "$binary" ] || { echo "not an executable: $binary" >&2; exit 1; }

@@ -58,8 +58,8 @@ phase "cargo clippy: lean feature builds"
 # A handler binary built with one mode's features (shoal-worker's cargo
 # features; tests/tests/crate_boundaries.rs checks what each carries).
 for features in lambda,s3 sqs,s3 amqp local; do
-  cargo clippy --locked -p shoal-worker -p thumbnail --no-default-features \
-    -F "shoal-worker/${features//,/,shoal-worker/}" -- -D warnings
+  cargo clippy --locked -p shoal-worker --all-targets --no-default-features -F "$features" -- -D warnings
+  cargo clippy --locked -p thumbnail --bins --no-default-features -F "$features" -- -D warnings
 done
 phase "cargo test: build"
 cargo test --workspace --locked --no-run

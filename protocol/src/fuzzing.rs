@@ -114,9 +114,9 @@ pub fn mutated(seed: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// The bytes of the event fixture `name` (`tests/fixtures/` of this crate:
-/// S3, SNS-wrapped S3 and SQS events as AWS sends them), or an empty body
-/// if it is missing, which the round-trip tests then report.
-pub fn fixture(name: &str) -> Vec<u8> {
+/// S3, SNS-wrapped S3 and SQS events as AWS sends them); an error names
+/// the file.
+pub fn fixture(name: &str) -> Result<Vec<u8>, String> {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_default()
+    std::fs::read(&path).map_err(|e| format!("fixture {path}: {e}"))
 }

@@ -296,6 +296,8 @@ async fn a_delivery_held_when_the_connection_drops_is_let_go_and_sigterm_exits_a
     let mut worker = bed.worker(
         "held",
         &[
+            // The START line says the attempt began.
+            ("SHOAL_INVOCATION_LOGS", "all".to_owned()),
             ("SHOAL_E2E_DELAY_MS", "600000".to_owned()),
             ("SHOAL_E2E_DELAY_FIRST_ATTEMPT", "1".to_owned()),
             ("SHOAL_SHUTDOWN_GRACE", "600".to_owned()),
@@ -334,7 +336,11 @@ async fn a_delivery_held_when_the_connection_drops_is_let_go_and_sigterm_exits_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_worker_loses_nothing() {
     let bed = Bed::start().await;
-    let slow = [("SHOAL_E2E_DELAY_MS", "50".to_owned())];
+    // The START line says invocations began.
+    let slow = [
+        ("SHOAL_E2E_DELAY_MS", "50".to_owned()),
+        ("SHOAL_INVOCATION_LOGS", "all".to_owned()),
+    ];
     let mut steady = declare_with_a_worker(&bed);
     let mut victim = bed.worker("victim", &slow);
     let inputs = bed.load("k", 300, 2).await;

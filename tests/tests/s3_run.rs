@@ -156,7 +156,7 @@ async fn run_reads_photos_from_s3_and_writes_thumbnails_back() {
         )),
         "{stdout}"
     );
-    assert_eq!(stderr.matches("START RequestId: ").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("REPORT RequestId: ").count(), 1, "{stderr}");
     assert_eq!(keys(&s3, "photos", "thumbs/").await.len(), total - 1);
 }
 

@@ -164,7 +164,11 @@ async fn kill_9_mid_run_loses_nothing() {
     let queues = create_queues(&stack.sqs, "jobs", 2, 6).await;
     let inputs = load(&stack, &queues, "k", 300, 2).await;
 
-    let slow = [("SHOAL_E2E_DELAY_MS", "100".to_owned())];
+    // The START line says invocations began.
+    let slow = [
+        ("SHOAL_E2E_DELAY_MS", "100".to_owned()),
+        ("SHOAL_INVOCATION_LOGS", "all".to_owned()),
+    ];
     let args = ["--concurrency", "4"];
     let mut steady = worker(&stack, &queues, dir.path(), "steady", &slow, &args);
     let mut victim = worker(&stack, &queues, dir.path(), "victim-0", &slow, &args);
@@ -391,7 +395,10 @@ async fn sigterm_finishes_or_releases_every_message_in_flight() {
         &queues,
         dir.path(),
         "first",
-        &[("SHOAL_E2E_DELAY_MS", "1500".to_owned())],
+        &[
+            ("SHOAL_E2E_DELAY_MS", "1500".to_owned()),
+            ("SHOAL_INVOCATION_LOGS", "all".to_owned()),
+        ],
         &["--concurrency", "2", "--max-messages-in-flight", "10"],
     );
     wait_for("two invocations in flight", Duration::from_secs(60), || {

@@ -3,7 +3,10 @@
 //! no-op handler: read each item's object from the input folder
 //! (`SHOAL_INPUT`), do nothing with it, answer. SQS batches get a partial
 //! batch response, a direct `{"key": ...}` invoke its key back. No
-//! timeouts, no metrics, no logs, no panic isolation.
+//! timeouts, no metrics, no logs, no panic isolation. With `SHOAL_OUTPUT`
+//! set it builds an S3 client at init, as a function that writes its
+//! results to S3 does (the client is not used: the work is a no-op). It
+//! runs on tokio's single-threaded scheduler, as shoal's Lambda mode does.
 
 use std::path::{Path, PathBuf};
 
@@ -61,8 +64,14 @@ async fn handle(dir: &Path, payload: Value) -> Result<Value, Error> {
     Ok(serde_json::to_value(response)?)
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
+    let _s3 = match std::env::var_os("SHOAL_OUTPUT") {
+        Some(_) => Some(aws_sdk_s3::Client::new(
+            &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+        )),
+        None => None,
+    };
     let dir = PathBuf::from(std::env::var("SHOAL_INPUT").unwrap_or_else(|_| ".".into()));
     let dir = &dir;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

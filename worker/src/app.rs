@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, CommonArgs};
-use crate::engine::EngineConfig;
+use crate::cli::{Cli, Command};
 use crate::error::{Error, Result};
 use crate::handler::Handler;
 use crate::http::{self, Readiness};
@@ -21,8 +20,7 @@ use crate::local;
 use crate::metrics::Metrics;
 #[cfg(any(feature = "sqs", feature = "amqp"))]
 use crate::queue;
-use crate::retry::RetryPolicy;
-use crate::store::{StoreLimits, Stores};
+use crate::setup::Setup;
 use crate::telemetry;
 
 /// Process exit codes.
@@ -134,65 +132,6 @@ where
     ExitCode::from(code)
 }
 
-fn engine_config(common: &CommonArgs) -> EngineConfig {
-    let concurrency = common.concurrency.map(|c| c as usize).unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    let function_name = common.function_name.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "shoal".into())
-    });
-    EngineConfig {
-        timeout: common.timeout(),
-        function_name,
-        memory_mib: common.memory_mib,
-        concurrency,
-        retry: RetryPolicy {
-            max_attempts: common.max_attempts,
-            base_delay: Duration::from_millis(common.retry_base_delay_ms),
-            max_delay: Duration::from_millis(common.retry_max_delay_ms),
-        },
-    }
-}
-
-/// What every mode starts from: the engine's settings, the metrics, the
-/// readiness flag, and how to open stores.
-pub(crate) struct Setup {
-    /// The engine's settings (a mode may adjust them before it starts).
-    pub config: EngineConfig,
-    /// The process's metrics.
-    pub metrics: Metrics,
-    /// Readiness, served on `/readyz`.
-    pub ready: Readiness,
-    /// When the process started (the queue worker and Lambda mode report
-    /// their start-up time).
-    #[cfg_attr(
-        not(any(feature = "sqs", feature = "amqp", feature = "lambda")),
-        expect(dead_code, reason = "`run` and `invoke` report no start-up time")
-    )]
-    pub started: Instant,
-    force_path_style: Option<bool>,
-    max_object_mib: Option<u64>,
-    allowed_buckets: Option<Vec<String>>,
-}
-
-impl Setup {
-    /// Stores opened under the limits of the current [`Setup::config`].
-    pub fn stores(&self) -> Stores {
-        Stores::new(StoreLimits::new(
-            self.force_path_style,
-            self.max_object_mib,
-            self.config.memory_mib,
-            self.config.concurrency,
-            self.allowed_buckets.as_deref(),
-        ))
-    }
-}
-
 async fn run<H, E, F>(
     cli: Cli,
     init: F,
@@ -221,15 +160,7 @@ where
         init_ms = init_started.elapsed().as_secs_f64() * 1000.0,
         "handler initialised"
     );
-    let setup = Setup {
-        config: engine_config(&cli.common),
-        metrics,
-        ready,
-        started,
-        force_path_style: cli.common.s3_force_path_style,
-        max_object_mib: cli.common.max_object_mib,
-        allowed_buckets: cli.common.allowed_buckets.clone(),
-    };
+    let setup = Setup::new(&cli.common, metrics, ready, started);
     match cli.command {
         #[cfg(feature = "local")]
         Command::Run(args) => local::run_mode(handler, setup, args.options(progress)).await,

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use shoal_protocol::env as vars;
 
+use crate::platform::InvocationLogs;
 use crate::store::Location;
 
 /// A shoal batch handler.
@@ -174,6 +175,12 @@ pub struct CommonArgs {
     /// Log format: human-readable text on a terminal, JSON otherwise.
     #[arg(long, global = true, env = vars::LOG_FORMAT, value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+
+    /// Which of Lambda's per-invocation lines to write: all three (START,
+    /// END, REPORT), the REPORT line alone, or none. Under Lambda the
+    /// service writes its own and shoal writes none.
+    #[arg(long, global = true, env = "SHOAL_INVOCATION_LOGS", value_enum, default_value_t = InvocationLogs::Report)]
+    pub invocation_logs: InvocationLogs,
 }
 
 impl CommonArgs {
@@ -432,6 +439,7 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    #[cfg(feature = "local")]
     #[test]
     fn flags_parse_and_validate() {
         let cli = Cli::try_parse_from([

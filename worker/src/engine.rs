@@ -41,6 +41,8 @@ pub struct EngineConfig {
     pub concurrency: usize,
     /// Used by [`Engine::process`].
     pub retry: RetryPolicy,
+    /// Which of Lambda's START/END/REPORT lines each attempt writes.
+    pub invocation_logs: platform::InvocationLogs,
 }
 
 /// A failed attempt, classified.
@@ -395,21 +397,33 @@ impl<H: Handler> Engine<H> {
 
     /// The END and REPORT lines of an attempt, and its duration metric.
     fn log_end(&self, request_id: &str, duration: Duration, measured: &Measured) {
-        info!(target: platform::TARGET, "{}", platform::end_line(request_id));
-        info!(
-            target: platform::TARGET,
-            "{}",
-            platform::report_line(
-                request_id,
-                duration,
-                self.config.memory_mib,
-                measured
-                    .max_memory_mib()
-                    .unwrap_or_else(platform::max_memory_used_mib),
-                measured.init_duration(),
-            )
-        );
+        let lines = self.config.invocation_logs;
+        if lines.start_and_end() {
+            info!(target: platform::TARGET, "{}", platform::end_line(request_id));
+        }
+        if lines.report() {
+            info!(
+                target: platform::TARGET,
+                "{}",
+                platform::report_line(
+                    request_id,
+                    duration,
+                    self.config.memory_mib,
+                    measured
+                        .max_memory_mib()
+                        .unwrap_or_else(platform::max_memory_used_mib),
+                    measured.init_duration(),
+                )
+            );
+        }
         self.metrics.duration.observe(duration.as_secs_f64());
+    }
+
+    /// The START line of an attempt, if written.
+    fn log_start(&self, request_id: &str) {
+        if self.config.invocation_logs.start_and_end() {
+            info!(target: platform::TARGET, "{}", platform::start_line(request_id));
+        }
     }
 
     /// Counts a failed item and says why.
@@ -441,7 +455,7 @@ impl<H: Handler> Engine<H> {
         let request_id = request_id();
         let ctx = self.context(&request_id, attempt, timeout, running.permit.clone());
         let measured = ctx.measured();
-        info!(target: platform::TARGET, "{}", platform::start_line(&request_id));
+        self.log_start(&request_id);
         let started = Instant::now();
         let result = self.run_attempt(item, ctx, timeout, stop).await;
         // A hosted function's init phase is reported apart, as Lambda does.

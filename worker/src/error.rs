@@ -63,6 +63,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// A setting that needs a cargo feature this binary was built without:
+    /// `what` asked for `kind`, which `feature` of shoal-worker brings.
+    pub fn without_feature(what: &str, kind: &str, feature: &str) -> Self {
+        Self::Config(format!(
+            "{what}: this binary was built without {kind} support (cargo feature `{feature}` of shoal-worker)"
+        ))
+    }
+
     /// An [`Error::Io`] for `path`.
     pub fn io(operation: &'static str, path: &Path, source: std::io::Error) -> Self {
         Self::Io {

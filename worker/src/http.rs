@@ -39,9 +39,11 @@ pub async fn serve(
     #[cfg(not(feature = "http"))]
     {
         let _ = (metrics, ready, shutdown);
-        Err(crate::error::Error::Config(format!(
-            "--metrics-addr {addr}: this binary was built without the metrics server (cargo feature `http` of shoal-worker)"
-        )))
+        Err(crate::error::Error::without_feature(
+            &format!("--metrics-addr {addr}"),
+            "metrics server",
+            "http",
+        ))
     }
 }
 

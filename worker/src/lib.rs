@@ -49,6 +49,7 @@ pub mod platform;
 pub mod queue;
 pub mod redact;
 pub mod retry;
+mod setup;
 pub mod signals;
 pub mod store;
 pub mod telemetry;

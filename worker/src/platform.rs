@@ -7,6 +7,35 @@ use std::time::{Duration, Instant};
 /// Target of the START/END/REPORT events, for filtering (`shoal::platform`).
 pub const TARGET: &str = "shoal::platform";
 
+/// Which of Lambda's per-invocation lines shoal writes
+/// (`--invocation-logs`, `SHOAL_INVOCATION_LOGS`). Whichever are written
+/// are exactly Lambda's. The default is the REPORT line alone: it carries
+/// everything the three do (request id, duration, billed duration, memory),
+/// so the queries written for Lambda's REPORT lines work, at a third of the
+/// cost per invocation of all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum InvocationLogs {
+    /// START, END and REPORT, as Lambda writes them.
+    All,
+    /// REPORT only.
+    #[default]
+    Report,
+    /// None (failures are still logged, as `item failed`).
+    None,
+}
+
+impl InvocationLogs {
+    /// Whether START and END lines are written.
+    pub fn start_and_end(self) -> bool {
+        self == Self::All
+    }
+
+    /// Whether REPORT lines are written.
+    pub fn report(self) -> bool {
+        self != Self::None
+    }
+}
+
 /// `START RequestId: <id> Version: $LATEST`
 pub fn start_line(request_id: &str) -> String {
     format!("START RequestId: {request_id} Version: $LATEST")

@@ -28,6 +28,7 @@ fn config(concurrency: usize, timeout: Duration, max_attempts: u32) -> EngineCon
         function_name: "test".into(),
         memory_mib: 128,
         concurrency,
+        invocation_logs: shoal_worker::platform::InvocationLogs::All,
         retry: RetryPolicy {
             max_attempts,
             base_delay: Duration::from_millis(1),

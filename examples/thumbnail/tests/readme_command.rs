@@ -111,7 +111,8 @@ fn the_readme_command_thumbnails_every_sample_and_dead_letters_the_corrupt_one()
         "{dead}"
     );
 
-    // Not a terminal: logs are JSON lines, with Lambda's START/END/REPORT.
+    // Not a terminal: logs are JSON lines, with Lambda's REPORT line per
+    // invocation (START and END only with --invocation-logs all).
     let stderr = text(&first.stderr);
     for line in stderr.lines() {
         assert!(
@@ -119,7 +120,8 @@ fn the_readme_command_thumbnails_every_sample_and_dead_letters_the_corrupt_one()
             "not JSON: {line}"
         );
     }
-    assert_eq!(stderr.matches("START RequestId: ").count(), 12);
+    assert_eq!(stderr.matches("REPORT RequestId: ").count(), 12);
+    assert_eq!(stderr.matches("START RequestId: ").count(), 0);
     assert!(stderr.contains("\\tBilled Duration: "), "{stderr}");
 
     // A strict rerun fails on the earlier dead letter (nothing redone);
@@ -138,7 +140,10 @@ fn the_readme_command_thumbnails_every_sample_and_dead_letters_the_corrupt_one()
         stdout.contains("11 succeeded and 1 dead-lettered in earlier runs, not redone"),
         "{stdout}"
     );
-    assert_eq!(text(&second.stderr).matches("START RequestId: ").count(), 0);
+    assert_eq!(
+        text(&second.stderr).matches("REPORT RequestId: ").count(),
+        0
+    );
 }
 
 /// A folder of `n` copies of one large JPEG (slow enough to interrupt).

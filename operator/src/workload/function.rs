@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use shoal_protocol::env;
+use shoal_protocol::env as vars;
 
 use crate::crd::FunctionSpec;
 
@@ -56,11 +56,11 @@ pub fn env(function: &FunctionSpec) -> Vec<EnvVar> {
     };
     let mut vars = vec![
         var(
-            env::BATCH_SIZE,
+            vars::BATCH_SIZE,
             function.batch_size.unwrap_or(10).clamp(1, 10).to_string(),
         ),
         var(
-            env::INIT_TIMEOUT,
+            vars::INIT_TIMEOUT,
             function.init_timeout_seconds.unwrap_or(10).to_string(),
         ),
     ];

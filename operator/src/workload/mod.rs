@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use shoal_protocol::env;
+use shoal_protocol::env as vars;
 
 use crate::crd::{BatchJob, HandlerSpec, MIB_PER_CPU};
 
@@ -207,7 +207,7 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 /// The variables naming the worker's queue (see [`WorkerQueue`]).
 fn queue_env(queue: &WorkerQueue) -> Vec<EnvVar> {
     match queue {
-        WorkerQueue::Url(url) => vec![env(env::QUEUE, url.clone())],
+        WorkerQueue::Url(url) => vec![env(vars::QUEUE, url.clone())],
         WorkerQueue::Amqp {
             secret,
             key,
@@ -215,7 +215,7 @@ fn queue_env(queue: &WorkerQueue) -> Vec<EnvVar> {
             max_attempts,
         } => vec![
             EnvVar {
-                name: env::AMQP_URL.to_owned(),
+                name: vars::AMQP_URL.to_owned(),
                 value: None,
                 value_from: Some(EnvVarSource {
                     secret_key_ref: Some(SecretKeySelector {
@@ -227,11 +227,14 @@ fn queue_env(queue: &WorkerQueue) -> Vec<EnvVar> {
                 }),
             },
             env(
-                env::QUEUE,
-                format!("$({})/{}", env::AMQP_URL, crate::amqp::encode_queue(queue)),
+                vars::QUEUE,
+                format!("$({})/{}", vars::AMQP_URL, crate::amqp::encode_queue(queue)),
             ),
             // The worker's own limit goes up to 100 deliveries.
-            env(env::MAX_ATTEMPTS, (*max_attempts).clamp(1, 100).to_string()),
+            env(
+                vars::MAX_ATTEMPTS,
+                (*max_attempts).clamp(1, 100).to_string(),
+            ),
         ],
     }
 }
@@ -252,25 +255,25 @@ pub fn deployment(job: &BatchJob, wiring: &Wiring) -> Deployment {
     let labels = selector_labels(job);
     let mut env_vars = queue_env(&wiring.queue);
     env_vars.extend([
-        env(env::CONCURRENCY, concurrency.to_string()),
-        env(env::TIMEOUT, timeout.to_string()),
-        env(env::MEMORY_MIB, memory.to_string()),
-        env(env::FUNCTION_NAME, job.name_any()),
-        env(env::METRICS_ADDR, format!("0.0.0.0:{METRICS_PORT}")),
-        env(env::SHUTDOWN_GRACE, shutdown_grace.to_string()),
-        env(env::LOG_FORMAT, "json"),
+        env(vars::CONCURRENCY, concurrency.to_string()),
+        env(vars::TIMEOUT, timeout.to_string()),
+        env(vars::MEMORY_MIB, memory.to_string()),
+        env(vars::FUNCTION_NAME, job.name_any()),
+        env(vars::METRICS_ADDR, format!("0.0.0.0:{METRICS_PORT}")),
+        env(vars::SHUTDOWN_GRACE, shutdown_grace.to_string()),
+        env(vars::LOG_FORMAT, "json"),
     ]);
     if let Some(output) = &wiring.output {
-        env_vars.push(env(env::OUTPUT, output.clone()));
+        env_vars.push(env(vars::OUTPUT, output.clone()));
     }
     if let Some(bucket) = &wiring.input_bucket {
-        env_vars.push(env(env::ALLOWED_BUCKETS, bucket.clone()));
+        env_vars.push(env(vars::ALLOWED_BUCKETS, bucket.clone()));
         if wiring.output.is_some() {
             // A fan-out job's items end in its failure report.
             // Its parts are the run's: its uid keeps apart the jobs (or a
             // deleted job's namesake) that share the output prefix.
             let run = job.metadata.uid.clone().unwrap_or_else(|| job.name_any());
-            env_vars.push(env(env::RECORD_RESULTS, run));
+            env_vars.push(env(vars::RECORD_RESULTS, run));
         }
     }
     if let Some(function) = &handler.function {

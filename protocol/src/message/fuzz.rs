@@ -73,9 +73,9 @@ proptest! {
     #[test]
     fn fuzz_damaged_events_decode_or_fail_cleanly(
         body in prop_oneof![
-            fuzzing::mutated(fixture("s3-event.json")),
-            fuzzing::mutated(fixture("sns-s3-event.json")),
-            fuzzing::mutated(fixture("sqs-event.json")),
+            fuzzing::mutated(fixture("s3-event.json").unwrap()),
+            fuzzing::mutated(fixture("sns-s3-event.json").unwrap()),
+            fuzzing::mutated(fixture("sqs-event.json").unwrap()),
             fuzzing::mutated(serde_json::to_vec(&chunk_of(&["a/b.jpg".into(), "c".into()])).unwrap()),
         ]
     ) {
@@ -93,7 +93,7 @@ proptest! {
     #[test]
     fn fuzz_s3_event_keys_decode_to_the_key_uploaded(key in "\\PC{1,64}") {
         let mut event: serde_json::Value =
-            serde_json::from_slice(&fixture("s3-event.json")).unwrap();
+            serde_json::from_slice(&fixture("s3-event.json").unwrap()).unwrap();
         event["Records"][0]["s3"]["object"]["key"] = s3_encoded(&key).into();
         let items = parse(event.to_string().as_bytes(), "m-1").unwrap();
         prop_assert_eq!(items.len(), 1);

@@ -31,7 +31,8 @@ pub struct ObjectRef {
 /// One item as it arrives, before the handler's payload type decodes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawItem {
-    /// Stable identity; see [`crate::Item::id`].
+    /// Stable identity: an object's key, or `<chunk id>/<index>` for inline
+    /// JSON (shoal-worker's `Item::id`).
     pub id: String,
     /// The item body.
     pub body: ItemBody,
@@ -178,7 +179,7 @@ pub fn parse(body: &[u8], message_id: &str) -> Result<Vec<RawItem>, MessageError
 }
 
 /// Decodes one message body for a handler that takes messages as records
-/// ([`crate::handler::Batching::Records`]): a shoal chunk becomes its
+/// (shoal-worker's `Batching::Records`): a shoal chunk becomes its
 /// items, anything else (an S3 notification included) one raw item whose
 /// body is the message body, untouched.
 pub fn parse_records(body: &Bytes, message_id: &str) -> Result<Vec<RawItem>, MessageError> {

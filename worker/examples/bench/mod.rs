@@ -151,6 +151,12 @@ impl Report {
             first.map_or("?".into(), |ms| format!("{ms:.1}"))
         );
         if round > 0 {
+            // For bench/lib/paired.py: `sample SCENARIO ROUND CONTENDER VALUE`.
+            println!("sample msg/s {round} {} {rate:.1}", self.names[index]);
+            if let Some(cpu) = cpu {
+                let us = cpu * 1e6 / messages as f64;
+                println!("sample cpu-us/msg {round} {} {us:.2}", self.names[index]);
+            }
             self.rates[index].push(rate);
             if let Some(ms) = first {
                 self.firsts[index].push(ms);

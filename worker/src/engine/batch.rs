@@ -80,7 +80,11 @@ impl<H: Handler> Engine<H> {
         let handler = self.handler.clone();
         let input = self.input.clone();
         let called = invoked.clone();
-        let start_line = platform::start_line(&request_id);
+        let start_line = self
+            .config
+            .invocation_logs
+            .start_and_end()
+            .then(|| platform::start_line(&request_id));
         let task = tokio::spawn(async move {
             let mut results: Results = vec![None; inputs.len()];
             let mut indices = Vec::with_capacity(inputs.len());
@@ -104,7 +108,9 @@ impl<H: Handler> Engine<H> {
                 return results;
             }
             called.store(true, Ordering::Relaxed);
-            info!(target: platform::TARGET, "{start_line}");
+            if let Some(line) = start_line {
+                info!(target: platform::TARGET, "{line}");
+            }
             let mut answers = handler.call_batch(records, ctx).await.into_iter();
             for index in indices {
                 results[index] = Some(match answers.next() {

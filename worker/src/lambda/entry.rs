@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Pushgateway, instance_id, run};
-use crate::app::{Setup, exit};
+use crate::app::exit;
 use crate::cli::{LambdaArgs, lambda_timeout};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::handler::Handler;
+use crate::setup::Setup;
 
 /// Runs `handler` as a Lambda function with `args`. `function_name_set`:
 /// the name was given on the command line or in `SHOAL_FUNCTION_NAME`, and

@@ -86,7 +86,7 @@ mod tests {
     use shoal_protocol::fuzzing;
 
     fn fixture(name: &str) -> Value {
-        serde_json::from_slice(&fuzzing::fixture(name)).unwrap()
+        serde_json::from_slice(&fuzzing::fixture(name).unwrap()).unwrap()
     }
 
     #[test]
@@ -159,7 +159,7 @@ mod tests {
 
         #[test]
         fn fuzz_damaged_sqs_events_classify_without_panicking(
-            bytes in fuzzing::mutated(fuzzing::fixture("sqs-event.json"))
+            bytes in fuzzing::mutated(fuzzing::fixture("sqs-event.json").unwrap())
         ) {
             if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
                 let _ = classify(value);

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use super::{RunOptions, invoke, run};
-use crate::app::{Setup, exit};
+use crate::app::exit;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::handler::Handler;
+use crate::setup::Setup;
 use crate::store::Location;
 
 /// `run`: the batch `options` names; prints the summary. Exit status 3

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{MAX_BATCH, Settings, Shutdown, Transport};
-use crate::app::{Setup, exit};
+use crate::app::exit;
 use crate::cli::WorkerArgs;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::handler::Handler;
+use crate::setup::Setup;
 use crate::signals::Interrupts;
 
 /// Runs `handler` as a queue worker with `args`.
@@ -18,6 +19,17 @@ pub(crate) async fn worker_mode<H: Handler>(
     setup: Setup,
     args: &WorkerArgs,
 ) -> Result<u8> {
+    // A queue this binary cannot consume is refused before anything else
+    // (no AWS configuration loaded for nothing).
+    let amqp = is_amqp(&args.queue);
+    #[cfg(not(feature = "amqp"))]
+    if amqp {
+        return Err(without("RabbitMQ", "amqp"));
+    }
+    #[cfg(not(feature = "sqs"))]
+    if !amqp {
+        return Err(without("SQS", "sqs"));
+    }
     let mut stores = setup.stores();
     let input = stores.input_or_any_bucket(args.input.as_ref()).await?;
     let output = stores.open_optional(args.output.as_ref()).await?;
@@ -41,27 +53,23 @@ pub(crate) async fn worker_mode<H: Handler>(
         started: setup.started,
         record_results: args.record_results.clone(),
     };
-    if is_amqp(&args.queue) {
-        #[cfg(feature = "amqp")]
-        {
-            if config.timeout > Duration::from_secs(1800) {
-                tracing::warn!(
-                    timeout_s = config.timeout.as_secs_f64(),
-                    "items may run past RabbitMQ's default consumer_timeout (30 min): unless the broker's is raised, it closes the channel and redelivers the message"
-                );
-            }
-            let transport = super::AmqpQueue::connect(super::AmqpOptions {
-                url: args.queue.clone(),
-                prefetch: u16::try_from(config.concurrency).unwrap_or(u16::MAX),
-                wait_time: wait,
-                max_attempts: config.retry.max_attempts,
-            })
-            .await?;
-            let engine = Engine::new(handler, input, output, config, setup.metrics);
-            return consume(engine, transport, settings, setup.ready).await;
+    #[cfg(feature = "amqp")]
+    if amqp {
+        if config.timeout > Duration::from_secs(1800) {
+            tracing::warn!(
+                timeout_s = config.timeout.as_secs_f64(),
+                "items may run past RabbitMQ's default consumer_timeout (30 min): unless the broker's is raised, it closes the channel and redelivers the message"
+            );
         }
-        #[cfg(not(feature = "amqp"))]
-        return Err(without("RabbitMQ", "amqp"));
+        let transport = super::AmqpQueue::connect(super::AmqpOptions {
+            url: args.queue.clone(),
+            prefetch: u16::try_from(config.concurrency).unwrap_or(u16::MAX),
+            wait_time: wait,
+            max_attempts: config.retry.max_attempts,
+        })
+        .await?;
+        let engine = Engine::new(handler, input, output, config, setup.metrics);
+        return consume(engine, transport, settings, setup.ready).await;
     }
     #[cfg(feature = "sqs")]
     {
@@ -89,6 +97,7 @@ pub(crate) async fn worker_mode<H: Handler>(
         let engine = Engine::new(handler, input, output, config, setup.metrics);
         consume(engine, transport, settings, setup.ready).await
     }
+    // (Refused above already.)
     #[cfg(not(feature = "sqs"))]
     Err(without("SQS", "sqs"))
 }
@@ -96,9 +105,7 @@ pub(crate) async fn worker_mode<H: Handler>(
 /// The error for a queue of a kind this binary was built without.
 #[cfg(not(all(feature = "sqs", feature = "amqp")))]
 fn without(kind: &str, feature: &str) -> crate::error::Error {
-    crate::error::Error::Config(format!(
-        "--queue names a {kind} queue, and this binary was built without {kind} support (cargo feature `{feature}` of shoal-worker)"
-    ))
+    crate::error::Error::without_feature(&format!("--queue names a {kind} queue"), kind, feature)
 }
 
 /// An SQS client whose calls outlast a long poll of `wait`.

@@ -107,11 +107,45 @@ fn write_durably(
 }
 
 /// Why `path` cannot be opened, for errors that retrying will not mend.
-async fn unreadable(key: &str, path: &Path, err: std::io::Error) -> StoreError {
+/// The object at `path` (key `key`), read whole unless it is larger than
+/// `limit` bytes, on the calling (blocking) thread.
+fn read_bounded(key: &str, path: &Path, limit: u64) -> Result<Bytes, StoreError> {
+    use std::io::Read;
+    let too_large = |size| StoreError::TooLarge {
+        location: path.display().to_string(),
+        size,
+        limit,
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) => return Err(unreadable(key, path, e)),
+    };
+    let meta = file.metadata().map_err(|e| io_error("stat", path, e))?;
+    if meta.is_dir() {
+        return Err(StoreError::InvalidKey {
+            key: key.to_owned(),
+            reason: "names a folder, not a file (a symbolic link loop, or a folder that could not be listed)",
+        });
+    }
+    let size = meta.len();
+    if size > limit {
+        return Err(too_large(size));
+    }
+    // The file may grow while it is read: never read past the limit.
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error("read", path, e))?;
+    let read = bytes.len() as u64;
+    if read > limit {
+        return Err(too_large(read));
+    }
+    Ok(Bytes::from(bytes))
+}
+
+fn unreadable(key: &str, path: &Path, err: std::io::Error) -> StoreError {
     let dangling = err.kind() == IoErrorKind::NotFound
-        && tokio::fs::symlink_metadata(path)
-            .await
-            .is_ok_and(|m| m.file_type().is_symlink());
+        && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
     let reason = if dangling {
         "a symbolic link whose target does not exist"
     } else if err.raw_os_error() == Some(ELOOP) {
@@ -144,7 +178,6 @@ fn io_error(operation: &'static str, path: &Path, err: std::io::Error) -> StoreE
 #[async_trait]
 impl ObjectStore for LocalStore {
     async fn get(&self, object: &ObjectRef) -> Result<Bytes, StoreError> {
-        use tokio::io::AsyncReadExt;
         if let Some(bucket) = &object.bucket
             && !self.allowed_buckets.contains(bucket)
         {
@@ -156,41 +189,19 @@ impl ObjectStore for LocalStore {
         }
         let path = self.path_of(&object.key)?;
         let limit = self.max_object_bytes;
-        let too_large = |size| StoreError::TooLarge {
-            location: path.display().to_string(),
-            size,
-            limit,
-        };
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(file) => file,
-            Err(e) => return Err(unreadable(&object.key, &path, e).await),
-        };
-        let meta = file
-            .metadata()
-            .await
-            .map_err(|e| io_error("stat", &path, e))?;
-        if meta.is_dir() {
-            return Err(StoreError::InvalidKey {
-                key: object.key.clone(),
-                reason: "names a folder, not a file (a symbolic link loop, or a folder that could not be listed)",
-            });
+        let key = object.key.clone();
+        // Open, stat and read in one trip to the blocking pool: each
+        // `tokio::fs` call is a trip of its own, and four of them cost more
+        // than reading a small object.
+        let read = tokio::task::spawn_blocking(move || read_bounded(&key, &path, limit)).await;
+        match read {
+            Ok(result) => result,
+            Err(e) => Err(StoreError::Io {
+                operation: "read",
+                location: object.key.clone(),
+                source: Box::new(std::io::Error::other(e.to_string())),
+            }),
         }
-        let size = meta.len();
-        if size > limit {
-            return Err(too_large(size));
-        }
-        // The file may grow while it is read: never read past the limit.
-        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        (&mut file)
-            .take(limit.saturating_add(1))
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| io_error("read", &path, e))?;
-        let read = bytes.len() as u64;
-        if read > limit {
-            return Err(too_large(read));
-        }
-        Ok(Bytes::from(bytes))
     }
 
     async fn put(&self, key: &str, body: Bytes, _content_type: &str) -> Result<(), StoreError> {

@@ -7,35 +7,27 @@ use std::sync::Arc;
 
 use super::{LocalStore, Location, ObjectStore};
 use crate::error::Result;
-use crate::handler::memory_budget_bytes;
 
 /// The limits every store a process opens shares.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreLimits {
     /// `--s3-force-path-style`; `None`: path style for custom endpoints.
     pub force_path_style: Option<bool>,
-    /// Largest object read whole (`--max-object-mib`, else the memory one
-    /// invocation may use).
+    /// Largest object read whole.
     pub max_object_bytes: u64,
-    /// Buckets object references may name (`--allowed-buckets`).
+    /// Buckets object references may name (`--allowed-buckets`), blank
+    /// names left out.
     pub allowed_buckets: Option<Vec<String>>,
 }
 
 impl StoreLimits {
-    /// Limits from the command line's values: objects are read whole up to
-    /// `max_object_mib`, or the memory one of `concurrency` invocations may
-    /// use under `memory_mib`; blank bucket names are dropped.
+    /// Limits with objects read whole up to `max_object_bytes`; blank
+    /// bucket names are dropped.
     pub fn new(
         force_path_style: Option<bool>,
-        max_object_mib: Option<u64>,
-        memory_mib: u32,
-        concurrency: usize,
+        max_object_bytes: u64,
         allowed_buckets: Option<&[String]>,
     ) -> Self {
-        let max_object_bytes = max_object_mib.map_or_else(
-            || memory_budget_bytes(memory_mib, u32::try_from(concurrency).unwrap_or(u32::MAX)),
-            |mib| mib.saturating_mul(1024 * 1024),
-        );
         Self {
             force_path_style,
             max_object_bytes,
@@ -69,6 +61,11 @@ impl Stores {
             #[cfg(feature = "s3")]
             s3: None,
         }
+    }
+
+    /// The limits the stores are opened under.
+    pub fn limits(&self) -> &StoreLimits {
+        &self.limits
     }
 
     /// The AWS configuration from the default chain, loaded once.
@@ -132,8 +129,10 @@ impl Stores {
             )),
             // Without S3 nothing could read what such a reference names.
             #[cfg(not(feature = "s3"))]
-            None => Err(crate::error::Error::Config(
-                "no --input: object references name S3 buckets, and this binary was built without S3 support (cargo feature `s3` of shoal-worker)".into(),
+            None => Err(crate::error::Error::without_feature(
+                "no --input: object references name S3 buckets",
+                "S3",
+                "s3",
             )),
         }
     }
@@ -153,7 +152,5 @@ impl Stores {
 /// The error for an `s3://` location in a build without S3.
 #[cfg(not(feature = "s3"))]
 fn without_s3(location: &Location) -> crate::error::Error {
-    crate::error::Error::Config(format!(
-        "{location}: this binary was built without S3 support (cargo feature `s3` of shoal-worker)"
-    ))
+    crate::error::Error::without_feature(&location.to_string(), "S3", "s3")
 }
