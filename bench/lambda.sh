@@ -69,10 +69,13 @@ invoke_round() {
   "$SHOAL_LAMBDA_RIE" --runtime-interface-emulator-address "127.0.0.1:$port" \
     --runtime-api-address "127.0.0.1:$api" "$2" >"$work/rie-$1.log" 2>&1 &
   rie_pid=$!
-  for _ in $(seq 100); do
-    (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  local up=""
+  for _ in $(seq 400); do
+    (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { up=1; break; }
     sleep 0.05
   done
+  # A round whose emulator never listened is not a sample: say so loudly.
+  [ -n "$up" ] || { echo "the emulator for $1 did not listen within 20 s" >&2; cat "$work/rie-$1.log" >&2; exit 1; }
   "$bin/lambda-bench" invoke "http://127.0.0.1:$port/2015-03-31/functions/function/invocations" \
     "$3" "$COUNT" 200 | sed -n 's/.*median_us=\([0-9.]*\).*/\1/p'
   kill "$rie_pid"

@@ -26,16 +26,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sho
 cargo build -q --release -p shoal-worker --example noop --example sqs-baseline --example sqs-bench
 bin="$CARGO_TARGET_DIR/release/examples"
 
-# Where the machine has two cores or more, the server gets the first and
-# the contenders the second (taskset), so a contender's CPU per message
-# decides its own rate instead of taking cycles from the server's.
-if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
-  server_cpu=(taskset -c 0)
-  contender_cpu="taskset -c 1 "
-else
-  server_cpu=()
-  contender_cpu=""
-fi
+# The server on one core, the contenders on another (bench/lib/pin.sh).
+source bench/lib/pin.sh
 
 work="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"

@@ -160,7 +160,8 @@ where
         init_ms = init_started.elapsed().as_secs_f64() * 1000.0,
         "handler initialised"
     );
-    let setup = Setup::new(&cli.common, metrics, ready, started);
+    let under_lambda = cli.command.is_lambda();
+    let setup = Setup::new(&cli.common, under_lambda, metrics, ready, started);
     match cli.command {
         #[cfg(feature = "local")]
         Command::Run(args) => local::run_mode(handler, setup, args.options(progress)).await,
@@ -178,9 +179,6 @@ where
         #[cfg(any(feature = "sqs", feature = "amqp"))]
         Command::Worker(args) => queue::worker_mode(handler, setup, &args).await,
         #[cfg(feature = "lambda")]
-        Command::Lambda(args) => {
-            let name_set = cli.common.function_name.is_some();
-            lambda::lambda_mode(handler, setup, &args, name_set).await
-        }
+        Command::Lambda(args) => lambda::lambda_mode(handler, setup, &args).await,
     }
 }

@@ -161,7 +161,7 @@ impl Drop for Running<'_> {
 
 /// A fresh request id: a version-4 UUID, as Lambda's. Drawn from a fast
 /// thread-local generator (not the OS one): ids must be unique, not secret.
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
         .into_uuid()
         .to_string()

@@ -33,10 +33,16 @@ pub(crate) struct Setup {
 }
 
 impl Setup {
-    /// The setup `common` describes.
-    pub fn new(common: &CommonArgs, metrics: Metrics, ready: Readiness, started: Instant) -> Self {
+    /// The setup `common` describes, for Lambda mode when `lambda`.
+    pub fn new(
+        common: &CommonArgs,
+        lambda: bool,
+        metrics: Metrics,
+        ready: Readiness,
+        started: Instant,
+    ) -> Self {
         Self {
-            config: engine_config(common),
+            config: engine_config(common, lambda),
             metrics,
             ready,
             started,
@@ -68,18 +74,29 @@ impl Setup {
     }
 }
 
-fn engine_config(common: &CommonArgs) -> EngineConfig {
+fn engine_config(common: &CommonArgs, lambda: bool) -> EngineConfig {
     let concurrency = common.concurrency.map(|c| c as usize).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let function_name = common.function_name.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "shoal".into())
-    });
+    // Under Lambda the function's own name (set by Lambda) is the default;
+    // elsewhere the binary's.
+    let lambda_name = || {
+        lambda
+            .then(|| std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok())
+            .flatten()
+    };
+    let function_name = common
+        .function_name
+        .clone()
+        .or_else(lambda_name)
+        .unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "shoal".into())
+        });
     EngineConfig {
         timeout: common.timeout(),
         function_name,
@@ -113,6 +130,7 @@ mod tests {
         let cli = Cli::try_parse_from(argv).unwrap();
         Setup::new(
             &cli.common,
+            false,
             Metrics::new().unwrap(),
             Readiness::default(),
             Instant::now(),

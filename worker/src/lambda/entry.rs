@@ -13,14 +13,12 @@ use crate::error::Result;
 use crate::handler::Handler;
 use crate::setup::Setup;
 
-/// Runs `handler` as a Lambda function with `args`. `function_name_set`:
-/// the name was given on the command line or in `SHOAL_FUNCTION_NAME`, and
-/// wins over Lambda's.
+/// Runs `handler` as a Lambda function with `args` (the setup already
+/// took the function's name from Lambda's variables; see `crate::setup`).
 pub(crate) async fn lambda_mode<H: Handler>(
     handler: Arc<H>,
     mut setup: Setup,
     args: &LambdaArgs,
-    function_name_set: bool,
 ) -> Result<u8> {
     let config = &mut setup.config;
     // The invocation's deadline bounds each item; SHOAL_TIMEOUT only if
@@ -34,12 +32,6 @@ pub(crate) async fn lambda_mode<H: Handler>(
         );
     }
     config.timeout = timeout;
-    if let Some(name) = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
-        .ok()
-        .filter(|_| !function_name_set)
-    {
-        config.function_name = name;
-    }
     if let Some(mib) = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
         .ok()
         .and_then(|v| v.parse().ok())

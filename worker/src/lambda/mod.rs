@@ -198,7 +198,7 @@ pub async fn invoke<H: Handler>(
         }
         Invocation::Direct(value) => {
             let body = serde_json::to_vec(&value)?;
-            let request = uuid::Uuid::new_v4().to_string();
+            let request = crate::engine::request_id();
             let items = message::parse_direct(&body, &request)?;
             let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
             let failures = run_items(engine, items, 1, limit).await;

@@ -334,7 +334,10 @@ impl Transport for SqsQueue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
-            .message_attribute_names("All");
+            // Only the attributes read here (see `delivery`): the server
+            // sends, and the client parses, nothing else.
+            .message_attribute_names(PENDING)
+            .message_attribute_names(ATTEMPTS);
         if self.visibility_override {
             call = call.visibility_timeout(seconds_up(self.visibility, MAX_VISIBILITY_S));
         }
