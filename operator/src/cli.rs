@@ -107,6 +107,51 @@ struct RunArgs {
     /// image (`handler.function`) unless the job names its own.
     #[arg(long, env = "SHOAL_OPERATOR_HOST_IMAGE", default_value = concat!("shoal-host:", env!("CARGO_PKG_VERSION")))]
     host_image: String,
+    /// Most BatchJob reconciles running at once.
+    #[arg(
+        long,
+        env = "SHOAL_OPERATOR_CONCURRENCY",
+        default_value_t = crate::controller::DEFAULT_CONCURRENCY,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    concurrency: u16,
+    /// How often each queue's counts are read: how soon a job's workers
+    /// follow its backlog. On SQS each read is a billed request
+    /// (`GetQueueAttributes`; twice a second is about 5 million a month per
+    /// queue).
+    #[arg(
+        long,
+        env = "SHOAL_OPERATOR_QUEUE_POLL_INTERVAL",
+        default_value = "500ms"
+    )]
+    queue_poll_interval: humantime::Duration,
+    /// Most queue-count reads a second, over every queue. Queues with a
+    /// backlog go first; with more idle queues than this covers at the
+    /// interval, each idle one is read every `queues / this` seconds (a job
+    /// scaling up from zero reacts that late).
+    #[arg(
+        long,
+        env = "SHOAL_OPERATOR_QUEUE_POLLS_PER_SECOND",
+        default_value_t = crate::controller::DEFAULT_QUEUE_POLLS_PER_SECOND,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    queue_polls_per_second: u32,
+}
+
+/// A client of the API server named by the in-cluster or `KUBECONFIG`
+/// credentials, counting its requests in `metrics`.
+async fn counted_client(metrics: Arc<Metrics>) -> Result<kube::Client, kube::Error> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    let count =
+        tower::util::MapRequestLayer::new(move |request: ::http::Request<kube::client::Body>| {
+            metrics.api_request(request.method());
+            request
+        });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
 }
 
 /// Runs the command named by the process arguments.
@@ -239,17 +284,19 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let client = match kube::Client::try_default().await {
+        let client = match counted_client(metrics.clone()).await {
             Ok(client) => client,
             Err(e) => {
                 tracing::error!(error = %e, "no Kubernetes credentials (in-cluster or KUBECONFIG)");
                 return ExitCode::FAILURE;
             }
         };
-        let sqs = crate::sqs::Sqs::from_env().await;
+        let sqs = crate::sqs::Sqs::from_env()
+            .await
+            .counted(metrics.queue_requests.with_label_values(&["sqs"]));
         let s3 = crate::s3::S3::from_env().await;
         let amqp = match crate::amqp::Amqp::new(args.amqp_stats_interval.into()) {
-            Ok(amqp) => amqp,
+            Ok(amqp) => amqp.counted(metrics.queue_requests.with_label_values(&["amqp"])),
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up the RabbitMQ clients");
                 return ExitCode::FAILURE;
@@ -269,6 +316,9 @@ fn run(args: RunArgs) -> ExitCode {
                 .idle_first_scale_in
                 .then(crate::controller::Prober::default),
             host_image: args.host_image.clone(),
+            concurrency: args.concurrency,
+            queue_poll_interval: args.queue_poll_interval.into(),
+            queue_polls_per_second: args.queue_polls_per_second,
         };
         let code = if args.leader_election {
             let lock = LeaseLock::new(

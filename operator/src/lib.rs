@@ -17,10 +17,13 @@
 //!   server, with [`sqs`] and [`amqp`] for the queues).
 
 pub mod amqp;
+pub mod backend;
+pub mod cadence;
 pub mod cli;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod decide;
 pub mod drift;
 pub mod error;
 pub mod fanout;

@@ -106,6 +106,20 @@ impl Sqs {
         }
     }
 
+    /// The same client, counting each request it sends (every attempt,
+    /// retries included) in `counter`.
+    pub fn counted(self, counter: prometheus::IntCounter) -> Self {
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .interceptor(Counting(counter))
+            .build();
+        Self {
+            client: aws_sdk_sqs::Client::from_conf(config),
+        }
+    }
+
     /// Wraps a client built elsewhere.
     pub fn from_client(client: aws_sdk_sqs::Client) -> Self {
         Self { client }
@@ -148,6 +162,26 @@ impl Sqs {
             )),
             in_flight: count(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
         }))
+    }
+}
+
+/// Counts the requests an SQS client sends.
+#[derive(Debug)]
+struct Counting(prometheus::IntCounter);
+
+impl aws_sdk_sqs::config::Intercept for Counting {
+    fn name(&self) -> &'static str {
+        "CountRequests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_sqs::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_sqs::error::BoxError> {
+        self.0.inc();
+        Ok(())
     }
 }
 

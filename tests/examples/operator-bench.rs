@@ -1,79 +1,211 @@
 //! Driver of `bench/operator.sh`: the operator (a release build, path in
-//! argv[1]) against a real kube-apiserver + etcd and ElasticMQ.
+//! argv[1]) against a real kube-apiserver + etcd and ElasticMQ, at growing
+//! numbers of BatchJobs.
 //!
-//! 1. Scale reaction, TRIALS times: with the workers at 0, 50 messages are
-//!    sent (5 `SendMessageBatch`es); the time until the Deployment's
-//!    replicas read 5 (kubectl polled every 50 ms) is one sample. The queue
-//!    is then purged and the driver waits for 0 again.
-//! 2. Many jobs: JOBS BatchJobs on one queue; once all are Running, the
-//!    operator's RSS (VmRSS) and the reconcile-duration p99 over a 30 s
-//!    window (from its own histogram) are read.
+//! 1. Scale reaction of a job alone, TRIALS times: with its workers at 0,
+//!    after a pause of random length (0-1 s, so the sends do not fall in
+//!    step with the operator's queue reads), 50 messages are sent (5
+//!    `SendMessageBatch`es); the time until its Deployment's replicas read
+//!    5 (kubectl polled every 50 ms) is one sample. The queue is then
+//!    purged and the driver waits for 0 again.
+//! 2. For each count in STEPS (cumulative), that many BatchJobs exist, each
+//!    on a queue of its own (`BENCH_QUEUES=shared`: all on one queue) with
+//!    no messages. From their creation until the operator counts them all
+//!    Running, every reconcile's duration is kept (the ramp: the operator's
+//!    own debug line per reconcile, percentiles of raw samples). Then:
+//!    - over a 30 s window in which one message is sent to each of a tenth
+//!      of the step's queues (spread over the window: those jobs scale up
+//!      from zero, the others stay idle): the operator's resident memory
+//!      (VmRSS sampled every 250 ms: median and the peak VmHWM so far),
+//!      every reconcile's duration, requests to the API server and to the
+//!      queue server (the operator's counters);
+//!    - the scale reaction of the job above again, TRIALS times, while the
+//!      others exist.
+//! 3. Slopes between the first and last step: bytes and requests per job.
 //!
-//!     operator-bench OPERATOR_BINARY [TRIALS] [JOBS]
+//!     operator-bench OPERATOR_BINARY [TRIALS] [STEPS, e.g. 100,1000]
+//!
+//! `BENCH_OPERATOR_ENV="K=V K=V"` adds to the operator's environment (an
+//! allocator setting, `SHOAL_OPERATOR_*` flags).
 
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
-    reason = "a benchmark driver: a panic is how it reports a broken setup"
+    clippy::cast_precision_loss,
+    reason = "a benchmark driver: a panic is how it reports a broken setup; counts are far below 2^52"
 )]
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use shoal_tests::elasticmq::ElasticMq;
 use shoal_tests::kube::ControlPlane;
 use shoal_tests::process::Proc;
-use shoal_tests::prom::http_get;
+use shoal_tests::prom::{http_get, sample_with};
 use shoal_tests::{free_port, operator, sqs, wait_until};
 
+/// How long each step is watched.
+const WINDOW: Duration = Duration::from_secs(30);
+
 fn percentile(samples: &mut [f64], q: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
     samples.sort_by(f64::total_cmp);
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "an index into a short vector"
+    )]
     let index = ((samples.len() - 1) as f64 * q).round() as usize;
     samples[index]
 }
 
-/// (upper bound, cumulative count) of every bucket of `name`.
-fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
-    let prefix = format!("{name}_bucket{{le=\"");
-    metrics
+/// `VmRSS` and `VmHWM` of `pid`, KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Samples the operator's VmRSS every 250 ms until dropped.
+struct Sampler {
+    samples: Arc<Mutex<Vec<u64>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Self {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (samples, stop) = (samples.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    samples.lock().unwrap().push(memory_kib(pid).0);
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            })
+        };
+        Self {
+            samples,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The samples since the last call.
+    fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.samples.lock().unwrap())
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reconcile durations (ms) logged in `log` from byte `from` on.
+fn reconcile_samples(log: &str, from: usize) -> Vec<f64> {
+    log.get(from..)
+        .unwrap_or_default()
         .lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(&prefix)?;
-            let (le, value) = rest.split_once("\"} ")?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, value.trim().parse().ok()?))
-        })
+        .filter(|l| l.contains("reconcile_timing"))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["micros"].as_f64())
+        .map(|us| us / 1000.0)
         .collect()
 }
 
-/// The upper bound of the bucket holding quantile `q` of the observations
-/// made between two scrapes.
-fn window_quantile(before: &str, after: &str, name: &str, q: f64) -> (f64, f64) {
-    let b = buckets(before, name);
-    let a = buckets(after, name);
-    let deltas: Vec<(f64, f64)> = a
-        .iter()
-        .zip(b.iter())
-        .map(|((le, n1), (_, n0))| (*le, n1 - n0))
-        .collect();
-    let total = deltas.last().map_or(0.0, |(_, n)| *n);
-    let bound = deltas
-        .iter()
-        .find(|(_, n)| *n >= q * total)
-        .map_or(f64::INFINITY, |(le, _)| *le);
-    (bound, total)
+/// Sum of every series of counter `name` in `metrics`.
+fn counter_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+/// The last `n` bytes (or a little more) of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let mut from = text.len().saturating_sub(n);
+    while !text.is_char_boundary(from) {
+        from -= 1;
+    }
+    text[from..].to_owned()
+}
+
+fn scrape(addr: &str) -> String {
+    http_get(&format!("http://{addr}/metrics")).1
+}
+
+/// A pause between 0 and 1 s, from the clock's nanoseconds.
+fn random_pause() -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    Duration::from_nanos(u64::from(nanos))
+}
+
+/// Scale-reaction samples (s) of job `uploads` on `url`.
+async fn reactions(
+    plane: &ControlPlane,
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    trials: usize,
+    op: &Proc,
+) -> Vec<f64> {
+    let limit = Duration::from_secs(120);
+    let replicas = || operator::replicas(plane, "uploads-workers");
+    let bodies: Vec<String> = (0..50)
+        .map(|n| format!("{{\"key\": \"{n}.jpg\"}}"))
+        .collect();
+    let mut reaction = Vec::new();
+    for trial in 0..trials {
+        tokio::time::sleep(random_pause()).await;
+        let started = Instant::now();
+        sqs::send_all(client, url, &bodies).await;
+        wait_until(
+            limit,
+            "scaled to 5",
+            || (replicas() == Some(5)).then_some(()),
+            || op.log_text(),
+        );
+        let took = started.elapsed().as_secs_f64();
+        println!("trial {trial} scale_reaction_s={took:.3}");
+        reaction.push(took);
+        client.purge_queue().queue_url(url).send().await.unwrap();
+        wait_until(
+            limit,
+            "back to 0",
+            || (replicas() == Some(0)).then_some(()),
+            || op.log_text(),
+        );
+    }
+    reaction
+}
+
+/// What one step measured.
+struct Step {
+    jobs: usize,
+    rss_mib: f64,
+    peak_mib: f64,
+    api_per_s: f64,
+    queue_per_s: f64,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -81,9 +213,15 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let binary = args
         .get(1)
-        .expect("usage: operator-bench OPERATOR_BINARY [TRIALS] [JOBS]");
+        .expect("usage: operator-bench OPERATOR_BINARY [TRIALS] [STEPS]");
     let trials: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
-    let jobs: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let steps: Vec<usize> = args
+        .get(3)
+        .map_or("100,1000", String::as_str)
+        .split(',')
+        .map(|s| s.trim().parse().expect("STEPS: counts separated by commas"))
+        .collect();
+    let shared = std::env::var("BENCH_QUEUES").is_ok_and(|v| v == "shared");
 
     let plane = ControlPlane::start();
     plane.install_crds();
@@ -97,96 +235,170 @@ async fn main() {
         "    minWorkers: 0\n    maxWorkers: 10\n    targetBacklogPerWorker: 10\n    scaleDownDelaySeconds: 0\n",
     );
     let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let env = vec![
+    let mut env = vec![
         (
-            "KUBECONFIG",
+            "KUBECONFIG".to_owned(),
             plane.kubeconfig().to_string_lossy().into_owned(),
         ),
-        ("AWS_ENDPOINT_URL_SQS", server.endpoint()),
-        ("AWS_ACCESS_KEY_ID", "x".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "x".to_owned()),
-        ("AWS_REGION", "us-east-1".to_owned()),
-        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-        ("RUST_LOG", "warn".to_owned()),
+        ("AWS_ENDPOINT_URL_SQS".to_owned(), server.endpoint()),
+        ("AWS_ACCESS_KEY_ID".to_owned(), "x".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), "x".to_owned()),
+        ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED".to_owned(), "true".to_owned()),
+        (
+            "RUST_LOG".to_owned(),
+            "warn,shoal_operator::reconcile_timing=debug".to_owned(),
+        ),
     ];
+    for pair in std::env::var("BENCH_OPERATOR_ENV")
+        .unwrap_or_default()
+        .split_whitespace()
+    {
+        let (k, v) = pair.split_once('=').expect("BENCH_OPERATOR_ENV: K=V pairs");
+        println!("operator environment: {k}={v}");
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     let op = Proc::spawn(
         binary,
         &["run", "--metrics-addr", &metrics_addr],
         &env,
         &plane.dir().join("operator.log"),
     );
-    let limit = Duration::from_secs(120);
-    let replicas = || operator::replicas(&plane, "uploads-workers");
+    let sampler = Sampler::start(op.id());
     wait_until(
-        limit,
+        Duration::from_secs(120),
         "workers at 0",
-        || (replicas() == Some(0)).then_some(()),
+        || (operator::replicas(&plane, "uploads-workers") == Some(0)).then_some(()),
         || op.log_text(),
     );
 
-    let bodies: Vec<String> = (0..50)
-        .map(|n| format!("{{\"key\": \"{n}.jpg\"}}"))
-        .collect();
-    let mut reaction = Vec::new();
-    for trial in 0..trials {
+    let mut alone = reactions(&plane, &client, &url, trials, &op).await;
+    let p50 = percentile(&mut alone, 0.5);
+    let p95 = percentile(&mut alone, 0.95);
+    println!("RESULT alone reaction_p50_s={p50:.3} reaction_p95_s={p95:.3} trials={trials}");
+
+    let mut made = 0;
+    let mut results: Vec<Step> = Vec::new();
+    for &jobs in &steps {
+        // The queues and jobs this step adds.
+        let names: Vec<String> = (made..jobs).map(|n| format!("job-{n:05}")).collect();
+        let urls: Vec<String> = if shared {
+            vec![url.clone(); names.len()]
+        } else {
+            futures_util::stream::iter(names.iter())
+                .map(|name| operator::create_queue(&client, name))
+                .buffered(16)
+                .collect()
+                .await
+        };
         let started = Instant::now();
-        sqs::send_all(&client, &url, &bodies).await;
+        let ramp_from = op.log_text().len();
+        for batch in names.iter().zip(&urls).collect::<Vec<_>>().chunks(500) {
+            let mut yaml = String::new();
+            for (name, queue) in batch {
+                yaml.push_str(&format!(
+                    "---\napiVersion: shoal.dev/v1alpha1\nkind: BatchJob\nmetadata:\n  name: {name}\nspec:\n  handler:\n    image: x\n  source:\n    sqs:\n      queueUrl: {queue}\n"
+                ));
+            }
+            let out = plane.kubectl_with_input(&["create", "-f", "-"], Some(&yaml));
+            assert!(
+                out.status.success(),
+                "kubectl create: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        made = jobs;
+        let expected = (jobs + 1) as f64;
         wait_until(
-            limit,
-            "scaled to 5",
-            || (replicas() == Some(5)).then_some(()),
-            || op.log_text(),
+            Duration::from_secs(3600),
+            "every BatchJob Running",
+            || {
+                let text = scrape(&metrics_addr);
+                (sample_with(&text, "shoal_operator_batchjobs", &[("phase", "Running")])
+                    == Some(expected))
+                .then_some(())
+            },
+            || tail(&op.log_text(), 4000),
         );
-        let took = started.elapsed().as_secs_f64();
-        println!("trial {trial} scale_reaction_s={took:.3}");
-        reaction.push(took);
-        client.purge_queue().queue_url(&url).send().await.unwrap();
-        wait_until(
-            limit,
-            "back to 0",
-            || (replicas() == Some(0)).then_some(()),
-            || op.log_text(),
+        let running_after = started.elapsed().as_secs_f64();
+        let mut ramp = reconcile_samples(&op.log_text(), ramp_from);
+        let ramp_count = ramp.len();
+        println!(
+            "RESULT jobs={jobs} ramp_reconciles={ramp_count} ramp_reconcile_p50_ms={:.2} ramp_reconcile_p99_ms={:.2} ramp_reconcile_max_ms={:.2}",
+            percentile(&mut ramp, 0.5),
+            percentile(&mut ramp, 0.99),
+            percentile(&mut ramp, 1.0)
         );
-    }
-    let p50 = percentile(&mut reaction, 0.5);
-    let p95 = percentile(&mut reaction, 0.95);
-    println!("scale reaction over {trials} trials: p50 {p50:.3} s, p95 {p95:.3} s");
 
-    // Many jobs on one (empty) queue.
-    let mut yaml = String::new();
-    for n in 0..jobs {
-        yaml.push_str(&format!(
-            "---\napiVersion: shoal.dev/v1alpha1\nkind: BatchJob\nmetadata:\n  name: job-{n:04}\nspec:\n  handler:\n    image: x\n  source:\n    sqs:\n      queueUrl: {url}\n"
-        ));
+        // The window.
+        sampler.take();
+        let log_from = op.log_text().len();
+        let before = scrape(&metrics_addr);
+        // Change during the window: one message to each of a tenth of this
+        // step's queues (never the reaction job's), spread over it, so a
+        // tenth of the jobs scale up from zero while the others stay idle.
+        let window_started = Instant::now();
+        // (Not with one shared queue: that is the reaction job's.)
+        let changed: Vec<&String> = if shared {
+            Vec::new()
+        } else {
+            urls.iter().step_by(10).collect()
+        };
+        let spacing = WINDOW.mul_f64(0.8) / u32::try_from(changed.len().max(1)).unwrap_or(1);
+        for queue in &changed {
+            sqs::send_all(&client, queue, &["{\"key\": \"churn.jpg\"}".to_owned()]).await;
+            tokio::time::sleep(spacing).await;
+        }
+        tokio::time::sleep(WINDOW.saturating_sub(window_started.elapsed())).await;
+        let after = scrape(&metrics_addr);
+        let mut rss: Vec<f64> = sampler
+            .take()
+            .into_iter()
+            .map(|k| k as f64 / 1024.0)
+            .collect();
+        let peak = memory_kib(op.id()).1 as f64 / 1024.0;
+        let mut durations = reconcile_samples(&op.log_text(), log_from);
+        let delta = |name: &str| (counter_sum(&after, name) - counter_sum(&before, name)) / 30.0;
+        let api = delta("shoal_operator_api_requests_total");
+        let queue = delta("shoal_operator_queue_requests_total");
+        let count = durations.len();
+        let (p50, p99, max) = (
+            percentile(&mut durations, 0.5),
+            percentile(&mut durations, 0.99),
+            percentile(&mut durations, 1.0),
+        );
+        let rss_median = percentile(&mut rss, 0.5);
+        println!(
+            "RESULT jobs={jobs} running_after_s={running_after:.1} rss_mib={rss_median:.1} peak_mib={peak:.1} reconciles_per_s={:.1} reconcile_p50_ms={p50:.2} reconcile_p99_ms={p99:.2} reconcile_max_ms={max:.2} api_requests_per_s={api:.1} queue_requests_per_s={queue:.1}",
+            count as f64 / WINDOW.as_secs_f64()
+        );
+        let mut busy = reactions(&plane, &client, &url, trials, &op).await;
+        println!(
+            "RESULT jobs={jobs} reaction_p50_s={:.3} reaction_p95_s={:.3} trials={trials}",
+            percentile(&mut busy, 0.5),
+            percentile(&mut busy, 0.95)
+        );
+        results.push(Step {
+            jobs,
+            rss_mib: rss_median,
+            peak_mib: peak,
+            api_per_s: api,
+            queue_per_s: queue,
+        });
     }
-    let started = Instant::now();
-    plane.apply_yaml(&yaml);
-    let expected = jobs + 1;
-    wait_until(
-        Duration::from_secs(600),
-        "every BatchJob Running",
-        || {
-            let phases = plane.jsonpath(&["bj"], "{.items[*].status.phase}");
-            (phases.split(' ').filter(|p| *p == "Running").count() == expected).then_some(())
-        },
-        || op.log_text(),
-    );
-    println!(
-        "{jobs} BatchJobs all Running after {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let (_, before) = http_get(&format!("http://{metrics_addr}/metrics"));
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    let (_, after) = http_get(&format!("http://{metrics_addr}/metrics"));
-    let (p99, count) = window_quantile(
-        &before,
-        &after,
-        "shoal_operator_reconcile_duration_seconds",
-        0.99,
-    );
-    let rss = rss_mib(op.id());
-    println!(
-        "with {expected} BatchJobs: operator RSS {rss:.1} MiB; {count} reconciles in 30 s ({:.0}/s); reconcile p99 <= {p99} s",
-        count / 30.0
-    );
+    if let (Some(first), Some(last)) = (results.first(), results.last())
+        && last.jobs > first.jobs
+    {
+        let jobs = (last.jobs - first.jobs) as f64;
+        println!(
+            "RESULT slope jobs={}..{} rss_kib_per_job={:.1} peak_kib_per_job={:.1} api_requests_per_s_per_job={:.4} queue_requests_per_s_per_job={:.4}",
+            first.jobs,
+            last.jobs,
+            (last.rss_mib - first.rss_mib) * 1024.0 / jobs,
+            (last.peak_mib - first.peak_mib) * 1024.0 / jobs,
+            (last.api_per_s - first.api_per_s) / jobs,
+            (last.queue_per_s - first.queue_per_s) / jobs,
+        );
+    }
 }

@@ -11,7 +11,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `bin args` with `env` added, logging to `log`.
+    /// Starts `bin args` with `env` added (without the caller's own
+    /// `RUST_LOG` and `AWS_PROFILE`), logging to `log`.
     pub fn spawn(bin: &str, args: &[&str], env: &[(&str, String)], log: &Path) -> Self {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -21,12 +22,13 @@ impl Proc {
         let err = file
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot share {}: {e}", log.display()));
+        // The caller's `env` comes last: a `RUST_LOG` it names is kept.
         let child = Command::new(bin)
             .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env_remove("AWS_PROFILE")
             .env_remove("RUST_LOG")
             .env("SHOAL_LOG_FORMAT", "json")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(file))
             .stderr(Stdio::from(err))

@@ -99,6 +99,9 @@ impl Amqp {
             .header(http::header::AUTHORIZATION, format!("Basic {credentials}"))
             .body(Empty::<Bytes>::new())
             .map_err(|e| fail()(format!("building GET {}: {e}", broker.management)))?;
+        if let Some(counter) = &self.requests {
+            counter.inc();
+        }
         let response = tokio::time::timeout(Duration::from_secs(10), self.http.request(request))
             .await
             .map_err(|_| {

@@ -67,6 +67,20 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
+    /// What tells this broker and its credentials apart from another's,
+    /// without holding them: a digest of the URL (password included) and
+    /// the management API's base. Two jobs share cached counts only when
+    /// they reach the broker as the same user.
+    pub fn identity(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new()
+            .chain_update(self.uri.as_bytes())
+            .chain_update([0])
+            .chain_update(self.management.as_bytes())
+            .finalize();
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Checks `url` (`amqp[s]://user:password@host[:port][/vhost]`) and
     /// derives the management API's base, where the operator sends the
     /// URL's credentials: `from_secret` (the Secret's `managementUrl`, any
@@ -202,6 +216,8 @@ pub struct Amqp {
     connections: Mutex<HashMap<String, Arc<Connection>>>,
     http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
     stats_interval: Duration,
+    /// Counts the management API requests, when set.
+    requests: Option<prometheus::IntCounter>,
 }
 
 impl Amqp {
@@ -220,7 +236,15 @@ impl Amqp {
             connections: Mutex::new(HashMap::new()),
             http: Client::builder(TokioExecutor::new()).build(connector),
             stats_interval,
+            requests: None,
         })
+    }
+
+    /// The same clients, counting each management API request in
+    /// `counter`.
+    pub fn counted(mut self, counter: prometheus::IntCounter) -> Self {
+        self.requests = Some(counter);
+        self
     }
 
     /// How old the management API's counts can be.

@@ -7,24 +7,21 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 
 use super::Prober;
-use crate::amqp::Amqp;
+use crate::backend::Backends;
 use crate::crd::BatchJob;
 use crate::health;
 use crate::metrics::Metrics;
 use crate::plan;
 use crate::s3::S3;
-use crate::sqs::Sqs;
 
 /// What every reconcile shares.
 pub struct Context {
     /// Kubernetes client.
     pub client: Client,
-    /// SQS client.
-    pub sqs: Sqs,
+    /// The queue servers (SQS, RabbitMQ).
+    pub queues: Arc<dyn Backends>,
     /// S3 client (fan-out listings).
     pub s3: S3,
-    /// RabbitMQ clients (`source.amqp`, `queue.amqp`).
-    pub amqp: Amqp,
     /// Publishes Kubernetes Events about BatchJobs.
     pub recorder: Recorder,
     /// The operator's metrics.
@@ -35,6 +32,10 @@ pub struct Context {
     pub scale_in: Option<Prober>,
     /// Image holding shoal's Lambda host (`handler.function` jobs).
     pub host_image: String,
+    /// Queue counts, shared by the jobs on each queue.
+    pub backlogs: super::Backlogs,
+    /// The BatchJobs and worker Deployments as last seen.
+    pub caches: super::Caches,
 }
 
 impl Context {

@@ -10,9 +10,14 @@
 //!   manager `shoal-operator`) unless the Deployment in the cluster carries
 //!   the hash of that same content (`shoal.dev/applied-hash`) and the same
 //!   replicas; applying twice changes nothing.
-//! - While a job is active it is reconciled every second, so replicas follow
-//!   a backlog change within about a second plus one `GetQueueAttributes`
-//!   round trip.
+//! - Cost grows with change, not with the number of jobs: each distinct
+//!   queue is read once per [`POLL_INTERVAL`] in one place and only the
+//!   jobs whose counts changed are woken ([`backlogs`]); Deployments and
+//!   upstream jobs are read from caches without `managedFields`
+//!   ([`caches`]); a job is otherwise looked at again only for what
+//!   changes with time ([`crate::cadence`]); at most
+//!   [`Options::concurrency`] reconciles run at once. Replicas follow a
+//!   backlog change within about one poll interval plus one apply.
 //! - Sources: `source.sqs` and `source.amqp` (an existing queue, runs
 //!   until deleted); `source.s3` (FIFO queues created, or RabbitMQ queues
 //!   declared with `queue.amqp`, prefix fanned out with checkpoints,
@@ -29,15 +34,17 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::amqp::Amqp;
-use crate::crd::{BatchJob, BatchJobStatus, ChunkCounts, InputLocation, Phase};
+use crate::backend::{Blocked, Servers};
+use crate::crd::{BatchJob, BatchJobStatus, InputLocation, Phase};
 use crate::error::{Error, Result};
 use crate::fanout;
 use crate::health;
@@ -45,19 +52,22 @@ use crate::metrics::{JobFigures, Metrics};
 use crate::plan;
 use crate::redrive;
 use crate::s3::S3;
+use crate::{cadence, decide};
 
+mod backlogs;
+mod caches;
 mod context;
 mod queues;
 mod scale_in;
 mod stages;
 mod workers;
 
-use crate::scaling;
 use crate::sqs::Sqs;
 use crate::usage;
 use crate::workload::Wiring;
+pub use backlogs::Backlogs;
+pub use caches::Caches;
 pub use context::Context;
-use queues::Resolved;
 pub use scale_in::Prober;
 use scale_in::rank_idle_first;
 use stages::{Source, blocked, redrive_page, source, write_manifest};
@@ -71,15 +81,11 @@ pub const MANAGER: &str = "shoal-operator";
 /// Finalizer that deletes the queues the operator created.
 pub const FINALIZER: &str = "shoal.dev/cleanup";
 
-/// How often an active job is looked at.
-pub const ACTIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often each queue's counts are read unless told otherwise.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How often a pipeline stage looks at the upstream job it waits for.
 pub const UPSTREAM_INTERVAL: Duration = Duration::from_secs(2);
-
-/// How often a suspended job's queue counts are refreshed (a resume, being
-/// a spec change, is seen at once).
-pub const SUSPENDED_INTERVAL: Duration = Duration::from_secs(10);
 
 pub(crate) async fn write_status(
     job: &BatchJob,
@@ -143,8 +149,11 @@ pub(crate) async fn expire(
 /// Deletes the queues the operator created for `job` (not a queue it was
 /// given): the finalizer's cleanup.
 async fn cleanup(job: &BatchJob, ctx: &Context) -> Result<Action> {
-    ctx.metrics
-        .set_job(&job.namespace().unwrap_or_default(), &job.name_any(), None);
+    let namespace = job.namespace().unwrap_or_default();
+    ctx.metrics.set_job(&namespace, &job.name_any(), None);
+    ctx.backlogs.forget(&ObjectRef::from_obj(job));
+    ctx.caches
+        .forget(&namespace, &crate::workload::deployment_name(job));
     if queues::delete_created(job, ctx).await? {
         ctx.event(
             job,
@@ -157,11 +166,22 @@ async fn cleanup(job: &BatchJob, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
+/// Log target of the per-reconcile timing lines.
+const TIMING: &str = "shoal_operator::reconcile_timing";
+
 /// One reconcile of `job`, timed and counted.
 pub async fn reconcile(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> {
-    let timer = ctx.metrics.duration.start_timer();
+    let started = std::time::Instant::now();
+    let name = tracing::enabled!(target: TIMING, tracing::Level::DEBUG).then(|| job_key(&job));
     let result = reconcile_inner(job, ctx.clone()).await;
-    timer.observe_duration();
+    let took = started.elapsed();
+    ctx.metrics.duration.observe(took.as_secs_f64());
+    if let Some(name) = name {
+        // One line per reconcile, for percentiles from raw samples
+        // (`RUST_LOG=shoal_operator::reconcile_timing=debug`).
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        tracing::debug!(target: TIMING, batchjob = %name, micros, "reconciled");
+    }
     let outcome = if result.is_ok() { "success" } else { "error" };
     ctx.metrics.reconciles.with_label_values(&[outcome]).inc();
     if let Err(e) = &result {
@@ -193,6 +213,13 @@ async fn reconcile_inner(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action
 
 /// Reconciles a live (not deleted) `job`.
 async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Result<Action> {
+    // Decisions read the Deployment from the cache: never from one not
+    // yet filled (a job at 10 workers would look like one at none).
+    ctx.caches
+        .deployments
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::Config("the Deployment watch stopped".into()))?;
     let previous = job.status.clone().unwrap_or_default();
     let now = Timestamp::now();
     // A finished job runs again only for a redrive of the queues it had.
@@ -226,13 +253,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     let fan_out = match source(&job, &ctx, &namespace, &previous).await? {
         Source::Queue => None,
         Source::FanOut(s3) => Some(plan::within_lease(&job, s3)),
-        Source::Blocked {
-            fail,
-            reason,
-            message,
-        } => {
-            return blocked(&job, &ctx, &namespace, status, (fail, reason, message), now).await;
-        }
+        Source::Blocked(why) => return blocked(&job, &ctx, &namespace, status, why, now).await,
     };
     if spec.source.batch_job.is_some() {
         status.input = fan_out.as_ref().map(|s3| InputLocation {
@@ -252,7 +273,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
             &ctx,
             &namespace,
             status,
-            (false, "SpecInvalid", message),
+            Blocked::wait("SpecInvalid", message),
             now,
         )
         .await;
@@ -260,18 +281,8 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
 
     // Queues.
     let queue = match queues::ensure(&job, &ctx, &namespace, &previous, &mut status).await? {
-        Resolved::Ready(queue) => queue,
-        Resolved::Blocked(reason, message) => {
-            return blocked(
-                &job,
-                &ctx,
-                &namespace,
-                status,
-                (false, reason, message),
-                now,
-            )
-            .await;
-        }
+        Ok(queue) => queue,
+        Err(why) => return blocked(&job, &ctx, &namespace, status, why, now).await,
     };
     let url = queue.url();
     status.queue_url = Some(url.clone());
@@ -283,12 +294,12 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     if let Some(round) = redrive_round {
         drained_since = None;
         status.redrive =
-            Some(redrive_page(&job, &ctx, &namespace, &queue, round, &status, now).await?);
+            Some(redrive_page(&job, &ctx, &namespace, queue.as_ref(), round, &status, now).await?);
     }
     // Moving, or just moved: counts may not show the moved messages yet,
     // so the job is not finished from them (and keeps a worker).
     let moving = status.redrive.as_ref().is_some_and(|r| !r.done);
-    let redriving = moving || redrive::settling(status.redrive.as_ref(), now, queue.lag(&ctx));
+    let redriving = moving || redrive::settling(status.redrive.as_ref(), now, queue.lag());
 
     // Fan out (one listing page per reconcile, checkpointed per batch);
     // a suspended job keeps its checkpoint and enqueues nothing.
@@ -300,7 +311,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
             status.split = Some(from);
         } else if !from.done {
             status.phase = Phase::Splitting;
-            let send = |bodies| queue.send(&ctx, bodies);
+            let send = |bodies| queue.send(bodies);
             let checkpoint = |progress| {
                 let mut checkpoint = status.clone();
                 checkpoint.split = Some(progress);
@@ -324,103 +335,40 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     }
 
     // Observe.
-    let Some((backlog, dead)) = queue.backlogs(&ctx, &job).await? else {
+    let Some((backlog, dead)) = queues::backlogs(&queue, &ctx, &job).await? else {
         // Counts not known yet (a queue declared moments ago): decide
         // nothing from an unknown backlog, look again soon.
         tracing::debug!(batchjob = %job.name_any(), queue = %url, "no queue counts yet");
         if status != previous {
             write_status(&job, &ctx, &namespace, &status).await?;
         }
-        return Ok(Action::requeue(ACTIVE_INTERVAL));
+        return Ok(Action::requeue(cadence::ACTIVE));
     };
-    let observed = observe_deployment(&job, &ctx, &namespace).await?;
+    let observed = observe_deployment(&job, &ctx, &namespace);
     let (replicas, ready) = (observed.replicas, observed.ready);
     let looked = observe_stuck_pods(&job, &ctx, &namespace, &observed, now).await;
 
     // Decide.
-    let (chunks, phase) = match &status.split {
-        Some(split) => {
-            let (chunks, mut phase) = plan::fanout_progress(&job, split, backlog, dead);
-            if bad_list.is_some() {
-                phase = Phase::Failed;
-            }
-            if redriving && phase.is_finished() {
-                // Dead letters are still on their way back.
-                phase = Phase::Running;
-            }
-            let (phase, drained_since) =
-                plan::settle(phase, drained_since.as_ref(), now, queue.lag(&ctx));
-            status.drained_since = drained_since;
-            (chunks, phase)
-        }
-        None => (
-            ChunkCounts {
-                visible: backlog.visible,
-                in_flight: backlog.in_flight,
-                ..previous.chunks.clone()
-            },
-            Phase::Running,
-        ),
-    };
-    let policy = plan::policy(&job);
-    let current = replicas.unwrap_or(policy.min);
-    let below_for = previous
-        .scale_down_since
-        .as_ref()
-        .map(|since| Duration::try_from(now.duration_since(since.0)).unwrap_or(Duration::ZERO));
-    let mut decision = if phase.is_finished() || suspended {
-        scaling::Decision {
-            replicas: 0,
-            wanted: 0,
-            below_for: None,
-        }
-    } else {
-        scaling::decide(&policy, backlog.total(), current, below_for)
-    };
-    if redriving && !suspended && decision.replicas == 0 {
-        decision.replicas = 1;
-    }
-
-    status.phase = phase;
-    status.chunks = chunks;
-    status.desired_workers = decision.replicas;
-    status.ready_workers = ready;
-    status.usage = usage::count_workers(previous.usage.as_ref(), ready, phase.is_finished(), now);
-    status.scale_down_since = decision
-        .below_for
-        .map(|_| previous.scale_down_since.clone().unwrap_or(Time(now)));
-    status.completion_time = phase.is_finished().then_some(Time(now));
     let workers = workers_condition(&job, &ctx, looked, &previous.conditions, now).await;
-    let ready = match &bad_list {
-        Some(message) => plan::condition(
-            &previous.conditions,
-            "Ready",
-            false,
-            "ListInvalid",
-            message.clone(),
-            generation,
-            now,
-        ),
-        None => plan::ready_condition(
-            &previous.conditions,
-            (phase, suspended),
-            &status.chunks,
-            &url,
-            generation,
-            now,
-        ),
-    };
-    let lifecycle = plan::lifecycle_conditions(
-        &previous.conditions,
-        (phase, suspended),
-        &ready,
-        generation,
+    let decision = decide::decide(decide::Observed {
+        job: &job,
+        previous: &previous,
+        status,
+        backlog,
+        dead,
+        replicas,
+        ready,
+        bad_list: bad_list.clone(),
+        moving,
+        redriving,
+        drained_since,
+        lag: queue.lag(),
+        url: &url,
+        workers,
         now,
-    );
-    status.conditions = std::iter::once(ready)
-        .chain(workers)
-        .chain(lifecycle)
-        .collect();
+    });
+    let mut status = decision.status;
+    let phase = status.phase;
 
     // The results manifest, before the status records the finish.
     if let (true, Some(input), Some(output)) = (phase.is_finished(), &fan_out, &spec.output) {
@@ -433,52 +381,41 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
 
     // Apply.
     let wiring = Wiring {
-        queue: queue.worker_queue(&job),
+        queue: queue.worker_queue(),
         output: plan::output_location(&job),
         input_bucket: fan_out.as_ref().map(|s3| s3.bucket.clone()),
         replicas: decision.replicas,
         host_image: ctx.host_image.clone(),
     };
-    if let Some(from) = replicas
-        && decision.replicas < from
-        && decision.replicas > 0
+    if let Some((from, to)) = decision.scaled
+        && to < from
+        && to > 0
     {
         rank_idle_first(&job, &ctx, &namespace, from).await;
     }
     apply_deployment(&job, &ctx, &namespace, &wiring, &observed).await?;
-    if replicas != Some(decision.replicas) {
+    if let Some((from, to)) = decision.scaled {
         tracing::info!(
             batchjob = %job.name_any(),
             namespace = %namespace,
             backlog = backlog.total(),
-            from = replicas.unwrap_or(0),
-            to = decision.replicas,
+            from,
+            to,
             "scaled workers"
         );
-        ctx.event(
-            &job,
-            false,
-            "Scaled",
-            format!(
-                "workers {} -> {} (backlog {})",
-                replicas.unwrap_or(0),
-                decision.replicas,
-                backlog.total()
-            ),
-        )
-        .await;
+        let note = format!("workers {from} -> {to} (backlog {})", backlog.total());
+        ctx.event(&job, false, "Scaled", note).await;
     }
 
     // Update status.
     if let Some(message) = &bad_list {
         ctx.event(&job, true, "ListInvalid", message.clone()).await;
     }
-    if let Some((reason, note)) = plan::suspension_change(&previous.conditions, &status.conditions)
-    {
+    if let Some((reason, note)) = decision.suspension {
         tracing::info!(batchjob = %job.name_any(), namespace = %namespace, reason, "suspension changed");
         ctx.event(&job, false, reason, note).await;
     }
-    if phase != previous.phase {
+    if decision.phase_changed {
         ctx.metrics.finished(phase);
         tracing::info!(batchjob = %job.name_any(), namespace = %namespace, phase = ?phase, "phase changed");
         let note = format!(
@@ -503,15 +440,11 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
             phase,
         }),
     );
-    Ok(if phase.is_finished() {
-        expire(&job, &ctx, &namespace, &status, now).await?
-    } else if moving || (phase == Phase::Splitting && !suspended) {
-        Action::requeue(Duration::from_millis(50))
-    } else if suspended {
-        Action::requeue(SUSPENDED_INTERVAL)
-    } else {
-        Action::requeue(ACTIVE_INTERVAL)
-    })
+    if phase.is_finished() {
+        ctx.backlogs.forget(&ObjectRef::from_obj(job.as_ref()));
+        return expire(&job, &ctx, &namespace, &status, now).await;
+    }
+    Ok(Action::requeue(cadence::next_look(&decision.pending)))
 }
 
 /// Retry a failed reconcile after a short pause.
@@ -526,14 +459,43 @@ pub fn error_policy(job: Arc<BatchJob>, error: &Error, _ctx: Arc<Context>) -> Ac
 }
 
 /// The operator's own settings a reconcile follows.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Options {
     /// Idle-first scale-in ([`crate::scale_in`]); `None`: off.
     pub scale_in: Option<Prober>,
     /// Image holding shoal's Lambda host, for `handler.function` jobs
     /// naming none.
     pub host_image: String,
+    /// Most reconciles running at once.
+    pub concurrency: u16,
+    /// How often each queue's counts are read (see [`backlogs`]).
+    pub queue_poll_interval: Duration,
+    /// Most queue-count reads a second.
+    pub queue_polls_per_second: u32,
 }
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            scale_in: None,
+            host_image: String::new(),
+            concurrency: DEFAULT_CONCURRENCY,
+            queue_poll_interval: POLL_INTERVAL,
+            queue_polls_per_second: DEFAULT_QUEUE_POLLS_PER_SECOND,
+        }
+    }
+}
+
+/// Reconciles running at once unless told otherwise: enough to hide the
+/// API server's and the queue's round trips on a few cores, few enough
+/// that a burst of thousands of jobs queues in the controller instead of
+/// in memory and open connections.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
+
+/// Queue-count reads a second unless told otherwise: every queue twice a
+/// second up to 500 queues, every second up to 1,000. (On SQS a read is a
+/// billed request: 1,000 a second is about 86 million a day.)
+pub const DEFAULT_QUEUE_POLLS_PER_SECOND: u32 = 1000;
 
 /// Runs the controller until SIGTERM or Ctrl-C, over BatchJobs in
 /// `namespace`, or in every namespace when `None`.
@@ -553,20 +515,50 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
+    let (job_store, job_writer) = reflector::store();
+    let job_events = watcher(jobs, watcher::Config::default())
+        .default_backoff()
+        .modify(caches::strip)
+        .reflect(job_writer)
+        .applied_objects();
+    // Only the Deployments the operator made (they carry the job label).
+    let (deployment_store, deployment_writer) = reflector::store();
+    let deployment_events = watcher(
+        deployments,
+        watcher::Config::default().labels(crate::workload::JOB_LABEL),
+    )
+    .default_backoff()
+    .modify(caches::strip_deployment)
+    .reflect(deployment_writer)
+    .touched_objects();
+    let (backlogs, wakes) =
+        Backlogs::new(options.queue_poll_interval, options.queue_polls_per_second);
     let recorder = Recorder::new(client.clone(), MANAGER.into());
+    let queues = Arc::new(Servers {
+        client: client.clone(),
+        sqs,
+        amqp: Arc::new(amqp),
+    });
     let ctx = Arc::new(Context {
         client,
-        sqs,
+        queues,
         s3,
-        amqp,
         recorder,
         metrics,
         pod_looks: health::Looks::default(),
         scale_in: options.scale_in,
         host_image: options.host_image,
+        backlogs,
+        caches: Caches::new(job_store.clone(), deployment_store),
     });
-    Controller::new(jobs, watcher::Config::default())
-        .owns(deployments, watcher::Config::default())
+    let poller = tokio::spawn(backlogs::poll_forever(ctx.clone()));
+    let wakes = futures_util::stream::unfold(wakes, |mut wakes| async move {
+        wakes.recv().await.map(|job| (job, wakes))
+    });
+    Controller::for_stream(job_events, job_store)
+        .owns_stream(deployment_events)
+        .reconcile_on(wakes)
+        .with_config(controller::Config::default().concurrency(options.concurrency))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -575,6 +567,7 @@ pub async fn run(
             }
         })
         .await;
+    poller.abort();
 }
 
 #[cfg(test)]

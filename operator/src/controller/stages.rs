@@ -6,10 +6,11 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 
 use super::{Context, UPSTREAM_INTERVAL, expire, write_status};
+use crate::backend::{Blocked, WorkQueue};
 use crate::crd::{
     BatchJob, BatchJobStatus, FailedItem, OutputSpec, Phase, RedriveStatus, S3Source,
 };
@@ -26,12 +27,8 @@ pub(super) enum Source {
     Queue,
     /// Objects to fan out.
     FanOut(S3Source),
-    /// A pipeline stage that cannot start (`fail`: ever).
-    Blocked {
-        fail: bool,
-        reason: &'static str,
-        message: String,
-    },
+    /// A pipeline stage that cannot start (yet, or ever).
+    Blocked(Blocked),
 }
 
 /// Resolves the job's source; for a `batchJob` source, from the input
@@ -58,23 +55,14 @@ pub(super) async fn source(
     if let Some(input) = &previous.input {
         return Ok(Source::FanOut(pipeline::as_s3(stage, input)));
     }
-    let api: Api<BatchJob> = Api::namespaced(ctx.client.clone(), namespace);
-    let upstream = api.get_opt(&stage.name).await.map_err(Error::kube(format!(
-        "reading upstream batchjob {namespace}/{}",
-        stage.name
-    )))?;
-    Ok(match pipeline::resolve(stage, upstream.as_ref()) {
+    let upstream = ctx
+        .caches
+        .jobs
+        .get(&ObjectRef::new(&stage.name).within(namespace));
+    Ok(match pipeline::resolve(stage, upstream.as_deref()) {
         Upstream::Ready(s3) => Source::FanOut(s3),
-        Upstream::Wait(reason, message) => Source::Blocked {
-            fail: false,
-            reason,
-            message,
-        },
-        Upstream::Fail(reason, message) => Source::Blocked {
-            fail: true,
-            reason,
-            message,
-        },
+        Upstream::Wait(reason, message) => Source::Blocked(Blocked::wait(reason, message)),
+        Upstream::Fail(reason, message) => Source::Blocked(Blocked::fail(reason, message)),
     })
 }
 
@@ -87,7 +75,11 @@ pub(super) async fn blocked(
     ctx: &Context,
     namespace: &str,
     mut status: BatchJobStatus,
-    (fail, reason, message): (bool, &'static str, String),
+    Blocked {
+        fail,
+        reason,
+        message,
+    }: Blocked,
     now: Timestamp,
 ) -> Result<Action> {
     let previous = job.status.clone().unwrap_or_default();
@@ -179,13 +171,13 @@ pub(super) async fn redrive_page(
     job: &BatchJob,
     ctx: &Context,
     namespace: &str,
-    queue: &super::queues::WorkQueue,
+    queue: &dyn WorkQueue,
     round: i64,
     status: &BatchJobStatus,
     now: Timestamp,
 ) -> Result<RedriveStatus> {
     let previous = job.status.clone().unwrap_or_default();
-    let (moved, done) = queue.redrive(job, ctx, round).await?;
+    let (moved, done) = super::queues::redrive(queue, ctx, job, round).await?;
     let redrive = crate::redrive::advance(previous.redrive.as_ref(), round, moved, done, now);
     let mut checkpoint = status.clone();
     checkpoint.redrive = Some(redrive.clone());

@@ -20,44 +20,53 @@ pub(super) struct ObservedDeployment {
     pub(super) replicas: Option<i32>,
     pub(super) ready: i32,
     pub(super) applied_hash: Option<String>,
-    /// The live Deployment's `spec`, to see hand edits (see
-    /// [`crate::drift`]).
-    pub(super) spec: Option<serde_json::Value>,
+    /// The spec is as the operator last left it: its `generation` is the
+    /// one the last apply (or drift check) recorded, or the cache has not
+    /// shown that apply yet. Otherwise someone may have edited it (or the
+    /// operator restarted), and the live spec is compared before deciding
+    /// not to apply (see [`crate::drift`]).
+    pub(super) unchanged: bool,
+    /// The cached object's `resourceVersion`.
+    pub(super) version: Option<String>,
 }
 
-pub(super) async fn observe_deployment(
+/// The job's Deployment, from the cache (see [`super::caches`]): no API
+/// call.
+pub(super) fn observe_deployment(
     job: &BatchJob,
     ctx: &Context,
     namespace: &str,
-) -> Result<ObservedDeployment> {
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+) -> ObservedDeployment {
     let name = workload::deployment_name(job);
-    let existing = deployments
-        .get_opt(&name)
-        .await
-        .map_err(Error::kube(format!(
-            "reading deployment {namespace}/{name}"
-        )))?;
-    Ok(ObservedDeployment {
+    let seen = ctx.caches.deployment(namespace, &name);
+    let existing = seen.object.as_deref();
+    let ready = existing
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let version = existing.and_then(|d| d.metadata.resource_version.clone());
+    if let Some((replicas, hash)) = seen.applied {
+        return ObservedDeployment {
+            replicas: Some(replicas),
+            ready,
+            applied_hash: Some(hash),
+            unchanged: true,
+            version,
+        };
+    }
+    let generation = existing.and_then(|d| d.metadata.generation);
+    ObservedDeployment {
         replicas: existing
-            .as_ref()
             .and_then(|d| d.spec.as_ref())
             .and_then(|s| s.replicas),
-        ready: existing
-            .as_ref()
-            .and_then(|d| d.status.as_ref())
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0),
+        ready,
         applied_hash: existing
-            .as_ref()
             .and_then(|d| d.metadata.annotations.as_ref())
             .and_then(|a| a.get(workload::APPLIED_HASH))
             .cloned(),
-        spec: existing
-            .as_ref()
-            .and_then(|d| d.spec.as_ref())
-            .and_then(|s| serde_json::to_value(s).ok()),
-    })
+        unchanged: existing.is_some() && ctx.caches.unchanged(namespace, &name, generation),
+        version,
+    }
 }
 
 /// The worker pods that cannot run with the number of worker pods, looked
@@ -192,35 +201,52 @@ pub(super) async fn apply_deployment(
 ) -> Result<()> {
     let mut deployment = workload::deployment(job, wiring);
     let hash = workload::content_hash(&deployment);
-    let desired_spec = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| serde_json::to_value(s).ok());
-    let edited = match (&observed.spec, &desired_spec) {
-        (Some(live), Some(desired)) => crate::drift::difference(live, desired),
-        _ => None,
-    };
+    let name = workload::deployment_name(job);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
     if observed.applied_hash.as_deref() == Some(hash.as_str())
         && observed.replicas == Some(wiring.replicas)
-        && edited.is_none()
     {
-        return Ok(());
-    }
-    if let Some(field) = &edited
-        && observed.applied_hash.as_deref() == Some(hash.as_str())
-    {
-        tracing::info!(
-            batchjob = %job.name_any(),
-            deployment = %workload::deployment_name(job),
-            field = %field,
-            "the worker Deployment was edited by hand: applying the BatchJob's again"
-        );
+        if observed.unchanged {
+            return Ok(());
+        }
+        // Same content as applied, but the spec changed since (or the
+        // operator does not know): compare the live spec.
+        let live = deployments
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!(
+                "reading deployment {namespace}/{name}"
+            )))?;
+        let desired = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::to_value(s).ok());
+        let live_spec = live
+            .as_ref()
+            .and_then(|d| d.spec.as_ref())
+            .and_then(|s| serde_json::to_value(s).ok());
+        // A Deployment gone (deleted by hand) is made again below.
+        if let (Some(live_spec), Some(desired)) = (live_spec, desired) {
+            match crate::drift::difference(&live_spec, &desired) {
+                None => {
+                    let generation = live.as_ref().and_then(|d| d.metadata.generation);
+                    ctx.caches.settled(namespace, &name, generation);
+                    return Ok(());
+                }
+                Some(field) => tracing::info!(
+                    batchjob = %job.name_any(),
+                    deployment = %name,
+                    field = %field,
+                    "the worker Deployment was edited by hand: applying the BatchJob's again"
+                ),
+            }
+        }
     }
     deployment
         .metadata
         .annotations
         .get_or_insert_with(Default::default)
-        .insert(workload::APPLIED_HASH.to_owned(), hash);
+        .insert(workload::APPLIED_HASH.to_owned(), hash.clone());
     if let Some(account) = workload::service_account(job) {
         let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
         let name = workload::deployment_name(job);
@@ -235,9 +261,7 @@ pub(super) async fn apply_deployment(
                 "applying service account {namespace}/{name}"
             )))?;
     }
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = workload::deployment_name(job);
-    deployments
+    let applied = deployments
         .patch(
             &name,
             &PatchParams::apply(MANAGER).force(),
@@ -247,5 +271,14 @@ pub(super) async fn apply_deployment(
         .map_err(Error::kube(format!(
             "applying deployment {namespace}/{name}"
         )))?;
+    ctx.caches
+        .settled(namespace, &name, applied.metadata.generation);
+    ctx.caches.expect(
+        namespace,
+        &name,
+        observed.version.clone(),
+        wiring.replicas,
+        hash,
+    );
     Ok(())
 }

@@ -20,16 +20,20 @@ use kube::Client;
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{Context, FINALIZER, MANAGER, UPSTREAM_INTERVAL, reconcile};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
+
+use super::{Backlogs, Caches, Context, FINALIZER, MANAGER, UPSTREAM_INTERVAL, reconcile};
+use crate::backend::memory::{MemoryBackends, MemoryQueue};
 use crate::crd::{
     BatchJob, BatchJobSource, BatchJobSpec, BatchJobStatus, HandlerSpec, OutputSpec, Phase,
     SourceSpec,
 };
 use crate::metrics::Metrics;
 use crate::s3::S3;
-use crate::sqs::Sqs;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -50,50 +54,88 @@ fn call(method: Method, path: &str, status: StatusCode, answer: Value) -> Call {
     }
 }
 
-/// A context whose Kubernetes client is the mock and whose AWS clients
-/// point at a port nothing listens on.
-fn context() -> (Arc<Context>, Handle) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let credentials = aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "test");
-    let sqs = aws_sdk_sqs::Config::builder()
-        .behavior_version_latest()
-        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-        .endpoint_url("http://127.0.0.1:9")
-        .credentials_provider(credentials.clone())
-        .build();
+/// A context whose Kubernetes client is the mock, whose caches hold
+/// `cached` BatchJobs (and no Deployment), whose queue lives in memory, and
+/// whose S3 client points at a port nothing listens on.
+fn context(cached: Vec<BatchJob>) -> (Arc<Context>, Handle) {
+    let credentials = aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test");
     let s3 = aws_sdk_s3::Config::builder()
         .behavior_version_latest()
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
         .endpoint_url("http://127.0.0.1:9")
         .credentials_provider(credentials)
         .build();
+    context_with(
+        cached,
+        MemoryQueue::new("work"),
+        aws_sdk_s3::Client::from_conf(s3),
+    )
+}
+
+/// A context whose Kubernetes client is the mock, whose caches hold
+/// `cached` BatchJobs, whose queue is `queue` and whose S3 client is `s3`.
+fn context_with(
+    cached: Vec<BatchJob>,
+    queue: Arc<MemoryQueue>,
+    s3: aws_sdk_s3::Client,
+) -> (Arc<Context>, Handle) {
+    let mut jobs = Writer::<BatchJob>::default();
+    jobs.apply_watcher_event(&watcher::Event::InitDone);
+    for job in cached {
+        jobs.apply_watcher_event(&watcher::Event::Apply(job));
+    }
+    let mut deployments = Writer::<Deployment>::default();
+    deployments.apply_watcher_event(&watcher::Event::InitDone);
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
     let ctx = Context {
         recorder: Recorder::new(client.clone(), MANAGER.into()),
         client,
-        sqs: Sqs::from_client(aws_sdk_sqs::Client::from_conf(sqs)),
-        s3: S3::from_client(aws_sdk_s3::Client::from_conf(s3)),
-        amqp: crate::amqp::Amqp::new(std::time::Duration::from_secs(10)).unwrap(),
+        queues: Arc::new(MemoryBackends { queue }),
+        s3: S3::from_client(s3),
         metrics: Arc::new(Metrics::new(crate::metrics::DEFAULT_PER_JOB_LIMIT).unwrap()),
         pod_looks: crate::health::Looks::default(),
         scale_in: None,
         host_image: "shoal-host:test".into(),
+        // Counts kept for no time: each reconcile reads what the test set.
+        backlogs: Backlogs::new(Duration::ZERO, 100).0,
+        caches: Caches::new(jobs.as_reader(), deployments.as_reader()),
     };
     (Arc::new(ctx), handle)
 }
 
-/// Answers the reconciler's calls from `script`, in order; Event writes
-/// are answered on the side (echoed) and counted by reason. Returns the
-/// bodies sent with the scripted calls, and the Event reasons.
-fn serve(
+/// Answers the reconciler's calls from `script`, in order, until the
+/// client is dropped; Event writes are answered on the side (echoed) and
+/// counted by reason. Returns the bodies sent with the scripted calls, and
+/// the Event reasons.
+fn serve(handle: Handle, script: Vec<Call>) -> tokio::task::JoinHandle<(Vec<Value>, Vec<String>)> {
+    let server = serve_until(handle, script, std::future::pending());
+    tokio::spawn(async move {
+        let (_, bodies, events) = server.await.unwrap();
+        (bodies, events)
+    })
+}
+
+/// [`serve`] until `done` resolves (the client lives on); returns the
+/// handle too, for the next reconcile.
+fn serve_until(
     mut handle: Handle,
     script: Vec<Call>,
-) -> tokio::task::JoinHandle<(Vec<Value>, Vec<String>)> {
+    done: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<(Handle, Vec<Value>, Vec<String>)> {
     tokio::spawn(async move {
         let mut bodies = Vec::new();
         let mut events = Vec::new();
         let mut script = script.into_iter();
-        while let Some((request, respond)) = handle.next_request().await {
+        tokio::pin!(done);
+        loop {
+            let next = tokio::select! {
+                next = handle.next_request() => next,
+                () = &mut done => None,
+            };
+            let Some((request, respond)) = next else {
+                break;
+            };
             let method = request.method().clone();
             let path = request.uri().path().to_owned();
             let bytes = request.into_body().collect_bytes().await.unwrap();
@@ -130,8 +172,15 @@ fn serve(
                     .unwrap(),
             );
         }
-        assert!(script.next().is_none(), "the reconciler stopped early");
-        (bodies, events)
+        if let Some(next) = script.next() {
+            panic!(
+                "the reconciler stopped before {} {} (after {} calls: {bodies:?}; events {events:?})",
+                next.method,
+                next.path,
+                bodies.len()
+            );
+        }
+        (handle, bodies, events)
     })
 }
 
@@ -188,7 +237,16 @@ fn with_phase(phase: Phase) -> Option<BatchJobStatus> {
 const JOBS: &str = "/apis/shoal.dev/v1alpha1/namespaces/default/batchjobs";
 
 async fn run(job: BatchJob, script: Vec<Call>) -> (Action, Vec<Value>, Vec<String>) {
-    let (ctx, handle) = context();
+    run_with(job, Vec::new(), script).await
+}
+
+/// [`run`], with `cached` BatchJobs in the operator's cache.
+async fn run_with(
+    job: BatchJob,
+    cached: Vec<BatchJob>,
+    script: Vec<Call>,
+) -> (Action, Vec<Value>, Vec<String>) {
+    let (ctx, handle) = context(cached);
     let server = serve(handle, script);
     let action = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(job), ctx))
         .await
@@ -223,42 +281,38 @@ async fn a_new_batchjob_first_gets_the_cleanup_finalizer() {
     assert!(events.is_empty());
 }
 
-/// Reconciles stage `small` whose upstream GET is answered with `status`
-/// and `upstream`; the status write is the second call.
-async fn reconcile_stage(status: StatusCode, upstream: Value) -> (Action, Vec<Value>, Vec<String>) {
+/// Reconciles stage `small` with `upstream` in the cache (or none); the
+/// status write is the only call.
+async fn reconcile_stage(upstream: Option<BatchJob>) -> (Action, Vec<Value>, Vec<String>) {
     let downstream = job("small", stage(), None, false);
     let answer = serde_json::to_value(&downstream).unwrap();
-    run(
+    run_with(
         downstream,
-        vec![
-            call(Method::GET, &format!("{JOBS}/upstream"), status, upstream),
-            call(
-                Method::PATCH,
-                &format!("{JOBS}/small/status"),
-                StatusCode::OK,
-                answer,
-            ),
-        ],
+        upstream.into_iter().collect(),
+        vec![call(
+            Method::PATCH,
+            &format!("{JOBS}/small/status"),
+            StatusCode::OK,
+            answer,
+        )],
     )
     .await
 }
 
-fn upstream_in(phase: Phase) -> Value {
-    serde_json::to_value(job(
+fn upstream_in(phase: Phase) -> Option<BatchJob> {
+    Some(job(
         "upstream",
         SourceSpec::default(),
         with_phase(phase),
         false,
     ))
-    .unwrap()
 }
 
 #[tokio::test]
 async fn a_stage_waits_for_an_upstream_that_is_still_running() {
-    let (action, bodies, events) =
-        reconcile_stage(StatusCode::OK, upstream_in(Phase::Running)).await;
+    let (action, bodies, events) = reconcile_stage(upstream_in(Phase::Running)).await;
     assert_eq!(action, Action::requeue(UPSTREAM_INTERVAL));
-    let status = &bodies[1]["status"];
+    let status = &bodies[0]["status"];
     assert_eq!(status["phase"], "Pending");
     assert_eq!(status["conditions"][0]["reason"], "WaitingForUpstream");
     assert_eq!(status["conditions"][0]["status"], "False");
@@ -268,26 +322,20 @@ async fn a_stage_waits_for_an_upstream_that_is_still_running() {
 
 #[tokio::test]
 async fn a_stage_whose_upstream_does_not_exist_waits_for_it() {
-    let not_found = json!({
-        "kind": "Status", "apiVersion": "v1", "status": "Failure",
-        "message": "batchjobs.shoal.dev \"upstream\" not found",
-        "reason": "NotFound", "code": 404
-    });
-    let (action, bodies, _) = reconcile_stage(StatusCode::NOT_FOUND, not_found).await;
+    let (action, bodies, _) = reconcile_stage(None).await;
     assert_eq!(action, Action::requeue(UPSTREAM_INTERVAL));
     assert_eq!(
-        bodies[1]["status"]["conditions"][0]["reason"],
+        bodies[0]["status"]["conditions"][0]["reason"],
         "UpstreamNotFound"
     );
 }
 
 #[tokio::test]
 async fn a_stage_whose_upstream_failed_fails_without_creating_queues() {
-    let (action, bodies, events) =
-        reconcile_stage(StatusCode::OK, upstream_in(Phase::Failed)).await;
+    let (action, bodies, events) = reconcile_stage(upstream_in(Phase::Failed)).await;
     // Finished without a TTL: nothing more to do until the job changes.
     assert_eq!(action, Action::await_change());
-    let status = &bodies[1]["status"];
+    let status = &bodies[0]["status"];
     assert_eq!(status["phase"], "Failed");
     assert_eq!(status["conditions"][0]["reason"], "UpstreamFailed");
     assert!(status["completionTime"].is_string(), "{status}");
@@ -357,3 +405,5 @@ async fn a_job_being_deleted_without_created_queues_just_loses_its_finalizer() {
     );
     assert!(events.is_empty(), "no queues were created, none deleted");
 }
+
+mod flow;

@@ -1,0 +1,342 @@
+//! Queue counts, read once per queue per interval in one place and shared
+//! by every job on that queue.
+//!
+//! Contract:
+//! - A reconcile asks [`Backlogs::read`] for its queue's counts. A reading
+//!   younger than the interval is answered from memory; an older one (or
+//!   none) is made there and then, and kept. The job is recorded as a
+//!   reader of the queue.
+//! - The poller ([`poll_forever`]) reads every queue that has readers once
+//!   per interval (skipping those a reconcile has just read) and wakes the
+//!   readers of each queue whose counts changed. A job whose backlog stays
+//!   the same is not reconciled for it: the cost grows with change, not
+//!   with the number of jobs.
+//! - At most `polls_per_second` reads are made (each read is a request
+//!   the queue's owner may pay for): queues with a backlog (or unknown
+//!   counts) first, then the idle ones that were read longest ago. With
+//!   more idle queues than the budget covers, each is read every
+//!   `queues / polls_per_second` seconds instead of every interval.
+//! - A job stops being a reader when it finishes or is deleted
+//!   ([`Backlogs::forget`]), or when it has not read for [`FORGET_AFTER`];
+//!   a queue without readers is no longer polled.
+//! - Counts are shared only between jobs that reach the queue the same way:
+//!   the same SQS URLs (one operator identity), or the same RabbitMQ
+//!   broker, user and password ([`crate::amqp::Broker::identity`]).
+//! - A failed poll is logged and wakes nobody; the reconciles, which read
+//!   themselves once the reading is stale, report the error.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::mpsc;
+
+use super::Context;
+use crate::backend::{Reading, WorkQueue};
+use crate::crd::BatchJob;
+use crate::error::Result;
+
+/// How long a job stays a reader of its queue without reading it.
+pub const FORGET_AFTER: Duration = Duration::from_secs(300);
+
+/// Most queues polled at the same time.
+const POLL_CONCURRENCY: usize = 16;
+
+/// One queue: how to read it, its last reading, and who reads it.
+struct Entry {
+    queue: Arc<dyn WorkQueue>,
+    reading: Option<(Reading, Instant)>,
+    readers: HashMap<ObjectRef<BatchJob>, Instant>,
+}
+
+/// Every queue some job reads, by [`WorkQueue::key`].
+pub struct Backlogs {
+    interval: Duration,
+    /// Most queues read per interval.
+    budget: usize,
+    entries: Mutex<HashMap<String, Entry>>,
+    wake: mpsc::UnboundedSender<ObjectRef<BatchJob>>,
+}
+
+/// The jobs to reconcile because their queue's counts changed.
+pub type Wakes = mpsc::UnboundedReceiver<ObjectRef<BatchJob>>;
+
+impl Backlogs {
+    /// Counts kept for `interval`, at most `polls_per_second` queue reads
+    /// by the poller; the returned receiver yields the jobs whose queue
+    /// changed (hand it to the controller).
+    pub fn new(interval: Duration, polls_per_second: u32) -> (Self, Wakes) {
+        let (wake, wakes) = mpsc::unbounded_channel();
+        let per_interval = u128::from(polls_per_second.max(1)) * interval.as_millis() / 1000;
+        let backlogs = Self {
+            interval,
+            budget: usize::try_from(per_interval).unwrap_or(usize::MAX).max(1),
+            entries: Mutex::new(HashMap::new()),
+            wake,
+        };
+        (backlogs, wakes)
+    }
+
+    /// How often each queue is read.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The counts of `queue` for `job`, from memory when read within the
+    /// interval, else read now.
+    pub(super) async fn read(
+        &self,
+        queue: &Arc<dyn WorkQueue>,
+        job: ObjectRef<BatchJob>,
+    ) -> Result<Reading> {
+        let key = queue.key();
+        let now = Instant::now();
+        if let Some(reading) = self.remembered(&key, queue, &job, now) {
+            return Ok(reading);
+        }
+        let reading = queue.poll().await?;
+        if let Ok(mut entries) = self.entries.lock() {
+            let entry = entries.entry(key).or_insert_with(|| Entry {
+                queue: queue.clone(),
+                reading: None,
+                readers: HashMap::new(),
+            });
+            entry.reading = Some((reading, Instant::now()));
+            entry.readers.insert(job, now);
+        }
+        Ok(reading)
+    }
+
+    /// The fresh reading of `key`, with `job` recorded as a reader
+    /// (`None`: none, or too old).
+    fn remembered(
+        &self,
+        key: &str,
+        queue: &Arc<dyn WorkQueue>,
+        job: &ObjectRef<BatchJob>,
+        now: Instant,
+    ) -> Option<Reading> {
+        let mut entries = self.entries.lock().ok()?;
+        let entry = entries.get_mut(key)?;
+        // The same key with other settings (a job's spec changed how the
+        // queue is reached): read with the new ones.
+        entry.queue = queue.clone();
+        entry.readers.insert(job.clone(), now);
+        let (reading, at) = entry.reading?;
+        (now.saturating_duration_since(at) < self.interval).then_some(reading)
+    }
+
+    /// Drops the reading of `queue`: the next read asks the server (after
+    /// the queue was made again, say).
+    pub(super) fn invalidate(&self, queue: &dyn WorkQueue) {
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(entry) = entries.get_mut(&queue.key())
+        {
+            entry.reading = None;
+        }
+    }
+
+    /// `job` reads no queue any more (finished or deleted).
+    pub fn forget(&self, job: &ObjectRef<BatchJob>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|_, entry| {
+                entry.readers.remove(job);
+                !entry.readers.is_empty()
+            });
+        }
+    }
+
+    /// How many queues are polled.
+    pub fn queues(&self) -> usize {
+        self.entries.lock().map_or(0, |e| e.len())
+    }
+
+    /// The queues to poll now: those with readers and no reading from the
+    /// last half interval, within the budget (a backlog first, then the
+    /// longest unread). Readers silent for [`FORGET_AFTER`] and queues
+    /// left without readers are dropped first.
+    fn due(&self, now: Instant) -> Vec<(String, Arc<dyn WorkQueue>)> {
+        let Ok(mut entries) = self.entries.lock() else {
+            return Vec::new();
+        };
+        entries.retain(|_, entry| {
+            entry
+                .readers
+                .retain(|_, read| now.saturating_duration_since(*read) < FORGET_AFTER);
+            !entry.readers.is_empty()
+        });
+        let fresh = self.interval / 2;
+        let mut due: Vec<(bool, Duration, &String, &Entry)> = entries
+            .iter()
+            .filter_map(|(key, e)| {
+                let age = e
+                    .reading
+                    .map_or(Duration::MAX, |(_, at)| now.saturating_duration_since(at));
+                let idle = matches!(
+                    e.reading,
+                    Some((Reading::Known(work, dead), _)) if work.total() == 0 && dead.total() == 0
+                );
+                (age >= fresh).then_some((idle, age, key, e))
+            })
+            .collect();
+        if due.len() > self.budget {
+            due.sort_unstable_by_key(|(idle, age, _, _)| (*idle, std::cmp::Reverse(*age)));
+            due.truncate(self.budget);
+        }
+        due.into_iter()
+            .map(|(_, _, key, e)| (key.clone(), e.queue.clone()))
+            .collect()
+    }
+
+    /// Keeps `reading` of `key`; wakes its readers when it differs from the
+    /// one before (a first reading wakes nobody: the reconcile that
+    /// registered the reader had its own).
+    fn store(&self, key: &str, reading: Reading) -> usize {
+        let Ok(mut entries) = self.entries.lock() else {
+            return 0;
+        };
+        let Some(entry) = entries.get_mut(key) else {
+            return 0;
+        };
+        let before = entry.reading.replace((reading, Instant::now()));
+        if before.is_none_or(|(old, _)| old == reading) {
+            return 0;
+        }
+        for job in entry.readers.keys() {
+            // The controller gone means the process is stopping.
+            let _ = self.wake.send(job.clone());
+        }
+        entry.readers.len()
+    }
+}
+
+/// Reads `queue` (known as `key`).
+async fn poll_one(key: String, queue: Arc<dyn WorkQueue>) -> (String, Result<Reading>) {
+    let reading = queue.poll().await;
+    (key, reading)
+}
+
+/// Polls every queue some job reads, once per interval, until the process
+/// stops; wakes the readers of the queues whose counts changed.
+pub async fn poll_forever(ctx: Arc<Context>) {
+    let mut ticks = tokio::time::interval(ctx.backlogs.interval());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        // Futures made up front: a stream adapter over a closure here
+        // trips the compiler's `Send` inference for the spawned task.
+        let polls: Vec<_> = ctx
+            .backlogs
+            .due(Instant::now())
+            .into_iter()
+            .map(|(key, queue)| poll_one(key, queue))
+            .collect();
+        let mut polls = futures_util::stream::iter(polls).buffer_unordered(POLL_CONCURRENCY);
+        while let Some((key, reading)) = polls.next().await {
+            match reading {
+                Ok(reading) => {
+                    ctx.backlogs.store(&key, reading);
+                }
+                Err(e) => tracing::debug!(error = %e, "polling a queue failed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a panic is how a test reports failure"
+    )]
+
+    use super::*;
+    use crate::backend::Backlog;
+    use crate::backend::memory::MemoryQueue;
+
+    fn queue(name: &str) -> Arc<dyn WorkQueue> {
+        MemoryQueue::new(name)
+    }
+
+    fn backlogs_with(readers: &[(&str, &str)]) -> (Backlogs, Wakes) {
+        let (backlogs, wakes) = Backlogs::new(Duration::from_secs(1), 2);
+        let now = Instant::now();
+        for (url, job) in readers {
+            let q = queue(url);
+            let mut entries = backlogs.entries.lock().unwrap();
+            let entry = entries.entry(q.key()).or_insert_with(|| Entry {
+                queue: q.clone(),
+                reading: None,
+                readers: HashMap::new(),
+            });
+            entry.readers.insert(ObjectRef::new(job).within("ns"), now);
+        }
+        (backlogs, wakes)
+    }
+
+    fn known(visible: i64) -> Reading {
+        Reading::Known(
+            Backlog {
+                visible,
+                in_flight: 0,
+            },
+            Backlog::default(),
+        )
+    }
+
+    #[test]
+    fn one_poll_per_queue_and_only_a_change_wakes_its_readers() {
+        let (b, mut wakes) = backlogs_with(&[("q1", "a"), ("q1", "b"), ("q2", "c")]);
+        let due = b.due(Instant::now());
+        assert_eq!(due.len(), 2, "two queues, three jobs: two polls");
+        assert_eq!(b.store(&queue("q1").key(), known(0)), 0, "first reading");
+        assert_eq!(b.store(&queue("q1").key(), known(0)), 0, "no change");
+        assert!(wakes.try_recv().is_err());
+        assert_eq!(b.store(&queue("q1").key(), known(5)), 2, "a change");
+        let mut woken = vec![
+            wakes.try_recv().unwrap().name,
+            wakes.try_recv().unwrap().name,
+        ];
+        woken.sort();
+        assert_eq!(woken, ["a", "b"], "only q1's readers");
+        assert!(wakes.try_recv().is_err());
+        assert_eq!(b.store(&queue("q2").key(), Reading::Missing), 0);
+        assert_eq!(b.store(&queue("q2").key(), known(0)), 1, "missing → known");
+    }
+
+    #[test]
+    fn a_fresh_reading_is_not_polled_again_and_silent_readers_are_dropped() {
+        let (b, _wakes) = backlogs_with(&[("q1", "a"), ("q2", "b")]);
+        b.store(&queue("q1").key(), known(1));
+        let due = b.due(Instant::now());
+        assert_eq!(due.len(), 1, "q1 was just read");
+        assert_eq!(due[0].0, queue("q2").key());
+        let later = Instant::now() + FORGET_AFTER + Duration::from_secs(1);
+        assert!(b.due(later).is_empty(), "nobody read for too long");
+        assert_eq!(b.queues(), 0);
+    }
+
+    #[test]
+    fn past_the_budget_queues_with_a_backlog_go_first_then_the_longest_unread() {
+        let (b, _wakes) = backlogs_with(&[("idle", "a"), ("busy", "b"), ("never", "c")]);
+        b.store(&queue("idle").key(), known(0));
+        b.store(&queue("busy").key(), known(3));
+        let later = Instant::now() + Duration::from_secs(5);
+        let mut due: Vec<String> = b.due(later).into_iter().map(|(k, _)| k).collect();
+        due.sort();
+        let mut expected = vec![queue("busy").key(), queue("never").key()];
+        expected.sort();
+        assert_eq!(due, expected, "a budget of 2: the idle queue waits");
+    }
+
+    #[test]
+    fn forgetting_a_job_stops_polling_a_queue_only_it_read() {
+        let (b, _wakes) = backlogs_with(&[("q1", "a"), ("q1", "b"), ("q2", "c")]);
+        b.forget(&ObjectRef::new("c").within("ns"));
+        b.forget(&ObjectRef::new("a").within("ns"));
+        assert_eq!(b.queues(), 1);
+        assert_eq!(b.due(Instant::now())[0].0, queue("q1").key());
+    }
+}

@@ -1,0 +1,264 @@
+//! What the operator keeps of the objects it watches: BatchJobs, and the
+//! worker Deployments it made (label-selected), both without
+//! `managedFields` and `kubectl`'s last-applied copy, which are most of an
+//! object's bytes and never read. Of a Deployment it keeps the metadata,
+//! the replicas and the status counts, not the pod template: whether the
+//! spec is still what the operator applied is told by its `generation`
+//! (recorded after each apply, [`Caches::settled`]); only a Deployment whose
+//! generation moved is read whole and compared. A reconcile reads its
+//! Deployment and a pipeline stage its upstream job from here, not from the
+//! API server.
+//!
+//! A cache lags the writes it has not seen yet: right after the operator
+//! applies a Deployment, the cache may still hold the one from before.
+//! [`Caches::expect`] records what was applied over which version, and
+//! [`Caches::deployment`] answers with the applied replicas and hash until
+//! the cache has moved past that version, so a decision is never made twice
+//! from a count already changed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::crd::BatchJob;
+
+/// The annotation `kubectl apply` keeps a whole copy of the object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// `object` without what the operator never reads: `managedFields` and
+/// the last-applied copy.
+pub fn strip<K: ResourceExt>(object: &mut K) {
+    object.managed_fields_mut().clear();
+    object.annotations_mut().remove(LAST_APPLIED);
+}
+
+/// A Deployment as cached: [`strip`]ped, without its pod template or
+/// status conditions.
+pub fn strip_deployment(deployment: &mut Deployment) {
+    strip(deployment);
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.template = PodTemplateSpec::default();
+    }
+    if let Some(status) = deployment.status.as_mut() {
+        status.conditions = None;
+    }
+}
+
+/// A Deployment the operator applied that the cache may not show yet.
+struct Expected {
+    /// The `resourceVersion` the cache held when the apply was decided
+    /// (`None`: it held no Deployment).
+    over: Option<String>,
+    replicas: i32,
+    hash: String,
+}
+
+/// The watched objects, and the applies the cache has not caught up with.
+pub struct Caches {
+    /// Every BatchJob in scope.
+    pub jobs: Store<BatchJob>,
+    /// The worker Deployments (those labelled with
+    /// [`crate::workload::JOB_LABEL`]).
+    pub deployments: Store<Deployment>,
+    expected: Mutex<HashMap<ObjectRef<Deployment>, Expected>>,
+    /// The `generation` each Deployment was left at by the operator.
+    generations: Mutex<HashMap<ObjectRef<Deployment>, i64>>,
+}
+
+/// A Deployment as the reconcile should see it.
+pub struct Seen {
+    /// The object in the cache, if any.
+    pub object: Option<Arc<Deployment>>,
+    /// Set when the cache is behind the operator's own apply: the replicas
+    /// and content hash that apply wrote.
+    pub applied: Option<(i32, String)>,
+}
+
+impl Caches {
+    /// Caches read from `jobs` and `deployments`.
+    pub fn new(jobs: Store<BatchJob>, deployments: Store<Deployment>) -> Self {
+        Self {
+            jobs,
+            deployments,
+            expected: Mutex::new(HashMap::new()),
+            generations: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Deployment `name` in `namespace`.
+    pub fn deployment(&self, namespace: &str, name: &str) -> Seen {
+        let key = ObjectRef::new(name).within(namespace);
+        let object = self.deployments.get(&key);
+        let Ok(mut expected) = self.expected.lock() else {
+            return Seen {
+                object,
+                applied: None,
+            };
+        };
+        let version = object.as_ref().and_then(|d| d.resource_version());
+        let applied = match expected.get(&key) {
+            Some(e) if e.over == version => Some((e.replicas, e.hash.clone())),
+            Some(_) => {
+                // The cache shows a later version: ours or someone's after it.
+                expected.remove(&key);
+                None
+            }
+            None => None,
+        };
+        Seen { object, applied }
+    }
+
+    /// Records that Deployment `name` in `namespace` was applied with
+    /// `replicas` and content `hash` over the version `over` the cache held
+    /// (see [`Seen::applied`]).
+    pub fn expect(
+        &self,
+        namespace: &str,
+        name: &str,
+        over: Option<String>,
+        replicas: i32,
+        hash: String,
+    ) {
+        if let Ok(mut expected) = self.expected.lock() {
+            expected.insert(
+                ObjectRef::new(name).within(namespace),
+                Expected {
+                    over,
+                    replicas,
+                    hash,
+                },
+            );
+        }
+    }
+
+    /// Records that Deployment `name` in `namespace` holds what the
+    /// operator wants at `generation` (applied, or compared).
+    pub fn settled(&self, namespace: &str, name: &str, generation: Option<i64>) {
+        let key = ObjectRef::new(name).within(namespace);
+        if let Ok(mut generations) = self.generations.lock() {
+            match generation {
+                Some(generation) => generations.insert(key, generation),
+                None => generations.remove(&key),
+            };
+        }
+    }
+
+    /// Whether Deployment `name` is still at the generation recorded by
+    /// [`Caches::settled`].
+    pub fn unchanged(&self, namespace: &str, name: &str, generation: Option<i64>) -> bool {
+        let key = ObjectRef::new(name).within(namespace);
+        generation.is_some()
+            && self
+                .generations
+                .lock()
+                .is_ok_and(|g| g.get(&key).copied() == generation)
+    }
+
+    /// Forgets what was applied for Deployment `name` (its job is gone).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let key = ObjectRef::new(name).within(namespace);
+        if let Ok(mut expected) = self.expected.lock() {
+            expected.remove(&key);
+        }
+        if let Ok(mut generations) = self.generations.lock() {
+            generations.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a panic is how a test reports failure"
+    )]
+
+    use k8s_openapi::api::apps::v1::DeploymentSpec;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+
+    fn deployment(version: &str, replicas: i32) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.name = Some("w".into());
+        d.metadata.namespace = Some("ns".into());
+        d.metadata.resource_version = Some(version.into());
+        d.spec = Some(DeploymentSpec {
+            replicas: Some(replicas),
+            ..DeploymentSpec::default()
+        });
+        d
+    }
+
+    #[test]
+    fn stripping_keeps_what_the_operator_reads() {
+        let mut d = deployment("1", 2);
+        d.metadata.managed_fields = Some(vec![Default::default()]);
+        d.annotations_mut()
+            .insert(LAST_APPLIED.into(), "{...}".into());
+        d.annotations_mut()
+            .insert(crate::workload::APPLIED_HASH.into(), "abc".into());
+        strip(&mut d);
+        assert!(d.metadata.managed_fields.as_ref().is_none_or(Vec::is_empty));
+        assert_eq!(d.annotations().len(), 1, "{:?}", d.annotations());
+        assert_eq!(d.spec.unwrap().replicas, Some(2));
+    }
+
+    #[test]
+    fn a_cached_deployment_keeps_counts_not_its_template() {
+        let mut d = deployment("1", 2);
+        if let Some(spec) = d.spec.as_mut() {
+            spec.template.metadata = Some(Default::default());
+        }
+        d.metadata.generation = Some(4);
+        strip_deployment(&mut d);
+        assert_eq!(
+            d.spec.as_ref().unwrap().template,
+            PodTemplateSpec::default()
+        );
+        assert_eq!(d.spec.unwrap().replicas, Some(2));
+        assert_eq!(d.metadata.generation, Some(4));
+    }
+
+    #[test]
+    fn only_a_recorded_generation_is_unchanged() {
+        let caches = Caches::new(Writer::default().as_reader(), Writer::default().as_reader());
+        assert!(!caches.unchanged("ns", "w", Some(3)), "nothing recorded");
+        caches.settled("ns", "w", Some(3));
+        assert!(caches.unchanged("ns", "w", Some(3)));
+        assert!(!caches.unchanged("ns", "w", Some(4)), "edited since");
+        assert!(!caches.unchanged("ns", "w", None));
+        caches.forget("ns", "w");
+        assert!(!caches.unchanged("ns", "w", Some(3)));
+    }
+
+    #[test]
+    fn an_apply_the_cache_has_not_seen_is_what_the_reconcile_sees() {
+        let mut writer: Writer<Deployment> = Writer::default();
+        let caches = Caches::new(Writer::default().as_reader(), writer.as_reader());
+        // Nothing in the cache, an apply made one: seen as applied.
+        caches.expect("ns", "w", None, 3, "h1".into());
+        let seen = caches.deployment("ns", "w");
+        assert!(seen.object.is_none());
+        assert_eq!(seen.applied, Some((3, "h1".into())));
+        // The cache catches up: the object is the truth again.
+        writer.apply_watcher_event(&Event::Apply(deployment("7", 3)));
+        let seen = caches.deployment("ns", "w");
+        assert_eq!(seen.applied, None);
+        assert_eq!(
+            seen.object.unwrap().spec.as_ref().unwrap().replicas,
+            Some(3)
+        );
+        // Applied over version 7; until the cache moves past it, the apply
+        // counts.
+        caches.expect("ns", "w", Some("7".into()), 5, "h1".into());
+        assert_eq!(caches.deployment("ns", "w").applied, Some((5, "h1".into())));
+        writer.apply_watcher_event(&Event::Apply(deployment("8", 5)));
+        assert_eq!(caches.deployment("ns", "w").applied, None);
+    }
+}
