@@ -21,8 +21,9 @@ pub const BUSY: Duration = Duration::from_millis(50);
 /// Counts settling: looked at every second.
 pub const ACTIVE: Duration = Duration::from_secs(1);
 
-/// Nothing pending: looked at this often even if nothing is seen to change.
-pub const IDLE: Duration = Duration::from_secs(60);
+/// Nothing pending: looked at this often even if nothing is seen to change
+/// (10,000 idle jobs: 33 reconciles a second, none with an API call).
+pub const IDLE: Duration = Duration::from_secs(300);
 
 /// What, in a job's state after a reconcile, changes with time alone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -125,10 +125,10 @@ struct RunArgs {
         default_value = "500ms"
     )]
     queue_poll_interval: humantime::Duration,
-    /// Most queue-count reads a second, over every queue. Queues with a
-    /// backlog go first; with more idle queues than this covers at the
-    /// interval, each idle one is read every `queues / this` seconds (a job
-    /// scaling up from zero reacts that late).
+    /// Most queue-count reads a second, over every queue. Past it, a queue
+    /// with a backlog is still read every interval and an idle one every
+    /// `queues / this` seconds (a job scaling up from zero reacts that
+    /// late).
     #[arg(
         long,
         env = "SHOAL_OPERATOR_QUEUE_POLLS_PER_SECOND",

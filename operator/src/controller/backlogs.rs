@@ -3,7 +3,8 @@
 //!
 //! Contract:
 //! - A reconcile asks [`Backlogs::read`] for its queue's counts. A reading
-//!   younger than the interval is answered from memory; an older one (or
+//!   younger than the poller's period (the interval, or longer when the
+//!   budget below stretches it) is answered from memory; an older one (or
 //!   none) is made there and then, and kept. The job is recorded as a
 //!   reader of the queue.
 //! - The poller ([`poll_forever`]) reads every queue that has readers once
@@ -12,10 +13,11 @@
 //!   the same is not reconciled for it: the cost grows with change, not
 //!   with the number of jobs.
 //! - At most `polls_per_second` reads are made (each read is a request
-//!   the queue's owner may pay for): queues with a backlog (or unknown
-//!   counts) first, then the idle ones that were read longest ago. With
-//!   more idle queues than the budget covers, each is read every
-//!   `queues / polls_per_second` seconds instead of every interval.
+//!   the queue's owner may pay for). With more queues than the budget
+//!   covers at the interval, a queue with a backlog (or unknown counts) is
+//!   still due every interval, an idle one every `queues / budget`
+//!   intervals; the reads go to the queues most past their due time, so
+//!   busy queues are read sooner and idle ones are never starved.
 //! - A job stops being a reader when it finishes or is deleted
 //!   ([`Backlogs::forget`]), or when it has not read for [`FORGET_AFTER`];
 //!   a queue without readers is no longer polled.
@@ -39,7 +41,9 @@ use crate::crd::BatchJob;
 use crate::error::Result;
 
 /// How long a job stays a reader of its queue without reading it.
-pub const FORGET_AFTER: Duration = Duration::from_secs(300);
+/// (Longer than [`crate::cadence::IDLE`] twice: an idle job reads at
+/// least that often.)
+pub const FORGET_AFTER: Duration = Duration::from_secs(660);
 
 /// Most queues polled at the same time.
 const POLL_CONCURRENCY: usize = 16;
@@ -119,13 +123,18 @@ impl Backlogs {
         now: Instant,
     ) -> Option<Reading> {
         let mut entries = self.entries.lock().ok()?;
+        // The poller reads every queue once per `rounds` intervals when
+        // there are more queues than the budget: a reading that old is
+        // still the poller's latest, not a stale one to read again here.
+        let rounds = u32::try_from(entries.len().div_ceil(self.budget)).unwrap_or(u32::MAX);
+        let period = self.interval.saturating_mul(rounds.max(1));
         let entry = entries.get_mut(key)?;
         // The same key with other settings (a job's spec changed how the
         // queue is reached): read with the new ones.
         entry.queue = queue.clone();
         entry.readers.insert(job.clone(), now);
         let (reading, at) = entry.reading?;
-        (now.saturating_duration_since(at) < self.interval).then_some(reading)
+        (now.saturating_duration_since(at) < period).then_some(reading)
     }
 
     /// Drops the reading of `queue`: the next read asks the server (after
@@ -154,9 +163,9 @@ impl Backlogs {
     }
 
     /// The queues to poll now: those with readers and no reading from the
-    /// last half interval, within the budget (a backlog first, then the
-    /// longest unread). Readers silent for [`FORGET_AFTER`] and queues
-    /// left without readers are dropped first.
+    /// last half interval, within the budget (the most past their due
+    /// time first, see the module's contract). Readers silent for
+    /// [`FORGET_AFTER`] and queues left without readers are dropped first.
     fn due(&self, now: Instant) -> Vec<(String, Arc<dyn WorkQueue>)> {
         let Ok(mut entries) = self.entries.lock() else {
             return Vec::new();
@@ -168,25 +177,30 @@ impl Backlogs {
             !entry.readers.is_empty()
         });
         let fresh = self.interval / 2;
-        let mut due: Vec<(bool, Duration, &String, &Entry)> = entries
+        let rounds = u32::try_from(entries.len().div_ceil(self.budget)).unwrap_or(u32::MAX);
+        let idle_every = self.interval.saturating_mul(rounds.max(1));
+        // (how far past its due time, due time, key, entry)
+        let mut due: Vec<(f64, &String, &Entry)> = entries
             .iter()
             .filter_map(|(key, e)| {
-                let age = e
-                    .reading
-                    .map_or(Duration::MAX, |(_, at)| now.saturating_duration_since(at));
+                let Some((reading, at)) = e.reading else {
+                    return Some((f64::INFINITY, key, e));
+                };
+                let age = now.saturating_duration_since(at);
                 let idle = matches!(
-                    e.reading,
-                    Some((Reading::Known(work, dead), _)) if work.total() == 0 && dead.total() == 0
+                    reading,
+                    Reading::Known(work, dead) if work.total() == 0 && dead.total() == 0
                 );
-                (age >= fresh).then_some((idle, age, key, e))
+                let every = if idle { idle_every } else { self.interval };
+                (age >= fresh).then_some((age.as_secs_f64() - every.as_secs_f64(), key, e))
             })
             .collect();
         if due.len() > self.budget {
-            due.sort_unstable_by_key(|(idle, age, _, _)| (*idle, std::cmp::Reverse(*age)));
+            due.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
             due.truncate(self.budget);
         }
         due.into_iter()
-            .map(|(_, _, key, e)| (key.clone(), e.queue.clone()))
+            .map(|(_, key, e)| (key.clone(), e.queue.clone()))
             .collect()
     }
 
@@ -329,6 +343,48 @@ mod tests {
         let mut expected = vec![queue("busy").key(), queue("never").key()];
         expected.sort();
         assert_eq!(due, expected, "a budget of 2: the idle queue waits");
+    }
+
+    #[test]
+    fn busy_queues_past_the_budget_never_starve_an_idle_one() {
+        let names: Vec<String> = (0..6).map(|n| format!("busy{n}")).collect();
+        let mut readers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "x")).collect();
+        readers.push(("idle", "y"));
+        let (b, _wakes) = backlogs_with(&readers);
+        // Budget 2 a tick, six busy queues always due, one idle queue.
+        for name in &names {
+            b.store(&queue(name).key(), known(1));
+        }
+        b.store(&queue("idle").key(), known(0));
+        let mut polled_idle = false;
+        for tick in 1..=12u64 {
+            let now = Instant::now() + Duration::from_secs(tick);
+            for (key, _) in b.due(now) {
+                if let Some(entry) = b.entries.lock().unwrap().get_mut(&key) {
+                    entry.reading = entry.reading.map(|(r, _)| (r, now));
+                }
+                polled_idle |= key == queue("idle").key();
+            }
+        }
+        assert!(polled_idle, "the idle queue was read within 12 ticks");
+    }
+
+    #[test]
+    fn past_the_budget_a_reconcile_takes_the_pollers_reading_as_it_is() {
+        let (b, _wakes) = backlogs_with(&[("q1", "a"), ("q2", "b"), ("q3", "c")]);
+        b.store(&queue("q1").key(), known(4));
+        let job = ObjectRef::new("a").within("ns");
+        // Budget 2 a second, 3 queues: each is read every 2 s.
+        let later = Instant::now() + Duration::from_millis(1500);
+        assert_eq!(
+            b.remembered(&queue("q1").key(), &queue("q1"), &job, later),
+            Some(known(4))
+        );
+        let much_later = Instant::now() + Duration::from_secs(3);
+        assert_eq!(
+            b.remembered(&queue("q1").key(), &queue("q1"), &job, much_later),
+            None
+        );
     }
 
     #[test]
