@@ -311,6 +311,10 @@ fn run(args: RunArgs) -> ExitCode {
         // replica that cannot lead until the old one is gone.
         ready.store(true, Ordering::Relaxed);
         let scope = args.watch_namespace.clone();
+        if Duration::from(args.queue_poll_interval).is_zero() {
+            tracing::error!("--queue-poll-interval must be longer than zero");
+            return ExitCode::FAILURE;
+        }
         let options = crate::controller::Options {
             scale_in: args
                 .idle_first_scale_in

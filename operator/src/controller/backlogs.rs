@@ -46,12 +46,18 @@ use crate::error::Result;
 pub const FORGET_AFTER: Duration = Duration::from_secs(660);
 
 /// Most queues polled at the same time.
-const POLL_CONCURRENCY: usize = 16;
+const POLL_CONCURRENCY: usize = 64;
 
 /// One queue: how to read it, its last reading, and who reads it.
 struct Entry {
     queue: Arc<dyn WorkQueue>,
     reading: Option<(Reading, Instant)>,
+    /// When the poller last tried and failed: a failing queue waits its
+    /// turn like the others instead of heading every tick.
+    failed: Option<Instant>,
+    /// The reading is known to be out of date (see
+    /// [`Backlogs::invalidate`]); kept to compare the next one with.
+    stale: bool,
     readers: HashMap<ObjectRef<BatchJob>, Instant>,
 }
 
@@ -105,12 +111,39 @@ impl Backlogs {
             let entry = entries.entry(key).or_insert_with(|| Entry {
                 queue: queue.clone(),
                 reading: None,
+                failed: None,
+                stale: false,
                 readers: HashMap::new(),
             });
-            entry.reading = Some((reading, Instant::now()));
-            entry.readers.insert(job, now);
+            entry.readers.insert(job.clone(), now);
+            // The other jobs on the queue hear of a change read here too.
+            self.record(entry, reading, Some(&job));
         }
         Ok(reading)
+    }
+
+    /// Keeps `reading` in `entry`; when it differs from the one before (a
+    /// first reading wakes nobody: whoever made it decides from it), wakes
+    /// the entry's readers but `except`. Returns how many were woken.
+    fn record(
+        &self,
+        entry: &mut Entry,
+        reading: Reading,
+        except: Option<&ObjectRef<BatchJob>>,
+    ) -> usize {
+        let before = entry.reading.replace((reading, Instant::now()));
+        entry.failed = None;
+        entry.stale = false;
+        if before.is_none_or(|(old, _)| old == reading) {
+            return 0;
+        }
+        let mut woken = 0;
+        for job in entry.readers.keys().filter(|j| Some(*j) != except) {
+            // The controller gone means the process is stopping.
+            let _ = self.wake.send(job.clone());
+            woken += 1;
+        }
+        woken
     }
 
     /// The fresh reading of `key`, with `job` recorded as a reader
@@ -134,16 +167,17 @@ impl Backlogs {
         entry.queue = queue.clone();
         entry.readers.insert(job.clone(), now);
         let (reading, at) = entry.reading?;
-        (now.saturating_duration_since(at) < period).then_some(reading)
+        (!entry.stale && now.saturating_duration_since(at) < period).then_some(reading)
     }
 
-    /// Drops the reading of `queue`: the next read asks the server (after
-    /// the queue was made again, say).
+    /// Marks the reading of `queue` out of date: the next read asks the
+    /// server (after chunks were sent, or the queue was made again), and
+    /// what it finds is compared with this one to wake the other jobs.
     pub(super) fn invalidate(&self, queue: &dyn WorkQueue) {
         if let Ok(mut entries) = self.entries.lock()
             && let Some(entry) = entries.get_mut(&queue.key())
         {
-            entry.reading = None;
+            entry.stale = true;
         }
     }
 
@@ -183,9 +217,10 @@ impl Backlogs {
         let mut due: Vec<(f64, &String, &Entry)> = entries
             .iter()
             .filter_map(|(key, e)| {
-                let Some((reading, at)) = e.reading else {
+                let Some((reading, at)) = e.reading.filter(|_| !e.stale) else {
                     return Some((f64::INFINITY, key, e));
                 };
+                let at = e.failed.map_or(at, |failed| failed.max(at));
                 let age = now.saturating_duration_since(at);
                 let idle = matches!(
                     reading,
@@ -214,21 +249,33 @@ impl Backlogs {
         let Some(entry) = entries.get_mut(key) else {
             return 0;
         };
-        let before = entry.reading.replace((reading, Instant::now()));
-        if before.is_none_or(|(old, _)| old == reading) {
-            return 0;
+        self.record(entry, reading, None)
+    }
+
+    /// The poller could not read `key` now.
+    fn failed(&self, key: &str) {
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(entry) = entries.get_mut(key)
+        {
+            entry.failed = Some(Instant::now());
         }
-        for job in entry.readers.keys() {
-            // The controller gone means the process is stopping.
-            let _ = self.wake.send(job.clone());
-        }
-        entry.readers.len()
     }
 }
 
-/// Reads `queue` (known as `key`).
+/// Longest a poll by the poller may take: one slow queue server (a
+/// tenant's broker that does not answer) holds up a tick at most this long.
+const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reads `queue` (known as `key`), within [`POLL_TIMEOUT`].
 async fn poll_one(key: String, queue: Arc<dyn WorkQueue>) -> (String, Result<Reading>) {
-    let reading = queue.poll().await;
+    let reading = match tokio::time::timeout(POLL_TIMEOUT, queue.poll()).await {
+        Ok(reading) => reading,
+        Err(_) => Err(crate::error::Error::Queue {
+            queue: queue.url(),
+            what: "reading the backlog",
+            reason: format!("no answer in {} s", POLL_TIMEOUT.as_secs()),
+        }),
+    };
     (key, reading)
 }
 
@@ -253,7 +300,10 @@ pub async fn poll_forever(ctx: Arc<Context>) {
                 Ok(reading) => {
                     ctx.backlogs.store(&key, reading);
                 }
-                Err(e) => tracing::debug!(error = %e, "polling a queue failed"),
+                Err(e) => {
+                    ctx.backlogs.failed(&key);
+                    tracing::debug!(error = %e, "polling a queue failed");
+                }
             }
         }
     }
@@ -283,6 +333,8 @@ mod tests {
             let entry = entries.entry(q.key()).or_insert_with(|| Entry {
                 queue: q.clone(),
                 reading: None,
+                failed: None,
+                stale: false,
                 readers: HashMap::new(),
             });
             entry.readers.insert(ObjectRef::new(job).within("ns"), now);
@@ -385,6 +437,46 @@ mod tests {
             b.remembered(&queue("q1").key(), &queue("q1"), &job, much_later),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn a_reconciles_own_read_wakes_the_other_jobs_and_invalidate_reads_again() {
+        let (b, mut wakes) = Backlogs::new(Duration::from_secs(60), 100);
+        let memory = MemoryQueue::new("shared");
+        let q: Arc<dyn WorkQueue> = memory.clone();
+        let (a, c) = (
+            ObjectRef::new("a").within("ns"),
+            ObjectRef::new("c").within("ns"),
+        );
+        assert_eq!(b.read(&q, a.clone()).await.unwrap(), known(0));
+        assert_eq!(
+            b.read(&q, c.clone()).await.unwrap(),
+            known(0),
+            "from memory"
+        );
+        memory.set_counts(7, 0, 0);
+        assert_eq!(
+            b.read(&q, a.clone()).await.unwrap(),
+            known(0),
+            "fresh for a minute: not read again"
+        );
+        b.invalidate(q.as_ref());
+        assert_eq!(b.read(&q, a.clone()).await.unwrap(), known(7), "read again");
+        assert_eq!(wakes.try_recv().unwrap(), c, "the other job hears of it");
+        assert!(wakes.try_recv().is_err(), "not the one that read");
+    }
+
+    #[test]
+    fn a_queue_that_cannot_be_read_waits_its_turn() {
+        let (b, _wakes) = backlogs_with(&[("dead", "a"), ("q1", "b"), ("q2", "c")]);
+        for name in ["dead", "q1", "q2"] {
+            b.store(&queue(name).key(), known(0));
+        }
+        // Budget 2, three idle queues, all as old: the failed one goes last.
+        let later = Instant::now() + Duration::from_secs(3);
+        b.failed(&queue("dead").key());
+        let due: Vec<String> = b.due(later).into_iter().map(|(k, _)| k).collect();
+        assert!(!due.contains(&queue("dead").key()), "{due:?}");
     }
 
     #[test]

@@ -53,6 +53,8 @@ struct Expected {
     /// The `resourceVersion` the cache held when the apply was decided
     /// (`None`: it held no Deployment).
     over: Option<String>,
+    /// The `generation` the apply left (`None`: not known).
+    generation: Option<i64>,
     replicas: i32,
     hash: String,
 }
@@ -100,10 +102,19 @@ impl Caches {
             };
         };
         let version = object.as_ref().and_then(|d| d.resource_version());
+        let cached_generation = object.as_ref().and_then(|d| d.metadata.generation);
         let applied = match expected.get(&key) {
-            Some(e) if e.over == version => Some((e.replicas, e.hash.clone())),
+            // The cache still shows what the apply was decided from, or a
+            // version before the apply's generation (a status update of the
+            // old spec): the apply is the truth.
+            Some(e)
+                if e.over == version
+                    || matches!((cached_generation, e.generation), (Some(c), Some(a)) if c < a) =>
+            {
+                Some((e.replicas, e.hash.clone()))
+            }
             Some(_) => {
-                // The cache shows a later version: ours or someone's after it.
+                // The cache shows the apply, or someone's change after it.
                 expected.remove(&key);
                 None
             }
@@ -113,13 +124,13 @@ impl Caches {
     }
 
     /// Records that Deployment `name` in `namespace` was applied with
-    /// `replicas` and content `hash` over the version `over` the cache held
-    /// (see [`Seen::applied`]).
+    /// `replicas` and content `hash`, over the version `over` the cache
+    /// held, leaving `generation` (see [`Seen::applied`]).
     pub fn expect(
         &self,
         namespace: &str,
         name: &str,
-        over: Option<String>,
+        (over, generation): (Option<String>, Option<i64>),
         replicas: i32,
         hash: String,
     ) {
@@ -128,6 +139,7 @@ impl Caches {
                 ObjectRef::new(name).within(namespace),
                 Expected {
                     over,
+                    generation,
                     replicas,
                     hash,
                 },
@@ -242,7 +254,7 @@ mod tests {
         let mut writer: Writer<Deployment> = Writer::default();
         let caches = Caches::new(Writer::default().as_reader(), writer.as_reader());
         // Nothing in the cache, an apply made one: seen as applied.
-        caches.expect("ns", "w", None, 3, "h1".into());
+        caches.expect("ns", "w", (None, Some(1)), 3, "h1".into());
         let seen = caches.deployment("ns", "w");
         assert!(seen.object.is_none());
         assert_eq!(seen.applied, Some((3, "h1".into())));
@@ -256,9 +268,17 @@ mod tests {
         );
         // Applied over version 7; until the cache moves past it, the apply
         // counts.
-        caches.expect("ns", "w", Some("7".into()), 5, "h1".into());
+        caches.expect("ns", "w", (Some("7".into()), Some(2)), 5, "h1".into());
         assert_eq!(caches.deployment("ns", "w").applied, Some((5, "h1".into())));
-        writer.apply_watcher_event(&Event::Apply(deployment("8", 5)));
+        // A status update of the old spec (generation 1) arrives first: the
+        // apply still counts.
+        let mut status_only = deployment("8", 3);
+        status_only.metadata.generation = Some(1);
+        writer.apply_watcher_event(&Event::Apply(status_only));
+        assert_eq!(caches.deployment("ns", "w").applied, Some((5, "h1".into())));
+        let mut applied = deployment("9", 5);
+        applied.metadata.generation = Some(2);
+        writer.apply_watcher_event(&Event::Apply(applied));
         assert_eq!(caches.deployment("ns", "w").applied, None);
     }
 }

@@ -276,7 +276,7 @@ pub(super) async fn apply_deployment(
     ctx.caches.expect(
         namespace,
         &name,
-        observed.version.clone(),
+        (observed.version.clone(), applied.metadata.generation),
         wiring.replicas,
         hash,
     );
