@@ -384,6 +384,18 @@ current-context: test
         );
     }
 
+    /// `kubectl apply` of `yaml`, which must be refused; returns the
+    /// refusal (kubectl's standard error). Panics if it was accepted.
+    pub fn refusal(&self, yaml: &str) -> String {
+        let out = self.kubectl_with_input(&["apply", "-f", "-"], Some(yaml));
+        assert!(
+            !out.status.success(),
+            "accepted, but should have been refused:\n{yaml}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Runs kubectl and panics unless it succeeds; returns its stdout.
     pub fn kubectl(&self, args: &[&str]) -> String {
         let out = self.kubectl_output(args);

@@ -304,3 +304,14 @@ pub async fn report(s3: &aws_sdk_s3::Client, prefix: &str) -> (Value, Vec<Value>
     }
     (manifest, succeeded, failed)
 }
+
+/// Creates Secret `rabbitmq` holding `rabbit`'s URL under `url`.
+pub fn rabbitmq_secret(plane: &ControlPlane, rabbit: &crate::rabbitmq::Rabbit) {
+    plane.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "rabbitmq",
+        &format!("--from-literal=url={}", rabbit.uri()),
+    ]);
+}

@@ -8,7 +8,6 @@
     reason = "test code: a panic is how a test reports failure"
 )]
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::json;
@@ -18,17 +17,13 @@ use shoal_tests::stack::photos_and_thumbs;
 
 const BIN: &str = env!("CARGO_BIN_EXE_thumbnail-e2e");
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 #[test]
 fn sam_template_lints_clean() {
     let cfn_lint = std::env::var("SHOAL_CFN_LINT").unwrap_or_else(|_| {
         panic!("SHOAL_CFN_LINT is not set: run the tests through scripts/test-all.sh")
     });
     let output = Command::new(cfn_lint)
-        .arg(repo().join("deploy/lambda/template.yaml"))
+        .arg(shoal_tests::repo_root().join("deploy/lambda/template.yaml"))
         .output()
         .unwrap();
     assert!(
@@ -43,7 +38,7 @@ fn sam_template_lints_clean() {
 async fn the_packaged_bootstrap_serves_invocations() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("pkg");
-    let status = Command::new(repo().join("scripts/package-lambda.sh"))
+    let status = Command::new(shoal_tests::repo_root().join("scripts/package-lambda.sh"))
         .args(["--binary", BIN, "--out"])
         .arg(&out)
         .status()
