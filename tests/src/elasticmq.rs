@@ -107,8 +107,11 @@ messages-storage {{ enabled = true, uri = "jdbc:h2:{messages}" }}
 
     /// Stops the server (SIGTERM, waiting for it to exit, so its message
     /// store is closed cleanly), runs `while_down`, and starts it again on
-    /// the same port with the same stored state.
+    /// the same port with the same stored state: it returns once the
+    /// server serves every queue it served before (it answers on its port
+    /// a moment before it has loaded them back).
     pub fn restart_after(&mut self, while_down: impl FnOnce()) {
+        let queues = self.queue_urls();
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -117,6 +120,40 @@ messages-storage {{ enabled = true, uri = "jdbc:h2:{messages}" }}
         }
         while_down();
         self.spawn();
+        crate::wait_until(
+            Duration::from_secs(90),
+            "ElasticMQ serving its queues again",
+            || {
+                queues
+                    .iter()
+                    .all(|q| self.queue_urls().contains(q))
+                    .then_some(())
+            },
+            || {
+                format!(
+                    "before the restart: {queues:?}; now: {:?}",
+                    self.queue_urls()
+                )
+            },
+        );
+    }
+
+    /// The URLs of the queues the server lists (`ListQueues` over the query
+    /// protocol); empty while it does not answer.
+    fn queue_urls(&self) -> Vec<String> {
+        let url = format!("{}/?Action=ListQueues", self.endpoint());
+        let Ok(mut response) = crate::prom::http_agent(Duration::from_secs(5))
+            .get(&url)
+            .call()
+        else {
+            return Vec::new();
+        };
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        body.split("<QueueUrl>")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("</QueueUrl>"))
+            .map(|(queue, _)| queue.to_owned())
+            .collect()
     }
 }
 

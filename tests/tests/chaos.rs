@@ -247,13 +247,19 @@ async fn the_sqs_server_restarting_under_the_workers_loses_nothing() {
     let mut stack = Stack::start();
     let dir = tempfile::tempdir().unwrap();
     let queues = create_queues(&stack.sqs, "restarted", 5, 5).await;
-    let sent = bodies("r", 3_000);
+    let mut sent = bodies("r", 3_000);
     send_all(&stack.sqs, &queues.url, &sent).await;
     let mut workers = SqsWorkers::start(&stack, &queues.url, dir.path(), 2);
     wait_for_runs(dir.path(), 1_000, || workers.logs());
     stack
         .sqs_server
         .restart_after(|| std::thread::sleep(Duration::from_secs(2)));
+    // Messages sent after the restart can only be taken by workers that
+    // reached the server again (the first 3,000 may all be done by the time
+    // the server stopped).
+    let after = bodies("after", 500);
+    send_all(&stack.sqs, &queues.url, &after).await;
+    sent.extend(after);
     sqs_settled(&stack, &queues, dir.path(), sent.len(), || workers.logs()).await;
     assert!(
         workers.logs().contains("queue reachable again"),

@@ -156,11 +156,9 @@ impl Backlogs {
         now: Instant,
     ) -> Option<Reading> {
         let mut entries = self.entries.lock().ok()?;
-        // The poller reads every queue once per `rounds` intervals when
-        // there are more queues than the budget: a reading that old is
-        // still the poller's latest, not a stale one to read again here.
-        let rounds = u32::try_from(entries.len().div_ceil(self.budget)).unwrap_or(u32::MAX);
-        let period = self.interval.saturating_mul(rounds.max(1));
+        // A reading as old as the poller's period for an idle queue is still
+        // the poller's latest, not a stale one to read again here.
+        let period = self.idle_every(entries.len());
         let entry = entries.get_mut(key)?;
         // The same key with other settings (a job's spec changed how the
         // queue is reached): read with the new ones.
@@ -168,6 +166,14 @@ impl Backlogs {
         entry.readers.insert(job.clone(), now);
         let (reading, at) = entry.reading?;
         (!entry.stale && now.saturating_duration_since(at) < period).then_some(reading)
+    }
+
+    /// How often an idle queue is read with `queues` to read: every
+    /// interval while the budget covers them all, else once per as many
+    /// intervals as it takes the budget to go round.
+    fn idle_every(&self, queues: usize) -> Duration {
+        let rounds = u32::try_from(queues.div_ceil(self.budget)).unwrap_or(u32::MAX);
+        self.interval.saturating_mul(rounds.max(1))
     }
 
     /// Marks the reading of `queue` out of date: the next read asks the
@@ -211,8 +217,7 @@ impl Backlogs {
             !entry.readers.is_empty()
         });
         let fresh = self.interval / 2;
-        let rounds = u32::try_from(entries.len().div_ceil(self.budget)).unwrap_or(u32::MAX);
-        let idle_every = self.interval.saturating_mul(rounds.max(1));
+        let idle_every = self.idle_every(entries.len());
         // (how far past its due time, due time, key, entry)
         let mut due: Vec<(f64, &String, &Entry)> = entries
             .iter()

@@ -48,27 +48,33 @@ pub fn strip_deployment(deployment: &mut Deployment) {
     }
 }
 
-/// A Deployment the operator applied that the cache may not show yet.
-struct Expected {
+/// What the operator knows of a Deployment it applied.
+#[derive(Default)]
+struct Applied {
+    /// The `generation` the operator left it at (applied, or compared and
+    /// found holding what it wants).
+    generation: Option<i64>,
+    /// Its last apply, while the cache may not show it yet.
+    pending: Option<Pending>,
+}
+
+/// An apply the cache may not show yet.
+struct Pending {
     /// The `resourceVersion` the cache held when the apply was decided
     /// (`None`: it held no Deployment).
     over: Option<String>,
-    /// The `generation` the apply left (`None`: not known).
-    generation: Option<i64>,
     replicas: i32,
     hash: String,
 }
 
-/// The watched objects, and the applies the cache has not caught up with.
+/// The watched objects, and what the operator applied.
 pub struct Caches {
     /// Every BatchJob in scope.
     pub jobs: Store<BatchJob>,
     /// The worker Deployments (those labelled with
     /// [`crate::workload::JOB_LABEL`]).
     pub deployments: Store<Deployment>,
-    expected: Mutex<HashMap<ObjectRef<Deployment>, Expected>>,
-    /// The `generation` each Deployment was left at by the operator.
-    generations: Mutex<HashMap<ObjectRef<Deployment>, i64>>,
+    applied: Mutex<HashMap<ObjectRef<Deployment>, Applied>>,
 }
 
 /// A Deployment as the reconcile should see it.
@@ -86,8 +92,7 @@ impl Caches {
         Self {
             jobs,
             deployments,
-            expected: Mutex::new(HashMap::new()),
-            generations: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
         }
     }
 
@@ -95,37 +100,30 @@ impl Caches {
     pub fn deployment(&self, namespace: &str, name: &str) -> Seen {
         let key = ObjectRef::new(name).within(namespace);
         let object = self.deployments.get(&key);
-        let Ok(mut expected) = self.expected.lock() else {
-            return Seen {
-                object,
-                applied: None,
-            };
-        };
         let version = object.as_ref().and_then(|d| d.resource_version());
         let cached_generation = object.as_ref().and_then(|d| d.metadata.generation);
-        let applied = match expected.get(&key) {
+        let applied = self.applied.lock().ok().and_then(|mut applied| {
+            let entry = applied.get_mut(&key)?;
+            let pending = entry.pending.as_ref()?;
             // The cache still shows what the apply was decided from, or a
             // version before the apply's generation (a status update of the
             // old spec): the apply is the truth.
-            Some(e)
-                if e.over == version
-                    || matches!((cached_generation, e.generation), (Some(c), Some(a)) if c < a) =>
-            {
-                Some((e.replicas, e.hash.clone()))
+            let behind = pending.over == version
+                || matches!((cached_generation, entry.generation), (Some(c), Some(a)) if c < a);
+            if behind {
+                return Some((pending.replicas, pending.hash.clone()));
             }
-            Some(_) => {
-                // The cache shows the apply, or someone's change after it.
-                expected.remove(&key);
-                None
-            }
-            None => None,
-        };
+            // The cache shows the apply, or someone's change after it.
+            entry.pending = None;
+            None
+        });
         Seen { object, applied }
     }
 
     /// Records that Deployment `name` in `namespace` was applied with
     /// `replicas` and content `hash`, over the version `over` the cache
-    /// held, leaving `generation` (see [`Seen::applied`]).
+    /// held, leaving `generation` (see [`Seen::applied`] and
+    /// [`Caches::unchanged`]).
     pub fn expect(
         &self,
         namespace: &str,
@@ -134,50 +132,47 @@ impl Caches {
         replicas: i32,
         hash: String,
     ) {
-        if let Ok(mut expected) = self.expected.lock() {
-            expected.insert(
+        if let Ok(mut applied) = self.applied.lock() {
+            applied.insert(
                 ObjectRef::new(name).within(namespace),
-                Expected {
-                    over,
+                Applied {
                     generation,
-                    replicas,
-                    hash,
+                    pending: Some(Pending {
+                        over,
+                        replicas,
+                        hash,
+                    }),
                 },
             );
         }
     }
 
     /// Records that Deployment `name` in `namespace` holds what the
-    /// operator wants at `generation` (applied, or compared).
+    /// operator wants at `generation` (compared, not applied).
     pub fn settled(&self, namespace: &str, name: &str, generation: Option<i64>) {
-        let key = ObjectRef::new(name).within(namespace);
-        if let Ok(mut generations) = self.generations.lock() {
-            match generation {
-                Some(generation) => generations.insert(key, generation),
-                None => generations.remove(&key),
-            };
+        if let Ok(mut applied) = self.applied.lock() {
+            applied
+                .entry(ObjectRef::new(name).within(namespace))
+                .or_default()
+                .generation = generation;
         }
     }
 
-    /// Whether Deployment `name` is still at the generation recorded by
-    /// [`Caches::settled`].
+    /// Whether Deployment `name` is still at the generation the operator
+    /// left it at ([`Caches::expect`], [`Caches::settled`]).
     pub fn unchanged(&self, namespace: &str, name: &str, generation: Option<i64>) -> bool {
         let key = ObjectRef::new(name).within(namespace);
         generation.is_some()
             && self
-                .generations
+                .applied
                 .lock()
-                .is_ok_and(|g| g.get(&key).copied() == generation)
+                .is_ok_and(|a| a.get(&key).and_then(|e| e.generation) == generation)
     }
 
     /// Forgets what was applied for Deployment `name` (its job is gone).
     pub fn forget(&self, namespace: &str, name: &str) {
-        let key = ObjectRef::new(name).within(namespace);
-        if let Ok(mut expected) = self.expected.lock() {
-            expected.remove(&key);
-        }
-        if let Ok(mut generations) = self.generations.lock() {
-            generations.remove(&key);
+        if let Ok(mut applied) = self.applied.lock() {
+            applied.remove(&ObjectRef::new(name).within(namespace));
         }
     }
 }
@@ -247,6 +242,11 @@ mod tests {
         assert!(!caches.unchanged("ns", "w", None));
         caches.forget("ns", "w");
         assert!(!caches.unchanged("ns", "w", Some(3)));
+        caches.expect("ns", "w", (None, Some(5)), 1, "h".into());
+        assert!(
+            caches.unchanged("ns", "w", Some(5)),
+            "an apply records the generation it left"
+        );
     }
 
     #[test]

@@ -271,8 +271,6 @@ pub(super) async fn apply_deployment(
         .map_err(Error::kube(format!(
             "applying deployment {namespace}/{name}"
         )))?;
-    ctx.caches
-        .settled(namespace, &name, applied.metadata.generation);
     ctx.caches.expect(
         namespace,
         &name,
