@@ -12,13 +12,15 @@
 #   TRIALS=10 STEPS=100,1000,10000 bench/operator.sh
 #   BENCH_QUEUES=shared bench/operator.sh          # every job on one queue
 #   BENCH_OPERATOR_ENV="MALLOC_ARENA_MAX=2" bench/operator.sh
+#   BENCH_NODES=20 bench/operator.sh               # with pods, on 20 kwok fake nodes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TRIALS="${TRIALS:-20}"
 STEPS="${STEPS:-100,1000}"
 
-# kube-apiserver, etcd, kubectl and ElasticMQ come with the test dependencies.
+# kube-apiserver, etcd, kubectl, ElasticMQ, and the controller manager,
+# scheduler and kwok of BENCH_NODES come with the test dependencies.
 source ./scripts/install-test-deps.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal/target}"

@@ -11,6 +11,10 @@
 #   helm                     helm.sh/helm/v4 at $HELM_VERSION, version stamped
 #   helm-docs                github.com/norwoodj/helm-docs at $HELM_DOCS_VERSION
 #                            (charts/shoal/README.md, scripts/chart-readme.sh)
+#   kwok                     sigs.k8s.io/kwok at $KWOK_VERSION, with its "fast"
+#                            node and pod stages in one file: fake nodes for the
+#                            operator's scale test bed (pods become Running and
+#                            Ready without a container runtime)
 #   monitoring CRDs          ServiceMonitor, PodMonitor, PrometheusRule from the
 #                            prometheus-operator module at $PROMETHEUS_OPERATOR_VERSION
 #                            (its example/ folder), so the chart's optional
@@ -20,7 +24,7 @@
 # Sourced by install-test-deps.sh; exports SHOAL_KUBE_APISERVER,
 # SHOAL_KUBE_CONTROLLER_MANAGER, SHOAL_KUBE_SCHEDULER, SHOAL_KUBELET,
 # SHOAL_KUBE_PROXY, SHOAL_KUBECTL, SHOAL_ETCD, SHOAL_HELM, SHOAL_HELM_DOCS
-# and SHOAL_MONITORING_CRDS.
+# SHOAL_KWOK, SHOAL_KWOK_STAGES and SHOAL_MONITORING_CRDS.
 set -euo pipefail
 
 SHOAL_CACHE="${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}"
@@ -29,6 +33,7 @@ ETCD_VERSION=3.6.16
 HELM_VERSION=4.3.1
 HELM_DOCS_VERSION=1.14.2
 PROMETHEUS_OPERATOR_VERSION=0.90.1
+KWOK_VERSION=0.8.0
 
 # Staging modules of k8s.io/kubernetes 1.34; each is published as v0.34.x.
 K8S_STAGING=(api apiextensions-apiserver apimachinery apiserver cli-runtime
@@ -161,6 +166,37 @@ if [ ! -x "$helm_docs_bin/helm-docs" ]; then
   echo "built helm-docs v$HELM_DOCS_VERSION in $((SECONDS - started)) s"
 fi
 export SHOAL_HELM_DOCS="$helm_docs_bin/helm-docs"
+
+kwok_bin="$SHOAL_CACHE/tools/kwok-v$KWOK_VERSION/bin"
+if [ ! -x "$kwok_bin/kwok" ] || [ ! -f "$kwok_bin/stages.yaml" ]; then
+  started=$SECONDS
+  echo "building kwok v$KWOK_VERSION into $kwok_bin"
+  mod_dir="$(mktemp -d)"
+  printf 'module shoal.dev/kwok\n\ngo 1.26\n' >"$mod_dir/go.mod"
+  (
+    cd "$mod_dir"
+    if ! GOFLAGS=-mod=mod go get "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION" >resolve.log 2>&1; then
+      cat resolve.log >&2
+      exit 1
+    fi
+    rm -rf "$kwok_bin.tmp"
+    mkdir -p "$kwok_bin.tmp"
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$kwok_bin.tmp/kwok" sigs.k8s.io/kwok/cmd/kwok
+    # The stages kwok plays: nodes become Ready and keep a lease; pods are
+    # given an address, become Running and Ready, and go when deleted.
+    src="$(GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
+    for stage in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
+      pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
+      echo "---"
+      cat "$src/kustomize/stage/$stage.yaml"
+    done >"$kwok_bin.tmp/stages.yaml"
+  )
+  rm -rf "$kwok_bin" "$mod_dir"
+  mv "$kwok_bin.tmp" "$kwok_bin"
+  echo "built kwok v$KWOK_VERSION in $((SECONDS - started)) s"
+fi
+export SHOAL_KWOK="$kwok_bin/kwok"
+export SHOAL_KWOK_STAGES="$kwok_bin/stages.yaml"
 
 crd_dir="$SHOAL_CACHE/tools/monitoring-crds-v$PROMETHEUS_OPERATOR_VERSION"
 if [ ! -f "$crd_dir/monitoring.coreos.com_prometheusrules.yaml" ]; then

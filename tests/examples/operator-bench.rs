@@ -27,6 +27,13 @@
 //!
 //! `BENCH_OPERATOR_ENV="K=V K=V"` adds to the operator's environment (an
 //! allocator setting, `SHOAL_OPERATOR_*` flags).
+//!
+//! `BENCH_NODES=N` adds kube-controller-manager, kube-scheduler and kwok
+//! with N fake nodes (`shoal_tests::fake_nodes`): every Deployment becomes
+//! a ReplicaSet and pods. The step's jobs then keep one worker each
+//! (`minWorkers: 1`, so N jobs have N pods), the window's changed jobs go
+//! to 2 (two messages, `targetBacklogPerWorker: 1`), and a step waits until
+//! every job counts its workers Ready before its window.
 
 #![allow(
     clippy::unwrap_used,
@@ -41,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use shoal_tests::elasticmq::ElasticMq;
+use shoal_tests::fake_nodes::FakeNodes;
 use shoal_tests::kube::ControlPlane;
 use shoal_tests::process::Proc;
 use shoal_tests::prom::{http_get, sample_with};
@@ -222,9 +230,25 @@ async fn main() {
         .map(|s| s.trim().parse().expect("STEPS: counts separated by commas"))
         .collect();
     let shared = std::env::var("BENCH_QUEUES").is_ok_and(|v| v == "shared");
+    let nodes: usize = std::env::var("BENCH_NODES").ok().map_or(0, |v| {
+        v.parse().expect("BENCH_NODES: a count of fake nodes")
+    });
 
     let plane = ControlPlane::start();
     plane.install_crds();
+    let fake = (nodes > 0).then(|| FakeNodes::start(&plane, nodes));
+    if let Some(fake) = &fake {
+        println!("fake nodes: {}", fake.nodes());
+    }
+    // With pods: one worker per job, a changed job goes to two.
+    let (scaling, churn) = if fake.is_some() {
+        (
+            "  scaling:\n    minWorkers: 1\n    targetBacklogPerWorker: 1\n",
+            2,
+        )
+    } else {
+        ("", 1)
+    };
     let server = ElasticMq::start();
     let client = sqs::client(&server.endpoint());
     let url = operator::create_queue(&client, "bench").await;
@@ -298,7 +322,7 @@ async fn main() {
             let mut yaml = String::new();
             for (name, queue) in batch {
                 yaml.push_str(&format!(
-                    "---\napiVersion: shoal.dev/v1alpha1\nkind: BatchJob\nmetadata:\n  name: {name}\nspec:\n  handler:\n    image: x\n  source:\n    sqs:\n      queueUrl: {queue}\n"
+                    "---\napiVersion: shoal.dev/v1alpha1\nkind: BatchJob\nmetadata:\n  name: {name}\nspec:\n  handler:\n    image: x\n    memoryMiB: 128\n  source:\n    sqs:\n      queueUrl: {queue}\n{scaling}"
                 ));
             }
             let out = plane.kubectl_with_input(&["create", "-f", "-"], Some(&yaml));
@@ -321,6 +345,22 @@ async fn main() {
             },
             || tail(&op.log_text(), 4000),
         );
+        if fake.is_some() {
+            wait_until(
+                Duration::from_secs(3600),
+                "every job's worker Ready",
+                || {
+                    let ready: usize = plane
+                        .jsonpath(&["bj"], "{.items[*].status.readyWorkers}")
+                        .split_whitespace()
+                        .filter_map(|n| n.parse::<usize>().ok())
+                        .sum();
+                    // The reaction job idles at 0.
+                    (ready == jobs).then_some(())
+                },
+                || tail(&op.log_text(), 4000),
+            );
+        }
         let running_after = started.elapsed().as_secs_f64();
         let mut ramp = reconcile_samples(&op.log_text(), ramp_from);
         let ramp_count = ramp.len();
@@ -347,7 +387,8 @@ async fn main() {
         };
         let spacing = WINDOW.mul_f64(0.8) / u32::try_from(changed.len().max(1)).unwrap_or(1);
         for queue in &changed {
-            sqs::send_all(&client, queue, &["{\"key\": \"churn.jpg\"}".to_owned()]).await;
+            let bodies = vec!["{\"key\": \"churn.jpg\"}".to_owned(); churn];
+            sqs::send_all(&client, queue, &bodies).await;
             tokio::time::sleep(spacing).await;
         }
         tokio::time::sleep(WINDOW.saturating_sub(window_started.elapsed())).await;

@@ -4,6 +4,7 @@
 
 pub mod cargo_lambda;
 pub mod elasticmq;
+pub mod fake_nodes;
 pub mod helm;
 pub mod kube;
 pub mod moto;
