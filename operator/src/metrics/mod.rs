@@ -8,8 +8,10 @@
 //! job gets none (it still counts in the sums and in
 //! `shoal_operator_batchjobs_without_series`) until another is deleted.
 
+mod per_job;
+
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
     Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -44,9 +46,9 @@ pub struct Metrics {
     dead_lettered: IntGauge,
     phases: IntGaugeVec,
     without_series: IntGauge,
-    per_job: PerJob,
     per_job_limit: usize,
-    jobs: Mutex<Jobs>,
+    /// Shared with the collector of the per-job series.
+    jobs: Arc<Mutex<Jobs>>,
 }
 
 /// Every job's figures, and how many have per-job series.
@@ -63,17 +65,6 @@ type JobKey = (String, String);
 struct Tracked {
     figures: JobFigures,
     labelled: bool,
-}
-
-/// The per-job gauges, each labelled `namespace`, `batchjob`.
-struct PerJob {
-    waiting: IntGaugeVec,
-    in_flight: IntGaugeVec,
-    dead_lettered: IntGaugeVec,
-    desired: IntGaugeVec,
-    ready: IntGaugeVec,
-    /// Also labelled `phase`: 1 for the job's phase, 0 for the others.
-    phase: IntGaugeVec,
 }
 
 /// What one job contributes to the gauges.
@@ -111,86 +102,6 @@ fn phase_label(phase: Phase) -> &'static str {
         Phase::Running => "Running",
         Phase::Succeeded => "Succeeded",
         Phase::Failed => "Failed",
-    }
-}
-
-fn job_gauge(name: &str, help: &str) -> Result<IntGaugeVec, prometheus::Error> {
-    IntGaugeVec::new(Opts::new(name, help), &["namespace", "batchjob"])
-}
-
-impl PerJob {
-    fn new() -> Result<Self, prometheus::Error> {
-        Ok(Self {
-            waiting: job_gauge(
-                "shoal_batchjob_waiting_messages",
-                "Messages waiting in the BatchJob's work queue (visible or delayed)",
-            )?,
-            in_flight: job_gauge(
-                "shoal_batchjob_in_flight_messages",
-                "Messages of the BatchJob leased by workers",
-            )?,
-            dead_lettered: job_gauge(
-                "shoal_batchjob_dead_lettered_chunks",
-                "Chunks in the BatchJob's dead-letter queue",
-            )?,
-            desired: job_gauge(
-                "shoal_batchjob_desired_workers",
-                "Workers the operator asks for the BatchJob",
-            )?,
-            ready: job_gauge(
-                "shoal_batchjob_ready_workers",
-                "Ready worker pods of the BatchJob",
-            )?,
-            phase: IntGaugeVec::new(
-                Opts::new(
-                    "shoal_batchjob_phase",
-                    "1 for the BatchJob's phase, 0 for the others",
-                ),
-                &["namespace", "batchjob", "phase"],
-            )?,
-        })
-    }
-
-    fn all(&self) -> [&IntGaugeVec; 6] {
-        [
-            &self.waiting,
-            &self.in_flight,
-            &self.dead_lettered,
-            &self.desired,
-            &self.ready,
-            &self.phase,
-        ]
-    }
-
-    fn set(&self, (namespace, name): &JobKey, f: &JobFigures) {
-        let labels = [namespace.as_str(), name.as_str()];
-        self.waiting.with_label_values(&labels).set(f.waiting);
-        self.in_flight.with_label_values(&labels).set(f.in_flight);
-        self.dead_lettered
-            .with_label_values(&labels)
-            .set(f.dead_lettered);
-        self.desired.with_label_values(&labels).set(f.desired);
-        self.ready.with_label_values(&labels).set(f.ready);
-        for phase in PHASES {
-            self.phase
-                .with_label_values(&[namespace.as_str(), name.as_str(), phase_label(phase)])
-                .set(i64::from(phase == f.phase));
-        }
-    }
-
-    fn remove(&self, (namespace, name): &JobKey) {
-        let labels = [namespace.as_str(), name.as_str()];
-        for gauge in self.all().into_iter().take(5) {
-            // Absent already is fine: nothing to remove.
-            let _ = gauge.remove_label_values(&labels);
-        }
-        for phase in PHASES {
-            let _ = self.phase.remove_label_values(&[
-                namespace.as_str(),
-                name.as_str(),
-                phase_label(phase),
-            ]);
-        }
     }
 }
 
@@ -277,7 +188,7 @@ impl Metrics {
         build_info
             .with_label_values(&["operator", env!("CARGO_PKG_VERSION")])
             .set(1);
-        let per_job = PerJob::new()?;
+        let jobs = Arc::new(Mutex::new(Jobs::default()));
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -291,9 +202,7 @@ impl Metrics {
         registry.register(Box::new(finished.clone()))?;
         registry.register(Box::new(without_series.clone()))?;
         registry.register(Box::new(build_info))?;
-        for gauge in per_job.all() {
-            registry.register(Box::new(gauge.clone()))?;
-        }
+        registry.register(Box::new(per_job::PerJobSeries::new(jobs.clone())?))?;
         for phase in [Phase::Succeeded, Phase::Failed] {
             finished.with_label_values(&[phase_label(phase)]);
         }
@@ -326,9 +235,8 @@ impl Metrics {
             dead_lettered,
             phases,
             without_series,
-            per_job,
             per_job_limit,
-            jobs: Mutex::new(Jobs::default()),
+            jobs,
         })
     }
 
@@ -367,16 +275,12 @@ impl Metrics {
                     tracked.labelled = true;
                     newly_labelled = true;
                 }
-                if tracked.labelled {
-                    self.per_job.set(&key, &figures);
-                }
                 if newly_labelled {
                     jobs.labelled += 1;
                 }
             }
             None => {
                 if jobs.tracked.remove(&key).is_some_and(|t| t.labelled) {
-                    self.per_job.remove(&key);
                     jobs.labelled -= 1;
                 }
             }
