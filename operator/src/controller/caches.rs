@@ -56,6 +56,9 @@ struct Applied {
     generation: Option<i64>,
     /// Its last apply, while the cache may not show it yet.
     pending: Option<Pending>,
+    /// The content (without replicas) the workers' ServiceAccount was last
+    /// applied with.
+    account: Option<String>,
 }
 
 /// An apply the cache may not show yet.
@@ -133,17 +136,36 @@ impl Caches {
         hash: String,
     ) {
         if let Ok(mut applied) = self.applied.lock() {
-            applied.insert(
-                ObjectRef::new(name).within(namespace),
-                Applied {
-                    generation,
-                    pending: Some(Pending {
-                        over,
-                        replicas,
-                        hash,
-                    }),
-                },
-            );
+            let entry = applied
+                .entry(ObjectRef::new(name).within(namespace))
+                .or_default();
+            entry.generation = generation;
+            entry.pending = Some(Pending {
+                over,
+                replicas,
+                hash,
+            });
+        }
+    }
+
+    /// Whether the workers' ServiceAccount of Deployment `name` was applied
+    /// with `content` (the Deployment's content without its replicas) by
+    /// this process.
+    pub fn account_applied(&self, namespace: &str, name: &str, content: &str) -> bool {
+        let key = ObjectRef::new(name).within(namespace);
+        self.applied
+            .lock()
+            .is_ok_and(|a| a.get(&key).and_then(|e| e.account.as_deref()) == Some(content))
+    }
+
+    /// Records that the workers' ServiceAccount of Deployment `name` was
+    /// applied with `content`.
+    pub fn account_applied_with(&self, namespace: &str, name: &str, content: String) {
+        if let Ok(mut applied) = self.applied.lock() {
+            applied
+                .entry(ObjectRef::new(name).within(namespace))
+                .or_default()
+                .account = Some(content);
         }
     }
 

@@ -399,6 +399,8 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         rank_idle_first(&job, &ctx, &namespace, from).await;
     }
     apply_deployment(&job, &ctx, &namespace, &wiring, &observed).await?;
+    // What to announce: published beside the status write below.
+    let mut events: Vec<(bool, String, String)> = Vec::new();
     if let Some((from, to)) = decision.scaled {
         tracing::info!(
             batchjob = %job.name_any(),
@@ -409,16 +411,14 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
             "scaled workers"
         );
         let note = format!("workers {from} -> {to} (backlog {})", backlog.total());
-        ctx.event(&job, false, "Scaled", note).await;
+        events.push((false, "Scaled".to_owned(), note));
     }
-
-    // Update status.
     if let Some(message) = &bad_list {
-        ctx.event(&job, true, "ListInvalid", message.clone()).await;
+        events.push((true, "ListInvalid".to_owned(), message.clone()));
     }
     if let Some((reason, note)) = decision.suspension {
         tracing::info!(batchjob = %job.name_any(), namespace = %namespace, reason, "suspension changed");
-        ctx.event(&job, false, reason, note).await;
+        events.push((false, reason.to_owned(), note));
     }
     if decision.phase_changed {
         ctx.metrics.finished(phase);
@@ -427,12 +427,24 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
             "{:?}: {} of {} chunks done, {} dead-lettered",
             phase, status.chunks.succeeded, status.chunks.total, status.chunks.dead_lettered
         );
-        ctx.event(&job, phase == Phase::Failed, &format!("{phase:?}"), note)
-            .await;
+        events.push((phase == Phase::Failed, format!("{phase:?}"), note));
     }
-    if status != previous {
-        write_status(&job, &ctx, &namespace, &status).await?;
-    }
+
+    // Update status, and publish the Events at the same time: neither
+    // waits for the other (the Events keep their order among themselves).
+    let publish = async {
+        for (warning, reason, note) in events {
+            ctx.event(&job, warning, &reason, note).await;
+        }
+    };
+    let update = async {
+        if status == previous {
+            return Ok(());
+        }
+        write_status(&job, &ctx, &namespace, &status).await
+    };
+    let ((), updated) = tokio::join!(publish, update);
+    updated?;
     ctx.metrics.set_job(
         &namespace,
         &job.name_any(),

@@ -189,9 +189,13 @@ pub(super) async fn refused_deployment(
     }
 }
 
-/// Server-side applies the Deployment (and the workers' ServiceAccount, see
-/// [`workload::service_account`]) unless the Deployment in the cluster was
-/// applied from the same content (and still has the replicas asked for).
+/// Server-side applies the Deployment unless the Deployment in the cluster
+/// was applied from the same content (and still has the replicas asked
+/// for). The workers' ServiceAccount ([`workload::service_account`]) is
+/// applied first when the Deployment's content apart from its replicas is
+/// new to this process, or when the workers go up from none (pods are about
+/// to be made: a ServiceAccount deleted by hand is made again then); any
+/// other change of replicas is one request.
 pub(super) async fn apply_deployment(
     job: &BatchJob,
     ctx: &Context,
@@ -242,25 +246,33 @@ pub(super) async fn apply_deployment(
             }
         }
     }
+    if let Some(account) = workload::service_account(job) {
+        let mut unscaled = deployment.clone();
+        if let Some(spec) = unscaled.spec.as_mut() {
+            spec.replicas = None;
+        }
+        let content = workload::content_hash(&unscaled);
+        let from_none = observed.replicas.unwrap_or(0) == 0 && wiring.replicas > 0;
+        if from_none || !ctx.caches.account_applied(namespace, &name, &content) {
+            let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
+            accounts
+                .patch(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&account),
+                )
+                .await
+                .map_err(Error::kube(format!(
+                    "applying service account {namespace}/{name}"
+                )))?;
+            ctx.caches.account_applied_with(namespace, &name, content);
+        }
+    }
     deployment
         .metadata
         .annotations
         .get_or_insert_with(Default::default)
         .insert(workload::APPLIED_HASH.to_owned(), hash.clone());
-    if let Some(account) = workload::service_account(job) {
-        let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
-        let name = workload::deployment_name(job);
-        accounts
-            .patch(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&account),
-            )
-            .await
-            .map_err(Error::kube(format!(
-                "applying service account {namespace}/{name}"
-            )))?;
-    }
     let applied = deployments
         .patch(
             &name,

@@ -68,12 +68,14 @@ enum Expect {
     DryRun,
     /// Applying the workers: their ServiceAccount, then their Deployment.
     ApplyWorkers,
+    /// Applying the workers' Deployment alone (new replicas, same content).
+    ApplyDeployment,
     /// A status write.
     Status,
     /// Listing the workers' pods.
     ListPods,
 }
-use Expect::{ApplyWorkers, DryRun, ListPods, Status};
+use Expect::{ApplyDeployment, ApplyWorkers, DryRun, ListPods, Status};
 
 /// The calls `steps` expect, in order.
 fn script(steps: &[Expect]) -> Vec<Call> {
@@ -98,6 +100,7 @@ fn script(steps: &[Expect]) -> Vec<Call> {
                 ),
                 deployment(),
             ],
+            ApplyDeployment => vec![deployment()],
             Status => vec![status_write()],
             ListPods => vec![call(
                 Method::GET,
@@ -222,15 +225,16 @@ async fn a_fan_out_goes_splitting_running_succeeded_with_one_scaling_each_way() 
     assert_eq!(queue.sent().len(), 2);
     assert_eq!(action, Action::requeue(crate::health::LOOK_EVERY));
 
-    // 3: drained: Succeeded, workers from 1 to 0.
+    // 3: drained: Succeeded, workers from 1 to 0 (the Deployment alone:
+    // no pod is made, the ServiceAccount is as applied in 1).
     job.status = Some(status);
     queue.set_counts(0, 0, 0);
     let (_, (action, bodies, events)) =
-        step(&ctx, handle, &job, script(&[ApplyWorkers, Status])).await;
+        step(&ctx, handle, &job, script(&[ApplyDeployment, Status])).await;
     let status = written(&bodies);
     assert_eq!(status.phase, Phase::Succeeded);
     assert_eq!(status.chunks.succeeded, 2);
-    assert_eq!(bodies[1]["spec"]["replicas"], 0);
+    assert_eq!(bodies[0]["spec"]["replicas"], 0);
     assert_eq!(events, ["Scaled", "Succeeded"]);
     assert_eq!(action, Action::await_change(), "no TTL: nothing more to do");
 }
@@ -286,4 +290,51 @@ async fn an_idle_queue_job_announces_no_scaling_and_waits_for_a_change() {
     assert_eq!(written(&bodies).phase, Phase::Running);
     assert_eq!(events, ["QueuesCreated", "Running"], "no Scaled 0 -> 0");
     assert_eq!(action, Action::requeue(cadence::IDLE));
+}
+
+#[tokio::test]
+async fn a_change_of_replicas_alone_applies_the_deployment_alone() {
+    let queue = MemoryQueue::new("work");
+    let (ctx, handle) = bed(&queue);
+    let source: SourceSpec =
+        serde_json::from_value(json!({"sqs": {"queueUrl": "memory://work"}})).expect("a source");
+    let mut job = job("thumbs", source, None, false);
+    let (handle, (_, bodies, _)) = step(
+        &ctx,
+        handle,
+        &job,
+        script(&[DryRun, Status, ApplyWorkers, Status]),
+    )
+    .await;
+    assert_eq!(bodies[3]["spec"]["replicas"], 0);
+
+    // A backlog: workers from none, so the ServiceAccount is applied again
+    // (pods are about to be made; one deleted by hand comes back).
+    job.status = Some(written(&bodies));
+    queue.set_counts(30, 0, 0);
+    let (handle, (_, bodies, events)) =
+        step(&ctx, handle, &job, script(&[ApplyWorkers, Status])).await;
+    let first = bodies[1]["spec"]["replicas"].as_i64().unwrap_or(0);
+    assert!(first > 0, "{}", bodies[1]);
+    assert_eq!(events, ["Scaled"]);
+
+    // More backlog: more replicas, the same pod template; the account was
+    // applied with that content already. (No worker is ready yet: the
+    // pods are looked at first.)
+    job.status = Some(written(&bodies));
+    queue.set_counts(300, 0, 0);
+    let (_, (_, bodies, events)) = step(
+        &ctx,
+        handle,
+        &job,
+        script(&[ListPods, ApplyDeployment, Status]),
+    )
+    .await;
+    assert_eq!(bodies[1]["kind"], "Deployment");
+    assert!(
+        bodies[1]["spec"]["replicas"].as_i64().unwrap_or(0) > first,
+        "{}",
+        bodies[1]
+    );
+    assert_eq!(events, ["Scaled"]);
 }
