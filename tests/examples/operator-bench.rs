@@ -350,12 +350,13 @@ async fn main() {
                 Duration::from_secs(3600),
                 "every job's worker Ready",
                 || {
-                    let ready: usize = plane
+                    // Jobs with a Ready worker (the reaction job idles at
+                    // 0; those a window changed keep 2).
+                    let ready = plane
                         .jsonpath(&["bj"], "{.items[*].status.readyWorkers}")
                         .split_whitespace()
-                        .filter_map(|n| n.parse::<usize>().ok())
-                        .sum();
-                    // The reaction job idles at 0.
+                        .filter(|n| n.parse::<usize>().is_ok_and(|n| n >= 1))
+                        .count();
                     (ready == jobs).then_some(())
                 },
                 || tail(&op.log_text(), 4000),
