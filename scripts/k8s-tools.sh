@@ -187,7 +187,7 @@ if [ ! -x "$kwok_bin/kwok" ] || [ ! -f "$kwok_bin/stages.yaml" ]; then
     src="$(GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
     for stage in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
       pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
-      echo "---"
+      printf '\n---\n'
       cat "$src/kustomize/stage/$stage.yaml"
     done >"$kwok_bin.tmp/stages.yaml"
   )

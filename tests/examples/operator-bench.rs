@@ -234,6 +234,11 @@ async fn main() {
         v.parse().expect("BENCH_NODES: a count of fake nodes")
     });
 
+    assert!(
+        !(shared && nodes > 0),
+        "BENCH_QUEUES=shared with BENCH_NODES: every job would scale on the reaction job's messages"
+    );
+
     let plane = ControlPlane::start();
     plane.install_crds();
     let fake = (nodes > 0).then(|| FakeNodes::start(&plane, nodes));
@@ -353,9 +358,15 @@ async fn main() {
                     // Jobs with a Ready worker (the reaction job idles at
                     // 0; those a window changed keep 2).
                     let ready = plane
-                        .jsonpath(&["bj"], "{.items[*].status.readyWorkers}")
-                        .split_whitespace()
-                        .filter(|n| n.parse::<usize>().is_ok_and(|n| n >= 1))
+                        .jsonpath(
+                            &["bj"],
+                            "{range .items[*]}{.metadata.name} {.status.readyWorkers}{\"\\n\"}{end}",
+                        )
+                        .lines()
+                        .filter_map(|l| l.split_once(' '))
+                        .filter(|(name, n)| {
+                            name.starts_with("job-") && n.parse::<usize>().is_ok_and(|n| n >= 1)
+                        })
                         .count();
                     (ready == jobs).then_some(())
                 },

@@ -111,7 +111,12 @@ messages-storage {{ enabled = true, uri = "jdbc:h2:{messages}" }}
     /// server serves every queue it served before (it answers on its port
     /// a moment before it has loaded them back).
     pub fn restart_after(&mut self, while_down: impl FnOnce()) {
-        let queues = self.queue_urls();
+        let queues = self.queue_urls().unwrap_or_else(|| {
+            panic!(
+                "ElasticMQ at {} lists no queues before its restart",
+                self.endpoint()
+            )
+        });
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -124,10 +129,8 @@ messages-storage {{ enabled = true, uri = "jdbc:h2:{messages}" }}
             Duration::from_secs(90),
             "ElasticMQ serving its queues again",
             || {
-                queues
-                    .iter()
-                    .all(|q| self.queue_urls().contains(q))
-                    .then_some(())
+                let now = self.queue_urls()?;
+                queues.iter().all(|q| now.contains(q)).then_some(())
             },
             || {
                 format!(
@@ -139,21 +142,24 @@ messages-storage {{ enabled = true, uri = "jdbc:h2:{messages}" }}
     }
 
     /// The URLs of the queues the server lists (`ListQueues` over the query
-    /// protocol); empty while it does not answer.
-    fn queue_urls(&self) -> Vec<String> {
+    /// protocol); `None` while it does not answer, or answers an error.
+    fn queue_urls(&self) -> Option<Vec<String>> {
         let url = format!("{}/?Action=ListQueues", self.endpoint());
-        let Ok(mut response) = crate::prom::http_agent(Duration::from_secs(5))
+        let mut response = crate::prom::http_agent(Duration::from_secs(5))
             .get(&url)
             .call()
-        else {
-            return Vec::new();
-        };
-        let body = response.body_mut().read_to_string().unwrap_or_default();
-        body.split("<QueueUrl>")
-            .skip(1)
-            .filter_map(|rest| rest.split_once("</QueueUrl>"))
-            .map(|(queue, _)| queue.to_owned())
-            .collect()
+            .ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        let body = response.body_mut().read_to_string().ok()?;
+        Some(
+            body.split("<QueueUrl>")
+                .skip(1)
+                .filter_map(|rest| rest.split_once("</QueueUrl>"))
+                .map(|(queue, _)| queue.to_owned())
+                .collect(),
+        )
     }
 }
 

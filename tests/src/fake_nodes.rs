@@ -13,10 +13,12 @@
 //! plays.
 //!
 //! Addresses: kwok gives each node `127.0.0.1` and each pod an address
-//! from its node's `podCIDR`, which is a loopback `/24` in 127.64.0.0/16.
-//! Anything that dials a pod (the operator's scale-in probe) reaches
-//! loopback, where nothing listens on a pod's port, and gets a refusal;
-//! never another host.
+//! from its node's `podCIDR`, a loopback `/20` in 127.64.0.0/10 (4,094
+//! pods a node before kwok's pool runs past it, still on loopback).
+//! Anything that dials a pod (the operator's scale-in probe, on the
+//! workers' metrics port 9090) reaches loopback and gets a refusal, unless
+//! something on this machine listens on that port on every address; never
+//! another host.
 //!
 //! Dropping it stops kwok, the scheduler and the controller manager
 //! (by pid); the nodes are objects of the plane and go with it.
@@ -31,8 +33,13 @@ use crate::process::Proc;
 /// The annotation kwok selects the nodes it plays by.
 pub const NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 
-/// Most fake nodes (each has a `/24` of 127.64.0.0/16).
-pub const MAX_NODES: usize = 256;
+/// Most fake nodes (each has a `/20` of 127.64.0.0/10).
+pub const MAX_NODES: usize = 1024;
+
+/// Node `n`'s pod addresses: the `n`th `/20` of 127.64.0.0/10.
+fn pod_cidr(n: usize) -> String {
+    format!("127.{}.{}.0/20", 64 + n / 16, (n % 16) * 16)
+}
 
 /// kube-controller-manager, kube-scheduler and kwok, and `nodes` Nodes.
 pub struct FakeNodes {
@@ -113,7 +120,8 @@ leaderElection:
                 "--manage-all-nodes=false",
                 &format!("--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake"),
                 "--node-ip=127.0.0.1",
-                "--cidr=127.64.255.0/24",
+                // Unused: every node has a podCIDR.
+                "--cidr=127.128.0.0/16",
                 "--node-lease-duration-seconds=40",
                 &format!("--server-address=127.0.0.1:{}", free_port()),
             ],
@@ -128,6 +136,7 @@ leaderElection:
         };
         let mut yaml = String::new();
         for n in 0..nodes {
+            let cidr = pod_cidr(n);
             let _ = write!(
                 yaml,
                 "---
@@ -140,8 +149,8 @@ metadata:
   labels:
     type: kwok
 spec:
-  podCIDR: 127.64.{n}.0/24
-  podCIDRs: [127.64.{n}.0/24]
+  podCIDR: {cidr}
+  podCIDRs: [{cidr}]
 "
             );
         }

@@ -4,7 +4,8 @@
 //! object's bytes and never read. Of a Deployment it keeps the metadata,
 //! the replicas and the status counts, not the pod template: whether the
 //! spec is still what the operator applied is told by its `generation`
-//! (recorded after each apply, [`Caches::settled`]); only a Deployment whose
+//! (recorded with each apply, [`Caches::expect`], and each comparison,
+//! [`Caches::settled`]); only a Deployment whose
 //! generation moved is read whole and compared. A reconcile reads its
 //! Deployment and a pipeline stage its upstream job from here, not from the
 //! API server.
@@ -36,15 +37,25 @@ pub fn strip<K: ResourceExt>(object: &mut K) {
     object.annotations_mut().remove(LAST_APPLIED);
 }
 
+/// The Deployment condition telling that its ReplicaSet cannot make pods
+/// (a ServiceAccount missing, a quota, an admission webhook).
+pub const REPLICA_FAILURE: &str = "ReplicaFailure";
+
 /// A Deployment as cached: [`strip`]ped, without its pod template or
-/// status conditions.
+/// status conditions other than [`REPLICA_FAILURE`].
 pub fn strip_deployment(deployment: &mut Deployment) {
     strip(deployment);
     if let Some(spec) = deployment.spec.as_mut() {
         spec.template = PodTemplateSpec::default();
     }
     if let Some(status) = deployment.status.as_mut() {
-        status.conditions = None;
+        // Only `ReplicaFailure` is read: pods its ReplicaSet cannot make.
+        if let Some(conditions) = status.conditions.as_mut() {
+            conditions.retain(|c| c.type_ == REPLICA_FAILURE);
+        }
+        if status.conditions.as_ref().is_some_and(Vec::is_empty) {
+            status.conditions = None;
+        }
     }
 }
 
@@ -245,11 +256,30 @@ mod tests {
             spec.template.metadata = Some(Default::default());
         }
         d.metadata.generation = Some(4);
+        let condition = |type_: &str| k8s_openapi::api::apps::v1::DeploymentCondition {
+            type_: type_.into(),
+            status: "True".into(),
+            ..Default::default()
+        };
+        d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            conditions: Some(vec![condition("Available"), condition(REPLICA_FAILURE)]),
+            ..Default::default()
+        });
         strip_deployment(&mut d);
         assert_eq!(
             d.spec.as_ref().unwrap().template,
             PodTemplateSpec::default()
         );
+        let kept: Vec<_> = d
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(kept, [REPLICA_FAILURE], "only the condition read is kept");
         assert_eq!(d.spec.unwrap().replicas, Some(2));
         assert_eq!(d.metadata.generation, Some(4));
     }

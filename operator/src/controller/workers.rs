@@ -28,6 +28,8 @@ pub(super) struct ObservedDeployment {
     pub(super) unchanged: bool,
     /// The cached object's `resourceVersion`.
     pub(super) version: Option<String>,
+    /// Its ReplicaSet cannot make pods (`ReplicaFailure` is True).
+    pub(super) cannot_make_pods: bool,
 }
 
 /// The job's Deployment, from the cache (see [`super::caches`]): no API
@@ -45,6 +47,13 @@ pub(super) fn observe_deployment(
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
     let version = existing.and_then(|d| d.metadata.resource_version.clone());
+    let cannot_make_pods = existing
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == super::caches::REPLICA_FAILURE && c.status == "True")
+        });
     if let Some((replicas, hash)) = seen.applied {
         return ObservedDeployment {
             replicas: Some(replicas),
@@ -52,6 +61,7 @@ pub(super) fn observe_deployment(
             applied_hash: Some(hash),
             unchanged: true,
             version,
+            cannot_make_pods,
         };
     }
     let generation = existing.and_then(|d| d.metadata.generation);
@@ -66,6 +76,7 @@ pub(super) fn observe_deployment(
             .cloned(),
         unchanged: existing.is_some() && ctx.caches.unchanged(namespace, &name, generation),
         version,
+        cannot_make_pods,
     }
 }
 
@@ -193,9 +204,10 @@ pub(super) async fn refused_deployment(
 /// was applied from the same content (and still has the replicas asked
 /// for). The workers' ServiceAccount ([`workload::service_account`]) is
 /// applied first when the Deployment's content apart from its replicas is
-/// new to this process, or when the workers go up from none (pods are about
-/// to be made: a ServiceAccount deleted by hand is made again then); any
-/// other change of replicas is one request.
+/// new to this process, when the workers go up from none (pods are about to
+/// be made), and whenever the Deployment says its ReplicaSet cannot make
+/// pods (a ServiceAccount deleted by hand is made again then); any other
+/// change of replicas is one request.
 pub(super) async fn apply_deployment(
     job: &BatchJob,
     ctx: &Context,
@@ -207,6 +219,10 @@ pub(super) async fn apply_deployment(
     let hash = workload::content_hash(&deployment);
     let name = workload::deployment_name(job);
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut account_applied = false;
+    if observed.cannot_make_pods {
+        account_applied = apply_account(job, ctx, namespace, &name).await?;
+    }
     if observed.applied_hash.as_deref() == Some(hash.as_str())
         && observed.replicas == Some(wiring.replicas)
     {
@@ -246,27 +262,17 @@ pub(super) async fn apply_deployment(
             }
         }
     }
-    if let Some(account) = workload::service_account(job) {
-        let mut unscaled = deployment.clone();
-        if let Some(spec) = unscaled.spec.as_mut() {
-            spec.replicas = None;
-        }
-        let content = workload::content_hash(&unscaled);
-        let from_none = observed.replicas.unwrap_or(0) == 0 && wiring.replicas > 0;
-        if from_none || !ctx.caches.account_applied(namespace, &name, &content) {
-            let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
-            accounts
-                .patch(
-                    &name,
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(&account),
-                )
-                .await
-                .map_err(Error::kube(format!(
-                    "applying service account {namespace}/{name}"
-                )))?;
-            ctx.caches.account_applied_with(namespace, &name, content);
-        }
+    let mut unscaled = deployment.clone();
+    if let Some(spec) = unscaled.spec.as_mut() {
+        spec.replicas = None;
+    }
+    let content = workload::content_hash(&unscaled);
+    let from_none = observed.replicas.unwrap_or(0) == 0 && wiring.replicas > 0;
+    if !account_applied && (from_none || !ctx.caches.account_applied(namespace, &name, &content)) {
+        account_applied = apply_account(job, ctx, namespace, &name).await?;
+    }
+    if account_applied {
+        ctx.caches.account_applied_with(namespace, &name, content);
     }
     deployment
         .metadata
@@ -291,4 +297,24 @@ pub(super) async fn apply_deployment(
         hash,
     );
     Ok(())
+}
+
+/// Server-side applies the workers' ServiceAccount of `job`, if the
+/// operator makes one (the handler names none); whether it did.
+async fn apply_account(job: &BatchJob, ctx: &Context, namespace: &str, name: &str) -> Result<bool> {
+    let Some(account) = workload::service_account(job) else {
+        return Ok(false);
+    };
+    let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
+    accounts
+        .patch(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&account),
+        )
+        .await
+        .map_err(Error::kube(format!(
+            "applying service account {namespace}/{name}"
+        )))?;
+    Ok(true)
 }

@@ -12,6 +12,8 @@ use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
 use super::{Call, Handle, JOBS, call, context_with, job, serve_until};
+use k8s_openapi::api::apps::v1::Deployment;
+
 use crate::backend::memory::MemoryQueue;
 use crate::cadence;
 use crate::controller::{Context, reconcile};
@@ -168,9 +170,16 @@ fn fan_out_job() -> BatchJob {
     job
 }
 
+/// A job consuming the memory queue `work`.
+fn queue_job() -> BatchJob {
+    let source: SourceSpec =
+        serde_json::from_value(json!({"sqs": {"queueUrl": "memory://work"}})).expect("a source");
+    job("thumbs", source, None, false)
+}
+
 /// A new context with a reconcile's mock; the mock is replaced per step.
 fn bed(queue: &Arc<MemoryQueue>) -> (Arc<Context>, Handle) {
-    context_with(Vec::new(), queue.clone(), listing())
+    context_with(Vec::new(), Vec::new(), queue.clone(), listing())
 }
 
 #[tokio::test]
@@ -276,9 +285,7 @@ async fn a_queue_that_vanished_is_made_again_and_said_once() {
 async fn an_idle_queue_job_announces_no_scaling_and_waits_for_a_change() {
     let queue = MemoryQueue::new("work");
     let (ctx, handle) = bed(&queue);
-    let source: SourceSpec =
-        serde_json::from_value(json!({"sqs": {"queueUrl": "memory://work"}})).expect("a source");
-    let job = job("thumbs", source, None, false);
+    let job = queue_job();
     let (_, (action, bodies, events)) = step(
         &ctx,
         handle,
@@ -296,9 +303,7 @@ async fn an_idle_queue_job_announces_no_scaling_and_waits_for_a_change() {
 async fn a_change_of_replicas_alone_applies_the_deployment_alone() {
     let queue = MemoryQueue::new("work");
     let (ctx, handle) = bed(&queue);
-    let source: SourceSpec =
-        serde_json::from_value(json!({"sqs": {"queueUrl": "memory://work"}})).expect("a source");
-    let mut job = job("thumbs", source, None, false);
+    let mut job = queue_job();
     let (handle, (_, bodies, _)) = step(
         &ctx,
         handle,
@@ -337,4 +342,55 @@ async fn a_change_of_replicas_alone_applies_the_deployment_alone() {
         bodies[1]
     );
     assert_eq!(events, ["Scaled"]);
+}
+
+#[tokio::test]
+async fn workers_whose_pods_cannot_be_made_get_their_service_account_again() {
+    // The Deployment as the operator left it (2 workers, applied by this
+    // process before: same content), but its ReplicaSet cannot make pods.
+    let queue = MemoryQueue::new("work");
+    let (ctx, handle) = bed(&queue);
+    let mut job = queue_job();
+    let (handle, (_, bodies, _)) = step(
+        &ctx,
+        handle,
+        &job,
+        script(&[DryRun, Status, ApplyWorkers, Status]),
+    )
+    .await;
+    let mut deployment: Deployment =
+        serde_json::from_value(bodies[3].clone()).expect("the applied Deployment");
+    deployment.metadata.resource_version = Some("9".into());
+    deployment.metadata.generation = Some(1);
+    deployment.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+        conditions: Some(vec![k8s_openapi::api::apps::v1::DeploymentCondition {
+            type_: crate::controller::caches::REPLICA_FAILURE.into(),
+            status: "True".into(),
+            reason: Some("FailedCreate".into()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    drop(ctx);
+    drop(handle);
+    let (ctx, handle) = context_with(Vec::new(), vec![deployment], queue.clone(), listing());
+    ctx.caches.settled("default", "thumbs-workers", Some(1));
+    ctx.caches
+        .account_applied_with("default", "thumbs-workers", "any".into());
+
+    // Nothing else to change: the ServiceAccount alone is applied.
+    job.status = Some(written(&bodies));
+    let (_, (_, bodies, _)) = step(
+        &ctx,
+        handle,
+        &job,
+        vec![call(
+            Method::PATCH,
+            &format!("{ACCOUNTS}/thumbs-workers"),
+            StatusCode::OK,
+            object("v1", "ServiceAccount", "thumbs-workers"),
+        )],
+    )
+    .await;
+    assert_eq!(bodies[0]["kind"], "ServiceAccount");
 }

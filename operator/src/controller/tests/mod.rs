@@ -67,15 +67,18 @@ fn context(cached: Vec<BatchJob>) -> (Arc<Context>, Handle) {
         .build();
     context_with(
         cached,
+        Vec::new(),
         MemoryQueue::new("work"),
         aws_sdk_s3::Client::from_conf(s3),
     )
 }
 
 /// A context whose Kubernetes client is the mock, whose caches hold
-/// `cached` BatchJobs, whose queue is `queue` and whose S3 client is `s3`.
+/// `cached` BatchJobs and `workers` Deployments, whose queue is `queue` and
+/// whose S3 client is `s3`.
 fn context_with(
     cached: Vec<BatchJob>,
+    workers: Vec<Deployment>,
     queue: Arc<MemoryQueue>,
     s3: aws_sdk_s3::Client,
 ) -> (Arc<Context>, Handle) {
@@ -86,6 +89,9 @@ fn context_with(
     }
     let mut deployments = Writer::<Deployment>::default();
     deployments.apply_watcher_event(&watcher::Event::InitDone);
+    for deployment in workers {
+        deployments.apply_watcher_event(&watcher::Event::Apply(deployment));
+    }
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let ctx = Context {
