@@ -67,8 +67,7 @@ struct Applied {
     generation: Option<i64>,
     /// Its last apply, while the cache may not show it yet.
     pending: Option<Pending>,
-    /// The content (without replicas) the workers' ServiceAccount was last
-    /// applied with.
+    /// The content hash the workers' ServiceAccount was last applied with.
     account: Option<String>,
 }
 
@@ -146,22 +145,18 @@ impl Caches {
         replicas: i32,
         hash: String,
     ) {
-        if let Ok(mut applied) = self.applied.lock() {
-            let entry = applied
-                .entry(ObjectRef::new(name).within(namespace))
-                .or_default();
+        self.update(namespace, name, |entry| {
             entry.generation = generation;
             entry.pending = Some(Pending {
                 over,
                 replicas,
                 hash,
             });
-        }
+        });
     }
 
     /// Whether the workers' ServiceAccount of Deployment `name` was applied
-    /// with `content` (the Deployment's content without its replicas) by
-    /// this process.
+    /// with `content` (its content hash) by this process.
     pub fn account_applied(&self, namespace: &str, name: &str, content: &str) -> bool {
         let key = ObjectRef::new(name).within(namespace);
         self.applied
@@ -172,23 +167,13 @@ impl Caches {
     /// Records that the workers' ServiceAccount of Deployment `name` was
     /// applied with `content`.
     pub fn account_applied_with(&self, namespace: &str, name: &str, content: String) {
-        if let Ok(mut applied) = self.applied.lock() {
-            applied
-                .entry(ObjectRef::new(name).within(namespace))
-                .or_default()
-                .account = Some(content);
-        }
+        self.update(namespace, name, |entry| entry.account = Some(content));
     }
 
     /// Records that Deployment `name` in `namespace` holds what the
     /// operator wants at `generation` (compared, not applied).
     pub fn settled(&self, namespace: &str, name: &str, generation: Option<i64>) {
-        if let Ok(mut applied) = self.applied.lock() {
-            applied
-                .entry(ObjectRef::new(name).within(namespace))
-                .or_default()
-                .generation = generation;
-        }
+        self.update(namespace, name, |entry| entry.generation = generation);
     }
 
     /// Whether Deployment `name` is still at the generation the operator
@@ -200,6 +185,17 @@ impl Caches {
                 .applied
                 .lock()
                 .is_ok_and(|a| a.get(&key).and_then(|e| e.generation) == generation)
+    }
+
+    /// Runs `change` on what is known of Deployment `name`.
+    fn update(&self, namespace: &str, name: &str, change: impl FnOnce(&mut Applied)) {
+        if let Ok(mut applied) = self.applied.lock() {
+            change(
+                applied
+                    .entry(ObjectRef::new(name).within(namespace))
+                    .or_default(),
+            );
+        }
     }
 
     /// Forgets what was applied for Deployment `name` (its job is gone).

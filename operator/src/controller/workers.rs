@@ -203,11 +203,11 @@ pub(super) async fn refused_deployment(
 /// Server-side applies the Deployment unless the Deployment in the cluster
 /// was applied from the same content (and still has the replicas asked
 /// for). The workers' ServiceAccount ([`workload::service_account`]) is
-/// applied first when the Deployment's content apart from its replicas is
-/// new to this process, when the workers go up from none (pods are about to
-/// be made), and whenever the Deployment says its ReplicaSet cannot make
-/// pods (a ServiceAccount deleted by hand is made again then); any other
-/// change of replicas is one request.
+/// applied first when this process has not applied its content yet, when
+/// the workers go up from none (pods are about to be made), and whenever the
+/// Deployment says its ReplicaSet cannot make pods (a ServiceAccount deleted
+/// by hand is made again then); any other change of replicas is one
+/// request.
 pub(super) async fn apply_deployment(
     job: &BatchJob,
     ctx: &Context,
@@ -219,9 +219,9 @@ pub(super) async fn apply_deployment(
     let hash = workload::content_hash(&deployment);
     let name = workload::deployment_name(job);
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-    let mut account_applied = false;
+    let account = workload::service_account(job);
     if observed.cannot_make_pods {
-        account_applied = apply_account(job, ctx, namespace, &name).await?;
+        ensure_account(ctx, namespace, &name, account.as_ref(), true).await?;
     }
     if observed.applied_hash.as_deref() == Some(hash.as_str())
         && observed.replicas == Some(wiring.replicas)
@@ -262,18 +262,10 @@ pub(super) async fn apply_deployment(
             }
         }
     }
-    let mut unscaled = deployment.clone();
-    if let Some(spec) = unscaled.spec.as_mut() {
-        spec.replicas = None;
-    }
-    let content = workload::content_hash(&unscaled);
+    // Applied above already when the ReplicaSet cannot make pods.
     let from_none = observed.replicas.unwrap_or(0) == 0 && wiring.replicas > 0;
-    if !account_applied && (from_none || !ctx.caches.account_applied(namespace, &name, &content)) {
-        account_applied = apply_account(job, ctx, namespace, &name).await?;
-    }
-    if account_applied {
-        ctx.caches.account_applied_with(namespace, &name, content);
-    }
+    let force = from_none && !observed.cannot_make_pods;
+    ensure_account(ctx, namespace, &name, account.as_ref(), force).await?;
     deployment
         .metadata
         .annotations
@@ -299,22 +291,34 @@ pub(super) async fn apply_deployment(
     Ok(())
 }
 
-/// Server-side applies the workers' ServiceAccount of `job`, if the
-/// operator makes one (the handler names none); whether it did.
-async fn apply_account(job: &BatchJob, ctx: &Context, namespace: &str, name: &str) -> Result<bool> {
-    let Some(account) = workload::service_account(job) else {
-        return Ok(false);
+/// Server-side applies the workers' ServiceAccount `account` (`None`: the
+/// handler names its own) of Deployment `name` when `force`d or when this
+/// process has not applied that content yet, and records it.
+async fn ensure_account(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    account: Option<&ServiceAccount>,
+    force: bool,
+) -> Result<()> {
+    let Some(account) = account else {
+        return Ok(());
     };
+    let content = workload::content_hash(account);
+    if !force && ctx.caches.account_applied(namespace, name, &content) {
+        return Ok(());
+    }
     let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
     accounts
         .patch(
             name,
             &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&account),
+            &Patch::Apply(account),
         )
         .await
         .map_err(Error::kube(format!(
             "applying service account {namespace}/{name}"
         )))?;
-    Ok(true)
+    ctx.caches.account_applied_with(namespace, name, content);
+    Ok(())
 }

@@ -54,10 +54,11 @@ pub const DEFAULT_CONCURRENCY: u32 = 1;
 /// an unchanged Deployment is not applied again.
 pub const APPLIED_HASH: &str = "shoal.dev/applied-hash";
 
-/// A short hash of `deployment`'s content (as built, before the annotation).
-pub fn content_hash(deployment: &Deployment) -> String {
+/// A short hash of an object's content (a Deployment: as built, before the
+/// annotation).
+pub fn content_hash(object: &impl serde::Serialize) -> String {
     use sha2::{Digest, Sha256};
-    let bytes = serde_json::to_vec(deployment).unwrap_or_default();
+    let bytes = serde_json::to_vec(object).unwrap_or_default();
     Sha256::digest(&bytes)
         .iter()
         .take(12)
