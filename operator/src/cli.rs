@@ -149,10 +149,19 @@ async fn counted_client(metrics: Arc<Metrics>) -> Result<kube::Client, kube::Err
             metrics.api_request(request.method());
             request
         });
+    // kube sets no read timeout (a watch may be quiet for minutes), so a
+    // request the API server takes and never answers would wait forever.
+    // The limit is on the answer's head: a watch's comes at once, its
+    // events after.
+    let answer_within = tower::timeout::TimeoutLayer::new(API_ANSWER_LIMIT);
     Ok(kube::client::ClientBuilder::try_from(config)?
         .with_layer(&count)
+        .with_layer(&answer_within)
         .build())
 }
+
+/// How long the API server may take to start answering a request.
+pub const API_ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs the command named by the process arguments.
 pub fn main() -> ExitCode {

@@ -17,6 +17,7 @@
 //!   server, with [`sqs`] and [`amqp`] for the queues).
 
 pub mod amqp;
+pub mod aws;
 pub mod backend;
 pub mod cadence;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod crd;
 pub mod decide;
 pub mod drift;
 pub mod error;
+pub mod events;
 pub mod fanout;
 pub mod health;
 pub mod http;

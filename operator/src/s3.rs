@@ -27,7 +27,7 @@ impl S3 {
     /// S3-compatible servers need: the worker's client
     /// ([`shoal_clients::s3::s3_client`]).
     pub async fn from_env() -> Self {
-        let config = aws_config::load_from_env().await;
+        let config = crate::aws::config().await;
         Self {
             client: shoal_clients::s3::s3_client(&config, None),
         }

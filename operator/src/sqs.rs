@@ -100,7 +100,7 @@ pub struct Sqs {
 impl Sqs {
     /// A client from the default AWS chain (environment, profile, IRSA).
     pub async fn from_env() -> Self {
-        let config = aws_config::load_from_env().await;
+        let config = crate::aws::config().await;
         Self {
             client: aws_sdk_sqs::Client::new(&config),
         }

@@ -107,6 +107,32 @@ pub fn wait_for_state(
     );
 }
 
+/// Waits until the namespace holds an Event of each of `reasons` (about
+/// object `about` when given) and returns every Event's reason, spaced. The
+/// operator writes Events beside its reconciles, so one may land just
+/// after the status that caused it.
+pub fn wait_for_events(plane: &ControlPlane, about: Option<&str>, reasons: &[&str]) -> String {
+    let selector = about.map(|name| format!("involvedObject.name={name}"));
+    let mut args = vec!["get", "events", "-o", "jsonpath={.items[*].reason}"];
+    if let Some(selector) = &selector {
+        args.extend(["--field-selector", selector.as_str()]);
+    }
+    let mut last = String::new();
+    crate::wait_until(
+        std::time::Duration::from_secs(30),
+        &format!("Events {reasons:?}"),
+        || {
+            last = plane.kubectl(&args);
+            let seen: Vec<&str> = last.split(' ').collect();
+            reasons
+                .iter()
+                .all(|r| seen.contains(r))
+                .then(|| last.clone())
+        },
+        || plane.kubectl(&["get", "events", "-o", "wide"]),
+    )
+}
+
 /// Replicas of Deployment `name`, if it exists.
 pub fn replicas(plane: &ControlPlane, name: &str) -> Option<i64> {
     plane

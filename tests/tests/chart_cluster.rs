@@ -401,17 +401,18 @@ spec:
         log,
     );
     assert!(!rabbit.exists("denied").await);
-    let reasons = plane.kubectl(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
-    for reason in [
-        "Scaled",
-        "QueuesCreated",
-        "Succeeded",
-        "QueuesDeleted",
-        "QueuesDeclared",
-        "BrokerSecretForbidden",
-    ] {
-        assert!(reasons.contains(reason), "{reason} not in {reasons}");
-    }
+    operator::wait_for_events(
+        &plane,
+        None,
+        &[
+            "Scaled",
+            "QueuesCreated",
+            "Succeeded",
+            "QueuesDeleted",
+            "QueuesDeclared",
+            "BrokerSecretForbidden",
+        ],
+    );
     assert!(
         !log().to_lowercase().contains("forbidden"),
         "the operator was refused something:\n{}",

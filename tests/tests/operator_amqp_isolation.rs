@@ -106,8 +106,7 @@ async fn a_queue_someone_else_declared_is_neither_used_nor_deleted() {
     operator::wait_for_state(&plane, "squatted", "Pending QueueNotOwned", limit, log);
     plane.kubectl(&["delete", "bj", "squatted", "--wait=true", "--timeout=60s"]);
     assert_eq!(rabbit.ready(queue).await, 1, "left with its message");
-    let events = plane.kubectl(&["get", "events", "-o", "json"]);
-    assert!(events.contains("QueuesNotDeleted"), "{events}");
+    operator::wait_for_events(&plane, None, &["QueuesNotDeleted"]);
 }
 
 /// A BatchJob's author may point `managementUrl` anywhere; the Secret's

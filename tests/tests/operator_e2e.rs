@@ -247,20 +247,11 @@ spec:
     println!("$ kubectl get bj\n{}", plane.kubectl(&["get", "bj"]));
 
     // Each step left an Event on the BatchJob.
-    let reasons = plane.kubectl(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=thumbnails",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ]);
-    for reason in ["QueuesCreated", "Scaled", "Running", "Succeeded"] {
-        assert!(
-            reasons.split(' ').any(|r| r == reason),
-            "{reason} not in {reasons}"
-        );
-    }
+    operator::wait_for_events(
+        &plane,
+        Some("thumbnails"),
+        &["QueuesCreated", "Scaled", "Running", "Succeeded"],
+    );
 
     // ttlSecondsAfterFinished: the job is deleted, and the finalizer
     // deletes the queues the operator created for it.

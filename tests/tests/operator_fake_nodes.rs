@@ -103,6 +103,13 @@ spec:
         ("AWS_SECRET_ACCESS_KEY", "x".to_owned()),
         ("AWS_REGION", "us-east-1".to_owned()),
         ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        // A line per reconcile and per outcome: which job was looked at
+        // when, if one is ever left waiting.
+        (
+            "RUST_LOG",
+            "info,shoal_operator::reconcile_timing=debug,shoal_operator::controller=debug"
+                .to_owned(),
+        ),
     ];
     let (op, _metrics) = operator::spawn(OPERATOR, &plane, env);
     let log = || {

@@ -184,8 +184,7 @@ async fn jobs_never_share_a_queue_and_the_finalizer_deletes_only_its_own() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let events = plane.kubectl(&["get", "events", "-o", "json"]);
-    assert!(events.contains("QueueRecreated"), "{events}");
+    operator::wait_for_events(&plane, None, &["QueueRecreated"]);
     // The revert was one apply, not a loop of them.
     assert_eq!(log().matches("edited by hand").count(), 1, "{}", log());
 
@@ -268,8 +267,7 @@ async fn a_spec_the_api_server_refuses_stops_before_any_queue() {
     let message = plane.jsonpath(&["bj", "refused"], "{.status.conditions[0].message}");
     assert!(message.contains("would be refused"), "{message}");
     assert!(message.contains("THUMBNAIL=QUALITY"), "{message}");
-    let events = plane.kubectl(&["get", "events", "-o", "json"]);
-    assert!(events.contains("SpecInvalid"), "{events}");
+    operator::wait_for_events(&plane, None, &["SpecInvalid"]);
     assert!(queue_names(&stack.sqs).await.is_empty(), "nothing created");
     assert!(
         plane
@@ -319,8 +317,7 @@ async fn a_queue_sqs_refuses_blocks_the_job_with_the_reason_and_leaves_nothing()
         message.contains("creating the work queue shared-work"),
         "{message}"
     );
-    let events = plane.kubectl(&["get", "events", "-o", "json"]);
-    assert!(events.contains("QueueRefused"), "{events}\n{}", log());
+    operator::wait_for_events(&plane, None, &["QueueRefused"]);
     assert!(
         plane
             .jsonpath(&["deployment", "clash-workers"], "{.metadata.name}")

@@ -213,6 +213,7 @@ async fn a_suspended_fan_out_stops_at_its_checkpoint_and_resumes_without_duplica
         operator::condition(&plane, "many", "Ready"),
         "False Suspended"
     );
+    operator::wait_for_events(&plane, Some("many"), &["Suspended"]);
     let events = plane.kubectl(&[
         "get",
         "events",

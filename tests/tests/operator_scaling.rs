@@ -74,11 +74,20 @@ async fn replicas_follow_the_sqs_backlog_up_and_down_to_zero() {
         || (replicas(&plane) == Some(4)).then_some(()),
         log,
     );
-    let status = plane.jsonpath(
-        &["bj", "uploads"],
-        "{.status.phase} {.status.desiredWorkers} {.status.chunks.visible}",
+    // The counts that scaled it may have been read mid-send (34 of them
+    // ask for 4 workers too): the status shows all 35 by the next read.
+    wait_until(
+        limit,
+        "status Running 4 35",
+        || {
+            let status = plane.jsonpath(
+                &["bj", "uploads"],
+                "{.status.phase} {.status.desiredWorkers} {.status.chunks.visible}",
+            );
+            (status == "Running 4 35").then_some(())
+        },
+        log,
     );
-    assert_eq!(status, "Running 4 35");
 
     // The operator's own metrics: valid exposition, sums, and the job's
     // series labelled with its namespace and name.

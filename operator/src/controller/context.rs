@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 
 use super::Prober;
 use crate::backend::Backends;
 use crate::crd::BatchJob;
+use crate::events::{Events, Note};
 use crate::health;
 use crate::metrics::Metrics;
 use crate::plan;
@@ -22,8 +22,8 @@ pub struct Context {
     pub queues: Arc<dyn Backends>,
     /// S3 client (fan-out listings).
     pub s3: S3,
-    /// Publishes Kubernetes Events about BatchJobs.
-    pub recorder: Recorder,
+    /// Publishes Kubernetes Events about BatchJobs, beside the reconciles.
+    pub events: Events,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
     /// When each job's worker pods were last looked at (`WorkersHealthy`).
@@ -39,24 +39,31 @@ pub struct Context {
 }
 
 impl Context {
-    /// Publishes an Event on `job`; a failure is logged, never fatal. The
-    /// note is cut to the 1,024 bytes the API server takes (the status
-    /// condition keeps the whole message).
-    pub(crate) async fn event(&self, job: &BatchJob, warning: bool, reason: &str, note: String) {
-        let note = plan::event_note(note);
-        let event = KubeEvent {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &job.object_ref(&())).await {
-            tracing::warn!(batchjob = %job.name_any(), reason, error = %e, "cannot publish event");
-        }
+    /// Publishes an Event on `job` (see [`Context::announce`]).
+    pub(crate) fn event(&self, job: &BatchJob, warning: bool, reason: &str, note: String) {
+        self.announce(
+            job,
+            vec![Note {
+                warning,
+                reason: reason.to_owned(),
+                note,
+            }],
+        );
+    }
+
+    /// Publishes `notes` as Events on `job`, in that order, without
+    /// waiting for them to be written ([`crate::events`]); a failure is
+    /// logged and counted, never fatal. Each note is cut to the 1,024
+    /// bytes the API server takes (the status condition keeps the whole
+    /// message).
+    pub(crate) fn announce(&self, job: &BatchJob, notes: Vec<Note>) {
+        let notes = notes
+            .into_iter()
+            .map(|n| Note {
+                note: plan::event_note(n.note),
+                ..n
+            })
+            .collect();
+        self.events.publish(job.object_ref(&()), notes);
     }
 }

@@ -35,7 +35,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -46,6 +45,7 @@ use crate::amqp::Amqp;
 use crate::backend::{Blocked, Servers};
 use crate::crd::{BatchJob, BatchJobStatus, InputLocation, Phase};
 use crate::error::{Error, Result};
+use crate::events::{Events, Note};
 use crate::fanout;
 use crate::health;
 use crate::metrics::{JobFigures, Metrics};
@@ -160,11 +160,14 @@ async fn cleanup(job: &BatchJob, ctx: &Context) -> Result<Action> {
             false,
             "QueuesDeleted",
             "deleted the work and dead-letter queues".into(),
-        )
-        .await;
+        );
     }
     Ok(Action::await_change())
 }
+
+/// The longest a reconcile may run: far past what one takes (one fan-out
+/// page, a results manifest over every chunk's records).
+pub const RECONCILE_LIMIT: Duration = Duration::from_secs(300);
 
 /// Log target of the per-reconcile timing lines.
 const TIMING: &str = "shoal_operator::reconcile_timing";
@@ -173,7 +176,17 @@ const TIMING: &str = "shoal_operator::reconcile_timing";
 pub async fn reconcile(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> {
     let started = std::time::Instant::now();
     let name = tracing::enabled!(target: TIMING, tracing::Level::DEBUG).then(|| job_key(&job));
-    let result = reconcile_inner(job, ctx.clone()).await;
+    // A reconcile holds its job: one waiting forever on a server that took
+    // a request and never answered would leave the job unlooked-at for
+    // good. Every client has its own limit; this one is the backstop.
+    let inner = reconcile_inner(job.clone(), ctx.clone());
+    let result = match tokio::time::timeout(RECONCILE_LIMIT, inner).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Stalled {
+            job: job_key(&job),
+            limit: RECONCILE_LIMIT,
+        }),
+    };
     let took = started.elapsed();
     ctx.metrics.duration.observe(took.as_secs_f64());
     if let Some(name) = name {
@@ -236,8 +249,7 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
                     true,
                     "RedriveUnsupported",
                     "the job has no queues: nothing moved".to_owned(),
-                )
-                .await;
+                );
                 return expire(&job, &ctx, &namespace, &status, now).await;
             }
             Some(_) => {}
@@ -398,9 +410,9 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     {
         rank_idle_first(&job, &ctx, &namespace, from).await;
     }
-    apply_deployment(&job, &ctx, &namespace, &wiring, &observed).await?;
-    // What to announce: published beside the status write below.
-    let mut events: Vec<(bool, String, String)> = Vec::new();
+    // What to announce once the Deployment is applied (written beside the
+    // reconcile, never waited for).
+    let mut events: Vec<Note> = Vec::new();
     if let Some((from, to)) = decision.scaled {
         tracing::info!(
             batchjob = %job.name_any(),
@@ -411,14 +423,26 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
             "scaled workers"
         );
         let note = format!("workers {from} -> {to} (backlog {})", backlog.total());
-        events.push((false, "Scaled".to_owned(), note));
+        events.push(Note {
+            warning: false,
+            reason: "Scaled".to_owned(),
+            note,
+        });
     }
     if let Some(message) = &bad_list {
-        events.push((true, "ListInvalid".to_owned(), message.clone()));
+        events.push(Note {
+            warning: true,
+            reason: "ListInvalid".to_owned(),
+            note: message.clone(),
+        });
     }
     if let Some((reason, note)) = decision.suspension {
         tracing::info!(batchjob = %job.name_any(), namespace = %namespace, reason, "suspension changed");
-        events.push((false, reason.to_owned(), note));
+        events.push(Note {
+            warning: false,
+            reason: reason.to_owned(),
+            note,
+        });
     }
     if decision.phase_changed {
         ctx.metrics.finished(phase);
@@ -427,23 +451,27 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
             "{:?}: {} of {} chunks done, {} dead-lettered",
             phase, status.chunks.succeeded, status.chunks.total, status.chunks.dead_lettered
         );
-        events.push((phase == Phase::Failed, format!("{phase:?}"), note));
+        events.push(Note {
+            warning: phase == Phase::Failed,
+            reason: format!("{phase:?}"),
+            note,
+        });
     }
-
-    // Update status, and publish the Events at the same time: neither
-    // waits for the other (the Events keep their order among themselves).
-    let publish = async {
-        for (warning, reason, note) in events {
-            ctx.event(&job, warning, &reason, note).await;
-        }
-    };
+    // The Deployment and the status are written at once: neither waits
+    // for the other. Replicas are decided from the Deployment (the cache),
+    // never from the status, so a status written for an apply that then
+    // failed misleads nobody: the failed reconcile is tried again and
+    // applies the same decision.
+    let apply = apply_deployment(&job, &ctx, &namespace, &wiring, &observed);
     let update = async {
         if status == previous {
             return Ok(());
         }
         write_status(&job, &ctx, &namespace, &status).await
     };
-    let ((), updated) = tokio::join!(publish, update);
+    let (applied, updated) = tokio::join!(apply, update);
+    applied?;
+    ctx.announce(&job, events);
     updated?;
     ctx.metrics.set_job(
         &namespace,
@@ -551,7 +579,7 @@ pub async fn run(
     .touched_objects();
     let (backlogs, wakes) =
         Backlogs::new(options.queue_poll_interval, options.queue_polls_per_second);
-    let recorder = Recorder::new(client.clone(), MANAGER.into());
+    let events = Events::start(&client, MANAGER, metrics.clone());
     let queues = Arc::new(Servers {
         client: client.clone(),
         sqs,
@@ -561,7 +589,7 @@ pub async fn run(
         client,
         queues,
         s3,
-        recorder,
+        events,
         metrics,
         pod_looks: health::Looks::default(),
         scale_in: options.scale_in,
@@ -570,6 +598,7 @@ pub async fn run(
         caches: Caches::new(job_store.clone(), deployment_store),
     });
     let poller = tokio::spawn(backlogs::poll_forever(ctx.clone()));
+    let events = ctx.events.clone();
     let wakes = futures_util::stream::unfold(wakes, |mut wakes| async move {
         wakes.recv().await.map(|job| (job, wakes))
     });
@@ -586,6 +615,14 @@ pub async fn run(
         })
         .await;
     poller.abort();
+    // The last reconciles' Events, for as long as a pod's grace period
+    // allows.
+    if tokio::time::timeout(Duration::from_secs(5), events.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopping with Events not yet written");
+    }
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub(super) async fn ensure(
         status.queue_url = Some(queue.url());
         status.dead_letter_queue_url = Some(created.dead_letter_url);
         write_status(job, ctx, namespace, status).await?;
-        ctx.event(job, false, created.reason, created.note).await;
+        ctx.event(job, false, created.reason, created.note);
     }
     Ok(Ok(queue))
 }
@@ -49,7 +49,7 @@ pub(super) async fn backlogs(
         Reading::Missing => {
             ctx.backlogs.invalidate(queue.as_ref());
             let (reason, note) = queue.remake().await?;
-            ctx.event(job, true, reason, note).await;
+            ctx.event(job, true, reason, note);
             Ok(None)
         }
     }
@@ -67,7 +67,7 @@ pub(super) async fn redrive(
     match queue.redrive(round).await? {
         Redriven::Moved { moved, done } => Ok((moved, done)),
         Redriven::Unsupported(note) => {
-            ctx.event(job, true, "RedriveUnsupported", note).await;
+            ctx.event(job, true, "RedriveUnsupported", note);
             Ok((0, true))
         }
     }
@@ -78,7 +78,7 @@ pub(super) async fn redrive(
 pub(super) async fn delete_created(job: &BatchJob, ctx: &Context) -> Result<bool> {
     let deleted = ctx.queues.delete_created(job).await?;
     if let Some((reason, note)) = deleted.warning {
-        ctx.event(job, true, reason, note).await;
+        ctx.event(job, true, reason, note);
     }
     Ok(deleted.any)
 }

@@ -122,7 +122,7 @@ pub(super) async fn blocked(
         .iter()
         .any(|c| c.type_ == "Ready" && c.reason == reason);
     if first {
-        ctx.event(job, fail, reason, message).await;
+        ctx.event(job, fail, reason, message);
     }
     if fail && !previous.phase.is_finished() {
         ctx.metrics.finished(Phase::Failed);
@@ -191,8 +191,7 @@ pub(super) async fn redrive_page(
             false,
             "Redriven",
             format!("moved {moved} dead letters back to {url} (redrive {round})"),
-        )
-        .await;
+        );
     }
     Ok(redrive)
 }

@@ -150,8 +150,7 @@ pub(super) async fn workers_condition(
     if let Some(workers) = &workers
         && health::turned_unhealthy(previous, workers)
     {
-        ctx.event(job, true, "WorkersCannotRun", workers.message.clone())
-            .await;
+        ctx.event(job, true, "WorkersCannotRun", workers.message.clone());
     }
     workers
 }

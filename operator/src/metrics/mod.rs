@@ -11,7 +11,7 @@
 mod per_job;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use prometheus::{
     Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -41,14 +41,17 @@ pub struct Metrics {
     pub queue_requests: IntCounterVec,
     /// `shoal_operator_batchjobs_finished_total{phase}`.
     finished: IntCounterVec,
+    /// `shoal_operator_events_total{outcome}`.
+    events: IntCounterVec,
     backlog: IntGauge,
     desired: IntGauge,
     dead_lettered: IntGauge,
     phases: IntGaugeVec,
     without_series: IntGauge,
     per_job_limit: usize,
-    /// Shared with the collector of the per-job series.
-    jobs: Arc<Mutex<Jobs>>,
+    /// Every job's figures: the sums move by them, the per-job series are
+    /// written from them.
+    jobs: Mutex<Jobs>,
 }
 
 /// Every job's figures, and how many have per-job series.
@@ -91,6 +94,9 @@ const PHASES: [Phase; 5] = [
     Phase::Succeeded,
     Phase::Failed,
 ];
+
+/// The `outcome` label values of `shoal_operator_events_total`.
+const EVENT_OUTCOMES: [&str; 4] = ["published", "repeated", "dropped", "failed"];
 
 /// The `verb` label values (HTTP methods; any other is `OTHER`).
 const VERBS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "OTHER"];
@@ -174,6 +180,13 @@ impl Metrics {
             ),
             &["phase"],
         )?;
+        let events = IntCounterVec::new(
+            Opts::new(
+                "shoal_operator_events_total",
+                "Kubernetes Events by outcome: published (a new Event), repeated (the count of an earlier one raised), dropped (more waiting than the lanes hold), failed (refused by the API server)",
+            ),
+            &["outcome"],
+        )?;
         let without_series = IntGauge::new(
             "shoal_operator_batchjobs_without_series",
             "BatchJobs past the per-job series limit, which have no shoal_batchjob_* series",
@@ -188,7 +201,7 @@ impl Metrics {
         build_info
             .with_label_values(&["operator", env!("CARGO_PKG_VERSION")])
             .set(1);
-        let jobs = Arc::new(Mutex::new(Jobs::default()));
+        let jobs = Mutex::new(Jobs::default());
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -201,8 +214,8 @@ impl Metrics {
         registry.register(Box::new(queue_requests.clone()))?;
         registry.register(Box::new(finished.clone()))?;
         registry.register(Box::new(without_series.clone()))?;
+        registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(build_info))?;
-        registry.register(Box::new(per_job::PerJobSeries::new(jobs.clone())?))?;
         for phase in [Phase::Succeeded, Phase::Failed] {
             finished.with_label_values(&[phase_label(phase)]);
         }
@@ -211,6 +224,9 @@ impl Metrics {
         }
         for backend in ["sqs", "amqp"] {
             queue_requests.with_label_values(&[backend]);
+        }
+        for outcome in EVENT_OUTCOMES {
+            events.with_label_values(&[outcome]);
         }
         for outcome in ["success", "error"] {
             reconciles.with_label_values(&[outcome]);
@@ -230,6 +246,7 @@ impl Metrics {
             api_requests,
             queue_requests,
             finished,
+            events,
             backlog,
             desired,
             dead_lettered,
@@ -318,14 +335,28 @@ impl Metrics {
         }
     }
 
+    /// Counts `n` Events with `outcome` (one of [`EVENT_OUTCOMES`]).
+    pub fn event(&self, outcome: &str, n: usize) {
+        if EVENT_OUTCOMES.contains(&outcome) {
+            self.events
+                .with_label_values(&[outcome])
+                .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+        }
+    }
+
     /// The text exposition of every metric.
     pub fn encode(&self) -> Result<String, prometheus::Error> {
         let families = self.registry.gather();
         // About 100 bytes a series: one allocation instead of a doubling
-        // string (10,000 series at the default per-job limit).
+        // string.
         let series: usize = families.iter().map(|f| f.get_metric().len()).sum();
         let mut text = String::with_capacity(series.saturating_mul(100));
         TextEncoder::new().encode_utf8(&families, &mut text)?;
+        // (A reconcile that panicked while recording leaves the sums.)
+        if let Ok(jobs) = self.jobs.lock() {
+            text.reserve(per_job::size_hint(&jobs));
+            per_job::write(&jobs, &mut text);
+        }
         Ok(text)
     }
 }

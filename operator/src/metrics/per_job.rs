@@ -1,17 +1,19 @@
-//! The per-job series (`shoal_batchjob_*`), made at each scrape from the
-//! figures [`super::Metrics`] keeps for its sums anyway.
+//! The per-job series (`shoal_batchjob_*`), written straight into the
+//! exposition at each scrape from the figures [`super::Metrics`] keeps for
+//! its sums anyway.
 //!
 //! Between scrapes a job costs its key and six numbers. Ten labelled gauges
 //! of the `prometheus` crate would each hold their own copy of the metric's
 //! description and label pairs, some 450 bytes a series: 4.5 MB at the
-//! default limit of 1,000 jobs, held for the life of the jobs. A scrape
-//! builds the same series for as long as it takes to write them out.
+//! default limit of 1,000 jobs, held for the life of the jobs. Built as the
+//! crate's protobuf families at each scrape they cost as much again for the
+//! length of the scrape; written as text they cost the text alone.
+//!
+//! The lines are those the crate's text encoder writes for gauges: `# HELP`
+//! and `# TYPE` once a family, labels in name order, integer values; a
+//! family with no series is left out.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use std::fmt::Write;
 
 use super::{JobFigures, JobKey, Jobs, PHASES, phase_label};
 
@@ -53,109 +55,83 @@ const PHASE: (&str, &str) = (
     "1 for the BatchJob's phase, 0 for the others",
 );
 
-/// The collector of the per-job series, registered once.
-pub(super) struct PerJobSeries {
-    jobs: Arc<Mutex<Jobs>>,
-    descs: Vec<Desc>,
+/// Bytes a per-job line takes, about: what to reserve for `jobs`.
+pub(super) fn size_hint(jobs: &Jobs) -> usize {
+    jobs.labelled
+        .saturating_mul(GAUGES.len() + PHASES.len())
+        .saturating_mul(110)
 }
 
-impl PerJobSeries {
-    /// Series of the labelled jobs in `jobs`.
-    pub(super) fn new(jobs: Arc<Mutex<Jobs>>) -> Result<Self, prometheus::Error> {
-        let labels = || vec!["namespace".to_owned(), "batchjob".to_owned()];
-        let mut descs = GAUGES
+/// Appends the per-job families of the labelled jobs in `jobs` to `out`.
+pub(super) fn write(jobs: &Jobs, out: &mut String) {
+    if jobs.labelled == 0 {
+        return;
+    }
+    let labelled = || {
+        jobs.tracked
             .iter()
-            .map(|(name, help, _)| {
-                Desc::new((*name).into(), (*help).into(), labels(), HashMap::new())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut phase_labels = labels();
-        phase_labels.push("phase".to_owned());
-        descs.push(Desc::new(
-            PHASE.0.into(),
-            PHASE.1.into(),
-            phase_labels,
-            HashMap::new(),
-        )?);
-        Ok(Self { jobs, descs })
+            .filter(|(_, tracked)| tracked.labelled)
+            .map(|(key, tracked)| (key, &tracked.figures))
+    };
+    for (name, help, figure) in GAUGES {
+        header(out, name, help);
+        for (key, figures) in labelled() {
+            line(out, name, key, None, figure(figures));
+        }
+    }
+    header(out, PHASE.0, PHASE.1);
+    for (key, figures) in labelled() {
+        for phase in PHASES {
+            let value = i64::from(phase == figures.phase);
+            line(out, PHASE.0, key, Some(phase_label(phase)), value);
+        }
     }
 }
 
-/// A label pair.
-fn label(name: &str, value: &str) -> LabelPair {
-    let mut pair = LabelPair::default();
-    pair.set_name(name.to_owned());
-    pair.set_value(value.to_owned());
-    pair
+fn header(out: &mut String, name: &str, help: &str) {
+    // Writing into a String cannot fail.
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
 }
 
-/// One gauge sample of job `key`, its labels in name order (as the
-/// `prometheus` crate writes its own).
-#[allow(
-    clippy::cast_precision_loss,
-    reason = "counts far below 2^52, as the crate's own IntGauge does"
-)]
-fn sample((namespace, name): &JobKey, phase: Option<&str>, value: i64) -> Metric {
-    let mut gauge = Gauge::default();
-    gauge.set_value(value as f64);
-    let mut metric = Metric::from_gauge(gauge);
-    let mut labels = vec![label("batchjob", name), label("namespace", namespace)];
+/// One sample of job `key`, its labels in name order.
+fn line(out: &mut String, name: &str, (namespace, job): &JobKey, phase: Option<&str>, value: i64) {
+    out.push_str(name);
+    out.push_str("{batchjob=\"");
+    escape(out, job);
+    out.push_str("\",namespace=\"");
+    escape(out, namespace);
     if let Some(phase) = phase {
-        labels.push(label("phase", phase));
+        out.push_str("\",phase=\"");
+        out.push_str(phase);
     }
-    metric.set_label(labels);
-    metric
+    let _ = writeln!(out, "\"}} {value}");
 }
 
-fn family(name: &str, help: &str, metrics: Vec<Metric>) -> MetricFamily {
-    let mut family = MetricFamily::default();
-    family.set_name(name.to_owned());
-    family.set_help(help.to_owned());
-    family.set_field_type(MetricType::GAUGE);
-    family.set_metric(metrics);
-    family
+/// A label value as the exposition format quotes it. Kubernetes names
+/// never need it; the format's rule is kept all the same.
+fn escape(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
-impl Collector for PerJobSeries {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    fn collect(&self) -> Vec<MetricFamily> {
-        // A copy, so that reconciles recording figures do not wait for the
-        // scrape.
-        let labelled: Vec<(JobKey, JobFigures)> = match self.jobs.lock() {
-            Ok(jobs) => jobs
-                .tracked
-                .iter()
-                .filter(|(_, tracked)| tracked.labelled)
-                .map(|(key, tracked)| (key.clone(), tracked.figures))
-                .collect(),
-            Err(_) => return Vec::new(),
-        };
-        let mut families: Vec<MetricFamily> = GAUGES
-            .iter()
-            .map(|(name, help, figure)| {
-                let metrics = labelled
-                    .iter()
-                    .map(|(key, figures)| sample(key, None, figure(figures)))
-                    .collect();
-                family(name, help, metrics)
-            })
-            .collect();
-        let phases = labelled
-            .iter()
-            .flat_map(|(key, figures)| {
-                PHASES.into_iter().map(move |phase| {
-                    sample(
-                        key,
-                        Some(phase_label(phase)),
-                        i64::from(phase == figures.phase),
-                    )
-                })
-            })
-            .collect();
-        families.push(family(PHASE.0, PHASE.1, phases));
-        families
+    #[test]
+    fn label_values_are_quoted_as_the_exposition_format_says() {
+        let mut out = String::new();
+        let key = ("a\"b".to_owned(), "c\\d\ne".to_owned());
+        line(&mut out, "m", &key, Some("Running"), 1);
+        assert_eq!(
+            out,
+            "m{batchjob=\"c\\\\d\\ne\",namespace=\"a\\\"b\",phase=\"Running\"} 1\n"
+        );
     }
 }

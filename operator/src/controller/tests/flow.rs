@@ -68,16 +68,20 @@ fn object(api_version: &str, kind: &str, name: &str) -> Value {
 enum Expect {
     /// The server-side dry run of the workers' Deployment.
     DryRun,
-    /// Applying the workers: their ServiceAccount, then their Deployment.
-    ApplyWorkers,
-    /// Applying the workers' Deployment alone (new replicas, same content).
-    ApplyDeployment,
+    /// Applying the workers (their ServiceAccount, then their Deployment)
+    /// beside the status write: the status goes out while the
+    /// ServiceAccount's answer is awaited, so the API server sees the
+    /// ServiceAccount, the status, then the Deployment.
+    ApplyWorkersAndStatus,
+    /// Applying the workers' Deployment alone (new replicas, same content)
+    /// beside the status write: the Deployment, then the status.
+    ApplyDeploymentAndStatus,
     /// A status write.
     Status,
     /// Listing the workers' pods.
     ListPods,
 }
-use Expect::{ApplyDeployment, ApplyWorkers, DryRun, ListPods, Status};
+use Expect::{ApplyDeploymentAndStatus, ApplyWorkersAndStatus, DryRun, ListPods, Status};
 
 /// The calls `steps` expect, in order.
 fn script(steps: &[Expect]) -> Vec<Call> {
@@ -93,16 +97,17 @@ fn script(steps: &[Expect]) -> Vec<Call> {
         .iter()
         .flat_map(|step| match step {
             DryRun => vec![deployment()],
-            ApplyWorkers => vec![
+            ApplyWorkersAndStatus => vec![
                 call(
                     Method::PATCH,
                     &format!("{ACCOUNTS}/thumbs-workers"),
                     StatusCode::OK,
                     object("v1", "ServiceAccount", "thumbs-workers"),
                 ),
+                status_write(),
                 deployment(),
             ],
-            ApplyDeployment => vec![deployment()],
+            ApplyDeploymentAndStatus => vec![deployment(), status_write()],
             Status => vec![status_write()],
             ListPods => vec![call(
                 Method::GET,
@@ -137,9 +142,21 @@ async fn step(
     .await
     .expect("reconcile finished")
     .expect("reconcile succeeded");
+    // Events are written beside the reconcile: the step's are those it
+    // handed over.
+    ctx.events.flush().await;
     let _ = done.send(());
     let (handle, bodies, events) = server.await.expect("the mock API server");
     (handle, (action, bodies, events))
+}
+
+/// The Deployment the last apply of `bodies` carried.
+fn applied(bodies: &[Value]) -> &Value {
+    bodies
+        .iter()
+        .rev()
+        .find(|b| b["kind"] == "Deployment")
+        .expect("a Deployment apply")
 }
 
 /// The status the last status write of `bodies` carried.
@@ -195,7 +212,7 @@ async fn a_fan_out_goes_splitting_running_succeeded_with_one_scaling_each_way() 
         &ctx,
         handle,
         &job,
-        script(&[DryRun, Status, Status, ApplyWorkers, Status]),
+        script(&[DryRun, Status, Status, ApplyWorkersAndStatus]),
     )
     .await;
     let status = written(&bodies);
@@ -212,7 +229,7 @@ async fn a_fan_out_goes_splitting_running_succeeded_with_one_scaling_each_way() 
     );
     assert_eq!(events, ["QueuesCreated", "Scaled", "Splitting"]);
     assert_eq!(queue.sent().len(), 1, "one chunk of ten photos");
-    assert_eq!(bodies[4]["spec"]["replicas"], 1);
+    assert_eq!(applied(&bodies)["spec"]["replicas"], 1);
 
     // 2: the last page (one chunk of two, checkpointed, then done); the
     // Deployment the cache has not shown yet counts as applied: no second
@@ -239,11 +256,11 @@ async fn a_fan_out_goes_splitting_running_succeeded_with_one_scaling_each_way() 
     job.status = Some(status);
     queue.set_counts(0, 0, 0);
     let (_, (action, bodies, events)) =
-        step(&ctx, handle, &job, script(&[ApplyDeployment, Status])).await;
+        step(&ctx, handle, &job, script(&[ApplyDeploymentAndStatus])).await;
     let status = written(&bodies);
     assert_eq!(status.phase, Phase::Succeeded);
     assert_eq!(status.chunks.succeeded, 2);
-    assert_eq!(bodies[0]["spec"]["replicas"], 0);
+    assert_eq!(applied(&bodies)["spec"]["replicas"], 0);
     assert_eq!(events, ["Scaled", "Succeeded"]);
     assert_eq!(action, Action::await_change(), "no TTL: nothing more to do");
 }
@@ -276,7 +293,7 @@ async fn a_queue_that_vanished_is_made_again_and_said_once() {
     assert_eq!(queue.remade(), 1);
     assert_eq!(action, Action::requeue(cadence::ACTIVE), "counts soon");
     // The next reconcile reads the new queue's counts: no second remake.
-    let (_, (_, _, events)) = step(&ctx, handle, &job, script(&[ApplyWorkers, Status])).await;
+    let (_, (_, _, events)) = step(&ctx, handle, &job, script(&[ApplyWorkersAndStatus])).await;
     assert_eq!(queue.remade(), 1);
     assert!(!events.contains(&"QueueRecreated".to_owned()), "{events:?}");
 }
@@ -290,10 +307,10 @@ async fn an_idle_queue_job_announces_no_scaling_and_waits_for_a_change() {
         &ctx,
         handle,
         &job,
-        script(&[DryRun, Status, ApplyWorkers, Status]),
+        script(&[DryRun, Status, ApplyWorkersAndStatus]),
     )
     .await;
-    assert_eq!(bodies[3]["spec"]["replicas"], 0);
+    assert_eq!(applied(&bodies)["spec"]["replicas"], 0);
     assert_eq!(written(&bodies).phase, Phase::Running);
     assert_eq!(events, ["QueuesCreated", "Running"], "no Scaled 0 -> 0");
     assert_eq!(action, Action::requeue(cadence::IDLE));
@@ -308,19 +325,19 @@ async fn a_change_of_replicas_alone_applies_the_deployment_alone() {
         &ctx,
         handle,
         &job,
-        script(&[DryRun, Status, ApplyWorkers, Status]),
+        script(&[DryRun, Status, ApplyWorkersAndStatus]),
     )
     .await;
-    assert_eq!(bodies[3]["spec"]["replicas"], 0);
+    assert_eq!(applied(&bodies)["spec"]["replicas"], 0);
 
     // A backlog: workers from none, so the ServiceAccount is applied again
     // (pods are about to be made; one deleted by hand comes back).
     job.status = Some(written(&bodies));
     queue.set_counts(30, 0, 0);
     let (handle, (_, bodies, events)) =
-        step(&ctx, handle, &job, script(&[ApplyWorkers, Status])).await;
-    let first = bodies[1]["spec"]["replicas"].as_i64().unwrap_or(0);
-    assert!(first > 0, "{}", bodies[1]);
+        step(&ctx, handle, &job, script(&[ApplyWorkersAndStatus])).await;
+    let first = applied(&bodies)["spec"]["replicas"].as_i64().unwrap_or(0);
+    assert!(first > 0, "{}", applied(&bodies));
     assert_eq!(events, ["Scaled"]);
 
     // More backlog: more replicas, the same pod template; the account was
@@ -332,7 +349,7 @@ async fn a_change_of_replicas_alone_applies_the_deployment_alone() {
         &ctx,
         handle,
         &job,
-        script(&[ListPods, ApplyDeployment, Status]),
+        script(&[ListPods, ApplyDeploymentAndStatus]),
     )
     .await;
     assert_eq!(bodies[1]["kind"], "Deployment");
@@ -355,11 +372,11 @@ async fn workers_whose_pods_cannot_be_made_get_their_service_account_again() {
         &ctx,
         handle,
         &job,
-        script(&[DryRun, Status, ApplyWorkers, Status]),
+        script(&[DryRun, Status, ApplyWorkersAndStatus]),
     )
     .await;
     let mut deployment: Deployment =
-        serde_json::from_value(bodies[3].clone()).expect("the applied Deployment");
+        serde_json::from_value(applied(&bodies).clone()).expect("the applied Deployment");
     deployment.metadata.resource_version = Some("9".into());
     deployment.metadata.generation = Some(1);
     deployment.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {

@@ -19,7 +19,6 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Client;
 use kube::client::Body;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
 use serde_json::Value;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -94,12 +93,13 @@ fn context_with(
     }
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
+    let metrics = Arc::new(Metrics::new(crate::metrics::DEFAULT_PER_JOB_LIMIT).unwrap());
     let ctx = Context {
-        recorder: Recorder::new(client.clone(), MANAGER.into()),
+        events: crate::events::Events::start(&client, MANAGER, metrics.clone()),
         client,
         queues: Arc::new(MemoryBackends { queue }),
         s3: S3::from_client(s3),
-        metrics: Arc::new(Metrics::new(crate::metrics::DEFAULT_PER_JOB_LIMIT).unwrap()),
+        metrics,
         pod_looks: crate::health::Looks::default(),
         scale_in: None,
         host_image: "shoal-host:test".into(),
@@ -285,6 +285,34 @@ async fn a_new_batchjob_first_gets_the_cleanup_finalizer() {
         bodies[0]
     );
     assert!(events.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_the_api_server_never_answers_stops_as_stalled_and_is_tried_again() {
+    let (ctx, mut handle) = context(Vec::new());
+    // The API server takes the request (the finalizer's patch) and never
+    // answers it.
+    let taken = tokio::spawn(async move {
+        let _never_answered = handle.next_request().await;
+        std::future::pending::<()>().await;
+    });
+    let job = Arc::new(job("thumbs", stage(), None, true));
+    let started = tokio::time::Instant::now();
+    let error = reconcile(job.clone(), ctx.clone()).await.unwrap_err();
+    assert_eq!(started.elapsed(), super::RECONCILE_LIMIT);
+    assert_eq!(error.category(), "stalled");
+    assert!(error.to_string().contains("default/thumbs"), "{error}");
+    assert_eq!(
+        super::error_policy(job, &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(5)),
+        "tried again"
+    );
+    let text = ctx.metrics.encode().unwrap();
+    assert!(
+        text.contains("shoal_operator_reconcile_errors_total{category=\"stalled\"} 1"),
+        "{text}"
+    );
+    taken.abort();
 }
 
 /// Reconciles stage `small` with `upstream` in the cache (or none); the
