@@ -56,20 +56,11 @@ pub enum Error {
     /// The operator's own configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
-    /// A reconcile ran past its limit and was stopped (a server that
-    /// takes a request and never answers); it is tried again.
-    #[error("reconcile of batchjob {job} stopped after {limit:?}")]
-    Stalled {
-        /// `namespace/name`.
-        job: String,
-        /// The limit it ran past.
-        limit: std::time::Duration,
-    },
 }
 
 impl Error {
     /// Every value [`Error::category`] returns.
-    pub const CATEGORIES: [&'static str; 8] = [
+    pub const CATEGORIES: [&'static str; 7] = [
         "kubernetes",
         "queue",
         "source",
@@ -77,7 +68,6 @@ impl Error {
         "invalid",
         "finalizer",
         "config",
-        "stalled",
     ];
 
     /// A fixed category for the `category` metric label.
@@ -90,7 +80,6 @@ impl Error {
             Self::Invalid(_) => "invalid",
             Self::Finalizer(_) => "finalizer",
             Self::Config(_) => "config",
-            Self::Stalled { .. } => "stalled",
         }
     }
 

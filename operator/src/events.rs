@@ -17,8 +17,9 @@
 //!   a 64-bit hash of that key, its name and its count, about 100 bytes,
 //!   for that long. (kube's `Recorder` keeps the whole Event for it, and
 //!   leaves the note out of the key, so a second note showed the first.)
-//! - A write the API server refuses is logged and counted, not retried:
-//!   Events are a record for people, never the operator's state.
+//! - A write the API server refuses, or does not answer within
+//!   [`WRITE_LIMIT`], is logged and counted, not retried: Events are a
+//!   record for people, never the operator's state.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -42,6 +43,8 @@ pub const LANE_CAPACITY: usize = 256;
 /// How long a repeat counts into the first Event (kube's and client-go's
 /// window).
 pub const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
+/// How long one Event write may take, answer included.
+pub const WRITE_LIMIT: Duration = Duration::from_secs(30);
 /// How often a lane forgets Events older than [`SERIES_WINDOW`].
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// The longest object name an Event's name starts with: the name is
@@ -57,6 +60,25 @@ pub struct Note {
     pub reason: String,
     /// What happened, at most 1,024 bytes (cut by the caller).
     pub note: String,
+}
+
+impl Note {
+    /// A `Normal` Event.
+    pub fn normal(reason: impl Into<String>, note: impl Into<String>) -> Self {
+        Self {
+            warning: false,
+            reason: reason.into(),
+            note: note.into(),
+        }
+    }
+
+    /// A `Warning` Event when `warning`, else a `Normal` one.
+    pub fn new(warning: bool, reason: impl Into<String>, note: impl Into<String>) -> Self {
+        Self {
+            warning,
+            ..Self::normal(reason, note)
+        }
+    }
 }
 
 enum Message {
@@ -178,7 +200,20 @@ impl Lane {
                         self.pruned = Instant::now();
                     }
                     for note in notes {
-                        self.write(&regarding, note, at).await;
+                        let reason = note.reason.clone();
+                        // The API server's answer has a limit on its head
+                        // (the client's); this one covers the whole write,
+                        // so a stalled body never holds the lane.
+                        let write = self.write(&regarding, note, at);
+                        if tokio::time::timeout(WRITE_LIMIT, write).await.is_err() {
+                            self.metrics.event("failed", 1);
+                            tracing::warn!(
+                                object = regarding.name.as_deref().unwrap_or_default(),
+                                namespace = regarding.namespace.as_deref().unwrap_or_default(),
+                                reason,
+                                "cannot publish event: no answer within {WRITE_LIMIT:?}"
+                            );
+                        }
                     }
                 }
             }

@@ -75,7 +75,8 @@ async fn replicas_follow_the_sqs_backlog_up_and_down_to_zero() {
         log,
     );
     // The counts that scaled it may have been read mid-send (34 of them
-    // ask for 4 workers too): the status shows all 35 by the next read.
+    // ask for 4 workers too), and the status is written beside the
+    // Deployment: it shows all 35 by the next read.
     wait_until(
         limit,
         "status Running 4 35",

@@ -41,14 +41,7 @@ pub struct Context {
 impl Context {
     /// Publishes an Event on `job` (see [`Context::announce`]).
     pub(crate) fn event(&self, job: &BatchJob, warning: bool, reason: &str, note: String) {
-        self.announce(
-            job,
-            vec![Note {
-                warning,
-                reason: reason.to_owned(),
-                note,
-            }],
-        );
+        self.announce(job, vec![Note::new(warning, reason, note)]);
     }
 
     /// Publishes `notes` as Events on `job`, in that order, without

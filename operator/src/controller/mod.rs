@@ -165,10 +165,6 @@ async fn cleanup(job: &BatchJob, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-/// The longest a reconcile may run: far past what one takes (one fan-out
-/// page, a results manifest over every chunk's records).
-pub const RECONCILE_LIMIT: Duration = Duration::from_secs(300);
-
 /// Log target of the per-reconcile timing lines.
 const TIMING: &str = "shoal_operator::reconcile_timing";
 
@@ -176,17 +172,7 @@ const TIMING: &str = "shoal_operator::reconcile_timing";
 pub async fn reconcile(job: Arc<BatchJob>, ctx: Arc<Context>) -> Result<Action> {
     let started = std::time::Instant::now();
     let name = tracing::enabled!(target: TIMING, tracing::Level::DEBUG).then(|| job_key(&job));
-    // A reconcile holds its job: one waiting forever on a server that took
-    // a request and never answered would leave the job unlooked-at for
-    // good. Every client has its own limit; this one is the backstop.
-    let inner = reconcile_inner(job.clone(), ctx.clone());
-    let result = match tokio::time::timeout(RECONCILE_LIMIT, inner).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::Stalled {
-            job: job_key(&job),
-            limit: RECONCILE_LIMIT,
-        }),
-    };
+    let result = reconcile_inner(job, ctx.clone()).await;
     let took = started.elapsed();
     ctx.metrics.duration.observe(took.as_secs_f64());
     if let Some(name) = name {
@@ -410,6 +396,10 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
     {
         rank_idle_first(&job, &ctx, &namespace, from).await;
     }
+    // A phase or suspension change: the status says it only once the
+    // Deployment follows (a finished job is never applied again, and its
+    // Events are announced from this change alone).
+    let milestone = decision.phase_changed || decision.suspension.is_some();
     // What to announce once the Deployment is applied (written beside the
     // reconcile, never waited for).
     let mut events: Vec<Note> = Vec::new();
@@ -423,44 +413,31 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
             "scaled workers"
         );
         let note = format!("workers {from} -> {to} (backlog {})", backlog.total());
-        events.push(Note {
-            warning: false,
-            reason: "Scaled".to_owned(),
-            note,
-        });
+        events.push(Note::normal("Scaled", note));
     }
     if let Some(message) = &bad_list {
-        events.push(Note {
-            warning: true,
-            reason: "ListInvalid".to_owned(),
-            note: message.clone(),
-        });
+        events.push(Note::new(true, "ListInvalid", message.clone()));
     }
     if let Some((reason, note)) = decision.suspension {
         tracing::info!(batchjob = %job.name_any(), namespace = %namespace, reason, "suspension changed");
-        events.push(Note {
-            warning: false,
-            reason: reason.to_owned(),
-            note,
-        });
+        events.push(Note::normal(reason, note));
     }
     if decision.phase_changed {
-        ctx.metrics.finished(phase);
         tracing::info!(batchjob = %job.name_any(), namespace = %namespace, phase = ?phase, "phase changed");
         let note = format!(
             "{:?}: {} of {} chunks done, {} dead-lettered",
             phase, status.chunks.succeeded, status.chunks.total, status.chunks.dead_lettered
         );
-        events.push(Note {
-            warning: phase == Phase::Failed,
-            reason: format!("{phase:?}"),
+        events.push(Note::new(
+            phase == Phase::Failed,
+            format!("{phase:?}"),
             note,
-        });
+        ));
     }
-    // The Deployment and the status are written at once: neither waits
-    // for the other. Replicas are decided from the Deployment (the cache),
-    // never from the status, so a status written for an apply that then
-    // failed misleads nobody: the failed reconcile is tried again and
+    // Otherwise the Deployment and the status are written at once: neither
+    // waits for the other. Replicas are decided from the Deployment (the
+    // cache), never from the status, so a status written beside an apply
+    // that failed misleads nothing: the reconcile is tried again and
     // applies the same decision.
     let apply = apply_deployment(&job, &ctx, &namespace, &wiring, &observed);
     let update = async {
@@ -469,8 +446,17 @@ async fn apply(job: Arc<BatchJob>, ctx: Arc<Context>, namespace: String) -> Resu
         }
         write_status(&job, &ctx, &namespace, &status).await
     };
-    let (applied, updated) = tokio::join!(apply, update);
-    applied?;
+    let updated = if milestone {
+        apply.await?;
+        update.await
+    } else {
+        let (applied, updated) = tokio::join!(apply, update);
+        applied?;
+        updated
+    };
+    if decision.phase_changed {
+        ctx.metrics.finished(phase);
+    }
     ctx.announce(&job, events);
     updated?;
     ctx.metrics.set_job(

@@ -353,10 +353,11 @@ impl Metrics {
         let mut text = String::with_capacity(series.saturating_mul(100));
         TextEncoder::new().encode_utf8(&families, &mut text)?;
         // (A reconcile that panicked while recording leaves the sums.)
-        if let Ok(jobs) = self.jobs.lock() {
-            text.reserve(per_job::size_hint(&jobs));
-            per_job::write(&jobs, &mut text);
-        }
+        let labelled = match self.jobs.lock() {
+            Ok(jobs) => per_job::labelled(&jobs),
+            Err(_) => Vec::new(),
+        };
+        per_job::write(&labelled, &mut text);
         Ok(text)
     }
 }

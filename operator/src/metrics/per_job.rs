@@ -55,32 +55,31 @@ const PHASE: (&str, &str) = (
     "1 for the BatchJob's phase, 0 for the others",
 );
 
-/// Bytes a per-job line takes, about: what to reserve for `jobs`.
-pub(super) fn size_hint(jobs: &Jobs) -> usize {
-    jobs.labelled
-        .saturating_mul(GAUGES.len() + PHASES.len())
-        .saturating_mul(110)
+/// The labelled jobs' keys and figures, copied (under the lock) so that
+/// reconciles recording figures do not wait for the text to be written.
+pub(super) fn labelled(jobs: &Jobs) -> Vec<(JobKey, JobFigures)> {
+    jobs.tracked
+        .iter()
+        .filter(|(_, tracked)| tracked.labelled)
+        .map(|(key, tracked)| (key.clone(), tracked.figures))
+        .collect()
 }
 
-/// Appends the per-job families of the labelled jobs in `jobs` to `out`.
-pub(super) fn write(jobs: &Jobs, out: &mut String) {
-    if jobs.labelled == 0 {
+/// Appends the per-job families of `labelled` to `out`.
+pub(super) fn write(labelled: &[(JobKey, JobFigures)], out: &mut String) {
+    if labelled.is_empty() {
         return;
     }
-    let labelled = || {
-        jobs.tracked
-            .iter()
-            .filter(|(_, tracked)| tracked.labelled)
-            .map(|(key, tracked)| (key, &tracked.figures))
-    };
+    // About 110 bytes a line.
+    out.reserve(labelled.len() * (GAUGES.len() + PHASES.len()) * 110);
     for (name, help, figure) in GAUGES {
         header(out, name, help);
-        for (key, figures) in labelled() {
+        for (key, figures) in labelled {
             line(out, name, key, None, figure(figures));
         }
     }
     header(out, PHASE.0, PHASE.1);
-    for (key, figures) in labelled() {
+    for (key, figures) in labelled {
         for phase in PHASES {
             let value = i64::from(phase == figures.phase);
             line(out, PHASE.0, key, Some(phase_label(phase)), value);

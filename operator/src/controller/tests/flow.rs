@@ -68,6 +68,11 @@ fn object(api_version: &str, kind: &str, name: &str) -> Value {
 enum Expect {
     /// The server-side dry run of the workers' Deployment.
     DryRun,
+    /// Applying the workers: their ServiceAccount, then their Deployment
+    /// (the status follows, when the phase or the suspension changes).
+    ApplyWorkers,
+    /// Applying the workers' Deployment alone (new replicas, same content).
+    ApplyDeployment,
     /// Applying the workers (their ServiceAccount, then their Deployment)
     /// beside the status write: the status goes out while the
     /// ServiceAccount's answer is awaited, so the API server sees the
@@ -81,7 +86,10 @@ enum Expect {
     /// Listing the workers' pods.
     ListPods,
 }
-use Expect::{ApplyDeploymentAndStatus, ApplyWorkersAndStatus, DryRun, ListPods, Status};
+use Expect::{
+    ApplyDeployment, ApplyDeploymentAndStatus, ApplyWorkers, ApplyWorkersAndStatus, DryRun,
+    ListPods, Status,
+};
 
 /// The calls `steps` expect, in order.
 fn script(steps: &[Expect]) -> Vec<Call> {
@@ -93,21 +101,22 @@ fn script(steps: &[Expect]) -> Vec<Call> {
             object("apps/v1", "Deployment", "thumbs-workers"),
         )
     };
+    let account = || {
+        call(
+            Method::PATCH,
+            &format!("{ACCOUNTS}/thumbs-workers"),
+            StatusCode::OK,
+            object("v1", "ServiceAccount", "thumbs-workers"),
+        )
+    };
     steps
         .iter()
         .flat_map(|step| match step {
             DryRun => vec![deployment()],
-            ApplyWorkersAndStatus => vec![
-                call(
-                    Method::PATCH,
-                    &format!("{ACCOUNTS}/thumbs-workers"),
-                    StatusCode::OK,
-                    object("v1", "ServiceAccount", "thumbs-workers"),
-                ),
-                status_write(),
-                deployment(),
-            ],
+            ApplyWorkersAndStatus => vec![account(), status_write(), deployment()],
             ApplyDeploymentAndStatus => vec![deployment(), status_write()],
+            ApplyWorkers => vec![account(), deployment()],
+            ApplyDeployment => vec![deployment()],
             Status => vec![status_write()],
             ListPods => vec![call(
                 Method::GET,
@@ -212,7 +221,7 @@ async fn a_fan_out_goes_splitting_running_succeeded_with_one_scaling_each_way() 
         &ctx,
         handle,
         &job,
-        script(&[DryRun, Status, Status, ApplyWorkersAndStatus]),
+        script(&[DryRun, Status, Status, ApplyWorkers, Status]),
     )
     .await;
     let status = written(&bodies);
@@ -256,7 +265,7 @@ async fn a_fan_out_goes_splitting_running_succeeded_with_one_scaling_each_way() 
     job.status = Some(status);
     queue.set_counts(0, 0, 0);
     let (_, (action, bodies, events)) =
-        step(&ctx, handle, &job, script(&[ApplyDeploymentAndStatus])).await;
+        step(&ctx, handle, &job, script(&[ApplyDeployment, Status])).await;
     let status = written(&bodies);
     assert_eq!(status.phase, Phase::Succeeded);
     assert_eq!(status.chunks.succeeded, 2);
@@ -293,7 +302,7 @@ async fn a_queue_that_vanished_is_made_again_and_said_once() {
     assert_eq!(queue.remade(), 1);
     assert_eq!(action, Action::requeue(cadence::ACTIVE), "counts soon");
     // The next reconcile reads the new queue's counts: no second remake.
-    let (_, (_, _, events)) = step(&ctx, handle, &job, script(&[ApplyWorkersAndStatus])).await;
+    let (_, (_, _, events)) = step(&ctx, handle, &job, script(&[ApplyWorkers, Status])).await;
     assert_eq!(queue.remade(), 1);
     assert!(!events.contains(&"QueueRecreated".to_owned()), "{events:?}");
 }
@@ -307,7 +316,7 @@ async fn an_idle_queue_job_announces_no_scaling_and_waits_for_a_change() {
         &ctx,
         handle,
         &job,
-        script(&[DryRun, Status, ApplyWorkersAndStatus]),
+        script(&[DryRun, Status, ApplyWorkers, Status]),
     )
     .await;
     assert_eq!(applied(&bodies)["spec"]["replicas"], 0);
@@ -325,7 +334,7 @@ async fn a_change_of_replicas_alone_applies_the_deployment_alone() {
         &ctx,
         handle,
         &job,
-        script(&[DryRun, Status, ApplyWorkersAndStatus]),
+        script(&[DryRun, Status, ApplyWorkers, Status]),
     )
     .await;
     assert_eq!(applied(&bodies)["spec"]["replicas"], 0);
@@ -372,7 +381,7 @@ async fn workers_whose_pods_cannot_be_made_get_their_service_account_again() {
         &ctx,
         handle,
         &job,
-        script(&[DryRun, Status, ApplyWorkersAndStatus]),
+        script(&[DryRun, Status, ApplyWorkers, Status]),
     )
     .await;
     let mut deployment: Deployment =
