@@ -138,37 +138,6 @@ struct RunArgs {
     queue_polls_per_second: u32,
 }
 
-/// A client of the API server named by the in-cluster or `KUBECONFIG`
-/// credentials, counting its requests in `metrics`.
-async fn counted_client(metrics: Arc<Metrics>) -> Result<kube::Client, kube::Error> {
-    let config = kube::Config::infer()
-        .await
-        .map_err(kube::Error::InferConfig)?;
-    client_from(config, metrics)
-}
-
-/// A client of the API server of `config`, counting its requests in
-/// `metrics`, each given [`API_ANSWER_LIMIT`] to start being answered.
-fn client_from(config: kube::Config, metrics: Arc<Metrics>) -> Result<kube::Client, kube::Error> {
-    let count =
-        tower::util::MapRequestLayer::new(move |request: ::http::Request<kube::client::Body>| {
-            metrics.api_request(request.method());
-            request
-        });
-    // kube sets no read timeout (a watch may be quiet for minutes), so a
-    // request the API server takes and never answers would wait forever.
-    // The limit is on the answer's head: a watch's comes at once, its
-    // events after.
-    let answer_within = tower::timeout::TimeoutLayer::new(API_ANSWER_LIMIT);
-    Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&count)
-        .with_layer(&answer_within)
-        .build())
-}
-
-/// How long the API server may take to start answering a request.
-pub const API_ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Runs the command named by the process arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -299,7 +268,7 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let client = match counted_client(metrics.clone()).await {
+        let client = match crate::api_client::measured_client(metrics.clone()).await {
             Ok(client) => client,
             Err(e) => {
                 tracing::error!(error = %e, "no Kubernetes credentials (in-cluster or KUBECONFIG)");
@@ -376,49 +345,4 @@ fn run(args: RunArgs) -> ExitCode {
         tracing::info!("operator stopped");
         code
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        reason = "test code: a panic is how a test reports failure"
-    )]
-
-    use super::*;
-    use k8s_openapi::api::core::v1::ConfigMap;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_request_the_api_server_takes_and_never_answers_ends_at_the_limit() {
-        // A server that takes connections (the kernel does) and never
-        // reads or answers.
-        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", silent.local_addr().unwrap());
-        let metrics = Arc::new(Metrics::new(crate::metrics::DEFAULT_PER_JOB_LIMIT).unwrap());
-        let mut config = kube::Config::new(url.parse().unwrap());
-        // (The connect limit is as long: left out, so that only the answer's
-        // can end the wait.)
-        config.connect_timeout = None;
-        let client = client_from(config, metrics.clone()).unwrap();
-        let started = tokio::time::Instant::now();
-        let answer = kube::Api::<ConfigMap>::namespaced(client, "default")
-            .get("anything")
-            .await;
-        let Err(kube::Error::Service(error)) = answer else {
-            panic!("expected the limit's error, got {answer:?}");
-        };
-        assert!(
-            error.is::<tower::timeout::error::Elapsed>(),
-            "expected the limit's error, got {error}"
-        );
-        assert_eq!(started.elapsed(), API_ANSWER_LIMIT);
-        assert!(
-            metrics
-                .encode()
-                .unwrap()
-                .contains("shoal_operator_api_requests_total{verb=\"GET\"} 1"),
-            "counted"
-        );
-    }
 }

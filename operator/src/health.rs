@@ -2,8 +2,9 @@
 //! cannot be pulled, a handler that crashes on start, a pod no node can
 //! take. A Deployment shows none of this until its progress deadline (ten
 //! minutes), so the operator looks at the pods themselves while fewer are
-//! ready than asked for (at most once per [`LOOK_EVERY`] per job, from the
-//! API server's watch cache), and reports the first cause in the
+//! ready than asked for (at most once per [`LOOK_EVERY`] per job, the first
+//! time [`LOOK_EVERY`] after it fell short, from the API server's watch
+//! cache), and reports the first cause in the
 //! `WorkersHealthy` condition, with a Warning Event when the condition
 //! turns False. Pure, apart from the per-job clock of [`Looks`]: no API
 //! calls.
@@ -29,16 +30,22 @@ pub const UNSCHEDULABLE_AFTER: Duration = Duration::from_secs(180);
 
 /// When each job's pods were last listed, so a job whose workers are not
 /// all ready costs one pod list per [`LOOK_EVERY`], not one per reconcile.
+/// The first look comes [`LOOK_EVERY`] after the job is first seen short
+/// of ready workers: right after a scale-up the pods are being made, and
+/// none can have failed yet (an image pull or a crash takes seconds to
+/// show), so a list then would cost an API call and find nothing.
 /// Entries older than twice that are dropped on every use: the map holds
-/// only jobs looked at recently.
+/// only jobs seen short recently (a job short of workers is requeued every
+/// [`LOOK_EVERY`], see `cadence`).
 #[derive(Debug, Default)]
 pub struct Looks {
     last: Mutex<HashMap<String, Instant>>,
 }
 
 impl Looks {
-    /// Whether the job keyed `key` (namespace/name/uid) is due a look at
-    /// `now`; if so, records it.
+    /// Whether the job keyed `key` (namespace/name) is due a look at
+    /// `now`; if so, records it. A job not seen before is recorded and not
+    /// due yet.
     pub fn due(&self, key: &str, now: Instant) -> bool {
         // A poisoned lock only means another reconcile panicked mid-update
         // of a timestamp map: its data is still usable.
@@ -46,17 +53,30 @@ impl Looks {
         last.retain(|_, at| now.saturating_duration_since(*at) < 2 * LOOK_EVERY);
         match last.get(key) {
             Some(at) if now.saturating_duration_since(*at) < LOOK_EVERY => false,
-            _ => {
+            Some(_) => {
                 last.insert(key.to_owned(), now);
                 true
+            }
+            None => {
+                last.insert(key.to_owned(), now);
+                false
             }
         }
     }
 
-    /// Forgets `key`: its next look is due at once.
+    /// Forgets `key`: its workers are all ready; the next time it is short
+    /// of them starts the wait anew.
     pub fn forget(&self, key: &str) {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         last.remove(key);
+    }
+
+    /// Records `key` as seen short of workers (or looked at) at `at`: the
+    /// mocked-API tests' way to a look that is due.
+    #[cfg(test)]
+    pub fn seen_at(&self, key: &str, at: Instant) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.insert(key.to_owned(), at);
     }
 }
 
@@ -466,17 +486,22 @@ mod tests {
     }
 
     #[test]
-    fn pods_of_a_job_are_looked_at_once_per_interval() {
+    fn pods_of_a_job_are_looked_at_once_per_interval_after_a_first_wait() {
         let looks = Looks::default();
         let t0 = Instant::now();
-        assert!(looks.due("ns/a/1", t0));
+        // First seen short of workers: the pods are being made.
+        assert!(!looks.due("ns/a/1", t0));
         assert!(!looks.due("ns/a/1", t0 + LOOK_EVERY / 2));
-        assert!(looks.due("ns/b/2", t0 + LOOK_EVERY / 2), "per job");
+        assert!(!looks.due("ns/b/2", t0 + LOOK_EVERY / 2), "per job");
         assert!(looks.due("ns/a/1", t0 + LOOK_EVERY));
+        assert!(!looks.due("ns/a/1", t0 + LOOK_EVERY * 3 / 2));
+        assert!(looks.due("ns/b/2", t0 + LOOK_EVERY * 3 / 2));
+        assert!(looks.due("ns/a/1", t0 + LOOK_EVERY * 2));
+        // All ready, then short again: the wait starts anew.
         looks.forget("ns/a/1");
-        assert!(looks.due("ns/a/1", t0 + LOOK_EVERY));
-        // Jobs not looked at for a while leave the map.
-        assert!(looks.due("ns/c/3", t0 + 5 * LOOK_EVERY));
+        assert!(!looks.due("ns/a/1", t0 + LOOK_EVERY * 2));
+        // Jobs not seen for a while leave the map.
+        assert!(!looks.due("ns/c/3", t0 + 5 * LOOK_EVERY));
         let kept = looks.last.lock().unwrap().len();
         assert_eq!(kept, 1);
     }

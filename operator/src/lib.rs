@@ -17,6 +17,7 @@
 //!   server, with [`sqs`] and [`amqp`] for the queues).
 
 pub mod amqp;
+pub mod api_client;
 pub mod aws;
 pub mod backend;
 pub mod cadence;

@@ -18,12 +18,19 @@
 //!      from zero, the others stay idle): the operator's resident memory
 //!      (VmRSS sampled every 250 ms: median and the peak VmHWM so far),
 //!      every reconcile's duration, requests to the API server and to the
-//!      queue server (the operator's counters);
+//!      queue server (the operator's counters), how many API answers took
+//!      over 100 ms (the operator's latency histogram, and the API
+//!      server's own per verb and resource), and the CPU time each
+//!      process on the machine used;
 //!    - the scale reaction of the job above again, TRIALS times, while the
 //!      others exist.
 //! 3. Slopes between the first and last step: bytes and requests per job.
 //!
 //!     operator-bench OPERATOR_BINARY [TRIALS] [STEPS, e.g. 100,1000]
+//!
+//! ElasticMQ stands in for SQS, which in production runs on no node of the
+//! cluster: it runs at `nice` 10 (it takes the CPU the control plane and
+//! the operator leave) with the JVM's full JIT.
 //!
 //! `BENCH_OPERATOR_ENV="K=V K=V"` adds to the operator's environment (an
 //! allocator setting, `SHOAL_OPERATOR_*` flags).
@@ -53,6 +60,9 @@ use shoal_tests::kube::ControlPlane;
 use shoal_tests::process::Proc;
 use shoal_tests::prom::{http_get, sample_with};
 use shoal_tests::{free_port, operator, sqs, wait_until};
+
+#[path = "operator_bench/window.rs"]
+mod window;
 
 /// How long each step is watched.
 const WINDOW: Duration = Duration::from_secs(30);
@@ -254,7 +264,7 @@ async fn main() {
     } else {
         ("", 1)
     };
-    let server = ElasticMq::start();
+    let server = ElasticMq::start_beside_a_benchmark();
     let client = sqs::client(&server.endpoint());
     let url = operator::create_queue(&client, "bench").await;
     operator::apply_sqs_job(
@@ -387,6 +397,8 @@ async fn main() {
         sampler.take();
         let log_from = op.log_text().len();
         let before = scrape(&metrics_addr);
+        let (cpu_before, api_server_before) =
+            (window::cpu_ticks(), window::api_server_latency(&plane));
         // Change during the window: one message to each of a tenth of this
         // step's queues (never the reaction job's), spread over it, so a
         // tenth of the jobs scale up from zero while the others stay idle.
@@ -405,6 +417,8 @@ async fn main() {
         }
         tokio::time::sleep(WINDOW.saturating_sub(window_started.elapsed())).await;
         let after = scrape(&metrics_addr);
+        let (cpu_after, api_server_after) =
+            (window::cpu_ticks(), window::api_server_latency(&plane));
         let mut rss: Vec<f64> = sampler
             .take()
             .into_iter()
@@ -414,6 +428,27 @@ async fn main() {
         let mut durations = reconcile_samples(&op.log_text(), log_from);
         let delta = |name: &str| (counter_sum(&after, name) - counter_sum(&before, name)) / 30.0;
         let api = delta("shoal_operator_api_requests_total");
+        let verbs: Vec<String> = ["GET", "PATCH", "POST", "PUT", "DELETE"]
+            .iter()
+            .map(|verb| {
+                let series = format!("shoal_operator_api_requests_total{{verb=\"{verb}\"}}");
+                format!("{verb}:{:.1}", delta(&series))
+            })
+            .collect();
+        // How many answers of the window took the API server over 100 ms
+        // to start, by verb (from the operator's latency histogram).
+        let slow: Vec<String> = ["GET", "PATCH", "POST"]
+            .iter()
+            .map(|verb| {
+                let bucket = |le: &str| {
+                    let series = format!(
+                        "shoal_operator_api_request_duration_seconds_bucket{{verb=\"{verb}\",le=\"{le}\"}}"
+                    );
+                    counter_sum(&after, &series) - counter_sum(&before, &series)
+                };
+                format!("{verb}:{}/{}", bucket("+Inf") - bucket("0.1"), bucket("+Inf"))
+            })
+            .collect();
         let queue = delta("shoal_operator_queue_requests_total");
         let count = durations.len();
         let (p50, p99, max) = (
@@ -423,8 +458,15 @@ async fn main() {
         );
         let rss_median = percentile(&mut rss, 0.5);
         println!(
-            "RESULT jobs={jobs} running_after_s={running_after:.1} rss_mib={rss_median:.1} peak_mib={peak:.1} reconciles_per_s={:.1} reconcile_p50_ms={p50:.2} reconcile_p99_ms={p99:.2} reconcile_max_ms={max:.2} api_requests_per_s={api:.1} queue_requests_per_s={queue:.1}",
-            count as f64 / WINDOW.as_secs_f64()
+            "RESULT jobs={jobs} running_after_s={running_after:.1} rss_mib={rss_median:.1} peak_mib={peak:.1} reconciles_per_s={:.1} reconcile_p50_ms={p50:.2} reconcile_p99_ms={p99:.2} reconcile_max_ms={max:.2} api_requests_per_s={api:.1} api_per_s_by_verb={} api_answers_over_100ms={} queue_requests_per_s={queue:.1}",
+            count as f64 / WINDOW.as_secs_f64(),
+            verbs.join(","),
+            slow.join(",")
+        );
+        println!(
+            "RESULT jobs={jobs} window_cpu_s={} api_server_over_100ms={}",
+            window::cpu_spent(&cpu_before, &cpu_after, 8),
+            window::api_server_slow(&api_server_before, &api_server_after, 8)
         );
         let mut busy = reactions(&plane, &client, &url, trials, &op).await;
         println!(

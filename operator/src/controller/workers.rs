@@ -82,10 +82,11 @@ pub(super) fn observe_deployment(
 
 /// The worker pods that cannot run with the number of worker pods, looked
 /// for only when fewer workers are ready than the Deployment asks for, at
-/// most once per [`health::LOOK_EVERY`] per job, from the API server's
-/// cache. `None` when no look was due, or the list failed (logged; a pod
-/// list must never stop a reconcile from scaling): the job keeps the
-/// condition it has.
+/// most once per [`health::LOOK_EVERY`] per job and not before the job
+/// has been short of workers that long, from the API server's cache.
+/// `None` when no look was due, or the list failed (logged; a pod list
+/// must never stop a reconcile from scaling): the job keeps the condition
+/// it has.
 pub(super) async fn observe_stuck_pods(
     job: &BatchJob,
     ctx: &Context,

@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::crd::Phase;
@@ -36,6 +37,9 @@ pub struct Metrics {
     /// `shoal_operator_api_requests_total{verb}`: requests to the
     /// Kubernetes API server, watches included.
     pub api_requests: IntCounterVec,
+    /// `shoal_operator_api_request_duration_seconds{verb}`: how long the
+    /// API server took to start answering (a watch's head comes at once).
+    api_latency: HistogramVec,
     /// `shoal_operator_queue_requests_total{backend}`: requests to SQS and
     /// to RabbitMQ's management API.
     pub queue_requests: IntCounterVec,
@@ -146,6 +150,16 @@ impl Metrics {
             ),
             &["verb"],
         )?;
+        let api_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "shoal_operator_api_request_duration_seconds",
+                "Time the Kubernetes API server took to start answering a request, by HTTP verb",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["verb"],
+        )?;
         let queue_requests = IntCounterVec::new(
             Opts::new(
                 "shoal_operator_queue_requests_total",
@@ -211,6 +225,7 @@ impl Metrics {
         registry.register(Box::new(dead_lettered.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(api_requests.clone()))?;
+        registry.register(Box::new(api_latency.clone()))?;
         registry.register(Box::new(queue_requests.clone()))?;
         registry.register(Box::new(finished.clone()))?;
         registry.register(Box::new(without_series.clone()))?;
@@ -221,6 +236,7 @@ impl Metrics {
         }
         for verb in VERBS {
             api_requests.with_label_values(&[verb]);
+            api_latency.with_label_values(&[verb]);
         }
         for backend in ["sqs", "amqp"] {
             queue_requests.with_label_values(&[backend]);
@@ -244,6 +260,7 @@ impl Metrics {
             duration,
             leader,
             api_requests,
+            api_latency,
             queue_requests,
             finished,
             events,
@@ -319,13 +336,23 @@ impl Metrics {
             .add(sign);
     }
 
-    /// Counts one request to the API server with `method`.
-    pub fn api_request(&self, method: &http::Method) {
+    /// Counts one request to the API server with `method`; returns its
+    /// verb label, for [`Self::api_answered`].
+    pub fn api_request(&self, method: &http::Method) -> &'static str {
         let verb = VERBS
             .into_iter()
             .find(|v| *v == method.as_str())
             .unwrap_or("OTHER");
         self.api_requests.with_label_values(&[verb]).inc();
+        verb
+    }
+
+    /// Records that the API server started answering a request of `verb`
+    /// (from [`Self::api_request`]) `after` it was sent.
+    pub fn api_answered(&self, verb: &'static str, after: std::time::Duration) {
+        self.api_latency
+            .with_label_values(&[verb])
+            .observe(after.as_secs_f64());
     }
 
     /// Counts a job that has just reached `phase` (Succeeded or Failed).
