@@ -82,14 +82,32 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let verb = self.metrics.api_request(request.method());
-        let sent = Instant::now();
+        let timer = Timer {
+            metrics: self.metrics.clone(),
+            verb,
+            sent: Instant::now(),
+        };
         let answer = self.inner.call(request);
-        let metrics = self.metrics.clone();
         Box::pin(async move {
             let answer = answer.await;
-            metrics.api_answered(verb, sent.elapsed());
+            drop(timer);
             answer
         })
+    }
+}
+
+/// Observes a request's time when dropped: when its answer's head came,
+/// or when the caller gave up on it (its own limit), so the slowest
+/// requests are never left out.
+struct Timer {
+    metrics: Arc<Metrics>,
+    verb: &'static str,
+    sent: Instant,
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.metrics.api_answered(self.verb, self.sent.elapsed());
     }
 }
 
@@ -139,6 +157,22 @@ mod tests {
             text.contains(
                 "shoal_operator_api_request_duration_seconds_bucket{verb=\"GET\",le=\"30\"} 1"
             ),
+            "timed: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_its_caller_gives_up_on_is_timed_too() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let metrics = Arc::new(Metrics::new(crate::metrics::DEFAULT_PER_JOB_LIMIT).unwrap());
+        let client = client_from(kube::Config::new(url.parse().unwrap()), metrics.clone()).unwrap();
+        let api = kube::Api::<ConfigMap>::namespaced(client, "default");
+        let gave_up = tokio::time::timeout(Duration::from_millis(200), api.get("anything")).await;
+        assert!(gave_up.is_err(), "the silent server answered: {gave_up:?}");
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("shoal_operator_api_request_duration_seconds_count{verb=\"GET\"} 1"),
             "timed: {text}"
         );
     }

@@ -28,15 +28,20 @@ pub const LOOK_EVERY: Duration = Duration::from_secs(10);
 /// fault.
 pub const UNSCHEDULABLE_AFTER: Duration = Duration::from_secs(180);
 
-/// When each job's pods were last listed, so a job whose workers are not
-/// all ready costs one pod list per [`LOOK_EVERY`], not one per reconcile.
-/// The first look comes [`LOOK_EVERY`] after the job is first seen short
-/// of ready workers: right after a scale-up the pods are being made, and
-/// none can have failed yet (an image pull or a crash takes seconds to
-/// show), so a list then would cost an API call and find nothing.
-/// Entries older than twice that are dropped on every use: the map holds
-/// only jobs seen short recently (a job short of workers is requeued every
-/// [`LOOK_EVERY`], see `cadence`).
+/// How long a job short of ready workers may go unseen before its wait
+/// starts anew: far longer than the gap between two of its reconciles
+/// (one [`LOOK_EVERY`] requeue plus an apply and a status write of up to
+/// 30 s each), so a slow API server delays a look but never prevents it;
+/// the map holds only jobs seen short in that time.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// Per job short of ready workers, when it was first seen short or its
+/// pods were last listed, so such a job costs one pod list per
+/// [`LOOK_EVERY`], not one per reconcile. The first look comes
+/// [`LOOK_EVERY`] after the job is first seen short: right after a
+/// scale-up the pods are being made, and none can have failed yet (an
+/// image pull or a crash takes seconds to show), so a list then would cost
+/// an API call and find nothing.
 #[derive(Debug, Default)]
 pub struct Looks {
     last: Mutex<HashMap<String, Instant>>,
@@ -50,7 +55,7 @@ impl Looks {
         // A poisoned lock only means another reconcile panicked mid-update
         // of a timestamp map: its data is still usable.
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        last.retain(|_, at| now.saturating_duration_since(*at) < 2 * LOOK_EVERY);
+        last.retain(|_, at| now.saturating_duration_since(*at) < FORGET_AFTER);
         match last.get(key) {
             Some(at) if now.saturating_duration_since(*at) < LOOK_EVERY => false,
             Some(_) => {
@@ -490,18 +495,20 @@ mod tests {
         let looks = Looks::default();
         let t0 = Instant::now();
         // First seen short of workers: the pods are being made.
-        assert!(!looks.due("ns/a/1", t0));
-        assert!(!looks.due("ns/a/1", t0 + LOOK_EVERY / 2));
-        assert!(!looks.due("ns/b/2", t0 + LOOK_EVERY / 2), "per job");
-        assert!(looks.due("ns/a/1", t0 + LOOK_EVERY));
-        assert!(!looks.due("ns/a/1", t0 + LOOK_EVERY * 3 / 2));
-        assert!(looks.due("ns/b/2", t0 + LOOK_EVERY * 3 / 2));
-        assert!(looks.due("ns/a/1", t0 + LOOK_EVERY * 2));
+        assert!(!looks.due("ns/a", t0));
+        assert!(!looks.due("ns/a", t0 + LOOK_EVERY / 2));
+        assert!(!looks.due("ns/b", t0 + LOOK_EVERY / 2), "per job");
+        assert!(looks.due("ns/a", t0 + LOOK_EVERY));
+        assert!(!looks.due("ns/a", t0 + LOOK_EVERY * 3 / 2));
+        assert!(looks.due("ns/b", t0 + LOOK_EVERY * 3 / 2));
+        // A reconcile long delayed (a slow API server) still looks.
+        assert!(looks.due("ns/a", t0 + LOOK_EVERY * 5));
         // All ready, then short again: the wait starts anew.
-        looks.forget("ns/a/1");
-        assert!(!looks.due("ns/a/1", t0 + LOOK_EVERY * 2));
-        // Jobs not seen for a while leave the map.
-        assert!(!looks.due("ns/c/3", t0 + 5 * LOOK_EVERY));
+        looks.forget("ns/a");
+        assert!(!looks.due("ns/a", t0 + LOOK_EVERY * 5));
+        // Jobs not seen for long leave the map.
+        let later = t0 + LOOK_EVERY * 5 + FORGET_AFTER;
+        assert!(!looks.due("ns/c", later));
         let kept = looks.last.lock().unwrap().len();
         assert_eq!(kept, 1);
     }

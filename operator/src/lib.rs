@@ -14,7 +14,8 @@
 //! - [`report`]: the failure report (sharded item results) it points at.
 //! - [`health`]: why worker pods cannot run, from their status.
 //! - [`controller`]: the reconciler (the only part that calls the API
-//!   server, with [`sqs`] and [`amqp`] for the queues).
+//!   server, with [`sqs`] and [`amqp`] for the queues), through the
+//!   client of [`api_client`].
 
 pub mod amqp;
 pub mod api_client;

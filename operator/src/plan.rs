@@ -255,6 +255,13 @@ pub fn tolerance_exceeded(job: &BatchJob, dead_lettered: i64, total: i64) -> boo
 
 /// Chunk counts and phase of a fan-out job from its queues: `backlog` of
 /// the work queue, `dead` of the dead-letter queue.
+///
+/// Once every chunk is sent, the counts show each chunk once: a chunk on
+/// its way to the dead-letter queue (a worker sends it there, then
+/// deletes it from the work queue; the two queues are read one after the
+/// other) shows in both for a moment, and is counted as dead-lettered, not
+/// also as in flight or waiting. The phase is decided from the queues as
+/// read: a job does not succeed while any message is left.
 pub fn fanout_progress(
     job: &BatchJob,
     split: &SplitCheckpoint,
@@ -264,6 +271,16 @@ pub fn fanout_progress(
     let total = split.chunks;
     let dead_lettered = dead.total();
     let pending = backlog.total();
+    let mut shown = backlog;
+    if split.done {
+        let twice = pending
+            .saturating_add(dead_lettered)
+            .saturating_sub(total)
+            .max(0);
+        let from_in_flight = twice.min(shown.in_flight.max(0));
+        shown.in_flight -= from_in_flight;
+        shown.visible -= (twice - from_in_flight).min(shown.visible.max(0));
+    }
     let counts = ChunkCounts {
         total,
         succeeded: total
@@ -271,8 +288,8 @@ pub fn fanout_progress(
             .saturating_sub(dead_lettered)
             .max(0),
         dead_lettered,
-        in_flight: backlog.in_flight,
-        visible: backlog.visible,
+        in_flight: shown.in_flight,
+        visible: shown.visible,
     };
     let phase = if tolerance_exceeded(job, dead_lettered, total) {
         Phase::Failed
@@ -384,6 +401,37 @@ mod tests {
             Phase::Splitting,
             "an empty queue mid-split is not the end"
         );
+    }
+
+    #[test]
+    fn a_chunk_on_its_way_to_the_dead_letter_queue_is_counted_once() {
+        let j = job(None, None);
+        // 4 chunks: all 4 still leased in the work queue, 1 of them
+        // already in the dead-letter queue.
+        let (counts, phase) = fanout_progress(&j, &done(4), backlog(0, 4), backlog(1, 0));
+        assert_eq!(phase, Phase::Failed);
+        assert_eq!(
+            (
+                counts.succeeded,
+                counts.in_flight,
+                counts.visible,
+                counts.dead_lettered
+            ),
+            (0, 3, 0, 1)
+        );
+        // Past the leased ones, from those waiting.
+        let (counts, _) = fanout_progress(&j, &done(4), backlog(3, 1), backlog(2, 0));
+        assert_eq!(
+            (counts.in_flight, counts.visible, counts.dead_lettered),
+            (0, 2, 2)
+        );
+        // Mid-split the total is what was recorded so far: shown as read.
+        let splitting = SplitCheckpoint {
+            done: false,
+            ..done(4)
+        };
+        let (counts, _) = fanout_progress(&j, &splitting, backlog(2, 4), backlog(1, 0));
+        assert_eq!((counts.in_flight, counts.visible), (4, 2));
     }
 
     #[test]

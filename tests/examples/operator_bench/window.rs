@@ -6,14 +6,21 @@ use std::collections::HashMap;
 
 use shoal_tests::kube::ControlPlane;
 
-/// CPU time (user + system) of every process, summed by command name, in
-/// clock ticks.
-pub fn cpu_ticks() -> HashMap<String, u64> {
+/// Every process's command name and CPU time (user + system) in clock
+/// ticks, keyed by pid and start time (a pid may be reused).
+pub fn cpu_ticks() -> HashMap<(u32, u64), (String, u64)> {
     let mut ticks = HashMap::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return ticks;
     };
     for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
@@ -23,20 +30,22 @@ pub fn cpu_ticks() -> HashMap<String, u64> {
         };
         let comm = stat[open + 1..close].to_owned();
         let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        // After the comm: state is field 3 of stat(5), utime 14, stime 15.
-        let used = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
-        if let (Some(user), Some(system)) = (used(14), used(15)) {
-            *ticks.entry(comm).or_insert(0) += user + system;
+        // After the comm comes field 3 of stat(5) (state): utime is field
+        // 14, stime 15, starttime 22.
+        let field = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
+        if let (Some(user), Some(system), Some(start)) = (field(14), field(15), field(22)) {
+            ticks.insert((pid, start), (comm, user + system));
         }
     }
     ticks
 }
 
-/// The `top` processes by CPU seconds between two [`cpu_ticks`] readings,
-/// as `name:seconds,...`.
+/// The `top` command names by CPU seconds between two [`cpu_ticks`]
+/// readings (a process started in between counts whole; one that ended
+/// in between is not seen), as `name:seconds,...`.
 pub fn cpu_spent(
-    before: &HashMap<String, u64>,
-    after: &HashMap<String, u64>,
+    before: &HashMap<(u32, u64), (String, u64)>,
+    after: &HashMap<(u32, u64), (String, u64)>,
     top: usize,
 ) -> String {
     let tick = std::process::Command::new("getconf")
@@ -50,16 +59,12 @@ pub fn cpu_spent(
                 .ok()
         })
         .unwrap_or(100.0);
-    let mut spent: Vec<(&String, u64)> = after
-        .iter()
-        .map(|(name, t)| {
-            (
-                name,
-                t.saturating_sub(before.get(name).copied().unwrap_or(0)),
-            )
-        })
-        .filter(|(_, t)| *t > 0)
-        .collect();
+    let mut by_name: HashMap<&str, u64> = HashMap::new();
+    for (process, (name, t)) in after {
+        let earlier = before.get(process).map_or(0, |(_, t)| *t);
+        *by_name.entry(name).or_insert(0) += t.saturating_sub(earlier);
+    }
+    let mut spent: Vec<(&str, u64)> = by_name.into_iter().filter(|(_, t)| *t > 0).collect();
     spent.sort_by_key(|s| std::cmp::Reverse(s.1));
     spent
         .iter()

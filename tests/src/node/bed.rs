@@ -131,13 +131,25 @@ impl<'a> Bed<'a> {
         self.plane().jsonpath(&["bj", job], "{.status.phase}")
     }
 
-    /// Waits until BatchJob `job` is in `phase`.
+    /// Waits until BatchJob `job` is in `phase`; fails at once, with the
+    /// job's status (its dead letters' reasons), if it finishes otherwise.
     pub fn wait_phase(&self, job: &str, phase: &str) {
-        wait_until(
+        let finished = wait_until(
             LIMIT,
             &format!("batchjob {job} {phase}"),
-            || (self.phase(job) == phase).then_some(()),
+            || {
+                let now = self.phase(job);
+                (now == phase || now == "Succeeded" || now == "Failed").then_some(now)
+            },
             || self.context(),
+        );
+        assert_eq!(
+            finished,
+            phase,
+            "batchjob {job} finished {finished}, not {phase}; its status:\n{}\n{}",
+            self.plane()
+                .kubectl(&["get", "bj", job, "-o", "jsonpath={.status}"]),
+            self.context()
         );
     }
 

@@ -351,7 +351,9 @@ async fn a_change_of_replicas_alone_applies_the_deployment_alone() {
     queue.set_counts(300, 0, 0);
     ctx.pod_looks.seen_at(
         &crate::controller::job_key(&job),
-        std::time::Instant::now() - crate::health::LOOK_EVERY,
+        std::time::Instant::now()
+            .checked_sub(crate::health::LOOK_EVERY)
+            .expect("a clock older than the look interval"),
     );
     let (_, (_, bodies, events)) = step(
         &ctx,
