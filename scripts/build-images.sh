@@ -88,8 +88,11 @@ scripts/oci-image.py --name registry.k8s.io/pause:3.10 --out "$out/pause.tar" \
   --file "$work/pause:/pause" --entrypoint /pause --user 65535:65535
 
 if [ -n "${SHOAL_LAMBDA_PYTHON:-}" ]; then
-  # The virtualenv and the Python it was made from, at the same paths as
-  # here (the interpreter finds its library and standard library by them).
+  # The Python the virtualenv was made from, at the same path as here (the
+  # interpreter finds its standard library by it), and the virtualenv at
+  # /opt/python-venv (found by its pyvenv.cfg, next to the interpreter as
+  # invoked): its path here may be under /tmp, which a worker pod mounts
+  # over. tests/tests/real_node/pod_forms.rs runs that path.
   venv="$(dirname "$(dirname "$SHOAL_LAMBDA_PYTHON")")"
   home="$(sed -n 's/^home = //p' "$venv/pyvenv.cfg")"
   prefix="$(dirname "$home")"
@@ -97,12 +100,12 @@ if [ -n "${SHOAL_LAMBDA_PYTHON:-}" ]; then
   scripts/oci-image.py --name "python-thumbnails:$TAG" --out "$out/python-thumbnails.tar" --distroless \
     --file "$prefix/bin/$python:$prefix/bin/$python" \
     --tree "$prefix/lib/$python:$prefix/lib/$python" \
-    --tree "$venv:$venv" \
+    --tree "$venv:/opt/python-venv" \
     --exclude site-packages/ --exclude test --exclude tests --exclude idlelib --exclude tkinter \
     --exclude turtledemo --exclude ensurepip --exclude lib2to3 --exclude pip --exclude setuptools \
     --exclude pkg_resources --exclude "config-${python#python}-x86_64-linux-gnu" \
     --file examples/python-lambda/app.py:/var/task/app.py \
     --env LAMBDA_TASK_ROOT=/var/task --workdir /var/task \
-    --entrypoint "$venv/bin/python3" --entrypoint=-m --entrypoint=awslambdaric \
+    --entrypoint /opt/python-venv/bin/python3 --entrypoint=-m --entrypoint=awslambdaric \
     --cmd app.handler --user 65532:65532
 fi

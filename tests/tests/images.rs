@@ -270,6 +270,17 @@ fn the_python_function_image_holds_the_function_as_deployed() {
     let config = &image.config["config"];
     let entrypoint = strings(&config["Entrypoint"]).unwrap();
     assert_eq!(entrypoint[1..], ["-m", "awslambdaric"]);
+    // The virtualenv at a path no pod mounts over (not the build's, which
+    // may be under /tmp).
+    assert_eq!(entrypoint[0], "/opt/python-venv/bin/python3");
+    assert!(
+        image
+            .root
+            .path()
+            .join("opt/python-venv/pyvenv.cfg")
+            .is_file(),
+        "the image has no virtualenv at /opt/python-venv"
+    );
     assert_eq!(
         strings(&config["Cmd"]),
         Some(vec!["app.handler".to_owned()])
