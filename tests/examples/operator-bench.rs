@@ -428,11 +428,16 @@ async fn main() {
         let mut durations = reconcile_samples(&op.log_text(), log_from);
         let delta = |name: &str| (counter_sum(&after, name) - counter_sum(&before, name)) / 30.0;
         let api = delta("shoal_operator_api_requests_total");
+        // A series of the window, by its labels.
+        let moved = |name: &str, labels: &[(&str, &str)]| {
+            sample_with(&after, name, labels).unwrap_or(0.0)
+                - sample_with(&before, name, labels).unwrap_or(0.0)
+        };
         let verbs: Vec<String> = ["GET", "PATCH", "POST", "PUT", "DELETE"]
             .iter()
             .map(|verb| {
-                let series = format!("shoal_operator_api_requests_total{{verb=\"{verb}\"}}");
-                format!("{verb}:{:.1}", delta(&series))
+                let sent = moved("shoal_operator_api_requests_total", &[("verb", verb)]);
+                format!("{verb}:{:.1}", sent / WINDOW.as_secs_f64())
             })
             .collect();
         // How many answers of the window took the API server over 100 ms
@@ -441,12 +446,16 @@ async fn main() {
             .iter()
             .map(|verb| {
                 let bucket = |le: &str| {
-                    let series = format!(
-                        "shoal_operator_api_request_duration_seconds_bucket{{verb=\"{verb}\",le=\"{le}\"}}"
-                    );
-                    counter_sum(&after, &series) - counter_sum(&before, &series)
+                    moved(
+                        "shoal_operator_api_request_duration_seconds_bucket",
+                        &[("verb", verb), ("le", le)],
+                    )
                 };
-                format!("{verb}:{}/{}", bucket("+Inf") - bucket("0.1"), bucket("+Inf"))
+                format!(
+                    "{verb}:{}/{}",
+                    bucket("+Inf") - bucket("0.1"),
+                    bucket("+Inf")
+                )
             })
             .collect();
         let queue = delta("shoal_operator_queue_requests_total");
