@@ -2,9 +2,10 @@
 # Operator benchmark: how fast replicas follow a backlog, alone and among
 # many jobs, and what 100, 1,000, ... BatchJobs cost the operator (memory,
 # reconcile latency from raw samples, requests to the API server and to the
-# queue server, and their slope per job). Runs the release operator against
-# the test bed's real kube-apiserver + etcd and ElasticMQ (no KEDA here: its
-# figures in BENCHMARKS.md are its documented defaults, not a measurement).
+# queue server, and their slope per job). Runs the operator built as its
+# image has it (its own Cargo profile, `operator`) against the test bed's
+# real kube-apiserver + etcd and ElasticMQ (no KEDA here: its figures in
+# BENCHMARKS.md are its documented defaults, not a measurement).
 # The driver is tests/examples/operator-bench.rs; lines starting RESULT are
 # the figures.
 #
@@ -24,6 +25,7 @@ STEPS="${STEPS:-100,1000}"
 source ./scripts/install-test-deps.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal/target}"
-cargo build -q --release -p shoal-operator --bin shoal-operator
+# The operator as its image has it: its own profile (see Cargo.toml).
+cargo build -q --profile operator -p shoal-operator --bin shoal-operator
 cargo build -q --release -p shoal-tests --example operator-bench
-"$CARGO_TARGET_DIR/release/examples/operator-bench" "$CARGO_TARGET_DIR/release/shoal-operator" "$TRIALS" "$STEPS"
+"$CARGO_TARGET_DIR/release/examples/operator-bench" "$CARGO_TARGET_DIR/operator/shoal-operator" "$TRIALS" "$STEPS"

@@ -18,7 +18,9 @@
 # Prints one line per image; the archives are OUT_DIR/<name>.tar. Binaries
 # come from $CARGO_TARGET_DIR (default ~/.cache/shoal/target), built here
 # with `cargo build` when missing or stale, as $SHOAL_IMAGE_PROFILE says:
-#   release  (the default) what the Dockerfiles build and users run
+#   release  (the default) what the Dockerfiles build and users run: the
+#            operator with its own profile, `operator` (small code, see the
+#            workspace's Cargo.toml), the others with `release`
 #   test     the test build's binaries: the dev profile, and the features
 #            `cargo test --workspace` resolves (the operator's failpoints
 #            compiled in, inert unless a test arms them). scripts/test-all.sh
@@ -37,13 +39,20 @@ TAG="${SHOAL_IMAGE_TAG:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal/target}"
 profile="${SHOAL_IMAGE_PROFILE:-release}"
 case "$profile" in
-  release) profile_dir=release ;;
-  dev | test) profile_dir=debug ;;
+  release | dev | test) ;;
   *)
     echo "SHOAL_IMAGE_PROFILE must be release, test or dev, not '$profile'" >&2
     exit 2
     ;;
 esac
+# Where the build of binary $1 lies under $CARGO_TARGET_DIR.
+built_in() {
+  case "$profile:$1" in
+    release:shoal-operator) echo operator ;;
+    release:*) echo release ;;
+    *) echo debug ;;
+  esac
+}
 mkdir -p "$out"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -55,13 +64,18 @@ if [ "$profile" = test ]; then
   # compile again).
   cargo build --locked --workspace --bins --tests >&2
 else
-  cargo build --profile "$profile" --locked -p shoal-operator -p thumbnail -p shoal-host >&2
+  if [ "$profile" = release ]; then
+    cargo build --profile operator --locked -p shoal-operator >&2
+    cargo build --profile release --locked -p thumbnail -p shoal-host >&2
+  else
+    cargo build --profile "$profile" --locked -p shoal-operator -p thumbnail -p shoal-host >&2
+  fi
 fi
 mkdir -p "$out/bin"
 for bin in shoal-operator thumbnail shoal-host; do
   # A copy: a later build of another feature set replaces the one in the
   # target folder.
-  cp "$CARGO_TARGET_DIR/$profile_dir/$bin" "$out/bin/$bin.tmp"
+  cp "$CARGO_TARGET_DIR/$(built_in "$bin")/$bin" "$out/bin/$bin.tmp"
   mv "$out/bin/$bin.tmp" "$out/bin/$bin"
   # As the Dockerfiles do: debug info out, symbols kept.
   strip --strip-debug -o "$work/$bin" "$out/bin/$bin"

@@ -81,8 +81,20 @@ fn percentile(samples: &mut [f64], q: f64) -> f64 {
     samples[index]
 }
 
-/// `VmRSS` and `VmHWM` of `pid`, KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
+/// The memory figures of `pid` from `/proc/PID/status`, KiB.
+#[derive(Clone, Copy, Default)]
+struct Memory {
+    /// `VmRSS`: resident now.
+    rss: u64,
+    /// `VmHWM`: the peak resident so far.
+    peak: u64,
+    /// `RssAnon`: heap, stacks, what the allocator holds.
+    anon: u64,
+    /// `RssFile`: file pages mapped, the binary's own above all.
+    file: u64,
+}
+
+fn memory_kib(pid: u32) -> Memory {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -91,12 +103,17 @@ fn memory_kib(pid: u32) -> (u64, u64) {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
     };
-    (field("VmRSS:"), field("VmHWM:"))
+    Memory {
+        rss: field("VmRSS:"),
+        peak: field("VmHWM:"),
+        anon: field("RssAnon:"),
+        file: field("RssFile:"),
+    }
 }
 
-/// Samples the operator's VmRSS every 250 ms until dropped.
+/// Samples the operator's memory every 250 ms until dropped.
 struct Sampler {
-    samples: Arc<Mutex<Vec<u64>>>,
+    samples: Arc<Mutex<Vec<Memory>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -109,7 +126,7 @@ impl Sampler {
             let (samples, stop) = (samples.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    samples.lock().unwrap().push(memory_kib(pid).0);
+                    samples.lock().unwrap().push(memory_kib(pid));
                     std::thread::sleep(Duration::from_millis(250));
                 }
             })
@@ -122,7 +139,7 @@ impl Sampler {
     }
 
     /// The samples since the last call.
-    fn take(&self) -> Vec<u64> {
+    fn take(&self) -> Vec<Memory> {
         std::mem::take(&mut *self.samples.lock().unwrap())
     }
 }
@@ -179,42 +196,49 @@ fn random_pause() -> Duration {
     Duration::from_nanos(u64::from(nanos))
 }
 
-/// Scale-reaction samples (s) of job `uploads` on `url`.
+/// How long a trial waits for the replicas to follow: past it the trial
+/// counts as this long (a lower bound, said as such) and the next begins.
+const REACTION_LIMIT: Duration = Duration::from_secs(300);
+
+/// Scale-reaction samples (s) of job `uploads` on `url`, and how many of
+/// them are [`REACTION_LIMIT`] standing for a reaction that did not come.
 async fn reactions(
     plane: &ControlPlane,
     client: &aws_sdk_sqs::Client,
     url: &str,
     trials: usize,
     op: &Proc,
-) -> Vec<f64> {
-    let limit = Duration::from_secs(120);
+) -> (Vec<f64>, usize) {
     let replicas = || operator::replicas(plane, "uploads-workers");
     let bodies: Vec<String> = (0..50)
         .map(|n| format!("{{\"key\": \"{n}.jpg\"}}"))
         .collect();
     let mut reaction = Vec::new();
+    let mut cut = 0;
     for trial in 0..trials {
         tokio::time::sleep(random_pause()).await;
         let started = Instant::now();
         sqs::send_all(client, url, &bodies).await;
-        wait_until(
-            limit,
-            "scaled to 5",
-            || (replicas() == Some(5)).then_some(()),
-            || op.log_text(),
-        );
+        while replicas() != Some(5) && started.elapsed() < REACTION_LIMIT {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let took = started.elapsed().as_secs_f64();
-        println!("trial {trial} scale_reaction_s={took:.3}");
+        if replicas() == Some(5) {
+            println!("trial {trial} scale_reaction_s={took:.3}");
+        } else {
+            println!("trial {trial} scale_reaction_s=>{took:.0} (not scaled to 5 by then)");
+            cut += 1;
+        }
         reaction.push(took);
         client.purge_queue().queue_url(url).send().await.unwrap();
         wait_until(
-            limit,
+            REACTION_LIMIT,
             "back to 0",
             || (replicas() == Some(0)).then_some(()),
             || op.log_text(),
         );
     }
-    reaction
+    (reaction, cut)
 }
 
 /// What one step measured.
@@ -312,10 +336,12 @@ async fn main() {
         || op.log_text(),
     );
 
-    let mut alone = reactions(&plane, &client, &url, trials, &op).await;
+    let (mut alone, cut) = reactions(&plane, &client, &url, trials, &op).await;
     let p50 = percentile(&mut alone, 0.5);
     let p95 = percentile(&mut alone, 0.95);
-    println!("RESULT alone reaction_p50_s={p50:.3} reaction_p95_s={p95:.3} trials={trials}");
+    println!(
+        "RESULT alone reaction_p50_s={p50:.3} reaction_p95_s={p95:.3} trials={trials} not_scaled={cut}"
+    );
 
     let mut made = 0;
     let mut results: Vec<Step> = Vec::new();
@@ -419,12 +445,14 @@ async fn main() {
         let after = scrape(&metrics_addr);
         let (cpu_after, api_server_after) =
             (window::cpu_ticks(), window::api_server_latency(&plane));
-        let mut rss: Vec<f64> = sampler
-            .take()
-            .into_iter()
-            .map(|k| k as f64 / 1024.0)
-            .collect();
-        let peak = memory_kib(op.id()).1 as f64 / 1024.0;
+        let samples = sampler.take();
+        let mib = |of: fn(&Memory) -> u64| {
+            let mut all: Vec<f64> = samples.iter().map(|m| of(m) as f64 / 1024.0).collect();
+            percentile(&mut all, 0.5)
+        };
+        let (rss_median, anon_median, file_median) =
+            (mib(|m| m.rss), mib(|m| m.anon), mib(|m| m.file));
+        let peak = memory_kib(op.id()).peak as f64 / 1024.0;
         let mut durations = reconcile_samples(&op.log_text(), log_from);
         let delta = |name: &str| (counter_sum(&after, name) - counter_sum(&before, name)) / 30.0;
         let api = delta("shoal_operator_api_requests_total");
@@ -465,7 +493,6 @@ async fn main() {
             percentile(&mut durations, 0.99),
             percentile(&mut durations, 1.0),
         );
-        let rss_median = percentile(&mut rss, 0.5);
         println!(
             "RESULT jobs={jobs} running_after_s={running_after:.1} rss_mib={rss_median:.1} peak_mib={peak:.1} reconciles_per_s={:.1} reconcile_p50_ms={p50:.2} reconcile_p99_ms={p99:.2} reconcile_max_ms={max:.2} api_requests_per_s={api:.1} api_per_s_by_verb={} api_answers_over_100ms={} queue_requests_per_s={queue:.1}",
             count as f64 / WINDOW.as_secs_f64(),
@@ -473,13 +500,13 @@ async fn main() {
             slow.join(",")
         );
         println!(
-            "RESULT jobs={jobs} window_cpu_s={} api_server_over_100ms={}",
-            window::cpu_spent(&cpu_before, &cpu_after, 8),
+            "RESULT jobs={jobs} anon_mib={anon_median:.1} file_mib={file_median:.1} window_cpu_s={} api_server_over_100ms={}",
+            window::cpu_spent(&cpu_before, &cpu_after, 10),
             window::api_server_slow(&api_server_before, &api_server_after, 8)
         );
-        let mut busy = reactions(&plane, &client, &url, trials, &op).await;
+        let (mut busy, cut) = reactions(&plane, &client, &url, trials, &op).await;
         println!(
-            "RESULT jobs={jobs} reaction_p50_s={:.3} reaction_p95_s={:.3} trials={trials}",
+            "RESULT jobs={jobs} reaction_p50_s={:.3} reaction_p95_s={:.3} trials={trials} not_scaled={cut}",
             percentile(&mut busy, 0.5),
             percentile(&mut busy, 0.95)
         );

@@ -123,7 +123,9 @@ fn strings(value: &Value) -> Option<Vec<String>> {
     })
 }
 
-fn same_image(dockerfile_name: &str, archive: &str, binary: &str) {
+/// `cargo_profile`: the Cargo profile the Dockerfile builds `binary` with
+/// (the operator has its own: see the workspace's Cargo.toml).
+fn same_image(dockerfile_name: &str, archive: &str, binary: &str, cargo_profile: &str) {
     let stage = dockerfile(dockerfile_name);
     assert!(
         stage.base.starts_with("gcr.io/distroless/cc-debian12"),
@@ -156,12 +158,15 @@ fn same_image(dockerfile_name: &str, archive: &str, binary: &str) {
         .unwrap_or_default();
     assert_eq!(ports, stage.expose, "{dockerfile_name}: EXPOSE");
 
-    // The binary: where COPY puts it, the release build's in the
+    // The binary: where COPY puts it, the build of `cargo_profile` in the
     // Dockerfile; in the archive, the build scripts/build-images.sh made
-    // (release, or dev or test for the tests: see its header), debug info stripped
-    // as the Dockerfile does, and runnable by its loader.
+    // (that profile, or dev or test for the tests: see its header), debug
+    // info stripped as the Dockerfile does, and runnable by its loader.
     let (source, dest) = &stage.copies[0];
-    assert!(source.ends_with(&format!("/release/{binary}")), "{source}");
+    assert!(
+        source.ends_with(&format!("/target/{cargo_profile}/{binary}")),
+        "{dockerfile_name}: COPY --from the {cargo_profile} build, not {source}"
+    );
     let inside = image.root.path().join(dest.trim_start_matches('/'));
     let images = images_dir();
     let profile = std::fs::read_to_string(images.join("profile")).unwrap();
@@ -238,17 +243,22 @@ fn same_image(dockerfile_name: &str, archive: &str, binary: &str) {
 
 #[test]
 fn the_worker_image_is_what_deploy_dockerfile_describes() {
-    same_image("Dockerfile", "shoal-thumbnail", "thumbnail");
+    same_image("Dockerfile", "shoal-thumbnail", "thumbnail", "release");
 }
 
 #[test]
 fn the_operator_image_is_what_deploy_operator_dockerfile_describes() {
-    same_image("operator.Dockerfile", "shoal-operator", "shoal-operator");
+    same_image(
+        "operator.Dockerfile",
+        "shoal-operator",
+        "shoal-operator",
+        "operator",
+    );
 }
 
 #[test]
 fn the_host_image_is_what_deploy_host_dockerfile_describes() {
-    same_image("host.Dockerfile", "shoal-host", "shoal-host");
+    same_image("host.Dockerfile", "shoal-host", "shoal-host", "release");
 }
 
 /// The Python Lambda function's image holds `examples/python-lambda/app.py`

@@ -7,9 +7,28 @@ use std::collections::HashMap;
 use shoal_tests::kube::ControlPlane;
 
 /// Every process's command name and CPU time (user + system) in clock
-/// ticks, keyed by pid and start time (a pid may be reused).
+/// ticks, keyed by pid and start time (a pid may be reused); and, under pid
+/// 0, the machine's idle time and the time the hypervisor gave its cores to
+/// others (`(idle)`, `(steal)`: a window that shares the host is slower for
+/// everything in it).
 pub fn cpu_ticks() -> HashMap<(u32, u64), (String, u64)> {
     let mut ticks = HashMap::new();
+    if let Some(all) = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().next().map(str::to_owned))
+    {
+        // cpu user nice system idle iowait irq softirq steal ...
+        let fields: Vec<u64> = all
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        for (key, name, index) in [(0, "(idle)", 3), (1, "(steal)", 7)] {
+            if let Some(t) = fields.get(index) {
+                ticks.insert((0, key), (name.to_owned(), *t));
+            }
+        }
+    }
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return ticks;
     };
