@@ -45,7 +45,8 @@ case "$profile" in
     exit 2
     ;;
 esac
-# Where the build of binary $1 lies under $CARGO_TARGET_DIR.
+# Where the build of binary $1 lies under $CARGO_TARGET_DIR (for release,
+# the name of the Cargo profile it is built with).
 built_in() {
   case "$profile:$1" in
     release:shoal-operator) echo operator ;;
@@ -63,13 +64,11 @@ if [ "$profile" = test ]; then
   # on tokio's test-util, so without them tokio and all above it would
   # compile again).
   cargo build --locked --workspace --bins --tests >&2
+elif [ "$profile" = release ]; then
+  cargo build --profile "$(built_in shoal-operator)" --locked -p shoal-operator >&2
+  cargo build --profile release --locked -p thumbnail -p shoal-host >&2
 else
-  if [ "$profile" = release ]; then
-    cargo build --profile operator --locked -p shoal-operator >&2
-    cargo build --profile release --locked -p thumbnail -p shoal-host >&2
-  else
-    cargo build --profile "$profile" --locked -p shoal-operator -p thumbnail -p shoal-host >&2
-  fi
+  cargo build --profile "$profile" --locked -p shoal-operator -p thumbnail -p shoal-host >&2
 fi
 mkdir -p "$out/bin"
 for bin in shoal-operator thumbnail shoal-host; do

@@ -82,7 +82,7 @@ fn percentile(samples: &mut [f64], q: f64) -> f64 {
 }
 
 /// The memory figures of `pid` from `/proc/PID/status`, KiB.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Memory {
     /// `VmRSS`: resident now.
     rss: u64,
@@ -219,11 +219,15 @@ async fn reactions(
         tokio::time::sleep(random_pause()).await;
         let started = Instant::now();
         sqs::send_all(client, url, &bodies).await;
-        while replicas() != Some(5) && started.elapsed() < REACTION_LIMIT {
+        let scaled = loop {
+            let scaled = replicas() == Some(5);
+            if scaled || started.elapsed() >= REACTION_LIMIT {
+                break scaled;
+            }
             std::thread::sleep(Duration::from_millis(50));
-        }
+        };
         let took = started.elapsed().as_secs_f64();
-        if replicas() == Some(5) {
+        if scaled {
             println!("trial {trial} scale_reaction_s={took:.3}");
         } else {
             println!("trial {trial} scale_reaction_s=>{took:.0} (not scaled to 5 by then)");
