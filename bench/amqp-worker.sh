@@ -88,7 +88,9 @@ uri="amqp://guest:guest@127.0.0.1:$port/%2f"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "broker: rabbitmq-server $version on 127.0.0.1:$port; $MESSAGES messages; prefetch = concurrency = $CONCURRENCY; $ROUNDS rounds + 1 warm-up"
 echo "pinning: broker ${server_cpu[*]:-none}, contenders ${contender_cpu:-none}"
-SHOAL_LOG_FORMAT=json "$bin/amqp-bench" "$uri" "$MESSAGES" "$ROUNDS" "$work" \
+# The Erlang VM's CPU time over each run (the driver reads SERVER_PID).
+beam="$(pgrep -g "$server_group" beam.smp | head -n1 || true)"
+SERVER_PID="$beam" SHOAL_LOG_FORMAT=json "$bin/amqp-bench" "$uri" "$MESSAGES" "$ROUNDS" "$work" \
   "shoal=exec $contender_cpu$bin/noop worker --queue \"\$QUEUE\" --concurrency $CONCURRENCY" \
   "baseline=exec $contender_cpu$bin/amqp-baseline \"\$QUEUE\" $CONCURRENCY" | tee "$work/out.txt"
 echo

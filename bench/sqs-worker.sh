@@ -52,7 +52,7 @@ export SHOAL_LOG_FORMAT=json
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "server: ElasticMQ $ELASTICMQ_VERSION on 127.0.0.1:$port; $MESSAGES messages; concurrency $CONCURRENCY; $ROUNDS rounds + 1 warm-up"
 echo "pinning: server ${server_cpu[*]:-none}, contenders ${contender_cpu:-none}"
-"$bin/sqs-bench" "$AWS_ENDPOINT_URL" "$MESSAGES" "$ROUNDS" "$work" \
+SERVER_PID=$server "$bin/sqs-bench" "$AWS_ENDPOINT_URL" "$MESSAGES" "$ROUNDS" "$work" \
   "shoal=exec $contender_cpu$bin/noop worker --queue \"\$QUEUE\" --concurrency $CONCURRENCY" \
   "baseline=exec $contender_cpu$bin/sqs-baseline \"\$QUEUE\" $CONCURRENCY" | tee "$work/out.txt"
 echo

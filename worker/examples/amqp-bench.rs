@@ -65,8 +65,7 @@ async fn main() -> Result<(), BoxError> {
                 }
                 run.check()?;
             }
-            let elapsed = run.started.elapsed();
-            let cpu = run.cpu();
+            let measured = run.measure();
             tokio::time::sleep(Duration::from_millis(500)).await;
             run.stop();
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -84,7 +83,7 @@ async fn main() -> Result<(), BoxError> {
                 .into());
             }
             let log = std::fs::read_to_string(&log_path)?;
-            report.round(round, index, messages, elapsed, cpu, &log);
+            report.round(round, index, messages, &measured, &log);
         }
     }
     report.print();

@@ -119,11 +119,10 @@ async fn main() -> Result<(), BoxError> {
                 }
                 run.check()?;
             }
-            let elapsed = run.started.elapsed();
-            let cpu = run.cpu();
+            let measured = run.measure();
             run.stop();
             let log = std::fs::read_to_string(&log_path)?;
-            report.round(round, index, messages, elapsed, cpu, &log);
+            report.round(round, index, messages, &measured, &log);
         }
     }
     report.print();

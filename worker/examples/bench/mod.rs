@@ -30,6 +30,12 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
+/// The queue server's pid, when the script names it (`SERVER_PID`): its
+/// CPU time over a run tells what each contender costs the server.
+pub fn server_pid() -> Option<u32> {
+    std::env::var("SERVER_PID").ok()?.parse().ok()
+}
+
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -50,6 +56,7 @@ pub struct Run {
     pub started: Instant,
     pub log_path: std::path::PathBuf,
     pub name: String,
+    server_cpu_at_start: Option<f64>,
 }
 
 impl Run {
@@ -60,6 +67,7 @@ impl Run {
         log_path: std::path::PathBuf,
     ) -> Result<Self, BoxError> {
         let log = std::fs::File::create(&log_path)?;
+        let server_cpu_at_start = server_pid().and_then(cpu_seconds);
         let started = Instant::now();
         let child = Command::new("sh")
             .args(["-c", command])
@@ -73,6 +81,7 @@ impl Run {
             started,
             log_path,
             name: name.to_owned(),
+            server_cpu_at_start,
         })
     }
 
@@ -93,9 +102,17 @@ impl Run {
         Ok(())
     }
 
-    /// CPU seconds the contender has used so far.
-    pub fn cpu(&self) -> Option<f64> {
-        cpu_seconds(self.child.id())
+    /// Time since the start, the contender's CPU time so far and the
+    /// server's since the start.
+    pub fn measure(&self) -> Measured {
+        Measured {
+            elapsed: self.started.elapsed(),
+            cpu: cpu_seconds(self.child.id()),
+            server_cpu: server_pid()
+                .and_then(cpu_seconds)
+                .zip(self.server_cpu_at_start)
+                .map(|(now, start)| now - start),
+        }
     }
 
     /// Kills the contender.
@@ -110,6 +127,15 @@ impl Drop for Run {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What one run cost: wall-clock time, and CPU seconds of the contender
+/// and of the queue server.
+#[derive(Clone, Copy)]
+pub struct Measured {
+    pub elapsed: Duration,
+    pub cpu: Option<f64>,
+    pub server_cpu: Option<f64>,
 }
 
 /// Rates and first-receive times of every contender, over the counted
@@ -136,18 +162,23 @@ impl Report {
         round: usize,
         index: usize,
         messages: usize,
-        elapsed: Duration,
-        cpu: Option<f64>,
+        measured: &Measured,
         log: &str,
     ) {
+        let Measured {
+            elapsed,
+            cpu,
+            server_cpu,
+        } = *measured;
         let rate = messages as f64 / elapsed.as_secs_f64();
         let first = first_receive_ms(log);
         println!(
-            "round {round}{} {:>10}: {messages} messages in {:.2} s = {rate:.0} msg/s, {} µs CPU/msg, first receive {} ms",
+            "round {round}{} {:>10}: {messages} messages in {:.2} s = {rate:.0} msg/s, {} µs CPU/msg (server {}), first receive {} ms",
             if round == 0 { " (warm-up)" } else { "" },
             self.names[index],
             elapsed.as_secs_f64(),
             cpu.map_or("?".into(), |s| format!("{:.0}", s * 1e6 / messages as f64)),
+            server_cpu.map_or("?".into(), |s| format!("{:.0}", s * 1e6 / messages as f64)),
             first.map_or("?".into(), |ms| format!("{ms:.1}"))
         );
         if round > 0 {
@@ -156,6 +187,13 @@ impl Report {
             if let Some(cpu) = cpu {
                 let us = cpu * 1e6 / messages as f64;
                 println!("sample cpu-us/msg {round} {} {us:.2}", self.names[index]);
+            }
+            if let Some(cpu) = server_cpu {
+                let us = cpu * 1e6 / messages as f64;
+                println!(
+                    "sample server-cpu-us/msg {round} {} {us:.2}",
+                    self.names[index]
+                );
             }
             self.rates[index].push(rate);
             if let Some(ms) = first {

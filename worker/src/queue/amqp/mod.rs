@@ -13,7 +13,9 @@
 //!   (below). A queue that already exists with other arguments is used as
 //!   it is.
 //! - **Consuming**: prefetch = the worker's concurrency, manual acks; a
-//!   message is acked only once every item in it is done.
+//!   message is acked only once every item in it is done. Acks that are
+//!   ready together and cover every unacked delivery up to a tag go as
+//!   one `basic.ack` with `multiple` set ([`acks`]).
 //! - **Attempts**: the quorum queue's `x-delivery-count` header counts
 //!   earlier deliveries of the same message; copies shoal sends carry
 //!   `shoal.attempts`.
@@ -40,16 +42,16 @@
 //!   fails after [`CALL_TIMEOUT`] or as soon as its connection is lost;
 //!   none waits on a dead connection.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use lapin::Acker;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicNackOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation};
-use tokio::sync::{Mutex, RwLock, mpsc};
+use tokio::sync::{Mutex, RwLock, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::headers::{
@@ -59,7 +61,9 @@ use super::headers::{
 use super::transport::{DeadLetter, Delivery, Transport, TransportError};
 use crate::error::{Error, Result};
 
+mod acks;
 mod session;
+use acks::{AckRequest, Unacked, ack_batcher, parse_receipt};
 use session::{Live, Shared, amqp_error, bounded, session_start, supervise};
 use shoal_clients::amqp::{long_string, table};
 use shoal_protocol::topology::{self, parse_target, retry_bucket};
@@ -92,12 +96,15 @@ pub struct AmqpOptions {
 pub struct AmqpQueue {
     shared: Arc<Shared>,
     inbox: Mutex<mpsc::Receiver<Delivery>>,
+    acks: mpsc::UnboundedSender<AckRequest>,
     supervisor: tokio::task::JoinHandle<()>,
+    batcher: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for AmqpQueue {
     fn drop(&mut self) {
         self.supervisor.abort();
+        self.batcher.abort();
     }
 }
 
@@ -114,7 +121,7 @@ impl AmqpQueue {
             target,
             options,
             live: RwLock::new(None),
-            ackers: SyncMutex::new(HashMap::new()),
+            unacked: SyncMutex::new(Unacked::default()),
             retry_queues: Mutex::new(HashSet::new()),
             dead_letters_on_reject: std::sync::atomic::AtomicBool::new(true),
         });
@@ -125,29 +132,63 @@ impl AmqpQueue {
         })?;
         info!(queue = %shared.target.queue, prefetch = shared.options.prefetch, "queue connected");
         let supervisor = tokio::spawn(supervise(shared.clone(), tx, first));
+        let (acks, requests) = mpsc::unbounded_channel();
+        let batcher = tokio::spawn(ack_batcher(shared.clone(), requests));
         Ok(Self {
             shared,
             inbox: Mutex::new(inbox),
+            acks,
             supervisor,
+            batcher,
         })
     }
 }
 
 impl AmqpQueue {
+    /// The generation, tag and acker of an unacked delivery, once.
     fn take_acker(
         &self,
         delivery: &Delivery,
         operation: &'static str,
-    ) -> Result<Acker, TransportError> {
+    ) -> Result<(u64, u64, Acker), TransportError> {
+        let lost = || amqp_error(operation, &self.shared.target.queue, LOST);
         if delivery.revoked.is_cancelled() {
-            return Err(amqp_error(operation, &self.shared.target.queue, LOST));
+            return Err(lost());
         }
-        self.shared
-            .ackers
+        let (generation, tag) = parse_receipt(&delivery.receipt).ok_or_else(lost)?;
+        let acker = self
+            .shared
+            .unacked
             .lock()
             .ok()
-            .and_then(|mut ackers| ackers.remove(&delivery.receipt))
-            .ok_or_else(|| amqp_error(operation, &self.shared.target.queue, LOST))
+            .and_then(|mut unacked| unacked.take(generation, tag))
+            .ok_or_else(lost)?;
+        Ok((generation, tag, acker))
+    }
+
+    /// Sends a nack (`requeue`: back to the queue, or else to the
+    /// dead-letter exchange) for `delivery`.
+    async fn nack(
+        &self,
+        operation: &'static str,
+        delivery: &Delivery,
+        requeue: bool,
+    ) -> Result<(), TransportError> {
+        let queue = &self.shared.target.queue;
+        let (generation, tag, acker) = self.take_acker(delivery, operation)?;
+        let nack = acker.nack(BasicNackOptions {
+            requeue,
+            ..BasicNackOptions::default()
+        });
+        let sent = bounded(operation, queue, &delivery.revoked, nack).await;
+        if let Ok(mut unacked) = self.shared.unacked.lock() {
+            unacked.settled(generation, [tag]);
+        }
+        if sent? {
+            Ok(())
+        } else {
+            Err(amqp_error(operation, queue, LOST))
+        }
     }
 
     /// The connection in use, copied out so that no lock is held while a
@@ -332,19 +373,19 @@ impl Transport for AmqpQueue {
 
     async fn delete(&self, delivery: &Delivery) -> Result<(), TransportError> {
         let queue = &self.shared.target.queue;
-        let acker = self.take_acker(delivery, "delete")?;
-        let done = bounded(
-            "delete",
-            queue,
-            &delivery.revoked,
-            acker.ack(BasicAckOptions::default()),
-        )
-        .await?;
-        if done {
-            Ok(())
-        } else {
-            Err(amqp_error("delete", queue, LOST))
-        }
+        let (generation, tag, acker) = self.take_acker(delivery, "delete")?;
+        let stopped = || amqp_error("delete", queue, "the ack batcher has stopped");
+        let (reply, answer) = oneshot::channel();
+        self.acks
+            .send(AckRequest {
+                generation,
+                tag,
+                acker,
+                lost: delivery.revoked.clone(),
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn extend(&self, _delivery: &Delivery) -> Result<(), TransportError> {
@@ -369,17 +410,7 @@ impl Transport for AmqpQueue {
                 }
             }
         }
-        let queue = &self.shared.target.queue;
-        let acker = self.take_acker(delivery, "release")?;
-        let nack = acker.nack(BasicNackOptions {
-            requeue: true,
-            ..BasicNackOptions::default()
-        });
-        if bounded("release", queue, &delivery.revoked, nack).await? {
-            Ok(())
-        } else {
-            Err(amqp_error("release", queue, LOST))
-        }
+        self.nack("release", delivery, true).await
     }
 
     async fn requeue(
@@ -405,16 +436,7 @@ impl Transport for AmqpQueue {
             error!(queue = %queue, message_id = %delivery.message_id, "this queue was not declared by shoal and may not dead-letter: the message is requeued, not handed over");
             return self.release(delivery, Duration::ZERO).await;
         }
-        let acker = self.take_acker(delivery, "surrender")?;
-        let reject = acker.nack(BasicNackOptions {
-            requeue: false,
-            ..BasicNackOptions::default()
-        });
-        if bounded("surrender", queue, &delivery.revoked, reject).await? {
-            Ok(())
-        } else {
-            Err(amqp_error("surrender", queue, LOST))
-        }
+        self.nack("surrender", delivery, false).await
     }
 
     async fn dead_letter(

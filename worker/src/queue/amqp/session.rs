@@ -3,13 +3,12 @@
 //! reconnects, revoking the deliveries of a lost connection, and the
 //! bound on every broker call.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use lapin::Acker;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -17,6 +16,7 @@ use tokio::sync::{Mutex, RwLock, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::acks::{Unacked, receipt};
 use super::{AmqpOptions, CALL_TIMEOUT, LOST};
 use crate::queue::headers::{ATTEMPTS, PENDING, decode_indices};
 use crate::queue::transport::{Delivery, TransportError};
@@ -53,7 +53,7 @@ pub(super) struct Shared {
     pub(super) target: Target,
     pub(super) options: AmqpOptions,
     pub(super) live: RwLock<Option<Live>>,
-    pub(super) ackers: SyncMutex<HashMap<String, Acker>>,
+    pub(super) unacked: SyncMutex<Unacked>,
     pub(super) retry_queues: Mutex<HashSet<u64>>,
     /// The queue was declared with shoal's arguments, so a rejected message
     /// goes to `Q.dlx`; false for a queue found with other arguments.
@@ -109,6 +109,9 @@ pub(super) struct Session {
 /// declares the topology and starts the consumer.
 pub(super) async fn session_start(shared: &Shared, generation: u64) -> lapin::Result<Session> {
     let queue = &shared.target.queue;
+    if let Ok(mut unacked) = shared.unacked.lock() {
+        unacked.reset(generation);
+    }
     let connection = Arc::new(
         Connection::connect(
             &shared.target.uri,
@@ -192,8 +195,9 @@ pub(super) async fn supervise(shared: Arc<Shared>, tx: mpsc::Sender<Delivery>, f
             // connection: revoke them here (the runner lets them go, calls
             // waiting on them fail) before anything else can block.
             current.lost.cancel();
-            if let Ok(mut ackers) = shared.ackers.lock() {
-                ackers.clear();
+            if let Ok(mut unacked) = shared.unacked.lock() {
+                // Generation 0 is never a connection's.
+                unacked.reset(0);
             }
             *shared.live.write().await = None;
         }
@@ -232,7 +236,7 @@ fn to_delivery(
     lost: &CancellationToken,
     message: lapin::message::Delivery,
 ) -> Delivery {
-    let receipt = format!("{generation}-{}", message.delivery_tag);
+    let receipt = receipt(generation, message.delivery_tag);
     let headers = message.properties.headers().as_ref();
     let earlier = header_text(headers, "x-delivery-count").and_then(|v| v.parse::<u32>().ok());
     let receive_count = match earlier {
@@ -253,8 +257,8 @@ fn to_delivery(
     let carried_attempts = header_text(headers, ATTEMPTS)
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    if let Ok(mut ackers) = shared.ackers.lock() {
-        ackers.insert(receipt.clone(), message.acker);
+    if let Ok(mut unacked) = shared.unacked.lock() {
+        unacked.insert(generation, message.delivery_tag, message.acker);
     }
     Delivery {
         message_id,
