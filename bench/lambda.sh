@@ -24,6 +24,10 @@ cd "$(dirname "$0")/.."
 ROUNDS="${ROUNDS:-5}"
 COUNT="${COUNT:-2000}"
 COLD_COUNT="${COLD_COUNT:-20}"
+# The Cargo profile both contenders are built with.
+PROFILE="${PROFILE:-release}"
+# The warm scenarios to run (the cold starts always run; empty: none).
+PAYLOADS="${PAYLOADS-direct sqs}"
 
 # The emulator comes with the test dependencies.
 source ./scripts/install-test-deps.sh
@@ -31,9 +35,9 @@ source ./scripts/install-test-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal/target}"
 # The Lambda-only build of shoal-worker (what scripts/package-lambda.sh
 # ships): no queue clients, metrics server or progress bar.
-cargo build -q --release -p shoal-worker --no-default-features -F lambda,s3 \
+cargo build -q --profile "$PROFILE" -p shoal-worker --no-default-features -F lambda,s3 \
   --example noop --example lambda-baseline --example lambda-bench
-bin="$CARGO_TARGET_DIR/release/examples"
+bin="$CARGO_TARGET_DIR/$PROFILE/examples"
 
 work="$(mktemp -d)"
 rie_pid=""
@@ -98,7 +102,7 @@ cold_s3_round() {
 
 samples="$work/samples.txt"
 for round in $(seq "$ROUNDS"); do
-  for payload in direct sqs; do
+  for payload in $PAYLOADS; do
     for who in shoal baseline; do
       if [ "$who" = shoal ]; then boot="$bin/noop"; else boot="$bin/lambda-baseline"; fi
       us="$(invoke_round "$who-$payload" "$boot" "$work/$payload.json")"

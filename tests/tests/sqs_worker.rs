@@ -497,3 +497,46 @@ async fn worker_reconnects_after_the_queue_server_restarts() {
     w.signal("TERM");
     assert!(w.wait(Duration::from_secs(30)).success());
 }
+
+/// A queue with nowhere to dead-letter to is refused, with the reason; the
+/// messages start-up received beside its lookup are visible again at once,
+/// not after the queue's 30 s visibility timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_without_a_redrive_policy_is_refused_and_its_messages_stay_visible() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = stack
+        .sqs
+        .create_queue()
+        .queue_name("no-redrive")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "30",
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    let bodies: Vec<String> = names("refused-", 5)
+        .chunks(1)
+        .map(chunk_body)
+        .collect();
+    send_all(&stack.sqs, &url, &bodies).await;
+    let mut refused = Proc::spawn(
+        BIN,
+        &["worker", "--queue", &url, "--input", "s3://photos/in/"],
+        &stack.env(),
+        &dir.path().join("refused.log"),
+    );
+    let status = refused.wait(Duration::from_secs(60));
+    let log = refused.log_text();
+    assert!(!status.success(), "the worker started on it:\n{log}");
+    assert!(log.contains("no redrive policy"), "{log}");
+    assert_eq!(
+        counts(&stack.sqs, &url).await,
+        (5, 0, 0),
+        "every message visible, none held back\n{log}"
+    );
+}

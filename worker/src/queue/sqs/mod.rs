@@ -7,6 +7,9 @@
 //! - Leases are extended and released with `ChangeMessageVisibility`.
 //! - The dead-letter queue is the one the queue's redrive policy names
 //!   (or `--dead-letter-queue`); its `maxReceiveCount` is the attempt limit.
+//!   Start-up reads the queue's attributes and nothing else before the
+//!   first receive: the dead-letter queue's URL is looked up after it
+//!   ([`dead_letter_queue`]).
 //!
 //! - FIFO queues (`.fifo`) work too: copies the runner sends keep the
 //!   message's group and carry a deduplication id derived from the message
@@ -23,16 +26,18 @@
 //! part of a chunk) on dead letters.
 
 use std::collections::HashMap;
+use std::sync::Mutex as SyncMutex;
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{BuildError, DisplayErrorContext};
+use aws_sdk_sqs::operation::receive_message::builders::ReceiveMessageFluentBuilder;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::MAX_BATCH;
 use super::headers::{
@@ -42,8 +47,12 @@ use super::headers::{
 use super::transport::{DeadLetter, Delivery, Transport, TransportError};
 use crate::error::{Error, Result};
 
+mod dead_letter_queue;
 mod deletes;
+mod startup;
+use dead_letter_queue::DeadLetterQueue;
 use deletes::delete_batcher;
+use startup::{QueueSettings, give_back, settings};
 
 /// SQS's limits: a message (body and attributes), a delay, a visibility
 /// timeout.
@@ -78,8 +87,7 @@ pub struct SqsQueue {
     url: String,
     name: String,
     fifo: bool,
-    dead_letter_url: String,
-    dead_letter_fifo: bool,
+    dead_letter: DeadLetterQueue,
     visibility: Duration,
     visibility_override: bool,
     wait_time_s: i32,
@@ -87,6 +95,8 @@ pub struct SqsQueue {
     deletes: mpsc::UnboundedSender<DeleteRequest>,
     /// Shared by every delivery (see [`Delivery::revoked`]).
     never_revoked: CancellationToken,
+    /// What the start-up receive brought, for the first receives.
+    first: SyncMutex<Vec<Delivery>>,
 }
 
 fn sdk_error<E>(operation: &'static str, queue: &str, err: E) -> TransportError
@@ -121,10 +131,40 @@ fn attributes(
         .collect()
 }
 
+/// A receive of up to `max` messages asking for the attributes
+/// [`SqsQueue::delivery`] reads and nothing else: the server sends, and
+/// the client parses, no more.
+fn receive_call(
+    client: &Client,
+    url: &str,
+    max: usize,
+    wait_s: i32,
+    visibility_s: Option<i32>,
+) -> ReceiveMessageFluentBuilder {
+    client
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(i32::try_from(max.clamp(1, MAX_BATCH)).unwrap_or(1))
+        .wait_time_seconds(wait_s)
+        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+        .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+        .message_attribute_names(PENDING)
+        .message_attribute_names(ATTEMPTS)
+        .set_visibility_timeout(visibility_s)
+}
+
 impl SqsQueue {
     /// Looks the queue up (visibility timeout, redrive policy) and starts
     /// the delete batcher. Fails with a clear message when the queue does
     /// not exist or has nowhere to dead-letter to.
+    ///
+    /// The first receive does not wait for that lookup: a short poll (no
+    /// wait) goes out beside it, and what it brings is what the first
+    /// [`Transport::receive`] returns. When the lookup fails, those
+    /// messages are made visible again at once. (Messages still held when
+    /// the worker stops before asking for them come back when their
+    /// visibility timeout ends, as for any receive.)
     pub async fn connect(client: Client, options: SqsOptions) -> Result<Self> {
         let url = options.queue_url.clone();
         let name = queue_name(&url).to_owned();
@@ -133,91 +173,77 @@ impl SqsQueue {
             reason,
         };
         let fifo = is_fifo(&url);
-        let attributes = client
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::All)
-            .send()
-            .await
-            .map_err(|e| {
-                fail(format!(
-                    "cannot read its attributes: {}",
-                    DisplayErrorContext(e)
-                ))
-            })?;
-        let attributes = attributes.attributes().cloned().unwrap_or_default();
-        let queue_visibility = attributes
-            .get(&QueueAttributeName::VisibilityTimeout)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(30);
-        let redrive = attributes
-            .get(&QueueAttributeName::RedrivePolicy)
-            .map(|policy| parse_redrive(policy).map_err(&fail))
-            .transpose()?;
-        let dead_letter_url = match (&options.dead_letter_queue, &redrive) {
-            (Some(url), _) => url.clone(),
-            (None, Some((target, _))) => {
-                let dlq_name = target.rsplit(':').next().unwrap_or(target);
-                client
-                    .get_queue_url()
-                    .queue_name(dlq_name)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        fail(format!(
-                            "cannot find its dead-letter queue {target}: {}",
-                            DisplayErrorContext(e)
-                        ))
-                    })?
-                    .queue_url()
-                    .map(str::to_owned)
-                    .ok_or_else(|| fail(format!("no URL for dead-letter queue {target}")))?
-            }
-            (None, None) => {
-                return Err(fail(
-                    "it has no redrive policy, so failed items would have nowhere to go: \
-                     set one (deadLetterTargetArn, maxReceiveCount) or pass --dead-letter-queue"
-                        .into(),
-                ));
+        let visibility_s = options.visibility.map(|v| seconds_up(v, MAX_VISIBILITY_S));
+        let (attributes, first) = tokio::join!(
+            client
+                .get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(QueueAttributeName::All)
+                .send(),
+            receive_call(&client, &url, MAX_BATCH, 0, visibility_s).send(),
+        );
+        let first = match first {
+            Ok(output) => output.messages.unwrap_or_default(),
+            Err(e) => {
+                debug!(queue = %name, error = %DisplayErrorContext(e), "first receive failed; the receive loops try again");
+                Vec::new()
             }
         };
-        let max_attempts = redrive
-            .as_ref()
-            .map_or(options.max_attempts, |(_, count)| *count)
-            .max(1);
-        let visibility = options
-            .visibility
-            .unwrap_or(Duration::from_secs(queue_visibility));
-        let dead_letter_fifo = is_fifo(&dead_letter_url);
-        if fifo != dead_letter_fifo {
-            return Err(fail(format!(
-                "it and its dead-letter queue {dead_letter_url} must both be FIFO or both standard"
-            )));
-        }
+        let found = attributes
+            .map_err(|e| format!("cannot read its attributes: {}", DisplayErrorContext(e)))
+            .and_then(|a| settings(&options, fifo, a.attributes().unwrap_or(&HashMap::new())));
+        let QueueSettings {
+            visibility,
+            max_attempts,
+            dead_letter,
+        } = match found {
+            Ok(found) => found,
+            Err(reason) => {
+                give_back(&client, &url, &first).await;
+                return Err(fail(reason));
+            }
+        };
+        dead_letter.resolve_in_background(&client, &url);
         let (deletes, requests) = mpsc::unbounded_channel();
         tokio::spawn(delete_batcher(client.clone(), url.clone(), requests));
         info!(
             queue = %url,
-            dead_letter_queue = %dead_letter_url,
+            dead_letter_queue = %dead_letter.name,
             visibility_s = visibility.as_secs_f64(),
             max_attempts,
             fifo,
             "queue connected"
         );
-        Ok(Self {
+        let queue = Self {
             client,
             name,
             url,
             fifo,
-            dead_letter_url,
-            dead_letter_fifo,
+            dead_letter,
             visibility,
             visibility_override: options.visibility.is_some(),
             wait_time_s: seconds_up(options.wait_time, 20),
             max_attempts,
             deletes,
             never_revoked: CancellationToken::new(),
-        })
+            first: SyncMutex::new(Vec::new()),
+        };
+        let deliveries: Vec<Delivery> = first.iter().filter_map(|m| queue.delivery(m)).collect();
+        if let Ok(mut held) = queue.first.lock() {
+            *held = deliveries;
+        }
+        Ok(queue)
+    }
+
+    /// Up to `max` of the messages the start-up receive brought, if any
+    /// are left.
+    fn take_first(&self, max: usize) -> Option<Vec<Delivery>> {
+        let mut held = self.first.lock().ok()?;
+        if held.is_empty() {
+            return None;
+        }
+        let n = max.clamp(1, held.len());
+        Some(held.drain(..n).collect())
     }
 
     fn delivery(&self, message: &aws_sdk_sqs::types::Message) -> Option<Delivery> {
@@ -292,24 +318,6 @@ fn fifo_ids(delivery: &Delivery, tag: &str) -> (String, String) {
     )
 }
 
-/// `(deadLetterTargetArn, maxReceiveCount)` of a redrive policy.
-fn parse_redrive(policy: &str) -> std::result::Result<(String, u32), String> {
-    let value: serde_json::Value = serde_json::from_str(policy)
-        .map_err(|e| format!("its redrive policy is not JSON ({e}): {policy}"))?;
-    let target = value
-        .get("deadLetterTargetArn")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| format!("its redrive policy has no deadLetterTargetArn: {policy}"))?;
-    let count = match value.get("maxReceiveCount") {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
-        Some(serde_json::Value::String(s)) => s.parse().ok(),
-        _ => None,
-    }
-    .and_then(|n| u32::try_from(n).ok())
-    .ok_or_else(|| format!("its redrive policy has no valid maxReceiveCount: {policy}"))?;
-    Ok((target.to_owned(), count))
-}
-
 #[async_trait]
 impl Transport for SqsQueue {
     fn queue(&self) -> &str {
@@ -325,23 +333,13 @@ impl Transport for SqsQueue {
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>, TransportError> {
-        let mut call = self
-            .client
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(i32::try_from(max.clamp(1, MAX_BATCH)).unwrap_or(1))
-            .wait_time_seconds(self.wait_time_s)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
-            // Only the attributes read here (see `delivery`): the server
-            // sends, and the client parses, nothing else.
-            .message_attribute_names(PENDING)
-            .message_attribute_names(ATTEMPTS);
-        if self.visibility_override {
-            call = call.visibility_timeout(seconds_up(self.visibility, MAX_VISIBILITY_S));
+        if let Some(first) = self.take_first(max) {
+            return Ok(first);
         }
-        let output = call
+        let visibility_s = self
+            .visibility_override
+            .then(|| seconds_up(self.visibility, MAX_VISIBILITY_S));
+        let output = receive_call(&self.client, &self.url, max, self.wait_time_s, visibility_s)
             .send()
             .await
             .map_err(|e| sdk_error("receive", &self.name, e))?;
@@ -428,7 +426,16 @@ impl Transport for SqsQueue {
         delivery: &Delivery,
         letter: &DeadLetter,
     ) -> Result<(), TransportError> {
-        let dlq = queue_name(&self.dead_letter_url);
+        let dlq = self.dead_letter.name.as_str();
+        let dlq_url =
+            self.dead_letter
+                .url(&self.client)
+                .await
+                .map_err(|reason| TransportError {
+                    operation: "dead_letter",
+                    queue: dlq.to_owned(),
+                    source: reason.into(),
+                })?;
         let mut entries = vec![
             (CAUSE, "String", letter.cause.as_str().to_owned()),
             (CATEGORY, "String", letter.category.as_str().to_owned()),
@@ -467,10 +474,10 @@ impl Transport for SqsQueue {
         let mut call = self
             .client
             .send_message()
-            .queue_url(&self.dead_letter_url)
+            .queue_url(&dlq_url)
             .message_body(String::from_utf8_lossy(&delivery.body))
             .set_message_attributes(Some(attrs));
-        if self.dead_letter_fifo {
+        if self.dead_letter.fifo {
             let (group, dedup) = fifo_ids(delivery, "dead");
             call = call.message_group_id(group).message_deduplication_id(dedup);
         }
@@ -484,25 +491,6 @@ impl Transport for SqsQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redrive_policy_parses_numbers_and_strings() {
-        let arn = "arn:aws:sqs:us-east-1:000000000000:jobs-dlq";
-        assert_eq!(
-            parse_redrive(&format!(
-                r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"4"}}"#
-            )),
-            Ok((arn.to_owned(), 4))
-        );
-        assert_eq!(
-            parse_redrive(&format!(
-                r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":7}}"#
-            )),
-            Ok((arn.to_owned(), 7))
-        );
-        assert!(parse_redrive(r#"{"maxReceiveCount":7}"#).is_err());
-        assert!(parse_redrive("nope").is_err());
-    }
 
     #[test]
     fn pending_indices_round_trip_and_damage_means_everything() {
