@@ -23,7 +23,8 @@
 # The vips variant with the best median is the peer of the ratio. Both fit
 # within SIZE x SIZE, write JPEG at quality Q, honour EXIF orientation and
 # shrink on load. Every output is then compared with a reference thumbnail
-# made from a full decode (examples/thumbnail/examples/psnr.rs), and each
+# made from a full decode by area averaging (examples/thumbnail/examples/
+# psnr.rs), and each
 # contender's peak resident memory is divided by the images it has in
 # flight (shoal: CORES in one process; vips: one per process).
 set -euo pipefail
@@ -68,6 +69,9 @@ done
 n=0
 while IFS= read -r photo; do
   name="$(basename "$photo" .jpg)"
+  if [ -e "$work/photos/$name.jpg" ]; then
+    echo "two source photos are named $name.jpg; rename one" >&2; exit 1
+  fi
   cp "$photo" "$work/photos/$name.jpg"
   if ((n % 3 == 0)); then
     jpegtran -rotate 90 -copy all -outfile "$work/photos/$name-portrait.jpg" "$photo"
@@ -137,9 +141,9 @@ for set in $SETS; do
         env THUMBNAIL_MAX_EDGE="$size" THUMBNAIL_QUALITY="$Q" "$SHOAL" run --input "$in" \
         --output "$work/out-shoal" --concurrency "$CORES" --no-progress --log-format json
       run vips-split "$scenario" "$r" "$in" "$work/out-vips" 1 \
-        sh -c "ls '$in'/*.jpg | xargs -P $CORES -n $per_proc vipsthumbnail -s $size -o '$work/out-vips/%s.jpg[Q=$Q]'"
+        sh -c "find '$in' -maxdepth 1 -name '*.jpg' -print0 | xargs -0 -P $CORES -n $per_proc vipsthumbnail -s $size -o '$work/out-vips/%s.jpg[Q=$Q]'"
       run vips-each "$scenario" "$r" "$in" "$work/out-vips" 1 \
-        sh -c "ls '$in'/*.jpg | xargs -P $CORES -n 1 vipsthumbnail -s $size -o '$work/out-vips/%s.jpg[Q=$Q]'"
+        sh -c "find '$in' -maxdepth 1 -name '*.jpg' -print0 | xargs -0 -P $CORES -n 1 vipsthumbnail -s $size -o '$work/out-vips/%s.jpg[Q=$Q]'"
       run vips-threads "$scenario" "$r" "$in" "$work/out-vips" 1 \
         sh -c "vipsthumbnail -s $size -o '$work/out-vips/%s.jpg[Q=$Q]' '$in'/*.jpg"
     done
@@ -149,7 +153,9 @@ for set in $SETS; do
       "$PSNR" "$in" "$work/out-$who" >"$work/psnr-$who-$scenario.txt"
       mean="$(sed -n 's/^mean_psnr_db //p' "$work/psnr-$who-$scenario.txt")"
       min="$(sed -n 's/^min_psnr_db //p' "$work/psnr-$who-$scenario.txt")"
-      kib="$(du -sk "$work/out-$who" | cut -f1)"
+      # The thumbnails' own bytes (not shoal's journal beside them, nor
+      # file-system blocks).
+      kib="$(find "$work/out-$who" -maxdepth 1 -name '*.jpg' -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f", s / 1024 }')"
       echo "quality $scenario $who: mean PSNR $mean dB (lowest $min dB), outputs $kib KiB"
     done
     paste <(sed -n 's/^psnr //p' "$work/psnr-shoal-$scenario.txt") \

@@ -498,9 +498,10 @@ async fn worker_reconnects_after_the_queue_server_restarts() {
     assert!(w.wait(Duration::from_secs(30)).success());
 }
 
-/// A queue with nowhere to dead-letter to is refused, with the reason; the
-/// messages start-up received beside its lookup are visible again at once,
-/// not after the queue's 30 s visibility timeout.
+/// A queue with nowhere to dead-letter to is refused, with the reason,
+/// before anything is received from it: its messages stay visible, and no
+/// receive is counted against them (a worker refused in a loop must not
+/// walk messages towards a redrive policy's maxReceiveCount).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_without_a_redrive_policy_is_refused_and_its_messages_stay_visible() {
     let stack = Stack::start();
@@ -519,10 +520,7 @@ async fn a_queue_without_a_redrive_policy_is_refused_and_its_messages_stay_visib
         .queue_url()
         .unwrap()
         .to_owned();
-    let bodies: Vec<String> = names("refused-", 5)
-        .chunks(1)
-        .map(chunk_body)
-        .collect();
+    let bodies: Vec<String> = names("refused-", 5).chunks(1).map(chunk_body).collect();
     send_all(&stack.sqs, &url, &bodies).await;
     let mut refused = Proc::spawn(
         BIN,
@@ -538,5 +536,29 @@ async fn a_queue_without_a_redrive_policy_is_refused_and_its_messages_stay_visib
         counts(&stack.sqs, &url).await,
         (5, 0, 0),
         "every message visible, none held back\n{log}"
+    );
+    let received = stack
+        .sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(
+            aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+        )
+        .send()
+        .await
+        .unwrap();
+    let counts: Vec<&str> = received
+        .messages()
+        .iter()
+        .filter_map(|m| {
+            m.attributes()?
+                .get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+                .map(String::as_str)
+        })
+        .collect();
+    assert!(
+        !counts.is_empty() && counts.iter().all(|c| *c == "1"),
+        "receive counts {counts:?}: the refused worker received messages\n{log}"
     );
 }

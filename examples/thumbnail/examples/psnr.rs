@@ -1,7 +1,9 @@
 //! Thumbnail quality for `bench/thumbnail.sh`: the PSNR of each thumbnail
 //! against a reference made the slow, careful way from the same source —
 //! a full-size decode (no DCT scaling), its EXIF orientation applied, one
-//! Lanczos3 resize to exactly the thumbnail's size.
+//! area-averaging resize (a box filter over each output pixel's whole
+//! footprint) to exactly the thumbnail's size. Area averaging, not
+//! Lanczos3: the reference must not be one contender's own resampler.
 //!
 //!     psnr SOURCE_DIR THUMB_DIR
 //!
@@ -32,7 +34,7 @@ fn reference(source: &Path, width: u32, height: u32) -> Result<RgbImage, BoxErro
     let src = TypedImageRef::<U8x3>::from_buffer(full.width(), full.height(), full.as_raw())?;
     let mut out = vec![0u8; width as usize * height as usize * 3];
     let mut dst = TypedImage::<U8x3>::from_buffer(width, height, &mut out)?;
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box));
     Resizer::new().resize_typed(&src, &mut dst, &options)?;
     RgbImage::from_raw(width, height, out).ok_or_else(|| "reference buffer size".into())
 }

@@ -5,8 +5,8 @@
 //! one task: the acks waiting when it wakes that cover every unacked
 //! delivery up to a tag leave as one `basic.ack` with `multiple` set; the
 //! others (a delivery still running, or being nacked, sits between them)
-//! leave one by one. Nothing waits for a slow delivery: an ack is sent as
-//! soon as the task is free, coalesced or not.
+//! leave as single acks, sent at the same time. Nothing waits for a slow
+//! delivery: an ack is sent as soon as the task is free, coalesced or not.
 //!
 //! Why: with a quorum queue every `basic.ack` is a command in the queue's
 //! Raft log; one command for a whole run of deliveries costs the broker a
@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures_util::future::join_all;
 use lapin::Acker;
 use lapin::options::BasicAckOptions;
 use tokio::sync::{mpsc, oneshot};
@@ -139,24 +140,25 @@ async fn settle(shared: &Shared, batch: &mut Vec<AckRequest>) {
     for request in stale {
         let _ = request.reply.send(Err(amqp_error("delete", queue, LOST)));
     }
+    // One multiple ack for the covered run, one ack for each of the others,
+    // all sent at once: their tags do not overlap (the others are above
+    // the run), and none waits for another's frame.
     let mut current = current.into_iter();
-    let run: Vec<AckRequest> = current.by_ref().take(covered).collect();
-    if let Some(last) = run.last() {
-        let options = BasicAckOptions {
-            multiple: run.len() > 1,
+    let mut groups: Vec<Vec<AckRequest>> = vec![current.by_ref().take(covered).collect()];
+    groups.extend(current.map(|single| vec![single]));
+    groups.retain(|group| !group.is_empty());
+    let outcomes = join_all(groups.iter().map(|group| async move {
+        let Some(last) = group.last() else {
+            return Ok(false);
         };
-        let outcome = bounded("delete", queue, &last.lost, last.acker.ack(options)).await;
-        finish(shared, queue, generation, run, &outcome);
-    }
-    for single in current {
-        let outcome = bounded(
-            "delete",
-            queue,
-            &single.lost,
-            single.acker.ack(BasicAckOptions::default()),
-        )
-        .await;
-        finish(shared, queue, generation, vec![single], &outcome);
+        let options = BasicAckOptions {
+            multiple: group.len() > 1,
+        };
+        bounded("delete", queue, &last.lost, last.acker.ack(options)).await
+    }))
+    .await;
+    for (group, outcome) in groups.into_iter().zip(outcomes) {
+        finish(shared, queue, generation, group, &outcome);
     }
 }
 

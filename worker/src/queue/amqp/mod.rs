@@ -181,7 +181,11 @@ impl AmqpQueue {
             ..BasicNackOptions::default()
         });
         let sent = bounded(operation, queue, &delivery.revoked, nack).await;
-        if let Ok(mut unacked) = self.shared.unacked.lock() {
+        // A nack that timed out may not have left: its delivery stays
+        // unacked (taken), so no multiple ack can ever cover it.
+        if sent.is_ok()
+            && let Ok(mut unacked) = self.shared.unacked.lock()
+        {
             unacked.settled(generation, [tag]);
         }
         if sent? {

@@ -26,7 +26,6 @@
 //! part of a chunk) on dead letters.
 
 use std::collections::HashMap;
-use std::sync::Mutex as SyncMutex;
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -37,7 +36,7 @@ use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, Queu
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::MAX_BATCH;
 use super::headers::{
@@ -52,7 +51,7 @@ mod deletes;
 mod startup;
 use dead_letter_queue::DeadLetterQueue;
 use deletes::delete_batcher;
-use startup::{QueueSettings, give_back, settings};
+use startup::{QueueSettings, settings};
 
 /// SQS's limits: a message (body and attributes), a delay, a visibility
 /// timeout.
@@ -95,8 +94,6 @@ pub struct SqsQueue {
     deletes: mpsc::UnboundedSender<DeleteRequest>,
     /// Shared by every delivery (see [`Delivery::revoked`]).
     never_revoked: CancellationToken,
-    /// What the start-up receive brought, for the first receives.
-    first: SyncMutex<Vec<Delivery>>,
 }
 
 fn sdk_error<E>(operation: &'static str, queue: &str, err: E) -> TransportError
@@ -159,12 +156,9 @@ impl SqsQueue {
     /// the delete batcher. Fails with a clear message when the queue does
     /// not exist or has nowhere to dead-letter to.
     ///
-    /// The first receive does not wait for that lookup: a short poll (no
-    /// wait) goes out beside it, and what it brings is what the first
-    /// [`Transport::receive`] returns. When the lookup fails, those
-    /// messages are made visible again at once. (Messages still held when
-    /// the worker stops before asking for them come back when their
-    /// visibility timeout ends, as for any receive.)
+    /// The dead-letter queue's URL is not waited for: it is looked up in
+    /// the background ([`dead_letter_queue`]), so the first receive
+    /// follows the one call start-up needs.
     pub async fn connect(client: Client, options: SqsOptions) -> Result<Self> {
         let url = options.queue_url.clone();
         let name = queue_name(&url).to_owned();
@@ -173,36 +167,32 @@ impl SqsQueue {
             reason,
         };
         let fifo = is_fifo(&url);
-        let visibility_s = options.visibility.map(|v| seconds_up(v, MAX_VISIBILITY_S));
-        let (attributes, first) = tokio::join!(
-            client
-                .get_queue_attributes()
-                .queue_url(&url)
-                .attribute_names(QueueAttributeName::All)
-                .send(),
-            receive_call(&client, &url, MAX_BATCH, 0, visibility_s).send(),
-        );
-        let first = match first {
-            Ok(output) => output.messages.unwrap_or_default(),
-            Err(e) => {
-                debug!(queue = %name, error = %DisplayErrorContext(e), "first receive failed; the receive loops try again");
-                Vec::new()
-            }
-        };
-        let found = attributes
-            .map_err(|e| format!("cannot read its attributes: {}", DisplayErrorContext(e)))
-            .and_then(|a| settings(&options, fifo, a.attributes().unwrap_or(&HashMap::new())));
+        // Nothing is received before the queue is accepted: a receive
+        // counts against the redrive policy's maxReceiveCount even when
+        // the message is given back, so a worker refused over and over
+        // would push messages into the dead-letter queue unprocessed.
+        let attributes = client
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| {
+                fail(format!(
+                    "cannot read its attributes: {}",
+                    DisplayErrorContext(e)
+                ))
+            })?;
         let QueueSettings {
             visibility,
             max_attempts,
             dead_letter,
-        } = match found {
-            Ok(found) => found,
-            Err(reason) => {
-                give_back(&client, &url, &first).await;
-                return Err(fail(reason));
-            }
-        };
+        } = settings(
+            &options,
+            fifo,
+            attributes.attributes().unwrap_or(&HashMap::new()),
+        )
+        .map_err(fail)?;
         dead_letter.resolve_in_background(&client, &url);
         let (deletes, requests) = mpsc::unbounded_channel();
         tokio::spawn(delete_batcher(client.clone(), url.clone(), requests));
@@ -214,7 +204,7 @@ impl SqsQueue {
             fifo,
             "queue connected"
         );
-        let queue = Self {
+        Ok(Self {
             client,
             name,
             url,
@@ -226,24 +216,7 @@ impl SqsQueue {
             max_attempts,
             deletes,
             never_revoked: CancellationToken::new(),
-            first: SyncMutex::new(Vec::new()),
-        };
-        let deliveries: Vec<Delivery> = first.iter().filter_map(|m| queue.delivery(m)).collect();
-        if let Ok(mut held) = queue.first.lock() {
-            *held = deliveries;
-        }
-        Ok(queue)
-    }
-
-    /// Up to `max` of the messages the start-up receive brought, if any
-    /// are left.
-    fn take_first(&self, max: usize) -> Option<Vec<Delivery>> {
-        let mut held = self.first.lock().ok()?;
-        if held.is_empty() {
-            return None;
-        }
-        let n = max.clamp(1, held.len());
-        Some(held.drain(..n).collect())
+        })
     }
 
     fn delivery(&self, message: &aws_sdk_sqs::types::Message) -> Option<Delivery> {
@@ -333,9 +306,6 @@ impl Transport for SqsQueue {
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>, TransportError> {
-        if let Some(first) = self.take_first(max) {
-            return Ok(first);
-        }
         let visibility_s = self
             .visibility_override
             .then(|| seconds_up(self.visibility, MAX_VISIBILITY_S));

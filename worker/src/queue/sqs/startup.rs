@@ -1,14 +1,10 @@
-//! What an SQS worker does at start-up with the queue's attributes: its
-//! settings (lease, attempt limit, dead-letter queue) or a clear refusal,
-//! and giving back what the start-up receive brought when it refuses.
+//! What an SQS worker makes of the queue's attributes at start-up: its
+//! settings (lease, attempt limit, dead-letter queue) or a clear refusal.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::QueueAttributeName;
-use tracing::warn;
 
 use super::SqsOptions;
 use super::dead_letter_queue::DeadLetterQueue;
@@ -62,27 +58,6 @@ pub(super) fn settings(
             .max(1),
         dead_letter,
     })
-}
-
-/// Makes `messages` visible again at once (a start-up that failed after
-/// receiving them); a failure only delays them by their visibility timeout.
-pub(super) async fn give_back(
-    client: &Client,
-    url: &str,
-    messages: &[aws_sdk_sqs::types::Message],
-) {
-    for receipt in messages.iter().filter_map(|m| m.receipt_handle()) {
-        let released = client
-            .change_message_visibility()
-            .queue_url(url)
-            .receipt_handle(receipt)
-            .visibility_timeout(0)
-            .send()
-            .await;
-        if let Err(e) = released {
-            warn!(queue = %url, error = %DisplayErrorContext(e), "cannot give a message back: it returns when its visibility timeout ends");
-        }
-    }
 }
 
 /// `(deadLetterTargetArn, maxReceiveCount)` of a redrive policy.
