@@ -72,6 +72,9 @@ command -v runc >/dev/null 2>&1 || missing+=(runc)
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
+# libjpeg-turbo's SIMD code in the thumbnail example's decoder and encoder
+# (mozjpeg-sys builds without it, more slowly, where nasm is missing).
+command -v nasm >/dev/null 2>&1 || missing+=(nasm)
 # The durability test reads which system calls a run makes.
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)

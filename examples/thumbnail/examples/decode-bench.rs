@@ -1,6 +1,7 @@
 //! Times the thumbnail pipeline on one file, N times, in this process.
 //!
 //! `cargo run --release -p thumbnail --example decode-bench -- FILE [N]`
+//! (`THUMBNAIL_MAX_EDGE`, `THUMBNAIL_QUALITY` and `THUMBNAIL_CHROMA` apply).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -19,7 +20,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = thumbnail::Config::default();
+    // The settings the handler reads from the environment.
+    let config = match thumbnail::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let started = Instant::now();
     for _ in 0..n {
         if let Err(e) = thumbnail::make_thumbnail(&bytes, &config, u64::MAX) {

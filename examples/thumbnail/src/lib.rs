@@ -3,26 +3,29 @@
 //! - fits the image within `max_edge` x `max_edge`, keeping its aspect ratio
 //!   (never enlarges);
 //! - honours the EXIF orientation, so phone photos come out upright;
-//! - JPEG input is downscaled while decoding (libjpeg scaled IDCT, n/8),
-//!   then resized with a SIMD Lanczos3 filter;
+//! - JPEG input is downscaled while decoding (libjpeg's scaled IDCT: 1/8,
+//!   1/4 or 1/2; a progressive JPEG shrunk by 8 or more is decoded from its
+//!   DC scans alone), then resized with a SIMD Lanczos3 filter;
+//! - written by libjpeg-turbo's encoder, 4:2:0 by default;
 //! - corrupt or unsupported input is a permanent error with the reason.
 //!
 //! Settings come from the environment, as a Lambda function's would:
-//! `THUMBNAIL_MAX_EDGE` (default 256) and `THUMBNAIL_QUALITY` (1-100,
-//! default 80).
+//! `THUMBNAIL_MAX_EDGE` (default 256), `THUMBNAIL_QUALITY` (1-100,
+//! default 80) and `THUMBNAIL_CHROMA` (`4:2:0`, the default, or `4:4:4`).
 
 pub mod bombs;
 mod decode;
+mod encode;
 mod jpeg_layout;
 pub mod samples;
+mod scans;
 
-use std::io::Cursor;
+pub use encode::Chroma;
 
 use fast_image_resize::images::{TypedImage, TypedImageRef};
 use fast_image_resize::pixels::{U8, U8x3};
 use fast_image_resize::{FilterType, PixelTrait, ResizeAlg, ResizeOptions, Resizer};
-use image::codecs::jpeg::JpegEncoder;
-use image::{DynamicImage, GrayImage, ImageEncoder, RgbImage};
+use image::{DynamicImage, GrayImage, RgbImage};
 use shoal_worker::{Blob, Context, Handler, HandlerError, Item, Object};
 
 /// Thumbnail settings.
@@ -30,8 +33,10 @@ use shoal_worker::{Blob, Context, Handler, HandlerError, Item, Object};
 pub struct Config {
     /// Longest edge of the thumbnail, in pixels.
     pub max_edge: u32,
-    /// JPEG quality, 1-100.
+    /// JPEG quality, 1-100 (libjpeg's scale).
     pub quality: u8,
+    /// Chroma subsampling of the thumbnails.
+    pub chroma: Chroma,
 }
 
 impl Default for Config {
@@ -39,6 +44,7 @@ impl Default for Config {
         Self {
             max_edge: 256,
             quality: 80,
+            chroma: Chroma::Half,
         }
     }
 }
@@ -115,7 +121,8 @@ fn env_number(
 }
 
 impl Config {
-    /// Reads `THUMBNAIL_MAX_EDGE` and `THUMBNAIL_QUALITY`.
+    /// Reads `THUMBNAIL_MAX_EDGE`, `THUMBNAIL_QUALITY` and
+    /// `THUMBNAIL_CHROMA`.
     pub fn from_env() -> Result<Self, ConfigError> {
         let defaults = Self::default();
         let max_edge = env_number(
@@ -130,9 +137,18 @@ impl Config {
             1..=100,
             "expected 1-100",
         )?;
+        let chroma = match std::env::var("THUMBNAIL_CHROMA") {
+            Err(_) => defaults.chroma,
+            Ok(value) => value.parse().map_err(|reason| ConfigError {
+                name: "THUMBNAIL_CHROMA",
+                value,
+                reason,
+            })?,
+        };
         Ok(Self {
             max_edge,
             quality: u8::try_from(quality).unwrap_or(defaults.quality),
+            chroma,
         })
     }
 }
@@ -178,16 +194,14 @@ pub fn make_thumbnail(
     };
     let mut oriented = resized;
     oriented.apply_orientation(decoded.orientation);
-    let mut out = Vec::with_capacity(32 * 1024);
-    JpegEncoder::new_with_quality(Cursor::new(&mut out), config.quality)
-        .write_image(
-            oriented.as_bytes(),
-            oriented.width(),
-            oriented.height(),
-            oriented.color().into(),
-        )
-        .map_err(|e| ThumbnailError::Process(format!("encode JPEG: {e}")))?;
-    Ok(out)
+    let pixels = encode::Pixels {
+        bytes: oriented.as_bytes(),
+        width: oriented.width(),
+        height: oriented.height(),
+        gray: matches!(oriented, DynamicImage::ImageLuma8(_)),
+    };
+    encode::jpeg(&pixels, config.quality, config.chroma, false)
+        .map_err(|e| ThumbnailError::Process(format!("encode JPEG: {e}")))
 }
 
 /// Lanczos3 resize of 8-bit pixels of type `P` (only the two pixel types a
@@ -281,6 +295,8 @@ impl Handler for Thumbnailer {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Cursor;
+
     use super::*;
 
     use crate::samples::{corrupt_jpeg, jpeg, picture, with_exif_orientation};
@@ -333,6 +349,7 @@ mod tests {
         let config = Config {
             max_edge: 100,
             quality: 50,
+            chroma: Chroma::Full,
         };
         assert_eq!(
             dims(&make_thumbnail(&png, &config, BUDGET).unwrap()),

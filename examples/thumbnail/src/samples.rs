@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use image::codecs::jpeg::JpegEncoder;
 use image::{ImageEncoder, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
 
+use crate::{Chroma, encode};
+
 /// A colourful deterministic picture: gradients, rings and a grid, varied
 /// by `seed`, with enough detail that JPEG sizes are realistic.
 pub fn picture(width: u32, height: u32, seed: u32) -> RgbImage {
@@ -46,6 +48,26 @@ pub fn jpeg(image: &RgbImage, quality: u8) -> Vec<u8> {
         image::ExtendedColorType::Rgb8,
     );
     out
+}
+
+/// Encodes `image` (or its grey version) as a progressive JPEG at
+/// `quality`, with libjpeg's standard progression (spectral selection and
+/// successive approximation). Empty if the encoder refuses the image.
+pub fn progressive_jpeg(image: &RgbImage, quality: u8, chroma: Chroma, gray: bool) -> Vec<u8> {
+    let luma;
+    let pixels = if gray {
+        luma = image::DynamicImage::ImageRgb8(image.clone()).to_luma8();
+        luma.as_raw()
+    } else {
+        image.as_raw()
+    };
+    let pixels = encode::Pixels {
+        bytes: pixels,
+        width: image.width(),
+        height: image.height(),
+        gray,
+    };
+    encode::jpeg(&pixels, quality, chroma, true).unwrap_or_default()
 }
 
 /// Inserts an EXIF APP1 segment carrying `orientation` (1-8) after the SOI

@@ -56,6 +56,12 @@ fn peak_growth(work: impl FnOnce()) -> u64 {
 fn seeds() -> Vec<Vec<u8>> {
     let picture = samples::picture(48, 32, 7);
     let mut seeds = vec![samples::jpeg(&picture, 80)];
+    // Progressive, wide enough that a 256 px thumbnail decodes at 1/8
+    // from the DC scans alone (the scans are cut out of the file first).
+    let strip = samples::picture(2048, 96, 7);
+    for chroma in [thumbnail::Chroma::Half, thumbnail::Chroma::Full] {
+        seeds.push(samples::progressive_jpeg(&strip, 80, chroma, false));
+    }
     for format in [
         ImageFormat::Png,
         ImageFormat::Gif,
