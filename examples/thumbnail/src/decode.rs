@@ -17,7 +17,7 @@ use image::{
 };
 use mozjpeg::{ColorSpace, Marker};
 
-use crate::{ThumbnailError, fit_within, jpeg_layout, scans};
+use crate::{ThumbnailError, fit_within, icc, jpeg_layout, scans};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -57,6 +57,8 @@ fn flatten_bytes(color: ColorType, pixels: u64) -> u64 {
 pub struct Decoded {
     pub image: DynamicImage,
     pub orientation: Orientation,
+    /// The source's ICC colour profile, if it has a well-formed one.
+    pub icc: Option<Vec<u8>>,
 }
 
 /// Decodes `bytes` to about `max_edge` pixels a side, within `budget`
@@ -121,8 +123,14 @@ fn decode_generic(
         .saturating_add(extra);
     within(name, dimensions, needed, budget)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    // A profile that cannot be read is left behind, not an error.
+    let icc = decoder.icc_profile().ok().flatten();
     let image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
-    Ok(Decoded { image, orientation })
+    Ok(Decoded {
+        image,
+        orientation,
+        icc,
+    })
 }
 
 /// What [`decode_jpeg_scaled`] did.
@@ -163,7 +171,7 @@ fn decode_jpeg_scaled(
         // any (declared first: the decoder borrows it).
         let lean: Vec<u8>;
         let mut d = mozjpeg::Decompress::builder()
-            .with_markers(&[Marker::APP(1)])
+            .with_markers(&[Marker::APP(1), Marker::APP(2)])
             .from_mem(bytes)?;
         let w = u32::try_from(d.width()).unwrap_or(u32::MAX);
         let h = u32::try_from(d.height()).unwrap_or(u32::MAX);
@@ -191,13 +199,37 @@ fn decode_jpeg_scaled(
             .markers()
             .find(|m| m.marker == Marker::APP(1) && m.data.starts_with(b"Exif\0\0"))
             .map(|m| m.data[6..].to_vec());
-        // At 1/8 a full-resolution component's pixel is its block's DC.
-        let mut copy = 0;
+        let icc = icc::from_app2(
+            d.markers()
+                .filter(|m| m.marker == Marker::APP(2))
+                .map(|m| m.data),
+        );
+        let gray = match d.color_space() {
+            ColorSpace::JCS_GRAYSCALE => true,
+            ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB => false,
+            _ => return Ok(Ok(Scaled::Unconverted { coefficients })),
+        };
+        // The scaled output, a few rows of full-width working buffers, the
+        // coefficients when the layout needs them all, and the markers kept
+        // (by libjpeg, then the EXIF and profile copies).
+        let channels: u64 = if gray { 1 } else { 3 };
+        let output = u64::from((w * n).div_ceil(8)) * u64::from((h * n).div_ceil(8)) * channels;
+        let rows = u64::from(w) * u64::from(layout.frame_components) * 64;
+        let markers: u64 = d.markers().map(|m| m.data.len() as u64).sum::<u64>()
+            + exif.as_ref().map_or(0, |e| e.len() as u64)
+            + icc.as_ref().map_or(0, |p| p.len() as u64);
+        let needed = output + rows + coefficients + markers;
+        if let Err(e) = within("JPEG", (w, h), needed, budget) {
+            return Ok(Err(e));
+        }
+        // At 1/8 a full-resolution component's pixel is its block's DC: a
+        // progressive file is decoded from a copy without the other scans
+        // (at most the file's size again), when the budget has room for it.
         if n == 1
             && layout.progressive
+            && needed.saturating_add(bytes.len() as u64) <= budget
             && let Some(stripped) = scans::without_full_resolution_ac(bytes)
         {
-            copy = stripped.len() as u64;
             lean = stripped;
             d = mozjpeg::Decompress::new_mem(&lean)?;
         }
@@ -205,20 +237,6 @@ fn decode_jpeg_scaled(
         // Smoothing would guess the coefficients of scans left out; a
         // complete file has every coefficient and is not smoothed anyway.
         d.do_block_smoothing(false);
-        let gray = match d.color_space() {
-            ColorSpace::JCS_GRAYSCALE => true,
-            ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB => false,
-            _ => return Ok(Ok(Scaled::Unconverted { coefficients })),
-        };
-        // The scaled output, a few rows of full-width working buffers, and
-        // the coefficients when the layout needs them all.
-        let channels: u64 = if gray { 1 } else { 3 };
-        let output = u64::from((w * n).div_ceil(8)) * u64::from((h * n).div_ceil(8)) * channels;
-        let rows = u64::from(w) * u64::from(layout.frame_components) * 64;
-        let needed = output + rows + coefficients + copy;
-        if let Err(e) = within("JPEG", (w, h), needed, budget) {
-            return Ok(Err(e));
-        }
         let mut started = if gray { d.grayscale()? } else { d.rgb()? };
         let ow = u32::try_from(started.width()).unwrap_or(u32::MAX);
         let oh = u32::try_from(started.height()).unwrap_or(u32::MAX);
@@ -240,6 +258,7 @@ fn decode_jpeg_scaled(
                 .as_deref()
                 .and_then(Orientation::from_exif_chunk)
                 .unwrap_or(Orientation::NoTransforms),
+            icc,
         })))
     };
     let corrupt = |reason: String| ThumbnailError::Corrupt {

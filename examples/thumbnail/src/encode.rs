@@ -5,7 +5,9 @@
 //! tables optimised for each thumbnail (a second pass over a few thousand
 //! blocks, for files a few percent smaller).
 
-use mozjpeg::{ColorSpace, Compress};
+use mozjpeg::{ColorSpace, Compress, Marker};
+
+use crate::icc;
 
 /// How much colour detail a thumbnail keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,7 +39,16 @@ pub struct Pixels<'a> {
     pub width: u32,
     pub height: u32,
     pub gray: bool,
+    /// An ICC profile to embed (it must describe RGB or grey as the
+    /// pixels are; see [`crate::icc::describes`]).
+    pub icc: Option<&'a [u8]>,
 }
+
+/// Profile bytes in one APP2 segment (65,533 less the tag and numbers).
+const ICC_CHUNK: usize = 65_519;
+
+/// The largest profile JPEG can carry: 255 segments.
+const MAX_ICC: usize = 255 * ICC_CHUNK;
 
 /// Encodes `pixels` as a JPEG at `quality` (1-100). Sequential unless
 /// `progressive`.
@@ -80,6 +91,19 @@ pub fn jpeg(
         // About a bit per pixel at the usual qualities.
         let capacity = expected / 6 + 1024;
         let mut started = c.start_compress(Vec::with_capacity(capacity))?;
+        if let Some(profile) = pixels.icc.filter(|p| !p.is_empty() && p.len() <= MAX_ICC) {
+            // Numbered from 1, as the ICC specification and libjpeg's
+            // reader require (the crate's own writer counts from 0).
+            let count = profile.len().div_ceil(ICC_CHUNK);
+            let mut segment = Vec::with_capacity(ICC_CHUNK.min(profile.len()) + 14);
+            for (i, chunk) in profile.chunks(ICC_CHUNK).enumerate() {
+                segment.clear();
+                segment.extend_from_slice(icc::TAG);
+                segment.extend([(i + 1) as u8, count as u8]);
+                segment.extend_from_slice(chunk);
+                started.write_marker(Marker::APP(2), &segment);
+            }
+        }
         started.write_scanlines(pixels.bytes)?;
         started.finish()
     };
@@ -118,6 +142,7 @@ mod tests {
             width: 301,
             height: 157,
             gray: false,
+            icc: None,
         };
         let half = jpeg(&pixels, 80, Chroma::Half, false).unwrap();
         let full = jpeg(&pixels, 80, Chroma::Full, false).unwrap();
@@ -132,6 +157,7 @@ mod tests {
             width: 301,
             height: 157,
             gray: true,
+            icc: None,
         };
         assert_eq!(
             layout(&jpeg(&gray, 80, Chroma::Half, false).unwrap()),
@@ -154,6 +180,7 @@ mod tests {
             width: 4,
             height: 4,
             gray: false,
+            icc: None,
         };
         assert!(jpeg(&pixels, 80, Chroma::Half, false).is_err());
         let empty = Pixels {
@@ -161,6 +188,7 @@ mod tests {
             width: 0,
             height: 0,
             gray: true,
+            icc: None,
         };
         assert!(jpeg(&empty, 80, Chroma::Half, false).is_err());
     }

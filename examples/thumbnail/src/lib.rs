@@ -6,7 +6,8 @@
 //! - JPEG input is downscaled while decoding (libjpeg's scaled IDCT: 1/8,
 //!   1/4 or 1/2; a progressive JPEG shrunk by 8 or more is decoded from its
 //!   DC scans alone), then resized with a SIMD Lanczos3 filter;
-//! - written by libjpeg-turbo's encoder, 4:2:0 by default;
+//! - written by libjpeg-turbo's encoder, 4:2:0 by default, with the
+//!   source's ICC colour profile when it describes RGB (or grey) pixels;
 //! - corrupt or unsupported input is a permanent error with the reason.
 //!
 //! Settings come from the environment, as a Lambda function's would:
@@ -16,6 +17,7 @@
 pub mod bombs;
 mod decode;
 mod encode;
+mod icc;
 mod jpeg_layout;
 pub mod samples;
 mod scans;
@@ -174,8 +176,12 @@ pub fn make_thumbnail(
     config: &Config,
     memory_budget: u64,
 ) -> Result<Vec<u8>, ThumbnailError> {
-    let decoded = decode::decode(bytes, config.max_edge, memory_budget)?;
-    let image = flatten(decoded.image);
+    let decode::Decoded {
+        image,
+        orientation,
+        icc: profile,
+    } = decode::decode(bytes, config.max_edge, memory_budget)?;
+    let image = flatten(image);
     let (w, h) = fit_within(image.width(), image.height(), config.max_edge);
     let resized = if (w, h) == (image.width(), image.height()) {
         image
@@ -193,12 +199,14 @@ pub fn make_thumbnail(
         })?
     };
     let mut oriented = resized;
-    oriented.apply_orientation(decoded.orientation);
+    oriented.apply_orientation(orientation);
+    let gray = matches!(oriented, DynamicImage::ImageLuma8(_));
     let pixels = encode::Pixels {
         bytes: oriented.as_bytes(),
         width: oriented.width(),
         height: oriented.height(),
-        gray: matches!(oriented, DynamicImage::ImageLuma8(_)),
+        gray,
+        icc: profile.as_deref().filter(|p| icc::describes(p, gray)),
     };
     encode::jpeg(&pixels, config.quality, config.chroma, false)
         .map_err(|e| ThumbnailError::Process(format!("encode JPEG: {e}")))
@@ -299,7 +307,10 @@ mod tests {
 
     use super::*;
 
-    use crate::samples::{corrupt_jpeg, jpeg, picture, with_exif_orientation};
+    use crate::samples::{
+        corrupt_jpeg, icc_profile, jpeg, picture, progressive_jpeg, with_exif_orientation,
+        with_icc_profile,
+    };
 
     const BUDGET: u64 = 256 * 1024 * 1024;
 
@@ -329,6 +340,39 @@ mod tests {
             dims(&make_thumbnail(&upright, &Config::default(), BUDGET).unwrap()),
             (256, 171)
         );
+    }
+
+    /// The ICC profile a JPEG carries.
+    fn profile_of(jpeg: &[u8]) -> Option<Vec<u8>> {
+        let d = mozjpeg::Decompress::builder()
+            .with_markers(&[mozjpeg::Marker::APP(2)])
+            .from_mem(jpeg)
+            .unwrap();
+        icc::from_app2(d.markers().map(|m| m.data))
+    }
+
+    #[test]
+    fn the_sources_colour_profile_comes_along_when_it_describes_the_thumbnail() {
+        let photo = jpeg(&picture(600, 400, 2), 85);
+        assert_eq!(
+            profile_of(&make_thumbnail(&photo, &Config::default(), BUDGET).unwrap()),
+            None
+        );
+        // Two APP2 segments' worth, through the sequential and the
+        // progressive (DC scans only) paths.
+        let rgb = icc_profile(b"RGB ", 70_000);
+        let wide = progressive_jpeg(&picture(2048, 96, 3), 85, Chroma::Full, false);
+        for source in [&photo, &wide] {
+            let out = make_thumbnail(&with_icc_profile(source, &rgb), &Config::default(), BUDGET);
+            assert_eq!(profile_of(&out.unwrap()).as_deref(), Some(&rgb[..]));
+        }
+        // A CMYK profile does not describe RGB pixels; a grey one does not
+        // either.
+        for space in [b"CMYK", b"GRAY"] {
+            let tagged = with_icc_profile(&photo, &icc_profile(space, 500));
+            let out = make_thumbnail(&tagged, &Config::default(), BUDGET).unwrap();
+            assert_eq!(profile_of(&out), None);
+        }
     }
 
     #[test]

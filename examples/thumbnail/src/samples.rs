@@ -66,8 +66,41 @@ pub fn progressive_jpeg(image: &RgbImage, quality: u8, chroma: Chroma, gray: boo
         width: image.width(),
         height: image.height(),
         gray,
+        icc: None,
     };
     encode::jpeg(&pixels, quality, chroma, true).unwrap_or_default()
+}
+
+/// `jpeg` with `profile` embedded as an ICC profile (APP2 segments after
+/// the start of image).
+pub fn with_icc_profile(jpeg: &[u8], profile: &[u8]) -> Vec<u8> {
+    let chunks: Vec<&[u8]> = profile.chunks(65_519).collect();
+    let mut out = jpeg[..2.min(jpeg.len())].to_vec();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let len = u16::try_from(chunk.len() + 16).unwrap_or(u16::MAX);
+        out.extend_from_slice(&[0xFF, 0xE2]);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(crate::icc::TAG);
+        out.extend([
+            u8::try_from(i + 1).unwrap_or(u8::MAX),
+            u8::try_from(chunks.len()).unwrap_or(u8::MAX),
+        ]);
+        out.extend_from_slice(chunk);
+    }
+    out.extend_from_slice(&jpeg[2.min(jpeg.len())..]);
+    out
+}
+
+/// A blob of `len` bytes (at least 20) shaped like an ICC profile of
+/// colour space `space` (`b"RGB "`, `b"GRAY"`, `b"CMYK"`): enough for the
+/// thumbnailer to carry it, not a usable profile.
+pub fn icc_profile(space: &[u8; 4], len: usize) -> Vec<u8> {
+    let mut p: Vec<u8> = (0..len.max(20)).map(|i| (i % 251) as u8).collect();
+    let size = u32::try_from(p.len()).unwrap_or(u32::MAX);
+    p[..4].copy_from_slice(&size.to_be_bytes());
+    p[12..16].copy_from_slice(b"mntr");
+    p[16..20].copy_from_slice(space);
+    p
 }
 
 /// Inserts an EXIF APP1 segment carrying `orientation` (1-8) after the SOI

@@ -18,14 +18,14 @@
 //! with SOI and end with EOI). Anything this walk does not understand
 //! returns `None`, and the decoder gets the file as it is.
 
-use std::ops::Range;
-
-/// A component of the frame: its id and sampling factors.
+/// A component of the frame: its id, sampling factors, and whether a DC
+/// scan has covered it yet.
 #[derive(Clone, Copy)]
 struct Component {
     id: u8,
     h: u8,
     v: u8,
+    has_dc: bool,
 }
 
 /// `bytes` without the AC scans of its full-resolution components, or
@@ -39,9 +39,9 @@ pub fn without_full_resolution_ac(bytes: &[u8]) -> Option<Vec<u8>> {
     if !bytes.starts_with(&[0xFF, 0xD8]) {
         return None;
     }
-    // Start of image, then what follows it.
-    let mut keep: Vec<Range<usize>> = Vec::with_capacity(16);
-    keep.push(0..2);
+    // Never larger than the input: kept bytes are appended as they come.
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..2]);
     let mut components: Vec<Component> = Vec::new();
     let mut dropped = false;
     let mut at = 2;
@@ -57,14 +57,17 @@ pub fn without_full_resolution_ac(bytes: &[u8]) -> Option<Vec<u8>> {
         at += 1;
         match code {
             0xD9 => {
-                keep.push(start..at);
+                out.extend_from_slice(&bytes[start..at]);
                 break;
             }
             // Markers without a length (TEM, a stray restart).
             0x01 | 0xD0..=0xD7 => {
-                keep.push(start..at);
+                out.extend_from_slice(&bytes[start..at]);
                 continue;
             }
+            // Not a marker libjpeg reads the same way (FF 00 outside a
+            // scan, reserved codes): leave the file alone.
+            0x00 | 0x02..=0xBF => return None,
             _ => {}
         }
         let length = usize::from(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]));
@@ -77,24 +80,21 @@ pub fn without_full_resolution_ac(bytes: &[u8]) -> Option<Vec<u8>> {
             0xC0..=0xCF if !matches!(code, 0xC4 | 0xC8 | 0xCC) => return None,
             0xDA => {
                 let end = scan_end(bytes, at)?;
-                if is_full_resolution_ac(segment, &components)? {
+                if drop_scan(segment, &mut components)? {
                     dropped = true;
                 } else {
-                    keep.push(start..end);
+                    out.extend_from_slice(&bytes[start..end]);
                 }
                 at = end;
                 continue;
             }
             _ => {}
         }
-        keep.push(start..at);
+        out.extend_from_slice(&bytes[start..at]);
     }
-    if !dropped {
+    // Every component has its DC: the copy has an image in it.
+    if !dropped || components.iter().any(|c| !c.has_dc) {
         return None;
-    }
-    let mut out = Vec::with_capacity(keep.iter().map(|r| r.len()).sum());
-    for range in keep {
-        out.extend_from_slice(&bytes[range]);
     }
     Some(out)
 }
@@ -109,25 +109,40 @@ fn frame_components(segment: &[u8]) -> Option<Vec<Component>> {
             id: c[0],
             h: c[1] >> 4,
             v: c[1] & 0x0F,
+            has_dc: false,
         })
         .collect();
     (!components.is_empty()).then_some(components)
 }
 
-/// Whether a scan header's segment starts an AC scan (spectral selection
-/// from 1) of components that are all at full resolution.
-fn is_full_resolution_ac(segment: &[u8], components: &[Component]) -> Option<bool> {
+/// Whether the scan with header `segment` is left out: an AC scan
+/// (spectral selection from 1) of one full-resolution component whose DC
+/// came before it. `None` (leave the file alone) for a header that names
+/// a component the frame lacks or is not well formed.
+fn drop_scan(segment: &[u8], components: &mut [Component]) -> Option<bool> {
     let count = usize::from(*segment.first()?);
-    let ids = segment.get(1..1 + 2 * count)?;
-    let spectral_start = *segment.get(1 + 2 * count)?;
+    if count == 0 || segment.len() != 4 + 2 * count {
+        return None;
+    }
+    let ids = &segment[1..1 + 2 * count];
+    let (spectral_start, spectral_end) = (segment[1 + 2 * count], segment[2 + 2 * count]);
+    if spectral_start > spectral_end || spectral_end > 63 {
+        return None;
+    }
     let max_h = components.iter().map(|c| c.h).max()?;
     let max_v = components.iter().map(|c| c.v).max()?;
-    let mut full = count > 0;
-    for pair in ids.chunks_exact(2) {
-        let component = components.iter().find(|c| c.id == pair[0])?;
-        full &= component.h == max_h && component.v == max_v;
+    if spectral_start == 0 {
+        for pair in ids.chunks_exact(2) {
+            components.iter_mut().find(|c| c.id == pair[0])?.has_dc = true;
+        }
+        return Some(false);
     }
-    Some(spectral_start > 0 && full)
+    // Progressive AC scans carry one component.
+    let component = components.iter().find(|c| c.id == ids[0])?;
+    if count != 1 {
+        return None;
+    }
+    Some(component.h == max_h && component.v == max_v && component.has_dc)
 }
 
 /// Where the entropy-coded data starting at `from` ends: at the first
@@ -180,7 +195,6 @@ mod tests {
                 whole.len()
             );
             assert_eq!(eighth(&lean), eighth(&whole), "{chroma:?}");
-            assert!(decode::decode(&lean, 64, u64::MAX).is_ok());
         }
         let gray = progressive_jpeg(&image, 85, Chroma::Full, true);
         let lean = without_full_resolution_ac(&gray).unwrap();
@@ -188,16 +202,59 @@ mod tests {
         assert_eq!(eighth(&lean), eighth(&gray));
     }
 
+    /// (component ids, spectral start) of every scan of `jpeg`.
+    fn scans(jpeg: &[u8]) -> Vec<(Vec<u8>, u8)> {
+        let mut found = Vec::new();
+        let mut at = 2;
+        while at + 4 <= jpeg.len() {
+            let (code, len) = (
+                jpeg[at + 1],
+                usize::from(u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]])),
+            );
+            if code == 0xDA {
+                let n = usize::from(jpeg[at + 4]);
+                let ids = (0..n).map(|k| jpeg[at + 5 + 2 * k]).collect();
+                found.push((ids, jpeg[at + 5 + 2 * n]));
+                at = scan_end(jpeg, at + 2 + len).unwrap();
+            } else {
+                at += 2 + len;
+            }
+        }
+        found
+    }
+
     #[test]
     fn subsampled_components_keep_their_ac_scans() {
-        let image = picture(256, 256, 5);
-        let full = progressive_jpeg(&image, 85, Chroma::Full, false);
-        let half = progressive_jpeg(&image, 85, Chroma::Half, false);
-        let ratio = |whole: &[u8]| {
-            without_full_resolution_ac(whole).map(|lean| lean.len() as f64 / whole.len() as f64)
+        let half = progressive_jpeg(&picture(256, 256, 5), 85, Chroma::Half, false);
+        let lean = without_full_resolution_ac(&half).unwrap();
+        let ac = |jpeg: &[u8], id: u8| {
+            scans(jpeg)
+                .iter()
+                .filter(|(ids, ss)| *ss > 0 && ids.contains(&id))
+                .count()
         };
-        // 4:2:0 keeps the chroma's AC: a larger share of the file stays.
-        assert!(ratio(&half).unwrap() > ratio(&full).unwrap());
+        // Luma (id 1) loses its AC scans; the 4:2:0 chroma keeps all of
+        // theirs; the DC scans stay.
+        assert!(ac(&half, 1) > 0);
+        assert_eq!(ac(&lean, 1), 0);
+        for chroma in [2, 3] {
+            assert!(ac(&lean, chroma) > 0);
+            assert_eq!(ac(&lean, chroma), ac(&half, chroma));
+        }
+        let dc = |jpeg: &[u8]| scans(jpeg).iter().filter(|(_, ss)| *ss == 0).count();
+        assert_eq!(dc(&lean), dc(&half));
+    }
+
+    #[test]
+    fn the_whole_file_and_its_lean_copy_decode_to_the_same_thumbnail_pixels() {
+        let whole = progressive_jpeg(&picture(2048, 96, 6), 85, Chroma::Half, false);
+        let lean = without_full_resolution_ac(&whole).unwrap();
+        // The lean copy has nothing left to cut: decoded as it is.
+        assert!(without_full_resolution_ac(&lean).is_none());
+        let a = decode::decode(&whole, 256, u64::MAX).unwrap().image;
+        let b = decode::decode(&lean, 256, u64::MAX).unwrap().image;
+        assert_eq!((a.width(), a.height()), (256, 12));
+        assert_eq!(a.as_bytes(), b.as_bytes());
     }
 
     #[test]

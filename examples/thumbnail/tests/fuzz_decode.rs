@@ -56,6 +56,9 @@ fn peak_growth(work: impl FnOnce()) -> u64 {
 fn seeds() -> Vec<Vec<u8>> {
     let picture = samples::picture(48, 32, 7);
     let mut seeds = vec![samples::jpeg(&picture, 80)];
+    // With a colour profile in two APP2 segments, for the profile reader.
+    let profile = samples::icc_profile(b"RGB ", 65_600);
+    seeds.push(samples::with_icc_profile(&seeds[0], &profile));
     // Progressive, wide enough that a 256 px thumbnail decodes at 1/8
     // from the DC scans alone (the scans are cut out of the file first).
     let strip = samples::picture(2048, 96, 7);
