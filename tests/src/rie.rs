@@ -56,12 +56,12 @@ impl Rie {
         let mut response = crate::prom::http_agent(Duration::from_secs(60))
             .post(&url)
             .send(payload.to_string())
-            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+            .unwrap_or_else(|e| panic!("POST {url}: {e}\nlog:\n{}", self.process.log_text()));
         let status = response.status().as_u16();
         let body = response
             .body_mut()
             .read_to_string()
-            .unwrap_or_else(|e| panic!("POST {url}: body: {e}"));
+            .unwrap_or_else(|e| panic!("POST {url}: body: {e}\nlog:\n{}", self.process.log_text()));
         let value = serde_json::from_str(&body).unwrap_or_else(|e| {
             panic!("not JSON ({e}): {body}\nlog:\n{}", self.process.log_text())
         });
