@@ -6,6 +6,7 @@
 #   bench/sqs-worker.sh                         # 20000 messages, best of 3
 #   MESSAGES=50000 ROUNDS=5 CONCURRENCY=16 bench/sqs-worker.sh
 #   LATENCY_MS=5 bench/sqs-worker.sh            # 5 ms each way, as to SQS
+#   ROUNDS=0 STARTS=50 bench/sqs-worker.sh      # the start-up trial alone
 #
 # LATENCY_MS puts toxiproxy (built from its Go module into the tool cache)
 # between the contenders and the server, delaying every request and every
@@ -18,6 +19,10 @@
 # the baseline does nothing but receive and delete. Each ratio (rate and
 # CPU per message, shoal / baseline) comes with a 95% bootstrap interval
 # over the paired rounds (bench/lib/paired.py).
+#
+# Then the start-up trial: STARTS starts of each (taking turns), each on a
+# fresh queue holding 10 messages, timed from the spawn until the
+# contender's "first receive" line reaches the driver; paired by start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +30,7 @@ MESSAGES="${MESSAGES:-20000}"
 ROUNDS="${ROUNDS:-3}"
 CONCURRENCY="${CONCURRENCY:-8}"
 LATENCY_MS="${LATENCY_MS:-0}"
+STARTS="${STARTS:-30}"
 TOXIPROXY_VERSION=v2.5.0
 
 # ElasticMQ's jars (and Java, Maven) come with the test dependencies.
@@ -89,8 +95,18 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "server: ElasticMQ $ELASTICMQ_VERSION on 127.0.0.1:$port; $MESSAGES messages; concurrency $CONCURRENCY; $ROUNDS rounds + 1 warm-up"
 echo "pinning: server ${server_cpu[*]:-none}, contenders ${contender_cpu:-none}"
 echo "added latency: ${LATENCY_MS} ms each way (contenders reach the server at $contender_endpoint)"
-SERVER_PID=$server "$bin/sqs-bench" "$AWS_ENDPOINT_URL" "$MESSAGES" "$ROUNDS" "$work" \
-  "shoal=AWS_ENDPOINT_URL=$contender_endpoint exec $contender_cpu$bin/noop worker --queue \"\$QUEUE\" --concurrency $CONCURRENCY" \
-  "baseline=AWS_ENDPOINT_URL=$contender_endpoint exec $contender_cpu$bin/sqs-baseline \"\$QUEUE\" $CONCURRENCY" | tee "$work/out.txt"
+shoal="AWS_ENDPOINT_URL=$contender_endpoint exec $contender_cpu$bin/noop worker --queue \"\$QUEUE\" --concurrency $CONCURRENCY"
+baseline="AWS_ENDPOINT_URL=$contender_endpoint exec $contender_cpu$bin/sqs-baseline \"\$QUEUE\" $CONCURRENCY"
+: >"$work/out.txt"
+if [ "$ROUNDS" != 0 ]; then
+  SERVER_PID=$server "$bin/sqs-bench" "$AWS_ENDPOINT_URL" "$MESSAGES" "$ROUNDS" "$work" \
+    "shoal=$shoal" "baseline=$baseline" | tee -a "$work/out.txt"
+fi
+if [ "$STARTS" != 0 ]; then
+  echo
+  echo "start-up: $STARTS starts each + 1 warm-up, spawn to the first receive's answer"
+  "$bin/sqs-bench" startup "$AWS_ENDPOINT_URL" "$STARTS" "$work" \
+    "shoal=$shoal" "baseline=$baseline" | tee -a "$work/out.txt"
+fi
 echo
 sed -n 's/^sample //p' "$work/out.txt" | python3 bench/lib/paired.py shoal baseline

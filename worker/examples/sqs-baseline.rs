@@ -5,6 +5,8 @@
 //!
 //!     sqs-baseline QUEUE_URL CONCURRENCY
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
@@ -18,7 +20,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 async fn consume(
     client: aws_sdk_sqs::Client,
     url: String,
-    mut report_first: bool,
+    reported: Arc<AtomicBool>,
     started: Instant,
 ) -> Result<(), BoxError> {
     loop {
@@ -29,12 +31,13 @@ async fn consume(
             .wait_time_seconds(20)
             .send()
             .await?;
-        if report_first {
+        // The first answer of any task (with few messages waiting, one
+        // task takes them all and the others wait out their long poll).
+        if !reported.swap(true, Ordering::Relaxed) {
             eprintln!(
                 "first receive since_start_ms={:.1}",
                 started.elapsed().as_secs_f64() * 1000.0
             );
-            report_first = false;
         }
         let mut delete = client.delete_message_batch().queue_url(&url);
         let mut any = false;
@@ -66,8 +69,14 @@ async fn main() -> Result<(), BoxError> {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let client = aws_sdk_sqs::Client::new(&config);
     let mut tasks = tokio::task::JoinSet::new();
-    for task in 0..concurrency {
-        tasks.spawn(consume(client.clone(), url.clone(), task == 0, started));
+    let reported = Arc::new(AtomicBool::new(false));
+    for _ in 0..concurrency {
+        tasks.spawn(consume(
+            client.clone(),
+            url.clone(),
+            reported.clone(),
+            started,
+        ));
     }
     while let Some(done) = tasks.join_next().await {
         done??;
