@@ -72,7 +72,8 @@ async fn warm_up(client: &aws_sdk_sqs::Client, dlq_arn: &str) -> Result<(), BoxE
                     client
                         .get_queue_attributes()
                         .queue_url(&url)
-                        .attribute_names(QueueAttributeName::All)
+                        .attribute_names(QueueAttributeName::VisibilityTimeout)
+                        .attribute_names(QueueAttributeName::RedrivePolicy)
                         .send()
                         .await?,
                 ),

@@ -174,7 +174,10 @@ impl SqsQueue {
         let attributes = client
             .get_queue_attributes()
             .queue_url(&url)
-            .attribute_names(QueueAttributeName::All)
+            // The two start-up reads, not `All` (which has the server count
+            // the queue's messages for nothing).
+            .attribute_names(QueueAttributeName::VisibilityTimeout)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
             .send()
             .await
             .map_err(|e| {
