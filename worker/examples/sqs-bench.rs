@@ -23,38 +23,40 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use futures_util::{StreamExt, TryStreamExt};
 
 mod bench;
 use bench::{BoxError, Report, Run};
 
+/// Runs `call(i)` for every `i` in `0..n`, 16 at a time; the first error
+/// ends it.
+async fn concurrently<F, Fut>(n: usize, call: F) -> Result<(), BoxError>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<(), BoxError>>,
+{
+    futures_util::stream::iter(0..n)
+        .map(Ok)
+        .try_for_each_concurrent(16, call)
+        .await
+}
+
 async fn fill(client: &aws_sdk_sqs::Client, url: &str, messages: usize) -> Result<(), BoxError> {
-    let mut sends = tokio::task::JoinSet::new();
-    for batch in 0..messages.div_ceil(10) {
-        let (client, url) = (client.clone(), url.to_owned());
+    concurrently(messages.div_ceil(10), |batch| async move {
         let size = (messages - batch * 10).min(10);
-        sends.spawn(async move {
-            let mut call = client.send_message_batch().queue_url(&url);
-            for i in 0..size {
-                call = call.entries(
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(format!("{{\"n\":{}}}", batch * 10 + i))
-                        .build()?,
-                );
-            }
-            call.send().await?;
-            Ok::<(), BoxError>(())
-        });
-        if sends.len() >= 16
-            && let Some(done) = sends.join_next().await
-        {
-            done??;
+        let mut call = client.send_message_batch().queue_url(url);
+        for i in 0..size {
+            call = call.entries(
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(format!("{{\"n\":{}}}", batch * 10 + i))
+                    .build()?,
+            );
         }
-    }
-    while let Some(done) = sends.join_next().await {
-        done??;
-    }
-    Ok(())
+        call.send().await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Calls of every kind a contender makes at start-up, a few thousand
@@ -63,48 +65,38 @@ async fn fill(client: &aws_sdk_sqs::Client, url: &str, messages: usize) -> Resul
 /// times slower).
 async fn warm_up(client: &aws_sdk_sqs::Client, dlq_arn: &str) -> Result<(), BoxError> {
     let url = create_queue(client, "startup-warm-up", dlq_arn).await?;
-    let mut calls = tokio::task::JoinSet::new();
-    for i in 0..3000 {
-        let (client, url) = (client.clone(), url.clone());
-        calls.spawn(async move {
-            match i % 3 {
-                0 => drop(
-                    client
-                        .get_queue_attributes()
-                        .queue_url(&url)
-                        .attribute_names(QueueAttributeName::VisibilityTimeout)
-                        .attribute_names(QueueAttributeName::RedrivePolicy)
-                        .send()
-                        .await?,
-                ),
-                1 => drop(
-                    client
-                        .get_queue_url()
-                        .queue_name("startup-warm-up")
-                        .send()
-                        .await?,
-                ),
-                _ => drop(
-                    client
-                        .receive_message()
-                        .queue_url(&url)
-                        .max_number_of_messages(10)
-                        .send()
-                        .await?,
-                ),
-            }
-            Ok::<(), BoxError>(())
-        });
-        if calls.len() >= 16
-            && let Some(done) = calls.join_next().await
-        {
-            done??;
+    let url = url.as_str();
+    concurrently(3000, |i| async move {
+        match i % 3 {
+            0 => drop(
+                client
+                    .get_queue_attributes()
+                    .queue_url(url)
+                    .attribute_names(QueueAttributeName::VisibilityTimeout)
+                    .attribute_names(QueueAttributeName::RedrivePolicy)
+                    .send()
+                    .await?,
+            ),
+            1 => drop(
+                client
+                    .get_queue_url()
+                    .queue_name("startup-warm-up")
+                    .send()
+                    .await?,
+            ),
+            _ => drop(
+                client
+                    .receive_message()
+                    .queue_url(url)
+                    .max_number_of_messages(10)
+                    .send()
+                    .await?,
+            ),
         }
-    }
-    while let Some(done) = calls.join_next().await {
-        done??;
-    }
-    client.delete_queue().queue_url(&url).send().await?;
+        Ok(())
+    })
+    .await?;
+    client.delete_queue().queue_url(url).send().await?;
     Ok(())
 }
 
