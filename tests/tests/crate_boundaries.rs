@@ -99,3 +99,15 @@ fn a_lambda_only_handler_carries_no_queue_client_server_or_progress_bar() {
         assert!(full.contains(mode), "the default build without {mode}");
     }
 }
+
+#[test]
+fn no_handler_build_carries_a_regex_engine_for_its_log_filter() {
+    // RUST_LOG's span filters need regex-automata and its Unicode tables:
+    // ten thousand relocations every start pays, about 50 of a Lambda
+    // cold start's 380 page faults (BENCHMARKS.md). The worker parses
+    // target=level directives without one; the AWS SDK's regex-lite stays.
+    let banned = ["regex", "regex-automata", "regex-syntax", "matchers"];
+    for features in [None, Some("lambda,s3"), Some("sqs,s3,http")] {
+        assert_free_of("thumbnail", features, &banned);
+    }
+}

@@ -476,3 +476,54 @@ fn an_input_list_runs_exactly_the_keys_it_names_and_refuses_others() {
         "{stderr}"
     );
 }
+
+#[test]
+fn rust_log_sets_the_levels_and_an_unusable_value_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("event.json");
+    std::fs::write(&event, r#"{"key": "photo-0001.jpg"}"#).unwrap();
+    let out = dir.path().join("out");
+    let invoke = |rust_log: Option<&str>| -> Vec<serde_json::Value> {
+        let mut cmd = thumbnail(&[
+            "invoke",
+            "--event",
+            event.to_str().unwrap(),
+            "--input",
+            samples().to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        if let Some(value) = rust_log {
+            cmd.env("RUST_LOG", value);
+        }
+        let run = cmd.output().unwrap();
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+        text(&run.stderr)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    };
+    let said = |lines: &[serde_json::Value], level: &str, words: &str| {
+        lines.iter().any(|l| {
+            l["level"] == level && l["message"].as_str().is_some_and(|m| m.contains(words))
+        })
+    };
+    // The default is info: the handler's set-up time is a debug line.
+    let default = invoke(None);
+    assert!(
+        !said(&default, "DEBUG", "handler initialised"),
+        "{default:?}"
+    );
+    let debug = invoke(Some("warn,shoal_worker=debug"));
+    assert!(said(&debug, "DEBUG", "handler initialised"), "{debug:?}");
+    // A span filter (which needs a regex engine the worker does not carry)
+    // or a malformed directive: reported, and the default applies.
+    for bad in ["shoal_worker[invoke]=debug", "shoal_worker=loud"] {
+        let lines = invoke(Some(bad));
+        assert!(
+            said(&lines, "WARN", &format!("RUST_LOG \"{bad}\"")),
+            "{lines:?}"
+        );
+        assert!(!said(&lines, "DEBUG", "handler initialised"), "{lines:?}");
+    }
+}
