@@ -421,3 +421,50 @@ async fn a_dead_letter_the_broker_keeps_refusing_stops_after_the_last_attempt_pl
     assert_eq!(rabbit.ready(REFUSING).await, 0);
     stop(&mut worker);
 }
+
+/// Without `--input`, object references name their bucket (S3 events). The
+/// worker below writes to a folder, so its S3 client is built on the first
+/// message, from the configuration loaded then (the unit tests of
+/// `Stores` show that nothing is loaded at start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_input_an_s3_event_is_read_by_a_client_built_on_first_use() {
+    let bed = Bed::start().await;
+    upload(&bed.s3, "photos", &["in/cat.jpg".to_owned()], &tiny_jpeg()).await;
+    let out = bed.dir.path().join("out");
+    let mut env = bed.moto.env();
+    env.push(("SHOAL_WAIT_TIME", "1".into()));
+    let url = bed.rabbit.queue_url(QUEUE);
+    let mut worker = Proc::spawn(
+        BIN,
+        &["worker", "--queue", &url, "--output", out.to_str().unwrap()],
+        &env,
+        &bed.dir.path().join("worker.log"),
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the worker connected",
+        || worker.log_text().contains("queue connected").then_some(()),
+        || worker.log_text(),
+    );
+    let event =
+        r#"{"Records":[{"s3":{"bucket":{"name":"photos"},"object":{"key":"in/cat.jpg"}}}]}"#;
+    bed.rabbit.publish(QUEUE, &[event.to_owned()]).await;
+    let thumbnail = out.join("in/cat.jpg");
+    wait_until(
+        Duration::from_secs(60),
+        "the thumbnail",
+        || thumbnail.exists().then_some(()),
+        || worker.log_text(),
+    );
+    // A reference to a bucket that does not exist is the item's failure,
+    // not the worker's.
+    let missing = r#"{"Records":[{"s3":{"bucket":{"name":"nowhere"},"object":{"key":"a.jpg"}}}]}"#;
+    bed.rabbit.publish(QUEUE, &[missing.to_owned()]).await;
+    wait_until(
+        Duration::from_secs(60),
+        "the missing object dead-lettered",
+        || worker.log_text().contains("nowhere").then_some(()),
+        || worker.log_text(),
+    );
+    stop(&mut worker);
+}

@@ -39,7 +39,9 @@ pub(crate) async fn lambda_mode<H: Handler>(
         config.memory_mib = mib;
     }
     let mut stores = setup.stores();
-    let input = stores.input_or_any_bucket(args.input.as_ref()).await?;
+    let input = stores
+        .input_or_any_bucket(args.input.as_ref(), false)
+        .await?;
     let output = stores.open_optional(args.output.as_ref()).await?;
     tracing::debug!(
         init_ms = setup.started.elapsed().as_secs_f64() * 1000.0,

@@ -31,7 +31,9 @@ pub(crate) async fn worker_mode<H: Handler>(
         return Err(without("SQS", "sqs"));
     }
     let mut stores = setup.stores();
-    let input = stores.input_or_any_bucket(args.input.as_ref()).await?;
+    let input = stores
+        .input_or_any_bucket(args.input.as_ref(), true)
+        .await?;
     let output = stores.open_optional(args.output.as_ref()).await?;
     let config = setup.config;
     let wait = Duration::from_secs(u64::from(args.wait_time));

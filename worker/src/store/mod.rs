@@ -12,7 +12,7 @@ pub use local::LocalStore;
 pub use location::Location;
 pub use open::{StoreLimits, Stores};
 #[cfg(feature = "s3")]
-pub use s3::{S3Store, s3_client, sdk_config};
+pub use s3::{S3Store, SharedS3, s3_client, sdk_config};
 
 use std::fmt::Debug;
 

@@ -46,20 +46,22 @@ impl StoreLimits {
 pub struct Stores {
     limits: StoreLimits,
     #[cfg(any(feature = "s3", feature = "sqs"))]
-    aws: Option<aws_config::SdkConfig>,
+    aws: Arc<tokio::sync::OnceCell<aws_config::SdkConfig>>,
     #[cfg(feature = "s3")]
-    s3: Option<aws_sdk_s3::Client>,
+    s3: super::SharedS3,
 }
 
 impl Stores {
     /// Stores opened under `limits`.
     pub fn new(limits: StoreLimits) -> Self {
+        #[cfg(any(feature = "s3", feature = "sqs"))]
+        let aws = Arc::<tokio::sync::OnceCell<aws_config::SdkConfig>>::default();
         Self {
-            limits,
-            #[cfg(any(feature = "s3", feature = "sqs"))]
-            aws: None,
             #[cfg(feature = "s3")]
-            s3: None,
+            s3: super::SharedS3::new(aws.clone(), limits.force_path_style),
+            #[cfg(any(feature = "s3", feature = "sqs"))]
+            aws,
+            limits,
         }
     }
 
@@ -71,22 +73,15 @@ impl Stores {
     /// The AWS configuration from the default chain, loaded once.
     #[cfg(any(feature = "s3", feature = "sqs"))]
     pub async fn aws(&mut self) -> aws_config::SdkConfig {
-        if let Some(config) = &self.aws {
-            return config.clone();
-        }
-        let config = shoal_clients::aws::sdk_config().await;
-        self.aws = Some(config.clone());
-        config
+        self.aws
+            .get_or_init(shoal_clients::aws::sdk_config)
+            .await
+            .clone()
     }
 
     #[cfg(feature = "s3")]
     async fn s3(&mut self) -> aws_sdk_s3::Client {
-        if let Some(client) = &self.s3 {
-            return client.clone();
-        }
-        let client = shoal_clients::s3::s3_client(&self.aws().await, self.limits.force_path_style);
-        self.s3 = Some(client.clone());
-        client
+        self.s3.client().await.clone()
     }
 
     /// The store `location` names; a local listing skips `exclude`.
@@ -114,19 +109,35 @@ impl Stores {
     }
 
     /// The store `location` names, or, without one, S3 for object
-    /// references that name their own bucket (S3 events).
+    /// references that name their own bucket (S3 events). With
+    /// `client_on_first_use`, that S3 store loads the AWS configuration and
+    /// builds its client on its first request, not now (a queue worker
+    /// whose messages may never name an S3 object); without, now (Lambda's
+    /// init phase, which is where a function builds its clients).
     pub async fn input_or_any_bucket(
         &mut self,
         location: Option<&Location>,
+        #[cfg_attr(
+            not(feature = "s3"),
+            expect(unused_variables, reason = "without S3 there is no client to build")
+        )]
+        client_on_first_use: bool,
     ) -> Result<Arc<dyn ObjectStore>> {
         match location {
             Some(location) => self.open(location, &[]).await,
             #[cfg(feature = "s3")]
-            None => Ok(Arc::new(
-                super::S3Store::any_bucket(self.s3().await)
-                    .with_max_object_bytes(self.limits.max_object_bytes)
-                    .with_allowed_buckets(self.limits.allowed_buckets.clone()),
-            )),
+            None => {
+                let store = if client_on_first_use {
+                    super::S3Store::any_bucket_on_first_use(self.s3.clone())
+                } else {
+                    super::S3Store::any_bucket(self.s3().await)
+                };
+                Ok(Arc::new(
+                    store
+                        .with_max_object_bytes(self.limits.max_object_bytes)
+                        .with_allowed_buckets(self.limits.allowed_buckets.clone()),
+                ))
+            }
             // Without S3 nothing could read what such a reference names.
             #[cfg(not(feature = "s3"))]
             None => Err(crate::error::Error::without_feature(
@@ -153,4 +164,30 @@ impl Stores {
 #[cfg(not(feature = "s3"))]
 fn without_s3(location: &Location) -> crate::error::Error {
     crate::error::Error::without_feature(&location.to_string(), "S3", "s3")
+}
+
+#[cfg(all(test, feature = "s3"))]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a panic is how a test reports failure"
+    )]
+
+    use super::{StoreLimits, Stores};
+
+    fn stores() -> Stores {
+        Stores::new(StoreLimits::new(None, 1024, None))
+    }
+
+    #[tokio::test]
+    async fn the_any_bucket_store_loads_the_aws_configuration_when_asked_to() {
+        // A queue worker: nothing until an S3 object is read.
+        let mut worker = stores();
+        let _input = worker.input_or_any_bucket(None, true).await.unwrap();
+        assert!(!worker.aws.initialized());
+        // Lambda's init phase: loaded and built now.
+        let mut function = stores();
+        let _input = function.input_or_any_bucket(None, false).await.unwrap();
+        assert!(function.aws.initialized());
+    }
 }

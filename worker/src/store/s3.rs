@@ -1,7 +1,10 @@
 //! An S3 bucket prefix as an object store (aws-sdk-s3). Works with any
 //! S3-compatible server: `AWS_ENDPOINT_URL` points the SDK at it.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use aws_config::SdkConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
@@ -13,12 +16,54 @@ use crate::message::ObjectRef;
 pub use shoal_clients::aws::sdk_config;
 pub use shoal_clients::s3::s3_client;
 
+/// The AWS configuration and the S3 client of a process, shared by its
+/// stores, each made at most once and only when first asked for.
+#[derive(Debug, Clone, Default)]
+pub struct SharedS3 {
+    aws: Arc<tokio::sync::OnceCell<SdkConfig>>,
+    client: Arc<tokio::sync::OnceCell<Client>>,
+    force_path_style: Option<bool>,
+}
+
+impl SharedS3 {
+    /// Made from the configuration in `aws` (loaded from the default chain
+    /// if nothing has loaded it yet); `force_path_style` as
+    /// [`s3_client`]'s.
+    pub fn new(aws: Arc<tokio::sync::OnceCell<SdkConfig>>, force_path_style: Option<bool>) -> Self {
+        Self {
+            aws,
+            client: Arc::default(),
+            force_path_style,
+        }
+    }
+
+    /// The AWS configuration, loaded on the first call.
+    pub async fn aws(&self) -> &SdkConfig {
+        self.aws.get_or_init(sdk_config).await
+    }
+
+    /// The S3 client, built on the first call.
+    pub async fn client(&self) -> &Client {
+        self.client
+            .get_or_init(|| async { s3_client(self.aws().await, self.force_path_style) })
+            .await
+    }
+}
+
+/// Where a store's client comes from.
+#[derive(Debug, Clone)]
+enum ClientSource {
+    Built(Client),
+    /// Built on the store's first request.
+    OnFirstUse(SharedS3),
+}
+
 /// Objects under `prefix` in `bucket`. Keys given to and returned by the
 /// store are relative to the prefix; an [`ObjectRef`] naming its own bucket
 /// (from an S3 event) is read with its key as is.
 #[derive(Debug, Clone)]
 pub struct S3Store {
-    client: Client,
+    client: ClientSource,
     bucket: String,
     prefix: String,
     max_object_bytes: u64,
@@ -29,7 +74,7 @@ impl S3Store {
     /// A store over `s3://bucket/prefix` (`prefix` empty or ending in `/`).
     pub fn new(client: Client, bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
         Self {
-            client,
+            client: ClientSource::Built(client),
             bucket: bucket.into(),
             prefix: prefix.into(),
             max_object_bytes: u64::MAX,
@@ -78,6 +123,26 @@ impl S3Store {
         Self::new(client, "", "")
     }
 
+    /// [`S3Store::any_bucket`] with `shared`'s client, which is built (and
+    /// the AWS configuration loaded) on the store's first request: a
+    /// worker whose messages never name an S3 object never pays for them.
+    pub fn any_bucket_on_first_use(shared: SharedS3) -> Self {
+        Self {
+            client: ClientSource::OnFirstUse(shared),
+            bucket: String::new(),
+            prefix: String::new(),
+            max_object_bytes: u64::MAX,
+            allowed_buckets: None,
+        }
+    }
+
+    async fn client(&self) -> &Client {
+        match &self.client {
+            ClientSource::Built(client) => client,
+            ClientSource::OnFirstUse(shared) => shared.client().await,
+        }
+    }
+
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
@@ -102,7 +167,8 @@ impl ObjectStore for S3Store {
         let bucket = bucket.as_str();
         let location = format!("s3://{bucket}/{key}");
         let output = self
-            .client
+            .client()
+            .await
             .get_object()
             .bucket(bucket)
             .key(&key)
@@ -152,7 +218,8 @@ impl ObjectStore for S3Store {
 
     async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
         let key = self.full_key(key);
-        self.client
+        self.client()
+            .await
             .put_object()
             .bucket(&self.bucket)
             .key(&key)
@@ -173,7 +240,8 @@ impl ObjectStore for S3Store {
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         let key = self.full_key(key);
         match self
-            .client
+            .client()
+            .await
             .head_object()
             .bucket(&self.bucket)
             .key(&key)
@@ -194,7 +262,8 @@ impl ObjectStore for S3Store {
 
     async fn list(&self) -> Result<Vec<ObjectRef>, StoreError> {
         let mut pages = self
-            .client
+            .client()
+            .await
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(&self.prefix)
