@@ -73,8 +73,16 @@ pub struct S3Store {
 impl S3Store {
     /// A store over `s3://bucket/prefix` (`prefix` empty or ending in `/`).
     pub fn new(client: Client, bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
+        Self::from_source(ClientSource::Built(client), bucket, prefix)
+    }
+
+    fn from_source(
+        client: ClientSource,
+        bucket: impl Into<String>,
+        prefix: impl Into<String>,
+    ) -> Self {
         Self {
-            client: ClientSource::Built(client),
+            client,
             bucket: bucket.into(),
             prefix: prefix.into(),
             max_object_bytes: u64::MAX,
@@ -127,13 +135,7 @@ impl S3Store {
     /// the AWS configuration loaded) on the store's first request: a
     /// worker whose messages never name an S3 object never pays for them.
     pub fn any_bucket_on_first_use(shared: SharedS3) -> Self {
-        Self {
-            client: ClientSource::OnFirstUse(shared),
-            bucket: String::new(),
-            prefix: String::new(),
-            max_object_bytes: u64::MAX,
-            allowed_buckets: None,
-        }
+        Self::from_source(ClientSource::OnFirstUse(shared), "", "")
     }
 
     async fn client(&self) -> &Client {
