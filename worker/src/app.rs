@@ -67,16 +67,11 @@ where
     // Under Lambda (or an emulator) the binary gets no arguments: its
     // configuration is the function's environment.
     #[cfg(feature = "lambda")]
-    let under_lambda = lambda::detected();
-    #[cfg(not(feature = "lambda"))]
-    let under_lambda = false;
-    let cli = if under_lambda {
+    if lambda::detected() {
         let argv0 = std::env::args_os().next().unwrap_or_else(|| "shoal".into());
-        Cli::parse_args([argv0, "lambda".into()])
-    } else {
-        Cli::parse_args(std::env::args_os())
-    };
-    main_parsed(cli, init)
+        return main_parsed(Cli::parse_lambda(argv0), init);
+    }
+    main_parsed(Cli::parse_args(std::env::args_os()), init)
 }
 
 /// Like [`main_with`], for a command line the caller parsed (a binary that

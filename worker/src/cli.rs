@@ -54,6 +54,41 @@ impl Cli {
             .unwrap_or_else(|e| e.exit());
         Self::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut command).exit())
     }
+
+    /// The settings of a Lambda function: its variables (`SHOAL_*`), as
+    /// `lambda` reads them, exiting with clap's error for a bad value.
+    ///
+    /// Under Lambda there is no command line. The command built here holds
+    /// only the common and the Lambda settings, as one flat command: no
+    /// other mode's arguments, no subcommand, nothing to propagate (the
+    /// whole command line was a fifth of a cold start's instructions).
+    #[cfg(feature = "lambda")]
+    pub fn parse_lambda(argv0: std::ffi::OsString) -> Self {
+        Self::try_parse_lambda_from([argv0]).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Cli::parse_lambda`] over `args` (the first is the binary's name).
+    #[cfg(feature = "lambda")]
+    pub fn try_parse_lambda_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::FromArgMatches;
+        let command = clap::Command::new("shoal");
+        // Global arguments are for subcommands, and there is none here.
+        let mut command = LambdaArgs::augment_args(CommonArgs::augment_args(command))
+            .mut_args(|arg| arg.global(false));
+        let mut matches = command.try_get_matches_from_mut(args)?;
+        let common =
+            CommonArgs::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))?;
+        let lambda =
+            LambdaArgs::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))?;
+        Ok(Self {
+            command: Command::Lambda(lambda),
+            common,
+        })
+    }
 }
 
 fn hide_env_values(command: clap::Command) -> clap::Command {
@@ -441,6 +476,46 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// Under Lambda the flat command reads what `lambda` reads, and
+    /// refuses what it refuses.
+    #[cfg(feature = "lambda")]
+    #[test]
+    fn lambda_settings_parse_as_the_lambda_command_does() {
+        let settings = [
+            "--timeout",
+            "30",
+            "--memory-mib",
+            "2048",
+            "--output",
+            "s3://thumbs/out",
+            "--allowed-buckets",
+            "a,b",
+            "--pushgateway-url",
+            "http://gw:9091",
+            "--invocation-logs",
+            "none",
+        ];
+        let flat = Cli::try_parse_lambda_from(std::iter::once("t").chain(settings)).unwrap();
+        let full = Cli::try_parse_from(["t", "lambda"].into_iter().chain(settings)).unwrap();
+        assert_eq!(format!("{flat:?}"), format!("{full:?}"));
+        assert!(flat.command.is_lambda());
+        assert_eq!(flat.common.timeout(), Duration::from_secs(30));
+        let defaults = Cli::try_parse_lambda_from(["t"]).unwrap();
+        assert_eq!(
+            format!("{defaults:?}"),
+            format!("{:?}", Cli::try_parse_from(["t", "lambda"]).unwrap())
+        );
+        for (flag, bad) in [
+            ("--timeout", "soon"),
+            ("--memory-mib", "64"),
+            ("--pushgateway-timeout", "61"),
+            ("--log-format", "xml"),
+        ] {
+            let error = Cli::try_parse_lambda_from(["t", flag, bad]).unwrap_err();
+            assert!(error.to_string().contains(bad), "{flag} {bad}: {error}");
+        }
     }
 
     #[cfg(feature = "local")]

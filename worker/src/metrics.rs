@@ -35,12 +35,12 @@ pub struct Metrics {
     pub dead_letter_errors: IntCounter,
     /// `shoal_batch_items{state}` (local mode progress).
     pub batch_items: IntGaugeVec,
-    /// Queue consumer metrics (`worker` mode).
-    pub queue: QueueMetrics,
 }
 
 /// Metrics of the queue consumer: what SQS's CloudWatch metrics say about a
-/// queue, seen from the consumer.
+/// queue, seen from the consumer. Only `worker` registers them (see
+/// [`QueueMetrics::register`]): a Lambda function or a local run has no
+/// queue of its own to report on.
 #[derive(Clone)]
 pub struct QueueMetrics {
     /// `shoal_messages_received_total`.
@@ -96,6 +96,18 @@ const AGE_BUCKETS: [f64; 14] = [
 ];
 
 impl QueueMetrics {
+    /// Creates the queue consumer's metrics in `metrics`' registry.
+    ///
+    /// # Errors
+    /// When they are registered there already.
+    pub fn register(metrics: &Metrics) -> Result<Self, prometheus::Error> {
+        let queue = Self::new()?;
+        for collector in queue.collectors() {
+            metrics.registry.register(collector)?;
+        }
+        Ok(queue)
+    }
+
     fn new() -> Result<Self, prometheus::Error> {
         let counter = |name: &str, help: &str| IntCounter::new(name, help);
         let metrics = Self {
@@ -174,6 +186,12 @@ impl QueueMetrics {
     }
 }
 
+impl std::fmt::Debug for QueueMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueMetrics").finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
@@ -188,7 +206,8 @@ const DURATION_BUCKETS: [f64; 18] = [
 ];
 
 impl Metrics {
-    /// Creates and registers every metric.
+    /// Creates and registers the metrics of every mode (the queue
+    /// consumer's are [`QueueMetrics::register`]ed by `worker`).
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let invocations = IntCounterVec::new(
@@ -266,10 +285,6 @@ impl Metrics {
         ] {
             registry.register(collector)?;
         }
-        let queue = QueueMetrics::new()?;
-        for collector in queue.collectors() {
-            registry.register(collector)?;
-        }
         // Pre-create every label value so dashboards see zeros, not gaps.
         let invocations_succeeded = invocations.with_label_values(&["success"]);
         let invocations_failed = invocations.with_label_values(&["error"]);
@@ -292,7 +307,6 @@ impl Metrics {
             dead_letters,
             dead_letter_errors,
             batch_items,
-            queue,
         })
     }
 
@@ -316,6 +330,16 @@ mod tests {
     #[test]
     fn every_series_is_exposed_with_shoal_prefix() {
         let metrics = Metrics::new().unwrap();
+        let without_queue = metrics.encode().unwrap();
+        assert!(
+            !without_queue.contains("shoal_messages_received_total"),
+            "only a queue worker reports on a queue:\n{without_queue}"
+        );
+        QueueMetrics::register(&metrics).unwrap();
+        assert!(
+            QueueMetrics::register(&metrics).is_err(),
+            "registered twice"
+        );
         metrics.duration.observe(0.01);
         let text = metrics.encode().unwrap();
         for name in [

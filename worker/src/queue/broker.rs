@@ -39,7 +39,7 @@ pub(super) async fn record_results<H: Handler, T: Transport>(
     match store.put(&key, body, "application/x-ndjson").await {
         Ok(()) => true,
         Err(e) => {
-            shared.engine.metrics().queue.failed("record_results");
+            shared.metrics.failed("record_results");
             warn!(message_id = %delivery.message_id, chunk = %chunk, error = %e, "cannot record the items' results; releasing the message to run it again");
             false
         }
@@ -96,12 +96,12 @@ pub(super) async fn settle<H: Handler, T: Transport>(
                 .await
             {
                 Ok(()) => {
-                    shared.engine.metrics().queue.requeued.inc();
+                    shared.metrics.requeued.inc();
                     debug!(message_id = %delivery.message_id, pending = pending.len(), "unfinished items re-sent");
                     delete(shared, delivery).await;
                 }
                 Err(e) => {
-                    shared.engine.metrics().queue.failed("requeue");
+                    shared.metrics.failed("requeue");
                     warn!(message_id = %delivery.message_id, error = %e, "cannot re-send unfinished items; releasing the whole message");
                     release(shared, delivery, delay).await;
                 }
@@ -113,7 +113,7 @@ pub(super) async fn settle<H: Handler, T: Transport>(
 /// Forgets a delivery the broker took back: nothing can settle it, and the
 /// broker delivers it again.
 pub(super) fn let_go<H: Handler, T: Transport>(shared: &Shared<H, T>, delivery: &Delivery) {
-    shared.engine.metrics().queue.revoked.inc();
+    shared.metrics.revoked.inc();
     info!(
         message_id = %delivery.message_id,
         "the queue took the message back (connection lost); it will be delivered again"
@@ -132,15 +132,14 @@ pub(super) async fn dead_letter<H: Handler, T: Transport>(
     letter: &DeadLetter,
     items: usize,
 ) -> bool {
-    let metrics = shared.engine.metrics();
     match shared.transport.dead_letter(delivery, letter).await {
         Ok(()) => {
-            metrics.queue.dead_lettered.inc();
+            shared.metrics.dead_lettered.inc();
             true
         }
         Err(e) => {
-            metrics.dead_letter_errors.inc();
-            metrics.queue.failed("dead_letter");
+            shared.engine.metrics().dead_letter_errors.inc();
+            shared.metrics.failed("dead_letter");
             let attempt = delivery.attempt();
             if attempt
                 > shared
@@ -160,7 +159,7 @@ pub(super) async fn dead_letter<H: Handler, T: Transport>(
                     "cannot dead-letter, again; handing the message to the queue's own dead-lettering"
                 );
                 if let Err(e) = shared.transport.surrender(delivery).await {
-                    metrics.queue.failed("surrender");
+                    shared.metrics.failed("surrender");
                     warn!(message_id = %delivery.message_id, error = %e, "cannot hand the message over; it returns when its lease ends");
                 }
                 return false;
@@ -179,7 +178,7 @@ pub(super) async fn dead_letter<H: Handler, T: Transport>(
 }
 
 pub(super) async fn delete<H: Handler, T: Transport>(shared: &Shared<H, T>, delivery: &Delivery) {
-    let metrics = &shared.engine.metrics().queue;
+    let metrics = &shared.metrics;
     match shared.transport.delete(delivery).await {
         Ok(()) => metrics.deleted.inc(),
         Err(e) => {
@@ -194,7 +193,7 @@ pub(super) async fn release<H: Handler, T: Transport>(
     delivery: &Delivery,
     delay: Duration,
 ) {
-    let metrics = &shared.engine.metrics().queue;
+    let metrics = &shared.metrics;
     match shared.transport.release(delivery, delay).await {
         Ok(()) => metrics.released.inc(),
         Err(e) => {

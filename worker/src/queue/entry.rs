@@ -10,6 +10,7 @@ use crate::cli::WorkerArgs;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::handler::Handler;
+use crate::metrics::QueueMetrics;
 use crate::setup::Setup;
 use crate::signals::Interrupts;
 
@@ -54,6 +55,8 @@ pub(crate) async fn worker_mode<H: Handler>(
         grace: Duration::from_secs_f64(args.shutdown_grace),
         started: setup.started,
         record_results: args.record_results.clone(),
+        metrics: QueueMetrics::register(&setup.metrics)
+            .map_err(|e| crate::error::Error::Metrics(e.to_string()))?,
     };
     #[cfg(feature = "amqp")]
     if amqp {

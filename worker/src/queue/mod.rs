@@ -58,7 +58,7 @@ use broker::{dead_letter, delete, let_go, record_results, release, settle};
 use crate::engine::Engine;
 use crate::handler::{Batching, Handler};
 use crate::message::{self, RawItem};
-use crate::metrics::{DeadLetterCause, ErrorCategory};
+use crate::metrics::{DeadLetterCause, ErrorCategory, QueueMetrics};
 use crate::platform;
 use crate::results::Usage;
 
@@ -85,6 +85,8 @@ pub struct Settings {
     /// Record what became of each chunk item in the output store before
     /// settling, as parts of this run (see [`crate::results`]).
     pub record_results: Option<String>,
+    /// The consumer's metrics, in the engine's registry.
+    pub metrics: QueueMetrics,
 }
 
 /// Signals the runner obeys.
@@ -103,6 +105,7 @@ struct Shared<H: Handler, T: Transport> {
     started: Instant,
     first_receive: AtomicBool,
     record_results: Option<String>,
+    metrics: QueueMetrics,
 }
 
 /// Consumes the queue until `shutdown` says stop, then returns once every
@@ -120,6 +123,7 @@ pub async fn run<H: Handler, T: Transport>(
         started: settings.started,
         first_receive: AtomicBool::new(false),
         record_results: settings.record_results,
+        metrics: settings.metrics,
     });
     let permits = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
     let tracker = TaskTracker::new();
@@ -152,7 +156,7 @@ pub async fn run<H: Handler, T: Transport>(
     // Stopped receivers return at once.
     while receivers.join_next().await.is_some() {}
     tracker.close();
-    let held = engine.metrics().queue.in_flight.get();
+    let held = shared.metrics.in_flight.get();
     info!(
         queue = shared.transport.queue(),
         held_messages = held,
@@ -173,7 +177,7 @@ pub async fn run<H: Handler, T: Transport>(
             .is_err()
         {
             error!(
-                held_messages = engine.metrics().queue.in_flight.get(),
+                held_messages = shared.metrics.in_flight.get(),
                 "messages still unsettled {} s after stopping; the queue will deliver them again",
                 SETTLE_AFTER_STOP.as_secs()
             );
@@ -189,7 +193,7 @@ async fn receive_loop<H: Handler, T: Transport>(
     drain: CancellationToken,
     max_in_flight: usize,
 ) {
-    let metrics = &shared.engine.metrics().queue;
+    let metrics = &shared.metrics;
     let mut failures: u32 = 0;
     loop {
         // Wait for room for a whole batch: many small receives cost far
@@ -286,7 +290,7 @@ fn receiving<'a, H: Handler, T: Transport>(
     shared: &'a Shared<H, T>,
     delivery: &Delivery,
 ) -> InFlight<'a> {
-    let metrics = &shared.engine.metrics().queue;
+    let metrics = &shared.metrics;
     metrics.received.inc();
     metrics.in_flight.inc();
     if let Some(age) = delivery
@@ -505,7 +509,7 @@ async fn run_items<H: Handler, T: Transport>(
                 match shared.transport.extend(delivery).await {
                     Ok(()) => debug!(message_id = %delivery.message_id, "lease extended"),
                     Err(e) => {
-                        shared.engine.metrics().queue.failed("extend");
+                        shared.metrics.failed("extend");
                         warn!(message_id = %delivery.message_id, error = %e, "cannot extend the lease");
                     }
                 }

@@ -222,7 +222,7 @@ async fn run<H: Handler, T: Transport>(
                     match shared.transport.extend(&entry.delivery).await {
                         Ok(()) => debug!(message_id = %entry.delivery.message_id, "lease extended"),
                         Err(e) => {
-                            shared.engine.metrics().queue.failed("extend");
+                            shared.metrics.failed("extend");
                             warn!(message_id = %entry.delivery.message_id, error = %e, "cannot extend the lease");
                         }
                     }
