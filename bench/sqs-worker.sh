@@ -7,6 +7,10 @@
 #   MESSAGES=50000 ROUNDS=5 CONCURRENCY=16 bench/sqs-worker.sh
 #   LATENCY_MS=5 bench/sqs-worker.sh            # 5 ms each way, as to SQS
 #   ROUNDS=0 STARTS=50 bench/sqs-worker.sh      # the start-up trial alone
+#   SHOAL_NOOP=/tmp/noop-before bench/sqs-worker.sh  # another build of `noop`
+#
+# SHOAL_NOOP runs a copy of the `noop` example kept from another commit in
+# shoal's place, so that trials of two builds can take turns (A/B).
 #
 # LATENCY_MS puts toxiproxy (built from its Go module into the tool cache)
 # between the contenders and the server, delaying every request and every
@@ -54,7 +58,7 @@ CONF
 "${server_cpu[@]}" java -Xmx1g -Dconfig.file="$work/elasticmq.conf" -cp "$SHOAL_ELASTICMQ_LIB/*" org.elasticmq.server.Main >"$work/elasticmq.log" 2>&1 &
 server=$!
 proxy=""
-trap 'kill $server $proxy 2>/dev/null; wait $server $proxy 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $server $proxy 2>/dev/null; wait $server $proxy 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 300); do
   (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   sleep 0.1
@@ -95,7 +99,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "server: ElasticMQ $ELASTICMQ_VERSION on 127.0.0.1:$port; $MESSAGES messages; concurrency $CONCURRENCY; $ROUNDS rounds + 1 warm-up"
 echo "pinning: server ${server_cpu[*]:-none}, contenders ${contender_cpu:-none}"
 echo "added latency: ${LATENCY_MS} ms each way (contenders reach the server at $contender_endpoint)"
-shoal="AWS_ENDPOINT_URL=$contender_endpoint exec $contender_cpu$bin/noop worker --queue \"\$QUEUE\" --concurrency $CONCURRENCY"
+shoal="AWS_ENDPOINT_URL=$contender_endpoint exec $contender_cpu${SHOAL_NOOP:-$bin/noop} worker --queue \"\$QUEUE\" --concurrency $CONCURRENCY"
 baseline="AWS_ENDPOINT_URL=$contender_endpoint exec $contender_cpu$bin/sqs-baseline \"\$QUEUE\" $CONCURRENCY"
 : >"$work/out.txt"
 if [ "$ROUNDS" != 0 ]; then

@@ -381,6 +381,69 @@ async fn poison_messages(queue: &str) {
     assert!(w.wait(Duration::from_secs(30)).success());
 }
 
+/// A dead-letter queue deleted behind the worker's back (its redrive
+/// policy still names it): the failed message is not lost. The worker
+/// says it cannot find the queue, keeps releasing the message, and
+/// dead-letters it once the queue exists again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_dead_letter_queue_keeps_the_failed_message_until_it_exists() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Far from the queue's own dead-lettering (maxReceiveCount 50), so
+    // only the worker can move the message.
+    let queues = create_queues(&stack.sqs, "orphaned", 30, 50).await;
+    stack
+        .sqs
+        .delete_queue()
+        .queue_url(&queues.dead_letter_url)
+        .send()
+        .await
+        .unwrap();
+    let malformed = r#"{"chunkId": "c-lost", "items": "none"}"#.to_owned();
+    send_all(&stack.sqs, &queues.url, std::slice::from_ref(&malformed)).await;
+
+    let mut w = worker(&stack, &queues, dir.path(), "w", &[], &[]);
+    wait_for(
+        "a dead letter to fail twice",
+        Duration::from_secs(60),
+        || {
+            let log = w.log_text();
+            async move { log.matches("cannot dead-letter; releasing").count() >= 2 }
+        },
+    )
+    .await;
+    let log = w.log_text();
+    assert!(
+        log.contains("cannot find the dead-letter queue"),
+        "the missing queue is named at start\n{log}"
+    );
+    let (visible, in_flight, _) = counts(&stack.sqs, &queues.url).await;
+    assert_eq!(visible + in_flight, 1, "the message is still queued\n{log}");
+
+    // The same name again: the redrive policy's ARN names it once more.
+    stack
+        .sqs
+        .create_queue()
+        .queue_name("orphaned-dlq")
+        .send()
+        .await
+        .unwrap();
+    wait_for("the queue to drain", Duration::from_secs(120), || {
+        queue_empty(&stack, &queues.url)
+    })
+    .await;
+    let letters = take_all(&stack.sqs, &queues.dead_letter_url).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let (letter, attrs) = &letters[0];
+    assert_eq!(letter.body(), Some(malformed.as_str()));
+    assert!(
+        attrs["shoal.reason"].contains("malformed shoal chunk"),
+        "{attrs:?}"
+    );
+    w.signal("TERM");
+    assert!(w.wait(Duration::from_secs(30)).success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_or_releases_every_message_in_flight() {
     let stack = Stack::start();

@@ -1,7 +1,8 @@
 //! The dead-letter queue of an SQS queue. Its name is known at start
 //! (`--dead-letter-queue`, or the ARN in the queue's redrive policy); its
-//! URL, when only the ARN is known, is looked up in the background after
-//! start, so the first receive never waits for it. A lookup that fails is
+//! URL, when only the ARN is known, is looked up in the background once
+//! the first receive has its answer, so that receive neither waits for it
+//! nor shares the server with it. A lookup that fails is
 //! logged and tried again at the first dead letter; until one succeeds a
 //! failed message stays in its queue, for the redrive policy.
 

@@ -8,8 +8,9 @@
 //! - The dead-letter queue is the one the queue's redrive policy names
 //!   (or `--dead-letter-queue`); its `maxReceiveCount` is the attempt limit.
 //!   Start-up reads the queue's attributes and nothing else before the
-//!   first receive: the dead-letter queue's URL is looked up after it
-//!   ([`dead_letter_queue`]).
+//!   first receive: the dead-letter queue's URL is looked up once that
+//!   receive has its answer ([`dead_letter_queue`]), so the two never
+//!   share the server.
 //!
 //! - FIFO queues (`.fifo`) work too: copies the runner sends keep the
 //!   message's group and carry a deduplication id derived from the message
@@ -26,6 +27,7 @@
 //! part of a chunk) on dead letters.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -94,6 +96,9 @@ pub struct SqsQueue {
     deletes: mpsc::UnboundedSender<DeleteRequest>,
     /// Shared by every delivery (see [`Delivery::revoked`]).
     never_revoked: CancellationToken,
+    /// Whether the dead-letter queue's URL lookup has started (at the
+    /// first receive's answer).
+    dead_letter_lookup_started: AtomicBool,
 }
 
 fn sdk_error<E>(operation: &'static str, queue: &str, err: E) -> TransportError
@@ -157,8 +162,9 @@ impl SqsQueue {
     /// not exist or has nowhere to dead-letter to.
     ///
     /// The dead-letter queue's URL is not waited for: it is looked up in
-    /// the background ([`dead_letter_queue`]), so the first receive
-    /// follows the one call start-up needs.
+    /// the background ([`dead_letter_queue`]) once the first receive has
+    /// its answer, so that receive follows the one call start-up needs and
+    /// has the server to itself.
     pub async fn connect(client: Client, options: SqsOptions) -> Result<Self> {
         let url = options.queue_url.clone();
         let name = queue_name(&url).to_owned();
@@ -196,7 +202,6 @@ impl SqsQueue {
             attributes.attributes().unwrap_or(&HashMap::new()),
         )
         .map_err(fail)?;
-        dead_letter.resolve_in_background(&client, &url);
         let (deletes, requests) = mpsc::unbounded_channel();
         tokio::spawn(delete_batcher(client.clone(), url.clone(), requests));
         info!(
@@ -219,6 +224,7 @@ impl SqsQueue {
             max_attempts,
             deletes,
             never_revoked: CancellationToken::new(),
+            dead_letter_lookup_started: AtomicBool::new(false),
         })
     }
 
@@ -314,8 +320,15 @@ impl Transport for SqsQueue {
             .then(|| seconds_up(self.visibility, MAX_VISIBILITY_S));
         let output = receive_call(&self.client, &self.url, max, self.wait_time_s, visibility_s)
             .send()
-            .await
-            .map_err(|e| sdk_error("receive", &self.name, e))?;
+            .await;
+        if !self
+            .dead_letter_lookup_started
+            .swap(true, Ordering::Relaxed)
+        {
+            self.dead_letter
+                .resolve_in_background(&self.client, &self.url);
+        }
+        let output = output.map_err(|e| sdk_error("receive", &self.name, e))?;
         Ok(output
             .messages()
             .iter()
