@@ -10,6 +10,7 @@ pub mod kube;
 pub mod moto;
 pub mod node;
 pub mod operator;
+pub mod photos;
 pub mod pods;
 pub mod process;
 pub mod prom;
